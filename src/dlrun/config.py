@@ -1,0 +1,266 @@
+"""Config schema and validation: every bad key or value is reported at once, before any work.
+
+Each group's keys are described by a dataclass. Range limits live in field
+metadata (``gt``, ``ge``, ``le``, ``choices``). Tasks and models register their
+own dataclasses for ``dataset`` and ``model``; cross-field checks belong to the
+task (``Task.check_config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from dlrun.errors import ConfigError
+from dlrun.registry import closest, model_entry, task_entry, unknown_name_message
+
+
+def spec(default: Any = None, **limits: Any) -> Any:
+    """A dataclass field with a default and range limits for validation."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=limits)
+    return field(default=default, metadata=limits)
+
+
+@dataclass
+class TaskConfig:
+    name: str = spec("dates")
+    monitor: str = spec("val/exact_match")  # metric that picks best.pt and drives early stopping
+    mode: str = spec("max", choices=["max", "min"])
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = spec("adam", choices=["adam", "adamw", "sgd"])
+    lr: float = spec(1e-3, gt=0)
+    weight_decay: float = spec(0.0, ge=0)
+    betas: list[float] = spec([0.9, 0.999])
+    momentum: float = spec(0.0, ge=0, lt=1)
+    nesterov: bool = spec(False)
+    # Fused Adam/AdamW kernels where the device supports them (CUDA); null = automatic.
+    fused: bool | None = spec(None)
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = spec("none", choices=["none", "cosine"])
+    warmup_steps: int = spec(0, ge=0)
+    min_lr_ratio: float = spec(0.0, ge=0, le=1)
+
+
+@dataclass
+class DeviceConfig:
+    type: str = spec("auto", choices=["auto", "cpu", "cuda", "mps"])
+    # auto: bf16 autocast on CUDA, off elsewhere. fp16 adds a GradScaler.
+    amp: str = spec("auto", choices=["auto", "none", "bf16", "fp16"])
+    compile: bool = spec(False)
+    threads: int | None = spec(None, ge=1)  # torch intra-op threads; null keeps torch's default
+    tf32: bool = spec(True)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int | None = spec(None, ge=1)
+    max_epochs: int | None = spec(None, ge=1)
+    max_time: float | None = spec(None, gt=0)  # seconds of training, evaluation included
+    seed: int = spec(0, ge=0)
+    eval_every: int | None = spec(None, ge=1)  # optimizer steps; null = once per epoch
+    eval_batch_size: int = spec(1024, ge=1)
+    log_every: int = spec(50, ge=1)
+    grad_clip: float | None = spec(None, gt=0)
+    accumulate: int = spec(1, ge=1)
+    patience: int | None = spec(None, ge=1)  # evaluations without improvement before stopping
+    stop_at: float | None = spec(None)  # stop once the monitored metric reaches this value
+    num_samples: int = spec(50, ge=0)  # lines in samples.txt
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = spec("outputs")
+    data_dir: str = spec("data")
+    cache_dir: str = spec("~/.cache/dlrun")
+
+
+@dataclass
+class RootConfig:
+    task: TaskConfig = spec(None)
+    dataset: Any = spec(None)
+    model: Any = spec(None)
+    optimizer: OptimizerConfig = spec(None)
+    scheduler: SchedulerConfig = spec(None)
+    device: DeviceConfig = spec(None)
+    trainer: TrainerConfig = spec(None)
+    paths: PathsConfig = spec(None)
+    resume: str | None = spec(None)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return f"a list of {_type_name(item)}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, (list, tuple)) and all(_matches(v, item) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _limits_problem(value: Any, meta: dict) -> str | None:
+    if value is None:
+        return None
+    if "choices" in meta and value not in meta["choices"]:
+        msg = f"must be one of {', '.join(map(str, meta['choices']))}"
+        guess = closest(str(value), [str(c) for c in meta["choices"]])
+        return msg + (f" (did you mean '{guess}'?)" if guess else "")
+    checks = [
+        ("gt", lambda v, b: v > b, ">"),
+        ("ge", lambda v, b: v >= b, ">="),
+        ("lt", lambda v, b: v < b, "<"),
+        ("le", lambda v, b: v <= b, "<="),
+    ]
+    for key, ok, sym in checks:
+        if key in meta and not ok(value, meta[key]):
+            return f"must be {sym} {meta[key]}"
+    return None
+
+
+def check_section(prefix: str, node: Any, schema: type) -> list[str]:
+    """Problems with one config section: unknown keys, wrong types, values out of range."""
+    if not isinstance(node, dict):
+        return [f"{prefix}: expected a mapping of keys, got {node!r}"]
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    problems = []
+    for key in node:
+        if key not in fields:
+            guess = closest(str(key), list(fields))
+            hint = f"did you mean '{prefix}.{guess}'?" if guess else ""
+            problems.append(
+                f"{prefix}.{key}: unknown key ({hint or 'valid keys: ' + ', '.join(fields)})"
+            )
+    for name, f in fields.items():
+        if name not in node:
+            continue
+        value, tp = node[name], hints[name]
+        if dataclasses.is_dataclass(tp):
+            problems += check_section(f"{prefix}.{name}", value, tp)
+            continue
+        if not _matches(value, tp):
+            problems.append(f"{prefix}.{name}={value!r}: expected {_type_name(tp)}")
+            continue
+        items = value if isinstance(value, list) and typing.get_origin(tp) is list else [value]
+        for item in items:
+            problem = _limits_problem(item, dict(f.metadata))
+            if problem:
+                problems.append(f"{prefix}.{name}={value!r}: {problem}")
+                break
+    return problems
+
+
+def to_dict(cfg: DictConfig | dict) -> dict:
+    """A plain, resolved dict of the config (what checkpoints and summaries store)."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return cfg
+
+
+def section(cfg: dict, schema: type) -> Any:
+    """Build the dataclass for an already validated section."""
+    return schema(**cfg)
+
+
+def validate(cfg: DictConfig | dict) -> dict:
+    """Check the whole config; raise one ConfigError listing every problem.
+
+    Returns the resolved config as a plain dict.
+    """
+    try:
+        data = to_dict(cfg)
+    except Exception as exc:  # interpolation errors, missing env vars
+        raise ConfigError([f"cannot resolve config: {exc}".splitlines()[0]]) from None
+    problems: list[str] = []
+    root_fields = {f.name for f in dataclasses.fields(RootConfig)}
+    for key in data:
+        if key not in root_fields:
+            guess = closest(key, sorted(root_fields))
+            problems.append(
+                f"{key}: unknown key" + (f" (did you mean '{guess}'?)" if guess else "")
+            )
+    for name in ("task", "optimizer", "scheduler", "device", "trainer", "paths"):
+        schema = typing.get_type_hints(RootConfig)[name]
+        if name not in data:
+            problems.append(f"{name}: missing section")
+        else:
+            problems += check_section(name, data[name], schema)
+    if data.get("resume") is not None and not isinstance(data["resume"], str):
+        problems.append(f"resume={data['resume']!r}: expected a run directory path")
+
+    task_cls = None
+    task_name = (data.get("task") or {}).get("name")
+    try:
+        entry = task_entry(str(task_name))
+        task_cls = entry.obj
+        problems += check_section("dataset", data.get("dataset"), entry.schema)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        problems.append(f"task.name: {exc}")
+
+    model_name = (data.get("model") or {}).get("name")
+    model_ok = False
+    try:
+        mentry = model_entry(str(model_name))
+        problems += check_section("model", data.get("model"), mentry.schema)
+        if task_cls is not None and mentry.kind != task_cls.model_kind:
+            from dlrun.registry import MODELS
+
+            fitting = [n for n in MODELS.names() if MODELS.entry(n).kind == task_cls.model_kind]
+            problems.append(
+                f"model.name={model_name}: a {mentry.kind} model does not fit task "
+                f"'{task_name}'; models for it: {', '.join(fitting)}"
+            )
+        else:
+            model_ok = True
+    except Exception as exc:
+        problems.append(
+            f"model.name: {unknown_name_message('model', str(model_name), [])}"
+            if model_name is None
+            else f"model.name: {exc}"
+        )
+
+    trainer = data.get("trainer") or {}
+    if not problems:
+        if all(trainer.get(k) is None for k in ("max_steps", "max_epochs", "max_time")):
+            problems.append(
+                "trainer: set at least one of trainer.max_steps, trainer.max_epochs, "
+                "trainer.max_time"
+            )
+        if task_cls is not None and model_ok:
+            problems += task_cls.check_config(data)
+    if problems:
+        raise ConfigError(problems)
+    return data

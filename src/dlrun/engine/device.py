@@ -1,0 +1,54 @@
+"""Pick the device and the mixed-precision settings from ``cfg.device``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dlrun.errors import UserError
+
+
+@dataclass
+class DeviceInfo:
+    device: torch.device
+    amp_dtype: torch.dtype | None  # autocast dtype, None = full precision
+    use_scaler: bool  # fp16 needs loss scaling; bf16 does not
+    compile: bool
+
+    def describe(self) -> str:
+        name = str(self.device)
+        if self.device.type == "cuda":
+            name += f" ({torch.cuda.get_device_name(self.device)})"
+        amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return f"{name}, amp {amp}"
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def resolve_device(cfg: dict) -> DeviceInfo:
+    """``auto`` picks cuda, then mps, then cpu; asking for a missing device is a user error."""
+    kind = cfg["type"]
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"device=cuda but this torch {torch.__version__} sees no CUDA GPU; "
+            "use device=cpu or device=auto"
+        )
+    if kind == "mps" and not _mps_available():
+        raise UserError("device=mps but MPS is not available here; use device=cpu or device=auto")
+    amp = cfg["amp"]
+    if amp == "auto":
+        amp = "bf16" if kind == "cuda" else "none"
+    if amp == "fp16" and kind != "cuda":
+        raise UserError(f"device.amp=fp16 needs a CUDA device, not {kind}; use device.amp=none")
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    if kind == "cuda" and cfg["tf32"]:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return DeviceInfo(torch.device(kind), dtype, amp == "fp16", cfg["compile"])

@@ -1,0 +1,344 @@
+"""The one training loop every task shares.
+
+The loop knows the task only through ``Task.batch``, ``Task.loss`` and
+``Task.evaluate``; it never branches on a task's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dlrun.engine import checkpoint
+from dlrun.engine.device import DeviceInfo
+from dlrun.engine.writers import JsonlWriter
+from dlrun.errors import Interrupted, UserError
+from dlrun.tasks.base import Task
+
+log = logging.getLogger("dlrun")
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a resumed run needs besides weights and RNGs."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # micro-batches consumed in the current epoch
+    samples: int = 0
+    train_time: float = 0.0  # seconds spent in fit() across resumes
+    best_value: float | None = None
+    best_step: int | None = None
+    best_metrics: dict | None = None  # every metric of the best evaluation
+    bad_evals: int = 0  # evaluations since the monitored metric last improved
+    last_eval_step: int = -1
+    halt: str | None = None  # early_stopping or stop_at: survives a resume
+    stop_reason: str | None = None  # why the last fit() ended
+
+
+def build_optimizer(params, cfg: dict, device: torch.device) -> torch.optim.Optimizer:
+    name, lr, wd = cfg["name"], cfg["lr"], cfg["weight_decay"]
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=wd
+        )
+    fused = cfg["fused"] if cfg["fused"] is not None else device.type == "cuda"
+    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, betas=tuple(cfg["betas"]), weight_decay=wd, fused=fused or None)
+
+
+def build_scheduler(opt, cfg: dict, total_steps: int | None):
+    """Cosine decay with linear warmup, as a multiplier of the base learning rate."""
+    if cfg["name"] == "none":
+        return None
+    warmup, floor = cfg["warmup_steps"], cfg["min_lr_ratio"]
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Trainer:
+    def __init__(
+        self, task: Task, model: torch.nn.Module, cfg: dict, dev: DeviceInfo, run_dir: Path
+    ):
+        self.task, self.model, self.cfg, self.dev = task, model, cfg, dev
+        self.t = cfg["trainer"]
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.batch_size = cfg["dataset"]["batch_size"]
+        self.n_train = task.size("train")
+        self.batches_per_epoch = math.ceil(self.n_train / self.batch_size)
+        self.total_steps = self._total_steps()
+        self.opt = build_optimizer(model.parameters(), cfg["optimizer"], dev.device)
+        self.sched = build_scheduler(self.opt, cfg["scheduler"], self.total_steps)
+        self.scaler = torch.amp.GradScaler(dev.device.type, enabled=dev.use_scaler)
+        self.state = TrainState()
+        split, _, self.monitor_key = cfg["task"]["monitor"].partition("/")
+        self.monitor_split = split
+        self.maximize = cfg["task"]["mode"] == "max"
+        self._perm: torch.Tensor | None = None
+        self._signal: int | None = None
+        self._started: float | None = None
+        self.forward_model = model
+        if dev.compile:
+            if getattr(model, "compilable", True):
+                self.forward_model = torch.compile(model)
+            else:
+                log.warning(
+                    "device.compile: %s is built on RNNs, which torch.compile does not "
+                    "trace; running it eagerly",
+                    type(model).__name__,
+                )
+
+    def _total_steps(self) -> int | None:
+        per_epoch = math.ceil(self.batches_per_epoch / self.t["accumulate"])
+        options = [self.t["max_steps"]]
+        if self.t["max_epochs"]:
+            options.append(self.t["max_epochs"] * per_epoch)
+        options = [o for o in options if o]
+        return min(options) if options else None
+
+    # -- checkpoints -----------------------------------------------------------
+    def _checkpoint(self) -> dict:
+        state = asdict(self.state)
+        if self._started is not None:  # mid-fit: count the time of this process too
+            state["train_time"] += time.monotonic() - self._started
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched else None,
+            "state": state,
+            "rng": checkpoint.rng_states(),
+            "config": self.cfg,
+        }
+
+    def save(self, name: str) -> None:
+        checkpoint.save_atomic(self._checkpoint(), self.ckpt_dir / name)
+
+    def restore(self, path: Path) -> None:
+        ckpt = checkpoint.load(path, self.dev.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.sched and ckpt["scheduler"]:
+            self.sched.load_state_dict(ckpt["scheduler"])
+        self.state = TrainState(**ckpt["state"])
+        checkpoint.set_rng_states(ckpt["rng"])
+
+    # -- data order ----------------------------------------------------------------
+    def _next_indices(self) -> torch.Tensor:
+        """The next micro-batch of training indices.
+
+        Each epoch's order comes from a generator seeded by (seed, epoch), so a
+        resumed run rebuilds the same order from the saved position alone.
+        """
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.t["seed"] * 1_000_003 + self.state.epoch)
+            self._perm = torch.randperm(self.n_train, generator=g).to(self.dev.device)
+        b = self.state.batch_in_epoch
+        idx = self._perm[b * self.batch_size : (b + 1) * self.batch_size]
+        self.state.batch_in_epoch += 1
+        if self.state.batch_in_epoch == self.batches_per_epoch:
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+            self._perm = None
+        return idx
+
+    # -- stopping --------------------------------------------------------------
+    def _should_stop(self, started: float) -> str | None:
+        s, t = self.state, self.t
+        if self._signal is not None:
+            return "signal"
+        if t["max_steps"] and s.step >= t["max_steps"]:
+            return "max_steps"
+        if t["max_epochs"] and s.epoch >= t["max_epochs"]:
+            return "max_epochs"
+        if t["max_time"] and s.train_time + time.monotonic() - started >= t["max_time"]:
+            return "max_time"
+        return s.halt
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self._signal = signum
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """Ctrl-C and SIGTERM finish the current step, write last.pt and stop."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+    # -- evaluation ----------------------------------------------------------------
+    def evaluate(self, split: str) -> dict[str, float]:
+        self.model.eval()
+        with torch.inference_mode(), self._autocast():
+            metrics = self.task.evaluate(self.model, split, self.t["eval_batch_size"])
+        self.model.train()
+        return metrics
+
+    def _autocast(self):
+        return torch.autocast(
+            self.dev.device.type, dtype=self.dev.amp_dtype, enabled=self.dev.amp_dtype is not None
+        )
+
+    def _after_eval(self, value: float) -> bool:
+        """Update best/early-stopping state; True if this is a new best."""
+        s = self.state
+        better = s.best_value is None or (
+            value > s.best_value if self.maximize else value < s.best_value
+        )
+        if better:
+            s.best_value, s.best_step, s.bad_evals = value, s.step, 0
+        else:
+            s.bad_evals += 1
+        if self.t["patience"] and s.bad_evals >= self.t["patience"]:
+            s.halt = "early_stopping"
+        target = self.t["stop_at"]
+        if target is not None and (value >= target if self.maximize else value <= target):
+            s.halt = "stop_at"
+        return better
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self, writer: JsonlWriter) -> TrainState:
+        s, t = self.state, self.t
+        model, task = self.model, self.task
+        model.train()
+        started = self._started = time.monotonic()
+        interactive = sys.stderr.isatty()
+        bar = tqdm(
+            total=self.total_steps,
+            initial=s.step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not interactive,
+        )
+        loss_sum = torch.zeros((), device=self.dev.device)
+        first_bad = torch.full((), -1, device=self.dev.device, dtype=torch.long)
+        window_steps, window_samples, window_start = 0, 0, time.monotonic()
+        last_metric = None
+        with self._signals():
+            while (reason := self._should_stop(started)) is None:
+                for _ in range(t["accumulate"]):
+                    idx = self._next_indices()
+                    batch = task.batch("train", idx)
+                    with self._autocast():
+                        loss = task.loss(self.forward_model, batch)
+                    # Average over micro-batches so accumulation does not scale the step.
+                    self.scaler.scale(loss / t["accumulate"]).backward()
+                    detached = loss.detach().float()
+                    loss_sum += detached
+                    # Remember the first non-finite step without a host sync per step.
+                    bad = ~torch.isfinite(detached) & (first_bad < 0)
+                    first_bad = torch.where(bad, s.step + 1, first_bad)
+                    window_samples += idx.numel()
+                    s.samples += idx.numel()
+                if t["grad_clip"]:
+                    # Unscale first so the clipping threshold is in real gradient units.
+                    self.scaler.unscale_(self.opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                self.opt.zero_grad(set_to_none=True)
+                if self.sched:
+                    self.sched.step()
+                s.step += 1
+                window_steps += 1
+                bar.update()
+
+                epoch_end = s.batch_in_epoch < t["accumulate"] and t["eval_every"] is None
+                eval_now = (t["eval_every"] and s.step % t["eval_every"] == 0) or epoch_end
+                if s.step % t["log_every"] == 0 or eval_now:
+                    bad_step = int(first_bad)
+                    if bad_step >= 0:
+                        self.save("last.pt")
+                        raise UserError(
+                            f"the training loss became NaN or infinite at step {bad_step}; "
+                            "lower optimizer.lr, set trainer.grad_clip, or use device.amp=none"
+                        )
+                    now = time.monotonic()
+                    record = {
+                        "epoch": s.epoch,
+                        "split": "train",
+                        "loss": float(loss_sum) / (window_steps * t["accumulate"]),
+                        "lr": self.opt.param_groups[0]["lr"],
+                        "samples_per_sec": window_samples / max(now - window_start, 1e-9),
+                        "elapsed": s.train_time + now - started,
+                    }
+                    writer.log(record, s.step)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", **(last_metric or {}))
+                    loss_sum.zero_()
+                    window_steps, window_samples, window_start = 0, 0, now
+                if eval_now:
+                    last_metric = self._eval_and_checkpoint(writer, started, interactive)
+                if self._signal is not None:
+                    break
+            bar.close()
+            if self._signal is None and s.last_eval_step != s.step:
+                # The last steps count too: evaluate them before picking the best.
+                self._eval_and_checkpoint(writer, started, interactive)
+            s.stop_reason = "signal" if self._signal is not None else reason
+            s.train_time += time.monotonic() - started
+            self._started = None
+            self.save("last.pt")
+        if self._signal is not None:
+            name = signal.Signals(self._signal).name
+            raise Interrupted(
+                f"stopped by {name} at step {s.step}; checkpoint written. Resume with: "
+                f"dlrun resume={self.run_dir}",
+                128 + self._signal,
+            )
+        return s
+
+    def _eval_and_checkpoint(self, writer: JsonlWriter, started: float, interactive: bool):
+        s = self.state
+        metrics = self.evaluate(self.monitor_split)
+        s.last_eval_step = s.step
+        elapsed = s.train_time + time.monotonic() - started
+        record = {
+            "epoch": s.epoch,
+            "split": self.monitor_split,
+            **metrics,
+            "lr": self.opt.param_groups[0]["lr"],
+            "elapsed": elapsed,
+        }
+        writer.log(record, s.step)
+        value = metrics[self.monitor_key]
+        if self._after_eval(value):
+            s.best_metrics = dict(metrics)
+            self.save("best.pt")
+        self.save("last.pt")
+        shown = {k: f"{v:.4f}" for k, v in metrics.items()}
+        if not interactive:
+            log.info(
+                "step %d epoch %d %s %s (%.1fs)",
+                s.step,
+                s.epoch,
+                self.monitor_split,
+                " ".join(f"{k}={v}" for k, v in shown.items()),
+                elapsed,
+            )
+        return {self.monitor_key: shown[self.monitor_key]}

@@ -1,0 +1,20 @@
+"""Models, registered by name in ``dlrun.registry.MODELS``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from dlrun.config import section
+from dlrun.registry import model_entry
+
+
+def build_model(model_cfg: dict, **task_args: Any) -> nn.Module:
+    """Build the registered model named by ``model_cfg['name']``.
+
+    ``task_args`` are what the task knows and the config does not (vocabulary
+    sizes, special token ids, number of classes).
+    """
+    entry = model_entry(model_cfg["name"])
+    return entry.obj(section(model_cfg, entry.schema), **task_args)

@@ -1,0 +1,148 @@
+"""Encoder-decoder models over token ids. Every seq2seq model implements ``Seq2Seq``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from dlrun.config import spec
+from dlrun.registry import MODELS
+
+
+class Seq2Seq(nn.Module):
+    """Interface shared by sequence models, so that tasks and decoding are model-agnostic.
+
+    ``forward(src, tgt_in)`` returns logits (B, T, V) for teacher-forced training;
+    ``encode`` + ``decode_step`` run inference one token at a time without
+    recomputing the encoder.
+    """
+
+    kind = "seq2seq"
+    # Dynamo does not trace RNN modules; models built on them set this to False.
+    compilable = True
+
+    def __init__(self, pad_id: int, sos_id: int, eos_id: int):
+        super().__init__()
+        self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
+
+    def encode(self, src: torch.Tensor):
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def decode_step(self, memory, tokens: torch.Tensor, state):
+        """Logits (B, V) for the next token after ``tokens`` (B, 1), and the new state."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    @torch.no_grad()
+    def greedy(self, src: torch.Tensor, max_len: int) -> torch.Tensor:
+        """Batched greedy decoding from the model's own predictions (never the targets).
+
+        Stops when every row has produced EOS or after ``max_len`` tokens.
+        Returns (B, <=max_len) token ids, SOS not included.
+        """
+        memory, state = self.encode(src)
+        tokens = torch.full((src.shape[0], 1), self.sos_id, dtype=torch.long, device=src.device)
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+        out = []
+        for _ in range(max_len):
+            logits, state = self.decode_step(memory, tokens, state)
+            tokens = logits.argmax(dim=-1, keepdim=True)
+            out.append(tokens)
+            done |= tokens.squeeze(1) == self.eos_id
+            if bool(done.all()):  # one host sync per step, cheap next to the step itself
+                break
+        return torch.cat(out, dim=1)
+
+
+@dataclass
+class GRUSeq2SeqConfig:
+    name: str = spec("gru_seq2seq")
+    embedding_size: int = spec(64, ge=1)
+    hidden_size: int = spec(256, ge=1)
+    num_layers: int = spec(1, ge=1)
+    dropout: float = spec(0.0, ge=0, lt=1)
+    bidirectional: bool = spec(False)
+    # Concatenate the encoder's final state to the decoder input at every step
+    # (Cho et al., 2014): still a fixed context, no attention.
+    feed_context: bool = spec(False)
+    # 1.0 feeds the targets to the decoder in one call; below 1.0 each row feeds
+    # back its own prediction with probability 1 - teacher_forcing at each step.
+    teacher_forcing: float = spec(1.0, ge=0, le=1)
+
+
+@MODELS.register("gru_seq2seq", schema=GRUSeq2SeqConfig, kind="seq2seq")
+class GRUSeq2Seq(Seq2Seq):
+    """GRU encoder whose final state initializes a GRU decoder; no attention."""
+
+    compilable = False
+
+    def __init__(
+        self,
+        cfg: GRUSeq2SeqConfig,
+        src_vocab: int,
+        tgt_vocab: int,
+        pad_id: int,
+        sos_id: int,
+        eos_id: int,
+    ):
+        super().__init__(pad_id, sos_id, eos_id)
+        self.cfg = cfg
+        h, e, n = cfg.hidden_size, cfg.embedding_size, cfg.num_layers
+        inner_dropout = cfg.dropout if n > 1 else 0.0
+        self.src_embed = nn.Embedding(src_vocab, e, padding_idx=pad_id)
+        self.encoder = nn.GRU(
+            e, h, n, batch_first=True, dropout=inner_dropout, bidirectional=cfg.bidirectional
+        )
+        # A bidirectional encoder has two final states per layer; project them to one.
+        self.bridge = nn.Linear(2 * h, h) if cfg.bidirectional else None
+        self.tgt_embed = nn.Embedding(tgt_vocab, e, padding_idx=pad_id)
+        dec_in = e + h if cfg.feed_context else e
+        self.decoder = nn.GRU(dec_in, h, n, batch_first=True, dropout=inner_dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(h, tgt_vocab)
+
+    def encode(self, src: torch.Tensor):
+        lengths = (src != self.pad_id).sum(dim=1).clamp(min=1)
+        # Packing keeps padding out of the final state (a padded position cannot
+        # change the output); lengths must live on the CPU for it.
+        packed = pack_padded_sequence(
+            self.src_embed(src), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, state = self.encoder(packed)
+        if self.bridge is not None:
+            n, b, h = self.cfg.num_layers, src.shape[0], self.cfg.hidden_size
+            state = state.view(n, 2, b, h).transpose(1, 2).reshape(n, b, 2 * h)
+            state = torch.tanh(self.bridge(state))
+        state = state.contiguous()
+        # Without attention the decoder sees only a fixed context: the top layer's final state.
+        context = state[-1] if self.cfg.feed_context else None
+        return context, state
+
+    def _decoder_input(self, tokens: torch.Tensor, context) -> torch.Tensor:
+        x = self.tgt_embed(tokens)
+        if context is None:
+            return x
+        return torch.cat([x, context.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
+
+    def decode_step(self, memory, tokens: torch.Tensor, state):
+        output, state = self.decoder(self._decoder_input(tokens, memory), state)
+        return self.out(self.dropout(output[:, -1])), state
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        memory, state = self.encode(src)
+        ratio = self.cfg.teacher_forcing
+        if ratio >= 1.0 or not self.training:
+            output, _ = self.decoder(self._decoder_input(tgt_in, memory), state)
+            return self.out(self.dropout(output))
+        logits = []
+        tokens = tgt_in[:, :1]
+        for t in range(tgt_in.shape[1]):
+            step_logits, state = self.decode_step(memory, tokens, state)
+            logits.append(step_logits)
+            if t + 1 < tgt_in.shape[1]:
+                teacher = torch.rand(tgt_in.shape[0], 1, device=src.device) < ratio
+                own = step_logits.argmax(dim=-1, keepdim=True)
+                tokens = torch.where(teacher, tgt_in[:, t + 1 : t + 2], own)
+        return torch.stack(logits, dim=1)

@@ -1,0 +1,157 @@
+"""Check a command line before Hydra runs it: group names, keys, values, resume.
+
+Hydra reports these mistakes as multi-line errors (or not at all, for values);
+here each ends as one line that says what is valid, before any output
+directory exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+from dlrun.errors import UserError
+from dlrun.registry import closest, unknown_name_message
+
+# Hydra flags after which we leave the command line to Hydra alone.
+PASS_THROUGH = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--version",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--package",
+    "-p",
+    "--resolve",
+}
+
+
+def groups(conf_dir: Path) -> dict[str, list[str]]:
+    """Config groups under conf/ and the choices in each."""
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in conf_dir.iterdir()
+        if d.is_dir() and not d.name.startswith((".", "_"))
+    }
+
+
+def preflight(argv: list[str], conf_dir: Path) -> list[str]:
+    """Validate ``argv`` and return the command line Hydra should run.
+
+    ``resume=DIR`` becomes the original run's overrides, then the new ones,
+    and ``hydra.run.dir=DIR`` so the run continues in its own directory.
+    """
+    if any(a.split("=")[0] in PASS_THROUGH for a in argv):
+        return argv
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    flags = [a for a in argv if a.startswith("-")]
+    overrides = [a for a in argv if not a.startswith("-")]
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as exc:
+        raise UserError(f"cannot parse the command line: {_first_line(exc)}") from None
+
+    options = groups(conf_dir)
+    for o in parsed:
+        key = o.key_or_group
+        if key in options:
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+            for value in values:
+                if value is not None and str(value) not in options[key]:
+                    raise UserError(
+                        unknown_name_message(
+                            key, str(value), options[key], f"; choose one with {key}=NAME"
+                        )
+                    )
+
+    resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
+    if resume:
+        if multirun:
+            raise UserError("resume works on one run directory, not in a multirun (-m)")
+        overrides = _resume_overrides(Path(str(resume)).expanduser(), overrides)
+        argv = flags + overrides
+        parsed = parser.parse_overrides(overrides)
+
+    # Compose once with the first value of every sweep, and validate the result.
+    first = [_first_choice(o, text) for o, text in zip(parsed, overrides)]
+    first = [a for a in first if not a.startswith("hydra.") and not a.startswith("hydra/")]
+    cfg = _compose(conf_dir, first)
+    from dlrun.config import validate
+    from dlrun.engine.device import resolve_device
+
+    data = validate(cfg)
+    resolve_device(data["device"])
+    return argv
+
+
+def _first_choice(o, text: str) -> str:
+    if not o.is_sweep_override():
+        return text
+    first = next(iter(o.sweep_string_iterator()))
+    return f"{o.get_key_element()}={first}"
+
+
+def _compose(conf_dir: Path, overrides: list[str]):
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        try:
+            return compose("config", overrides=overrides)
+        except HydraException as exc:
+            message = _first_line(exc)
+    # Most often a misspelt key: say which keys exist there.
+    base = _compose_groups_only(conf_dir, overrides)
+    for text in overrides:
+        key = text.split("=", 1)[0]
+        if key.startswith(("+", "~")) or "=" not in text or "/" in key:
+            continue
+        if OmegaConf.select(base, key, default="__missing__") == "__missing__":
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(base, parent) if parent else base
+            valid = list(node.keys()) if OmegaConf.is_dict(node) else []
+            guess = closest(leaf, [str(v) for v in valid])
+            hint = (
+                f"did you mean '{parent + '.' if parent else ''}{guess}'?"
+                if guess
+                else f"valid keys: {', '.join(map(str, valid))}"
+            )
+            raise UserError(f"unknown config key '{key}' ({hint})")
+    raise UserError(message)
+
+
+def _compose_groups_only(conf_dir: Path, overrides: list[str]):
+    opts = groups(conf_dir)
+    chosen = [t for t in overrides if t.split("=", 1)[0] in opts]
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        return compose("config", overrides=chosen)
+
+
+def _resume_overrides(run_dir: Path, new: list[str]) -> list[str]:
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not (run_dir / "checkpoints" / "last.pt").is_file() or not saved.is_file():
+        raise UserError(
+            f"resume={run_dir}: not a dlrun run directory with a checkpoint "
+            "(expected .hydra/overrides.yaml and checkpoints/last.pt)"
+        )
+    old = [o for o in OmegaConf.load(saved) if not str(o).startswith(("resume=", "hydra."))]
+    new = [o for o in new if not o.startswith(("hydra.run.dir=", "resume="))]
+    return [*old, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

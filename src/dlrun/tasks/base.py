@@ -1,0 +1,79 @@
+"""The task interface: data, model, loss and metrics. The training loop knows only this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+class Task:
+    """One experiment family. Subclasses register with ``TASKS.register``.
+
+    Data live in ``self.splits``: for each split name a dict of equally long
+    tensors; a batch is an index slice of them (``batch``), so the hot loop runs
+    no per-sample Python.
+    """
+
+    model_kind: ClassVar[str]
+    # Metrics ``evaluate`` returns for every split, besides ``loss``.
+    metric_names: ClassVar[tuple[str, ...]]
+    eval_splits: ClassVar[tuple[str, ...]] = ("val", "test")
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.splits: dict[str, dict[str, torch.Tensor]] = {}
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> list[str]:
+        """Cross-field problems with a config whose sections are individually valid."""
+        problems = []
+        monitor = cfg["task"]["monitor"]
+        valid = [f"{s}/{m}" for s in ("val",) for m in ("loss", *cls.metric_names)]
+        if monitor not in valid:
+            problems.append(f"task.monitor={monitor}: must be one of {', '.join(valid)}")
+        return problems
+
+    # -- data ---------------------------------------------------------------
+    def prepare(self, cache_dir: Path) -> None:
+        """Generate or read the data (cached on disk) and fill ``self.splits``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def save(self, run_dir: Path) -> None:
+        """Write what prediction needs besides weights (vocabularies) into the run dir."""
+
+    def load(self, run_dir: Path) -> None:
+        """Read what ``save`` wrote, for prediction without the data."""
+
+    def to(self, device: torch.device) -> None:
+        """Move every split to ``device`` once; batches are then index slices there."""
+        self.splits = {
+            name: {k: v.to(device, non_blocking=True) for k, v in split.items()}
+            for name, split in self.splits.items()
+        }
+
+    def size(self, split: str) -> int:
+        return next(iter(self.splits[split].values())).shape[0]
+
+    def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v[idx] for k, v in self.splits[split].items()}
+
+    # -- model, loss, metrics --------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        """``loss`` and every name in ``metric_names`` on a whole split."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` examples with source, target and prediction, wrong ones first."""
+        return []
+
+    def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
+        raise NotImplementedError  # pragma: no cover - abstract

@@ -1,0 +1,161 @@
+"""What every sequence-to-sequence task shares: character vocabularies, loss, decoding, metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlrun.data.vocab import Vocab
+from dlrun.errors import UserError
+from dlrun.metrics import mask_after_eos, sequence_counts
+from dlrun.models import build_model
+from dlrun.tasks.base import Task
+
+
+class Seq2SeqTask(Task):
+    """A task whose examples are (source text, target text) pairs.
+
+    Subclasses provide ``load_pairs`` and ``normalize``; splits hold ``src``
+    (N, max_src_len) and ``tgt`` (N, max_tgt_len), the target ending in EOS.
+    """
+
+    model_kind = "seq2seq"
+    metric_names = ("char_accuracy", "exact_match")
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        self.src_vocab: Vocab | None = None
+        self.tgt_vocab: Vocab | None = None
+        self.texts: dict[str, tuple[list[str], list[str]]] = {}
+
+    def normalize(self, text: str) -> str:
+        """The same normalization for training data and for prediction inputs."""
+        return text
+
+    def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    @property
+    def max_src_len(self) -> int:
+        return self.cfg["dataset"]["max_src_len"]
+
+    @property
+    def max_tgt_len(self) -> int:
+        return self.cfg["dataset"]["max_tgt_len"]
+
+    def prepare(self, cache_dir: Path) -> None:
+        pairs = self.load_pairs(cache_dir)
+        train_src = [s for s, _ in pairs["train"]]
+        train_tgt = [t for _, t in pairs["train"]]
+        # Vocabularies come from the training split only: eval characters it
+        # lacks become unk, as they would for a real user's input.
+        self.src_vocab = Vocab.build(train_src)
+        self.tgt_vocab = Vocab.build(train_tgt)
+        for name, split in pairs.items():
+            src = [s for s, _ in split]
+            tgt = [t for _, t in split]
+            self.texts[name] = (src, tgt)
+            self.splits[name] = {
+                "src": self.src_vocab.encode_batch(src, self.max_src_len, eos=False),
+                "tgt": self.tgt_vocab.encode_batch(tgt, self.max_tgt_len, eos=True),
+            }
+
+    def save(self, run_dir: Path) -> None:
+        self.src_vocab.save(run_dir / "vocab_src.json")
+        self.tgt_vocab.save(run_dir / "vocab_tgt.json")
+
+    def load(self, run_dir: Path) -> None:
+        self.src_vocab = Vocab.load(run_dir / "vocab_src.json")
+        self.tgt_vocab = Vocab.load(run_dir / "vocab_tgt.json")
+
+    def build_model(self) -> nn.Module:
+        return build_model(
+            self.cfg["model"],
+            src_vocab=len(self.src_vocab),
+            tgt_vocab=len(self.tgt_vocab),
+            pad_id=Vocab.pad_id,
+            sos_id=Vocab.sos_id,
+            eos_id=Vocab.eos_id,
+        )
+
+    @staticmethod
+    def decoder_input(tgt: torch.Tensor) -> torch.Tensor:
+        """SOS followed by the target shifted right by one."""
+        sos = tgt.new_full((tgt.shape[0], 1), Vocab.sos_id)
+        return torch.cat([sos, tgt[:, :-1]], dim=1)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(batch["src"], self.decoder_input(batch["tgt"]))
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), batch["tgt"].flatten(), ignore_index=Vocab.pad_id
+        )
+
+    def _decode(self, model: nn.Module, src: torch.Tensor) -> torch.Tensor:
+        return model.greedy(src, self.max_tgt_len)
+
+    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+        data = self.splits[split]
+        n = self.size(split)
+        totals: dict[str, torch.Tensor] = {}
+        loss_sum = torch.zeros((), device=data["tgt"].device)
+        tokens = torch.zeros((), device=data["tgt"].device)
+        for start in range(0, n, batch_size):
+            batch = {k: v[start : start + batch_size] for k, v in data.items()}
+            logits = model(batch["src"], self.decoder_input(batch["tgt"]))
+            real = (batch["tgt"] != Vocab.pad_id).sum()
+            loss_sum += F.cross_entropy(
+                logits.flatten(0, 1).float(),
+                batch["tgt"].flatten(),
+                ignore_index=Vocab.pad_id,
+                reduction="sum",
+            )
+            tokens += real
+            counts = sequence_counts(
+                self._decode(model, batch["src"]), batch["tgt"], Vocab.pad_id, Vocab.eos_id
+            )
+            for k, v in counts.items():
+                totals[k] = totals.get(k, 0) + v
+        return {
+            "loss": (loss_sum / tokens).item(),
+            "char_accuracy": (totals["chars_correct"] / totals["chars_total"]).item(),
+            "exact_match": (totals["exact"] / totals["count"]).item(),
+        }
+
+    def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
+        src, tgt = self.texts[split]
+        data = self.splits[split]
+        k = min(n * 20, len(src))  # look at more than n so that wrong ones can come first
+        preds = self._predict_ids(model, data["src"][:k])
+        rows = [
+            {"source": s, "target": t, "prediction": p, "correct": p == t}
+            for s, t, p in zip(src[:k], tgt[:k], preds)
+        ]
+        rows.sort(key=lambda r: r["correct"])  # stable: wrong first, then in data order
+        return rows[:n]
+
+    def _predict_ids(self, model: nn.Module, src: torch.Tensor, batch_size: int = 1024):
+        out = []
+        for start in range(0, src.shape[0], batch_size):
+            ids = mask_after_eos(
+                self._decode(model, src[start : start + batch_size]),
+                Vocab.eos_id,
+                Vocab.pad_id,
+            )
+            out += [self.tgt_vocab.decode(row) for row in ids.tolist()]
+        return out
+
+    def predict(self, model: nn.Module, inputs: list[str], batch_size: int = 1024) -> list[str]:
+        texts = [self.normalize(t) for t in inputs]
+        too_long = [t for t in texts if len(t) > self.max_src_len]
+        if too_long:
+            raise UserError(
+                f"input '{too_long[0]}' has {len(too_long[0])} characters; this model "
+                f"reads at most dataset.max_src_len={self.max_src_len}"
+            )
+        device = next(model.parameters()).device
+        src = self.src_vocab.encode_batch(texts, self.max_src_len, eos=False).to(device)
+        return self._predict_ids(model, src, batch_size)

@@ -1,0 +1,222 @@
+"""dlrun: the training entrypoint. Validate, build, fit, test, summarize.
+
+``main`` (the ``dlrun`` console script) checks the command line before Hydra
+starts, so a mistake ends with one line and no output directory; the Hydra
+task function then calls ``run(cfg, run_dir)``, which tests call directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun import __version__
+from dlrun.config import validate
+from dlrun.errors import Interrupted, UserError
+
+log = logging.getLogger("dlrun")
+
+
+def find_conf_dir() -> Path:
+    """conf/ ships inside the wheel as dlrun/conf; in a source checkout it is top-level."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"dlrun's config tree is missing (looked in {here}/conf and ../../conf)")
+
+
+CONF_DIR = find_conf_dir()
+_claimed: dict[str, str] = {}
+
+
+def _unique_dir(base: str) -> str:
+    """``base``, or ``base-1``, ``base-2``...: the first that this process creates itself.
+
+    mkdir is atomic, so two runs started in the same second never share a
+    directory. Memoized: Hydra resolves the run dir more than once.
+    """
+    if base not in _claimed:
+        path, n = base, 0
+        while True:
+            try:
+                os.makedirs(path)
+                break
+            except FileExistsError:
+                n += 1
+                path = f"{base}-{n}"
+        _claimed[base] = path
+    return _claimed[base]
+
+
+OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True)
+
+
+def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
+    """Train and test one configuration; write everything into ``run_dir``.
+
+    Returns the headline metrics, e.g. ``{"val/exact_match": ..., "test/exact_match": ...}``.
+    """
+    import torch
+
+    from dlrun.engine import checkpoint
+    from dlrun.engine.device import resolve_device
+    from dlrun.engine.plots import plot_curves
+    from dlrun.engine.trainer import Trainer
+    from dlrun.engine.writers import JsonlWriter
+    from dlrun.registry import task_entry
+
+    wall_start = time.monotonic()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = validate(cfg)
+    dev = resolve_device(data["device"])
+    checkpoint.seed_everything(data["trainer"]["seed"])
+    resume = _resume_checkpoint(data["resume"])
+
+    task = task_entry(data["task"]["name"]).obj(data)
+    t0 = time.monotonic()
+    task.prepare(Path(data["paths"]["cache_dir"]).expanduser())
+    data_time = time.monotonic() - t0
+    sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
+    log.info("data: %s (%.1fs)", sizes, data_time)
+    task.save(run_dir)
+    task.to(dev.device)
+    model = task.build_model().to(dev.device)
+    params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "task %s, model %s (%s parameters) on %s",
+        data["task"]["name"],
+        data["model"]["name"],
+        f"{params:,}",
+        dev.describe(),
+    )
+
+    trainer = Trainer(task, model, data, dev, run_dir)
+    if resume:
+        trainer.restore(resume)
+        log.info("resumed from %s at step %d", resume, trainer.state.step)
+    writer = JsonlWriter(
+        run_dir / "metrics.jsonl", keep_until_step=trainer.state.step if resume else None
+    )
+    try:
+        state = trainer.fit(writer)
+        # Test the best checkpoint, not whatever the last step left.
+        best = run_dir / "checkpoints" / "best.pt"
+        if best.exists():
+            model.load_state_dict(checkpoint.load(best, dev.device)["model"])
+        tests = {
+            split: trainer.evaluate(split)
+            for split in task.splits
+            if split not in ("train", trainer.monitor_split)
+        }
+        for split, metrics in tests.items():
+            writer.log(
+                {"epoch": state.epoch, "split": split, "checkpoint": "best", **metrics}, state.step
+            )
+    finally:
+        writer.close()
+
+    model.eval()
+    with torch.inference_mode():
+        rows = task.samples(model, "test", data["trainer"]["num_samples"])
+    _write_samples(run_dir / "samples.txt", rows)
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+
+    monitor = data["task"]["monitor"]
+    headline = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
+    headline.update({f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()})
+    summary = {
+        "status": "ok",
+        "task": data["task"]["name"],
+        "model": data["model"]["name"],
+        "monitor": monitor,
+        "best": {
+            "step": state.best_step,
+            monitor: state.best_value,
+            **{f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()},
+        },
+        "test": {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()},
+        "steps": state.step,
+        "epochs": state.step * data["trainer"]["accumulate"] / trainer.batches_per_epoch,
+        "samples": state.samples,
+        "stop_reason": state.stop_reason,
+        "train_time_s": round(state.train_time, 2),
+        "data_time_s": round(data_time, 2),
+        "wall_time_s": round(time.monotonic() - wall_start, 2),
+        "parameters": params,
+        "device": dev.describe(),
+        "torch": torch.__version__,
+        "dlrun": __version__,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())
+    print(f"run dir: {run_dir}\n{shown}", flush=True)
+    return headline
+
+
+def _resume_checkpoint(resume: str | None) -> Path | None:
+    if not resume:
+        return None
+    path = Path(resume).expanduser() / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(
+            f"resume={resume}: no checkpoints/last.pt there; pass a dlrun run "
+            "directory (outputs/DATE/TIME) that has trained at least once"
+        )
+    return path
+
+
+def _write_samples(path: Path, rows: list[dict]) -> None:
+    wrong = sum(not r["correct"] for r in rows)
+    lines = [
+        f"# {len(rows)} test examples, {wrong} wrong, wrong ones first",
+        "ok\tsource\ttarget\tprediction",
+    ]
+    lines += [
+        f"{'✓' if r['correct'] else '✗'}\t{r['source']}\t{r['target']}\t{r['prediction']}"
+        for r in rows
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    try:
+        return run(cfg, run_dir)
+    except UserError as exc:
+        log.error("dlrun: error: %s (run directory: %s)", exc, run_dir)
+        if hc.mode == RunMode.MULTIRUN:
+            return None  # one failed job does not stop the sweep
+        sys.exit(2)
+    except Interrupted as exc:
+        log.warning("%s", exc)
+        sys.exit(exc.exit_code)
+
+
+def main() -> None:
+    """The ``dlrun`` console script."""
+    from dlrun.preflight import preflight
+
+    try:
+        sys.argv[1:] = preflight(sys.argv[1:], CONF_DIR)
+    except UserError as exc:
+        print(f"dlrun: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    hydra_entry()
+
+
+if __name__ == "__main__":
+    main()
