@@ -51,7 +51,16 @@ def test_run_directory_is_complete(tiny_cfg, tmp_path):
     assert summary["best"]["step"] in (10, 20)
     assert summary["parameters"] > 0 and summary["torch"] == torch.__version__
     record = next(r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "val")
-    assert {"step", "epoch", "loss", "char_accuracy", "exact_match", "lr", "elapsed"} <= set(record)
+    assert {
+        "step",
+        "epoch",
+        "loss",
+        "char_accuracy",
+        "exact_match",
+        "lr",
+        "samples_per_sec",
+        "elapsed",
+    } <= set(record)
     lines = (tmp_path / "samples.txt").read_text().splitlines()
     assert lines[1] == "ok\tsource\ttarget\tprediction" and len(lines) == 2 + 5
     marks = [line.split("\t")[0] for line in lines[2:]]

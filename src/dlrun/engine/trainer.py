@@ -228,6 +228,7 @@ class Trainer:
         model, task = self.model, self.task
         model.train()
         started = self._started = time.monotonic()
+        self._since_eval = (s.samples, started)
         interactive = sys.stderr.isatty()
         bar = tqdm(
             total=self.total_steps,
@@ -294,6 +295,7 @@ class Trainer:
                     window_steps, window_samples, window_start = 0, 0, now
                 if eval_now:
                     last_metric = self._eval_and_checkpoint(writer, started, interactive)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", **last_metric)
                 if self._signal is not None:
                     break
             bar.close()
@@ -318,11 +320,16 @@ class Trainer:
         metrics = self.evaluate(self.monitor_split)
         s.last_eval_step = s.step
         elapsed = s.train_time + time.monotonic() - started
+        now = time.monotonic()
+        samples0, time0 = self._since_eval
+        self._since_eval = (s.samples, now)
         record = {
             "epoch": s.epoch,
             "split": self.monitor_split,
             **metrics,
             "lr": self.opt.param_groups[0]["lr"],
+            # Training throughput since the previous evaluation (evaluation time included).
+            "samples_per_sec": (s.samples - samples0) / max(now - time0, 1e-9),
             "elapsed": elapsed,
         }
         writer.log(record, s.step)

@@ -190,4 +190,4 @@ def generate(d: dict) -> dict[str, list[tuple[str, str]]]:
                     held_out.add(src)
                 pairs.append((src, tgt))
                 bar.update()
-    return out
+    return {split: out[split] for split in ("train", "val", "test")}
