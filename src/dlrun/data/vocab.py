@@ -76,4 +76,4 @@ class Vocab:
         itos = json.loads(path.read_text())
         if list(itos[: len(SPECIALS)]) != list(SPECIALS):
             raise ValueError(f"{path} is not a dlrun vocabulary")
-        return cls(itos[len(SPECIALS):])
+        return cls(itos[len(SPECIALS) :])
