@@ -127,10 +127,14 @@ def test_nan_loss_names_the_step(tiny_cfg, tmp_path, monkeypatch):
         run(tiny_cfg(), tmp_path)
 
 
-def test_stop_at_and_max_time_end_training(tiny_cfg, tmp_path):
+def test_stop_at_patience_and_max_time_end_training(tiny_cfg, tmp_path):
     run(tiny_cfg("trainer.stop_at=0.0", "trainer.max_steps=100"), tmp_path / "a")
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["stop_reason"] == "stop_at" and summary["steps"] == 10
     run(tiny_cfg("trainer.max_time=0.001", "trainer.max_steps=100"), tmp_path / "b")
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["stop_reason"] == "max_time" and summary["steps"] < 100
+    # exact_match stays 0 in a tiny run: the second evaluation is not better.
+    run(tiny_cfg("trainer.patience=1", "trainer.max_steps=100"), tmp_path / "c")
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["stop_reason"] == "early_stopping" and summary["steps"] == 20
