@@ -113,18 +113,21 @@ def test_resume_ends_like_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
     assert steps == [10, 20, 30]
 
 
-def test_nan_loss_names_the_step(tiny_cfg, tmp_path, monkeypatch):
+def test_nan_loss_names_the_step_and_keeps_good_checkpoints(tiny_cfg, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = Seq2SeqTask.loss
 
     def loss(self, model, batch):
         calls["n"] += 1
         value = original(self, model, batch)
-        return value * float("nan") if calls["n"] == 7 else value
+        return value * float("nan") if calls["n"] == 13 else value
 
     monkeypatch.setattr(Seq2SeqTask, "loss", loss)
-    with pytest.raises(UserError, match="NaN or infinite at step 7"):
+    with pytest.raises(UserError, match="NaN or infinite at step 13"):
         run(tiny_cfg(), tmp_path)
+    last = load(tmp_path / "checkpoints" / "last.pt")
+    assert last["state"]["step"] == 10  # the evaluation before the NaN
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
 
 
 def test_stop_at_patience_and_max_time_end_training(tiny_cfg, tmp_path):

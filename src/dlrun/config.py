@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dlrun.errors import ConfigError
-from dlrun.registry import closest, model_entry, task_entry, unknown_name_message
+from dlrun.errors import ConfigError, UserError
+from dlrun.registry import closest, model_entry, task_entry
 
 
 def spec(default: Any = None, **limits: Any) -> Any:
@@ -196,71 +196,79 @@ def section(cfg: dict, schema: type) -> Any:
 def validate(cfg: DictConfig | dict) -> dict:
     """Check the whole config; raise one ConfigError listing every problem.
 
-    Returns the resolved config as a plain dict.
+    Cross-field checks run for every section whose own keys are valid, so one
+    call reports as much as can be known. Returns the resolved config as a dict.
     """
     try:
         data = to_dict(cfg)
     except Exception as exc:  # interpolation errors, missing env vars
         raise ConfigError([f"cannot resolve config: {exc}".splitlines()[0]]) from None
+    hints = typing.get_type_hints(RootConfig)
     problems: list[str] = []
-    root_fields = {f.name for f in dataclasses.fields(RootConfig)}
     for key in data:
-        if key not in root_fields:
-            guess = closest(key, sorted(root_fields))
+        if key not in hints:
+            guess = closest(key, sorted(hints))
             problems.append(
                 f"{key}: unknown key" + (f" (did you mean '{guess}'?)" if guess else "")
             )
+    ok: dict[str, bool] = {}
+
+    def check(name: str, schema: type | None) -> None:
+        found = [f"{name}: missing section"] if name not in data else []
+        if schema is not None and not found:
+            found = check_section(name, data[name], schema)
+        ok[name] = schema is not None and not found
+        problems.extend(found)
+
     for name in ("task", "optimizer", "scheduler", "device", "trainer", "paths"):
-        schema = typing.get_type_hints(RootConfig)[name]
-        if name not in data:
-            problems.append(f"{name}: missing section")
-        else:
-            problems += check_section(name, data[name], schema)
+        check(name, hints[name])
     if data.get("resume") is not None and not isinstance(data["resume"], str):
         problems.append(f"resume={data['resume']!r}: expected a run directory path")
 
-    task_cls = None
-    task_name = (data.get("task") or {}).get("name")
-    try:
-        entry = task_entry(str(task_name))
-        task_cls = entry.obj
-        problems += check_section("dataset", data.get("dataset"), entry.schema)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        problems.append(f"task.name: {exc}")
+    task_cls = _lookup(task_entry, "task", data, problems)
+    check("dataset", task_cls.schema if task_cls else None)
+    model = _lookup(model_entry, "model", data, problems)
+    check("model", model.schema if model else None)
+    if task_cls and model and model.kind != task_cls.obj.model_kind:
+        from dlrun.registry import MODELS
 
-    model_name = (data.get("model") or {}).get("name")
-    model_ok = False
-    try:
-        mentry = model_entry(str(model_name))
-        problems += check_section("model", data.get("model"), mentry.schema)
-        if task_cls is not None and mentry.kind != task_cls.model_kind:
-            from dlrun.registry import MODELS
-
-            fitting = [n for n in MODELS.names() if MODELS.entry(n).kind == task_cls.model_kind]
-            problems.append(
-                f"model.name={model_name}: a {mentry.kind} model does not fit task "
-                f"'{task_name}'; models for it: {', '.join(fitting)}"
-            )
-        else:
-            model_ok = True
-    except Exception as exc:
+        kind = task_cls.obj.model_kind
+        fitting = [n for n in MODELS.names() if MODELS.entry(n).kind == kind]
         problems.append(
-            f"model.name: {unknown_name_message('model', str(model_name), [])}"
-            if model_name is None
-            else f"model.name: {exc}"
+            f"model.name={model.name}: a {model.kind} model does not fit task "
+            f"'{task_cls.name}'; models for it: {', '.join(fitting)}"
         )
+        ok["model"] = False
 
-    trainer = data.get("trainer") or {}
-    if not problems:
-        if all(trainer.get(k) is None for k in ("max_steps", "max_epochs", "max_time")):
+    if ok["trainer"]:
+        t = data["trainer"]
+        if all(t[k] is None for k in ("max_steps", "max_epochs", "max_time")):
             problems.append(
                 "trainer: set at least one of trainer.max_steps, trainer.max_epochs, "
                 "trainer.max_time"
             )
-        if task_cls is not None and model_ok:
-            problems += task_cls.check_config(data)
+        if ok["scheduler"] and data["scheduler"]["name"] != "none":
+            if t["max_steps"] is None and t["max_epochs"] is None:
+                problems.append(
+                    f"scheduler={data['scheduler']['name']}: needs trainer.max_steps or "
+                    "trainer.max_epochs to know where training ends"
+                )
+    if task_cls and all(ok[k] for k in ("task", "dataset", "model")):
+        problems += task_cls.obj.check_config(data)
     if problems:
         raise ConfigError(problems)
     return data
+
+
+def _lookup(find, group: str, data: dict, problems: list[str]):
+    """The registry entry named by ``data[group]['name']``, or None with a problem noted."""
+    node = data.get(group)
+    name = node.get("name") if isinstance(node, dict) else None
+    if name is None:
+        problems.append(f"{group}.name: missing; choose one with {group}=NAME")
+        return None
+    try:
+        return find(str(name))
+    except UserError as exc:
+        problems.append(f"{group}.name: {exc}")
+        return None

@@ -71,6 +71,17 @@ def build_scheduler(opt, cfg: dict, total_steps: int | None):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _check_finite(first_bad: torch.Tensor) -> None:
+    """Stop at a NaN/inf loss; the checkpoints on disk still hold the last good state."""
+    step = int(first_bad)  # the one host sync, at logging cadence
+    if step >= 0:
+        raise UserError(
+            f"the training loss became NaN or infinite at step {step}; lower optimizer.lr, "
+            "set trainer.grad_clip, or use device.amp=none (run directory keeps the last good "
+            "checkpoints)"
+        )
+
+
 class Trainer:
     def __init__(
         self, task: Task, model: torch.nn.Module, cfg: dict, dev: DeviceInfo, run_dir: Path
@@ -273,13 +284,7 @@ class Trainer:
                 epoch_end = s.batch_in_epoch < t["accumulate"] and t["eval_every"] is None
                 eval_now = (t["eval_every"] and s.step % t["eval_every"] == 0) or epoch_end
                 if s.step % t["log_every"] == 0 or eval_now:
-                    bad_step = int(first_bad)
-                    if bad_step >= 0:
-                        self.save("last.pt")
-                        raise UserError(
-                            f"the training loss became NaN or infinite at step {bad_step}; "
-                            "lower optimizer.lr, set trainer.grad_clip, or use device.amp=none"
-                        )
+                    _check_finite(first_bad)
                     now = time.monotonic()
                     record = {
                         "epoch": s.epoch,
@@ -299,6 +304,7 @@ class Trainer:
                 if self._signal is not None:
                     break
             bar.close()
+            _check_finite(first_bad)
             if self._signal is None and s.last_eval_step != s.step:
                 # The last steps count too: evaluate them before picking the best.
                 self._eval_and_checkpoint(writer, started, interactive)
