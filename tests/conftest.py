@@ -19,13 +19,15 @@ TINY = [
     "dataset.val_size=128",
     "dataset.test_size=128",
     "dataset.batch_size=64",
-    "model.hidden_size=32",
-    "model.embedding_size=16",
     "trainer.max_steps=20",
     "trainer.eval_every=10",
     "trainer.log_every=5",
     "trainer.num_samples=5",
 ]
+
+
+# Applied when a test keeps the default model (gru_seq2seq).
+TINY_GRU = ["model.hidden_size=32", "model.embedding_size=16"]
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +37,12 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def make_cfg(cache_dir: Path, *overrides: str):
+    chosen = {o.split("=")[0] for o in overrides}
+    sizes = [] if chosen & {"model", "task", "experiment"} else TINY_GRU
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[*TINY, f"paths.cache_dir={cache_dir}", *overrides])
+        return compose(
+            "config", overrides=[*TINY, *sizes, f"paths.cache_dir={cache_dir}", *overrides]
+        )
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import multiprocessing
 import re
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, TINY_GRU, run_cli
 
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
@@ -17,7 +17,7 @@ from dlrun.train import _unique_dir
 def trained(tmp_path_factory, cache_dir):
     """One tiny run through the `dlrun` console script, shared by the predict tests."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = run_cli(["dlrun", *TINY], cwd, cache_dir)
+    result = run_cli(["dlrun", *TINY, *TINY_GRU], cwd, cache_dir)
     assert result.returncode == 0, result.stderr
     run_dir = re.search(r"run dir: (.+)", result.stdout).group(1)
     return cwd, run_dir, result
@@ -48,7 +48,7 @@ def test_predict_round_trip(trained, cache_dir):
 
 
 USER_ERRORS = [
-    (["task=nope"], r"unknown task 'nope'; valid: dates"),
+    (["task=nope"], r"unknown task 'nope'; valid: algebra, dates"),
     (["model=gru_seq2sq"], r"unknown model 'gru_seq2sq'; valid: .*did you mean 'gru_seq2seq'"),
     (
         ["optimizer.lr=-1", "dataset.batch_size=0"],

@@ -56,3 +56,32 @@ def test_short_prediction_is_padded():
 
 def test_mask_after_eos():
     assert mask_after_eos(t([[1, EOS, 3, EOS]]), EOS, PAD).tolist() == [[1, EOS, PAD, PAD]]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [
+        ("kitten", "sitting", 3),
+        ("", "abc", 3),
+        ("abc", "", 3),
+        ("abc", "abc", 0),
+        ("flaw", "lawn", 2),
+        ("1, -3, -7", "1, -7, -3", 2),
+        ("a", "b", 1),
+    ],
+)
+def test_levenshtein_hand_made(a, b, distance):
+    from dlrun.metrics import levenshtein
+
+    def enc(s, n):
+        return torch.tensor([[ord(c) for c in s] + [0] * (n - len(s))])
+
+    n = max(len(a), len(b), 1)
+    got = levenshtein(enc(a, n), torch.tensor([len(a)]), enc(b, n), torch.tensor([len(b)]))
+    assert got.item() == distance
+
+
+def test_lengths_to_eos():
+    from dlrun.metrics import lengths_to_eos
+
+    assert lengths_to_eos(t([[5, EOS, 0], [5, 6, 7], [EOS, 0, 0]]), EOS).tolist() == [1, 3, 0]

@@ -1,4 +1,4 @@
-"""Seq2seq model shapes, greedy decoding, and padding that cannot change the output."""
+"""Seq2seq models: shapes, padding that cannot change the output, greedy and beam search."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import torch
 
 from dlrun.config import validate
 from dlrun.models import build_model
+from dlrun.models.seq2seq import Seq2Seq
 
 PAD, SOS, EOS = 0, 1, 2
 
-
-def gru(**kw):
-    cfg = {
-        "name": "gru_seq2seq",
+BASE = {
+    "gru_seq2seq": {
         "embedding_size": 8,
         "hidden_size": 16,
         "num_layers": 1,
@@ -21,57 +20,135 @@ def gru(**kw):
         "bidirectional": False,
         "feed_context": False,
         "teacher_forcing": 1.0,
-        **kw,
-    }
-    torch.manual_seed(0)
-    return build_model(cfg, src_vocab=20, tgt_vocab=15, pad_id=PAD, sos_id=SOS, eos_id=EOS)
-
-
+    },
+    "transformer_seq2seq": {
+        "d_model": 16,
+        "nhead": 2,
+        "num_encoder_layers": 2,
+        "num_decoder_layers": 1,
+        "dim_feedforward": 32,
+        "dropout": 0.0,
+        "positions": "sinusoidal",
+        "max_positions": 64,
+        "norm_first": True,
+    },
+    "lstm_attention_seq2seq": {
+        "embedding_size": 8,
+        "hidden_size": 16,
+        "num_layers": 1,
+        "dropout": 0.0,
+        "attention": "bilinear",
+    },
+}
 VARIANTS = [
-    {},
-    {"bidirectional": True},
-    {"num_layers": 2, "dropout": 0.1},
-    {"feed_context": True},
-    {"teacher_forcing": 0.5},
+    ("gru_seq2seq", {}),
+    ("gru_seq2seq", {"bidirectional": True}),
+    ("gru_seq2seq", {"num_layers": 2, "dropout": 0.1}),
+    ("gru_seq2seq", {"feed_context": True}),
+    ("gru_seq2seq", {"teacher_forcing": 0.5}),
+    ("transformer_seq2seq", {}),
+    ("transformer_seq2seq", {"positions": "learned", "norm_first": False}),
+    ("lstm_attention_seq2seq", {}),
+    ("lstm_attention_seq2seq", {"attention": "none", "num_layers": 2}),
+]
+IDS = [
+    f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'default'}" for name, kw in VARIANTS
 ]
 
 
-@pytest.mark.parametrize("kw", VARIANTS)
-def test_shapes(kw):
-    model = gru(**kw)
+def make(name: str, **kw) -> Seq2Seq:
+    torch.manual_seed(0)
+    cfg = {"name": name, **BASE[name], **kw}
+    return build_model(cfg, src_vocab=20, tgt_vocab=15, pad_id=PAD, sos_id=SOS, eos_id=EOS)
+
+
+@pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
+def test_shapes(name, kw):
+    model = make(name, **kw)
     src = torch.randint(4, 20, (3, 9))
     tgt_in = torch.randint(4, 15, (3, 6))
     assert model(src, tgt_in).shape == (3, 6, 15)
     model.eval()
-    out = model.greedy(src, max_len=7)
-    assert out.shape[0] == 3 and out.shape[1] <= 7
+    for beam in (1, 3):
+        out = model.generate(src, max_len=7, beam_size=beam)
+        assert out.shape[0] == 3 and 1 <= out.shape[1] <= 7
 
 
-@pytest.mark.parametrize("kw", VARIANTS)
-def test_padded_positions_cannot_change_the_output(kw):
-    model = gru(**kw).eval()
+@pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
+def test_padded_positions_cannot_change_the_output(name, kw):
+    model = make(name, **kw).eval()
     src = torch.randint(4, 20, (2, 10))
     src[0, 6:] = PAD
     src[1, 3:] = PAD
     longer = torch.cat([src, torch.full((2, 5), PAD)], dim=1)
     tgt_in = torch.randint(4, 15, (2, 4))
     with torch.no_grad():
-        assert torch.allclose(model(src, tgt_in), model(longer, tgt_in), atol=1e-6)
+        reference = model(src, tgt_in)
+        assert torch.allclose(reference, model(longer, tgt_in), atol=1e-5)
         garbage = src.clone()
         garbage[0, 6:] = 7  # not padding any more: the output must now differ
-        assert not torch.allclose(model(src, tgt_in), model(garbage, tgt_in), atol=1e-6)
+        assert not torch.allclose(reference, model(garbage, tgt_in), atol=1e-5)
+        greedy = model.generate(src, 6)
+        assert torch.equal(greedy, model.generate(longer, 6))
+
+
+@pytest.mark.parametrize("name", ["transformer_seq2seq"])
+def test_decoder_is_causal(name):
+    model = make(name).eval()
+    src = torch.randint(4, 20, (2, 7))
+    tgt_in = torch.randint(4, 15, (2, 6))
+    changed = tgt_in.clone()
+    changed[:, 4:] = 9
+    with torch.no_grad():
+        a, b = model(src, tgt_in), model(src, changed)
+    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-5)  # later tokens cannot leak backwards
 
 
 def test_teacher_forcing_one_uses_the_targets_only():
-    model = gru(teacher_forcing=1.0).train()
+    model = make("gru_seq2seq", teacher_forcing=1.0).train()
     src = torch.randint(4, 20, (2, 5))
     tgt_in = torch.randint(4, 15, (2, 6))
-    # Deterministic (no feedback sampling): two calls agree exactly.
     assert torch.equal(model(src, tgt_in), model(src, tgt_in))
 
 
+class Scripted(Seq2Seq):
+    """A 'model' whose next-token distribution depends only on the previous token.
+
+    From SOS: a (0.6) or b (0.4). After a: x or y (0.5 each). After b: z (1.0).
+    After x, y or z: EOS. Greedy takes a then x (probability 0.3); beam search
+    with two beams finds b z (0.4).
+    """
+
+    A, B, X, Y, Z = 3, 4, 5, 6, 7
+
+    def __init__(self):
+        super().__init__(PAD, SOS, EOS)
+        table = torch.full((8, 8), 1e-9)
+        table[SOS, self.A], table[SOS, self.B] = 0.6, 0.4
+        table[self.A, self.X], table[self.A, self.Y] = 0.5, 0.5
+        table[self.B, self.Z] = 1.0
+        for t in (self.X, self.Y, self.Z, EOS):
+            table[t, EOS] = 1.0
+        self.register_buffer("table", table.log())
+
+    def encode(self, src):
+        return src.float(), src.new_zeros((src.shape[0], 0))
+
+    def decode_step(self, memory, tokens, state):
+        return self.table[tokens.squeeze(1)], state
+
+
+def test_greedy_and_beam_on_a_known_model():
+    model = Scripted()
+    src = torch.zeros(2, 3, dtype=torch.long)
+    m = Scripted
+    assert model.generate(src, 5, beam_size=1).tolist() == [[m.A, m.X, EOS]] * 2
+    assert model.generate(src, 5, beam_size=2).tolist() == [[m.B, m.Z, EOS]] * 2
+    assert model.generate(src, 1, beam_size=2).tolist() == [[m.A]] * 2  # max_len respected
+
+
 def test_greedy_stops_when_every_row_has_eos():
-    model = gru().eval()
+    model = make("gru_seq2seq").eval()
     with torch.no_grad():
         model.out.bias.fill_(-10.0)
         model.out.bias[EOS] = 10.0  # always predicts EOS
@@ -85,3 +162,14 @@ def test_schema_matches_the_yaml(tiny_cfg):
         data["model"], src_vocab=10, tgt_vocab=10, pad_id=PAD, sos_id=SOS, eos_id=EOS
     )
     assert model.cfg.hidden_size == 32
+
+
+def test_transformer_checks(tiny_cfg):
+    from dlrun.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        validate(tiny_cfg("model=transformer_seq2seq", "model.nhead=3", "model.max_positions=8"))
+    # (the dates task's max_src_len is 40)
+    text = str(info.value)
+    assert "model.d_model=256: must be divisible by model.nhead=3" in text
+    assert "model.max_positions=8: must be >= 40" in text

@@ -47,7 +47,12 @@ def test_run_directory_is_complete(tiny_cfg, tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["steps"] == 20
-    assert set(summary["test"]) == {"test/loss", "test/char_accuracy", "test/exact_match"}
+    assert set(summary["test"]) == {
+        "test/loss",
+        "test/char_accuracy",
+        "test/exact_match",
+        "test/cer",
+    }
     assert summary["best"]["step"] in (10, 20)
     assert summary["parameters"] > 0 and summary["torch"] == torch.__version__
     record = next(r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["split"] == "val")

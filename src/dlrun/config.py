@@ -77,6 +77,16 @@ class TrainerConfig:
     patience: int | None = spec(None, ge=1)  # evaluations without improvement before stopping
     stop_at: float | None = spec(None)  # stop once the monitored metric reaches this value
     num_samples: int = spec(50, ge=0)  # lines in samples.txt
+    # Training examples evaluated beside validation at each evaluation (0 = none).
+    train_eval_size: int = spec(0, ge=0)
+    # More splits evaluated at each evaluation, e.g. [test] for time-to-target
+    # benchmarks; only the monitored split ever selects the best checkpoint.
+    also_eval: list[str] = spec([])
+
+
+@dataclass
+class DecodeConfig:
+    beam_size: int = spec(1, ge=1)  # 1 = greedy; used for evaluation and prediction
 
 
 @dataclass
@@ -96,6 +106,7 @@ class RootConfig:
     device: DeviceConfig = spec(None)
     trainer: TrainerConfig = spec(None)
     paths: PathsConfig = spec(None)
+    decode: DecodeConfig = spec(None)
     resume: str | None = spec(None)
 
 
@@ -220,7 +231,7 @@ def validate(cfg: DictConfig | dict) -> dict:
         ok[name] = schema is not None and not found
         problems.extend(found)
 
-    for name in ("task", "optimizer", "scheduler", "device", "trainer", "paths"):
+    for name in ("task", "optimizer", "scheduler", "device", "trainer", "paths", "decode"):
         check(name, hints[name])
     if data.get("resume") is not None and not isinstance(data["resume"], str):
         problems.append(f"resume={data['resume']!r}: expected a run directory path")
@@ -255,6 +266,7 @@ def validate(cfg: DictConfig | dict) -> dict:
                 )
     if task_cls and all(ok[k] for k in ("task", "dataset", "model")):
         problems += task_cls.obj.check_config(data)
+        problems += getattr(model.obj, "check_config", lambda _: [])(data)
     if problems:
         raise ConfigError(problems)
     return data

@@ -51,3 +51,31 @@ def char_accuracy(pred: torch.Tensor, target: torch.Tensor, pad_id: int, eos_id:
 def exact_match(pred: torch.Tensor, target: torch.Tensor, pad_id: int, eos_id: int) -> float:
     c = sequence_counts(pred, target, pad_id, eos_id)
     return (c["exact"] / c["count"]).item()
+
+
+def lengths_to_eos(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Number of tokens before each row's first EOS (the whole row if it has none)."""
+    is_eos = tokens == eos_id
+    first = torch.where(is_eos.any(dim=1), is_eos.float().argmax(dim=1), tokens.shape[1])
+    return first.long()
+
+
+def levenshtein(a: torch.Tensor, a_len: torch.Tensor, b: torch.Tensor, b_len: torch.Tensor):
+    """Edit distance between each row of ``a`` (N, La) and ``b`` (N, Lb), up to their lengths.
+
+    Vectorized over rows: one pass per position of ``a``. Within a row of the
+    dynamic programme the insertion chain d[j] = min(x[j], d[j-1] + 1) is a
+    running minimum, d[j] = j + cummin(x[k] - k), so no loop over ``b`` is needed.
+    """
+    n, la = a.shape
+    lb = b.shape[1]
+    cols = torch.arange(lb + 1, device=a.device)
+    prev = cols.expand(n, -1).clone()
+    for i in range(1, la + 1):
+        differ = (a[:, i - 1 : i] != b).long()  # (N, Lb)
+        x = torch.empty_like(prev)
+        x[:, 0] = i
+        x[:, 1:] = torch.minimum(prev[:, 1:] + 1, prev[:, :-1] + differ)
+        cur = cols + torch.cummin(x - cols, dim=1).values
+        prev = torch.where((i <= a_len).unsqueeze(1), cur, prev)
+    return prev.gather(1, b_len.clamp(max=lb).unsqueeze(1)).squeeze(1)

@@ -69,7 +69,10 @@ MODELS = Registry("model")
 
 def _load_all() -> None:
     # Explicit imports so that registration cannot go missing.
+    import dlrun.models.lstm_attention  # noqa: F401
     import dlrun.models.seq2seq  # noqa: F401
+    import dlrun.models.transformer  # noqa: F401
+    import dlrun.tasks.algebra  # noqa: F401
     import dlrun.tasks.dates  # noqa: F401
 
 

@@ -87,6 +87,8 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     data_time = time.monotonic() - t0
     sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
     log.info("data: %s (%.1fs)", sizes, data_time)
+    (run_dir / "stats.json").write_text(json.dumps(task.stats(), indent=2) + "\n")
+    task.add_train_subset(data["trainer"]["train_eval_size"])
     task.save(run_dir)
     task.to(dev.device)
     model = task.build_model().to(dev.device)
@@ -112,11 +114,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         best = run_dir / "checkpoints" / "best.pt"
         if best.exists():
             model.load_state_dict(checkpoint.load(best, dev.device)["model"])
-        tests = {
-            split: trainer.evaluate(split)
-            for split in task.splits
-            if split not in ("train", trainer.monitor_split)
-        }
+        tests = {split: trainer.evaluate(split) for split in task.test_splits}
         for split, metrics in tests.items():
             writer.log(
                 {"epoch": state.epoch, "split": split, "checkpoint": "best", **metrics}, state.step

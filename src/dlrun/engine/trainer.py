@@ -104,6 +104,14 @@ class Trainer:
         self._perm: torch.Tensor | None = None
         self._signal: int | None = None
         self._started: float | None = None
+        extra = (["train_subset"] if "train_subset" in task.splits else []) + self.t["also_eval"]
+        unknown = [n for n in extra if n not in task.splits]
+        if unknown:
+            raise UserError(
+                f"trainer.also_eval: no split {unknown[0]!r}; this task has "
+                f"{', '.join(task.splits)}"
+            )
+        self.periodic_splits = [n for n in dict.fromkeys(extra) if n != self.monitor_split]
         self.forward_model = model
         if dev.compile:
             if getattr(model, "compilable", True):
@@ -323,35 +331,31 @@ class Trainer:
 
     def _eval_and_checkpoint(self, writer: JsonlWriter, started: float, interactive: bool):
         s = self.state
-        metrics = self.evaluate(self.monitor_split)
-        s.last_eval_step = s.step
-        elapsed = s.train_time + time.monotonic() - started
         now = time.monotonic()
         samples0, time0 = self._since_eval
         self._since_eval = (s.samples, now)
-        record = {
-            "epoch": s.epoch,
-            "split": self.monitor_split,
-            **metrics,
-            "lr": self.opt.param_groups[0]["lr"],
-            # Training throughput since the previous evaluation (evaluation time included).
-            "samples_per_sec": (s.samples - samples0) / max(now - time0, 1e-9),
-            "elapsed": elapsed,
-        }
-        writer.log(record, s.step)
-        value = metrics[self.monitor_key]
-        if self._after_eval(value):
+        throughput = (s.samples - samples0) / max(now - time0, 1e-9)
+        splits = [self.monitor_split, *self.periodic_splits]
+        results = {split: self.evaluate(split) for split in splits}
+        s.last_eval_step = s.step
+        elapsed = s.train_time + time.monotonic() - started
+        for split, metrics in results.items():
+            record = {
+                "epoch": s.epoch,
+                "split": split,
+                **metrics,
+                "lr": self.opt.param_groups[0]["lr"],
+                # Training throughput since the previous evaluation.
+                "samples_per_sec": throughput,
+                "elapsed": elapsed,
+            }
+            writer.log(record, s.step)
+            if not interactive:
+                shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                log.info("step %d epoch %d %s %s (%.1fs)", s.step, s.epoch, split, shown, elapsed)
+        metrics = results[self.monitor_split]
+        if self._after_eval(metrics[self.monitor_key]):
             s.best_metrics = dict(metrics)
             self.save("best.pt")
         self.save("last.pt")
-        shown = {k: f"{v:.4f}" for k, v in metrics.items()}
-        if not interactive:
-            log.info(
-                "step %d epoch %d %s %s (%.1fs)",
-                s.step,
-                s.epoch,
-                self.monitor_split,
-                " ".join(f"{k}={v}" for k, v in shown.items()),
-                elapsed,
-            )
-        return {self.monitor_key: shown[self.monitor_key]}
+        return {self.monitor_key: f"{metrics[self.monitor_key]:.4f}"}

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
+from torch.utils._pytree import tree_map
 
 from dlrun.config import spec
 from dlrun.registry import MODELS
 
 
+def select_rows(tree: Any, idx: torch.Tensor) -> Any:
+    """Index dim 0 of every tensor in a (nested) decoding memory or state."""
+    return tree_map(lambda x: x.index_select(0, idx) if isinstance(x, torch.Tensor) else x, tree)
+
+
 class Seq2Seq(nn.Module):
     """Interface shared by sequence models, so that tasks and decoding are model-agnostic.
 
-    ``forward(src, tgt_in)`` returns logits (B, T, V) for teacher-forced training;
-    ``encode`` + ``decode_step`` run inference one token at a time without
-    recomputing the encoder.
+    ``forward(src, tgt_in)`` returns logits (B, T, V) for teacher-forced training.
+    ``encode(src)`` returns ``(memory, state)`` and ``decode_step(memory, tokens,
+    state)`` the next-token logits and new state, so inference never recomputes
+    the encoder. Every tensor in ``memory`` and ``state`` has the batch as its
+    first dimension: that lets greedy and beam search reorder them generically.
     """
 
     kind = "seq2seq"
@@ -28,19 +37,25 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
 
-    def encode(self, src: torch.Tensor):
+    def encode(self, src: torch.Tensor) -> tuple[Any, Any]:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def decode_step(self, memory, tokens: torch.Tensor, state):
+    def decode_step(self, memory: Any, tokens: torch.Tensor, state: Any):
         """Logits (B, V) for the next token after ``tokens`` (B, 1), and the new state."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    @torch.no_grad()
+    def generate(self, src: torch.Tensor, max_len: int, beam_size: int = 1) -> torch.Tensor:
+        """Greedy (beam_size 1) or beam-search decoding; (B, <=max_len) ids, SOS excluded."""
+        if beam_size == 1:
+            return self.greedy(src, max_len)
+        return self.beam_search(src, max_len, beam_size)
 
     @torch.no_grad()
     def greedy(self, src: torch.Tensor, max_len: int) -> torch.Tensor:
         """Batched greedy decoding from the model's own predictions (never the targets).
 
         Stops when every row has produced EOS or after ``max_len`` tokens.
-        Returns (B, <=max_len) token ids, SOS not included.
         """
         memory, state = self.encode(src)
         tokens = torch.full((src.shape[0], 1), self.sos_id, dtype=torch.long, device=src.device)
@@ -54,6 +69,41 @@ class Seq2Seq(nn.Module):
             if bool(done.all()):  # one host sync per step, cheap next to the step itself
                 break
         return torch.cat(out, dim=1)
+
+    @torch.no_grad()
+    def beam_search(self, src: torch.Tensor, max_len: int, beam_size: int) -> torch.Tensor:
+        """Batched beam search: the ``beam_size`` most probable prefixes of every row.
+
+        A finished beam (it produced EOS) keeps its score and only extends with
+        EOS. Returns the most probable sequence of each row; stops when every
+        beam has finished or after ``max_len`` tokens.
+        """
+        b, k, dev = src.shape[0], beam_size, src.device
+        memory, state = self.encode(src)
+        rows = torch.arange(b, device=dev).repeat_interleave(k)
+        memory, state = select_rows(memory, rows), select_rows(state, rows)
+        tokens = torch.full((b * k, 1), self.sos_id, dtype=torch.long, device=dev)
+        scores = torch.full((b, k), float("-inf"), device=dev)
+        scores[:, 0] = 0.0  # all beams start identical: keep one so the top k differ
+        finished = torch.zeros(b * k, dtype=torch.bool, device=dev)
+        seqs = torch.empty((b * k, 0), dtype=torch.long, device=dev)
+        for _ in range(max_len):
+            logits, state = self.decode_step(memory, tokens, state)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            vocab = logp.shape[-1]
+            logp[finished] = float("-inf")
+            logp[finished, self.eos_id] = 0.0
+            cand = (scores.view(-1, 1) + logp).view(b, k * vocab)
+            scores, flat = cand.topk(k, dim=1)
+            origin = (torch.arange(b, device=dev).unsqueeze(1) * k + flat // vocab).view(-1)
+            tokens = (flat % vocab).view(-1, 1)
+            seqs = torch.cat([seqs.index_select(0, origin), tokens], dim=1)
+            state = select_rows(state, origin)
+            finished = finished.index_select(0, origin) | (tokens.squeeze(1) == self.eos_id)
+            if bool(finished.all()):
+                break
+        best = scores.argmax(dim=1) + torch.arange(b, device=dev) * k
+        return seqs.index_select(0, best)
 
 
 @dataclass
@@ -115,10 +165,9 @@ class GRUSeq2Seq(Seq2Seq):
             n, b, h = self.cfg.num_layers, src.shape[0], self.cfg.hidden_size
             state = state.view(n, 2, b, h).transpose(1, 2).reshape(n, b, 2 * h)
             state = torch.tanh(self.bridge(state))
-        state = state.contiguous()
         # Without attention the decoder sees only a fixed context: the top layer's final state.
         context = state[-1] if self.cfg.feed_context else None
-        return context, state
+        return context, state.transpose(0, 1)  # batch first, as decoding expects
 
     def _decoder_input(self, tokens: torch.Tensor, context) -> torch.Tensor:
         x = self.tgt_embed(tokens)
@@ -127,14 +176,16 @@ class GRUSeq2Seq(Seq2Seq):
         return torch.cat([x, context.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
 
     def decode_step(self, memory, tokens: torch.Tensor, state):
-        output, state = self.decoder(self._decoder_input(tokens, memory), state)
-        return self.out(self.dropout(output[:, -1])), state
+        hidden = state.transpose(0, 1).contiguous()
+        output, hidden = self.decoder(self._decoder_input(tokens, memory), hidden)
+        return self.out(self.dropout(output[:, -1])), hidden.transpose(0, 1)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         memory, state = self.encode(src)
         ratio = self.cfg.teacher_forcing
         if ratio >= 1.0 or not self.training:
-            output, _ = self.decoder(self._decoder_input(tgt_in, memory), state)
+            hidden = state.transpose(0, 1).contiguous()
+            output, _ = self.decoder(self._decoder_input(tgt_in, memory), hidden)
             return self.out(self.dropout(output))
         logits = []
         tokens = tgt_in[:, :1]

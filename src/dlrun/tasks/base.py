@@ -20,7 +20,9 @@ class Task:
     model_kind: ClassVar[str]
     # Metrics ``evaluate`` returns for every split, besides ``loss``.
     metric_names: ClassVar[tuple[str, ...]]
-    eval_splits: ClassVar[tuple[str, ...]] = ("val", "test")
+    # Splits never used for a final test: training, validation, and the
+    # training subset evaluated beside validation (``add_train_subset``).
+    not_tested: ClassVar[tuple[str, ...]] = ("train", "val", "train_subset")
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
@@ -53,6 +55,24 @@ class Task:
             name: {k: v.to(device, non_blocking=True) for k, v in split.items()}
             for name, split in self.splits.items()
         }
+
+    @property
+    def test_splits(self) -> list[str]:
+        """Held-out splits evaluated once with the best checkpoint (test, extrapolate...)."""
+        return [name for name in self.splits if name not in self.not_tested]
+
+    def add_train_subset(self, n: int) -> None:
+        """Expose the first ``n`` training examples as split ``train_subset``.
+
+        Evaluated beside validation, it shows over- or underfitting with the
+        same metric (training data are stored in random order).
+        """
+        if n > 0:
+            self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
+
+    def stats(self) -> dict[str, Any]:
+        """Dataset statistics written to ``stats.json`` and printed by ``dlrun-stats``."""
+        return {name: {"examples": self.size(name)} for name in self.splits}
 
     def size(self, split: str) -> int:
         return next(iter(self.splits[split].values())).shape[0]

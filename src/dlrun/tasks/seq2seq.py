@@ -11,7 +11,7 @@ from torch import nn
 
 from dlrun.data.vocab import Vocab
 from dlrun.errors import UserError
-from dlrun.metrics import mask_after_eos, sequence_counts
+from dlrun.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 from dlrun.models import build_model
 from dlrun.tasks.base import Task
 
@@ -24,13 +24,15 @@ class Seq2SeqTask(Task):
     """
 
     model_kind = "seq2seq"
-    metric_names = ("char_accuracy", "exact_match")
+    metric_names = ("char_accuracy", "exact_match", "cer")
 
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         self.src_vocab: Vocab | None = None
         self.tgt_vocab: Vocab | None = None
         self.texts: dict[str, tuple[list[str], list[str]]] = {}
+        # Optional label of each example (the module, in a mixture) for statistics.
+        self.groups: dict[str, list[str]] = {}
 
     def normalize(self, text: str) -> str:
         """The same normalization for training data and for prediction inputs."""
@@ -49,6 +51,7 @@ class Seq2SeqTask(Task):
 
     def prepare(self, cache_dir: Path) -> None:
         pairs = self.load_pairs(cache_dir)
+        self._check_lengths(pairs)
         train_src = [s for s, _ in pairs["train"]]
         train_tgt = [t for _, t in pairs["train"]]
         # Vocabularies come from the training split only: eval characters it
@@ -59,10 +62,49 @@ class Seq2SeqTask(Task):
             src = [s for s, _ in split]
             tgt = [t for _, t in split]
             self.texts[name] = (src, tgt)
+            # Each split is as wide as its longest example, not the configured maximum.
             self.splits[name] = {
-                "src": self.src_vocab.encode_batch(src, self.max_src_len, eos=False),
-                "tgt": self.tgt_vocab.encode_batch(tgt, self.max_tgt_len, eos=True),
+                "src": self.src_vocab.encode_batch(src, max(map(len, src)), eos=False),
+                "tgt": self.tgt_vocab.encode_batch(tgt, max(map(len, tgt)) + 1, eos=True),
             }
+
+    def _check_lengths(self, pairs: dict[str, list[tuple[str, str]]]) -> None:
+        for name, split in pairs.items():
+            if not split:
+                raise UserError(f"the {name} split is empty; check the dataset sizes and files")
+            src = max((s for s, _ in split), key=len)
+            tgt = max((t for _, t in split), key=len)
+            if len(src) > self.max_src_len:
+                raise UserError(
+                    f"dataset.max_src_len={self.max_src_len} is too short for the data: the "
+                    f"{name} split has a {len(src)}-character input ('{src[:60]}')"
+                )
+            if len(tgt) + 1 > self.max_tgt_len:
+                raise UserError(
+                    f"dataset.max_tgt_len={self.max_tgt_len} is too short for the data: the "
+                    f"{name} split has a {len(tgt)}-character target (+1 for the end token)"
+                )
+
+    def stats(self) -> dict[str, Any]:
+        """Per split (and per module in a mixture): examples, characters, mean lengths."""
+        out: dict[str, Any] = {}
+        for name, (src, tgt) in self.texts.items():
+            if name == "train_subset":
+                continue
+            labels = self.groups.get(name) or [""] * len(src)
+            for group in sorted(set(labels)):
+                rows = [i for i, g in enumerate(labels) if g == group]
+                q = sum(len(src[i]) for i in rows)
+                a = sum(len(tgt[i]) for i in rows)
+                out[f"{group}/{name}" if group else name] = {
+                    "examples": len(rows),
+                    "question_chars": q,
+                    "answer_chars": a,
+                    "mean_question_len": q / len(rows),
+                    "mean_answer_len": a / len(rows),
+                }
+        out["vocab"] = {"source": len(self.src_vocab), "target": len(self.tgt_vocab)}
+        return out
 
     def save(self, run_dir: Path) -> None:
         self.src_vocab.save(run_dir / "vocab_src.json")
@@ -95,34 +137,41 @@ class Seq2SeqTask(Task):
         )
 
     def _decode(self, model: nn.Module, src: torch.Tensor) -> torch.Tensor:
-        return model.greedy(src, self.max_tgt_len)
+        return model.generate(src, self.max_tgt_len, self.cfg["decode"]["beam_size"])
 
     def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
         data = self.splits[split]
-        n = self.size(split)
         totals: dict[str, torch.Tensor] = {}
-        loss_sum = torch.zeros((), device=data["tgt"].device)
-        tokens = torch.zeros((), device=data["tgt"].device)
-        for start in range(0, n, batch_size):
-            batch = {k: v[start : start + batch_size] for k, v in data.items()}
-            logits = model(batch["src"], self.decoder_input(batch["tgt"]))
-            real = (batch["tgt"] != Vocab.pad_id).sum()
-            loss_sum += F.cross_entropy(
+
+        def add(name: str, value: torch.Tensor) -> None:
+            totals[name] = totals.get(name, 0) + value
+
+        for start in range(0, self.size(split), batch_size):
+            src, tgt = (
+                data["src"][start : start + batch_size],
+                data["tgt"][start : start + batch_size],
+            )
+            logits = model(src, self.decoder_input(tgt))
+            loss = F.cross_entropy(
                 logits.flatten(0, 1).float(),
-                batch["tgt"].flatten(),
+                tgt.flatten(),
                 ignore_index=Vocab.pad_id,
                 reduction="sum",
             )
-            tokens += real
-            counts = sequence_counts(
-                self._decode(model, batch["src"]), batch["tgt"], Vocab.pad_id, Vocab.eos_id
-            )
-            for k, v in counts.items():
-                totals[k] = totals.get(k, 0) + v
+            add("loss", loss)
+            pred = self._decode(model, src)
+            for k, v in sequence_counts(pred, tgt, Vocab.pad_id, Vocab.eos_id).items():
+                add(k, v)
+            tgt_len = lengths_to_eos(tgt, Vocab.eos_id)
+            add("edits", levenshtein(pred, lengths_to_eos(pred, Vocab.eos_id), tgt, tgt_len).sum())
+            add("target_chars", tgt_len.sum())
         return {
-            "loss": (loss_sum / tokens).item(),
+            # Per target token (characters + EOS); padding excluded.
+            "loss": (totals["loss"] / totals["chars_total"]).item(),
             "char_accuracy": (totals["chars_correct"] / totals["chars_total"]).item(),
             "exact_match": (totals["exact"] / totals["count"]).item(),
+            # Character error rate: edit distance over target length, summed over the split.
+            "cer": (totals["edits"] / totals["target_chars"].clamp(min=1)).item(),
         }
 
     def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:

@@ -1,0 +1,102 @@
+"""Bidirectional LSTM encoder, LSTM decoder, bilinear attention (seed 002, 3.1.b)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from dlrun.config import spec
+from dlrun.models.seq2seq import Seq2Seq
+from dlrun.registry import MODELS
+
+
+@dataclass
+class LSTMAttentionConfig:
+    name: str = spec("lstm_attention_seq2seq")
+    embedding_size: int = spec(32, ge=1)
+    hidden_size: int = spec(128, ge=1)  # per direction in the encoder; the decoder's size
+    num_layers: int = spec(1, ge=1)
+    dropout: float = spec(0.0, ge=0, lt=1)
+    attention: str = spec("bilinear", choices=["bilinear", "none"])
+
+
+@MODELS.register("lstm_attention_seq2seq", schema=LSTMAttentionConfig, kind="seq2seq")
+class LSTMAttentionSeq2Seq(Seq2Seq):
+    """Decoder query q attends over encoder states h_i with s_i = (W_q q)^T h_i.
+
+    p = softmax(s) over non-padded positions, context c = sum_i p_i h_i and the
+    output is tanh(W_o [q; c]). With ``attention: none`` the output is
+    tanh(W_o q): the same network without attention, for the with/without study.
+    The decoder reads only its own inputs (no input feeding), so training runs
+    the decoder LSTM over the whole target in one call.
+    """
+
+    compilable = False
+
+    def __init__(
+        self,
+        cfg: LSTMAttentionConfig,
+        src_vocab: int,
+        tgt_vocab: int,
+        pad_id: int,
+        sos_id: int,
+        eos_id: int,
+    ):
+        super().__init__(pad_id, sos_id, eos_id)
+        self.cfg = cfg
+        e, h, n = cfg.embedding_size, cfg.hidden_size, cfg.num_layers
+        inner = cfg.dropout if n > 1 else 0.0
+        self.src_embed = nn.Embedding(src_vocab, e, padding_idx=pad_id)
+        self.encoder = nn.LSTM(e, h, n, batch_first=True, dropout=inner, bidirectional=True)
+        self.bridge_h = nn.Linear(2 * h, h)
+        self.bridge_c = nn.Linear(2 * h, h)
+        self.tgt_embed = nn.Embedding(tgt_vocab, e, padding_idx=pad_id)
+        self.decoder = nn.LSTM(e, h, n, batch_first=True, dropout=inner)
+        self.attend = cfg.attention == "bilinear"
+        self.w_q = nn.Linear(h, 2 * h, bias=False) if self.attend else None
+        self.w_o = nn.Linear(h + 2 * h if self.attend else h, h)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(h, tgt_vocab)
+
+    def encode(self, src: torch.Tensor):
+        pad = src == self.pad_id
+        lengths = (~pad).sum(dim=1).clamp(min=1)
+        packed = pack_padded_sequence(
+            self.src_embed(src), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        enc, (h, c) = self.encoder(packed)
+        enc, _ = pad_packed_sequence(enc, batch_first=True, total_length=src.shape[1])
+        n, b, size = self.cfg.num_layers, src.shape[0], self.cfg.hidden_size
+
+        def merge(x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+            both = x.view(n, 2, b, size).transpose(1, 2).reshape(n, b, 2 * size)
+            return torch.tanh(proj(both)).transpose(0, 1)  # (B, layers, H): batch first
+
+        return (enc, pad), (merge(h, self.bridge_h), merge(c, self.bridge_c))
+
+    def _output(self, memory, q: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) from decoder outputs q (B, T, H)."""
+        if self.attend:
+            enc, pad = memory
+            scores = self.w_q(q) @ enc.transpose(1, 2)  # (B, T, S)
+            scores = scores.masked_fill(pad.unsqueeze(1), float("-inf"))
+            context = torch.softmax(scores, dim=-1) @ enc  # (B, T, 2H)
+            q = torch.cat([q, context], dim=-1)
+        return self.out(self.dropout(torch.tanh(self.w_o(q))))
+
+    def _run_decoder(self, tokens: torch.Tensor, state):
+        h, c = (s.transpose(0, 1).contiguous() for s in state)
+        q, (h, c) = self.decoder(self.tgt_embed(tokens), (h, c))
+        return q, (h.transpose(0, 1), c.transpose(0, 1))
+
+    def decode_step(self, memory, tokens: torch.Tensor, state):
+        q, state = self._run_decoder(tokens, state)
+        return self._output(memory, q)[:, -1], state
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        memory, state = self.encode(src)
+        q, _ = self._run_decoder(tgt_in, state)
+        return self._output(memory, q)

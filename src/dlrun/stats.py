@@ -1,0 +1,59 @@
+"""dlrun-stats: dataset statistics for a config, without training.
+
+Takes the same overrides as ``dlrun`` (``dlrun-stats task=algebra
+dataset.modules=[comparison__sort]``), prepares the data (generated and cached
+as a run would) and prints, per split and module, the number of examples and
+characters and the mean question and answer lengths, plus the vocabulary
+sizes. Every training run writes the same numbers to ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def format_stats(stats: dict) -> str:
+    """A Markdown table of ``Task.stats()``."""
+    rows = {k: v for k, v in stats.items() if "examples" in v}
+    columns = sorted(
+        {c for v in rows.values() for c in v}, key=list(next(iter(rows.values()))).index
+    )
+    lines = ["| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in rows.items():
+        cells = [
+            f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in columns
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    extra = {k: v for k, v in stats.items() if k not in rows}
+    if extra:
+        lines.append("")
+        lines += [f"{k}: {json.dumps(v)}" for k, v in extra.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from dlrun.config import validate
+    from dlrun.errors import UserError
+    from dlrun.preflight import preflight
+    from dlrun.registry import task_entry
+    from dlrun.train import CONF_DIR
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        overrides = preflight(args, CONF_DIR)
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            data = validate(compose("config", overrides=overrides))
+        task = task_entry(data["task"]["name"]).obj(data)
+        task.prepare(Path(data["paths"]["cache_dir"]).expanduser())
+    except UserError as exc:
+        print(f"dlrun-stats: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(format_stats(task.stats()))
+
+
+if __name__ == "__main__":
+    main()

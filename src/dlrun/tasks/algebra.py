@@ -1,0 +1,342 @@
+"""Algebra: DeepMind mathematics modules (seed 001) as character-level seq2seq.
+
+Three sources of the same data:
+
+- ``generate``: the ``mathematics-dataset`` package, in worker processes with a
+  fixed PYTHONHASHSEED, written into the cache in DeepMind's released layout;
+- ``deepmind``: that released layout under ``dataset.path``
+  (``train-easy/``, ``train-medium/``, ``train-hard/``, ``interpolate/``,
+  ``extrapolate/``, one ``<module>.txt`` each, question and answer lines
+  alternating);
+- ``course``: the coursework layout, ``<module>/train.x``, ``train.y``,
+  ``interpolate.x``, ``interpolate.y``, one sentence per line.
+
+Splits: ``train`` and ``val`` (held out of the training files), ``test`` (the
+interpolate files) and ``extrapolate`` where DeepMind defines one. A question
+that occurs in a held-out split is removed from train.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dlrun.config import spec
+from dlrun.data.cache import cache_key, cached_dir
+from dlrun.errors import UserError
+from dlrun.registry import TASKS, closest
+from dlrun.tasks.seq2seq import Seq2SeqTask
+
+# The modules of mathematics-dataset 1.0.1 (tests check these against the package;
+# importing it takes seconds, too long for validating a command line).
+MODULES = (
+    "algebra__linear_1d algebra__linear_1d_composed algebra__linear_2d "
+    "algebra__linear_2d_composed algebra__polynomial_roots algebra__polynomial_roots_composed "
+    "algebra__sequence_next_term algebra__sequence_nth_term arithmetic__add_or_sub "
+    "arithmetic__add_or_sub_in_base arithmetic__add_sub_multiple arithmetic__div "
+    "arithmetic__mixed arithmetic__mul arithmetic__mul_div_multiple "
+    "arithmetic__nearest_integer_root arithmetic__simplify_surd calculus__differentiate "
+    "calculus__differentiate_composed comparison__closest comparison__closest_composed "
+    "comparison__kth_biggest comparison__kth_biggest_composed comparison__pair "
+    "comparison__pair_composed comparison__sort comparison__sort_composed "
+    "measurement__conversion measurement__time numbers__base_conversion "
+    "numbers__div_remainder numbers__div_remainder_composed numbers__gcd numbers__gcd_composed "
+    "numbers__is_factor numbers__is_factor_composed numbers__is_prime numbers__is_prime_composed "
+    "numbers__lcm numbers__lcm_composed numbers__list_prime_factors "
+    "numbers__list_prime_factors_composed numbers__place_value numbers__place_value_composed "
+    "numbers__round_number numbers__round_number_composed polynomials__add "
+    "polynomials__coefficient_named polynomials__collect polynomials__compose "
+    "polynomials__evaluate polynomials__evaluate_composed polynomials__expand "
+    "polynomials__simplify_power probability__swr_p_level_set probability__swr_p_sequence"
+).split()
+EXTRAPOLATE_MODULES = (
+    "algebra__polynomial_roots_big arithmetic__add_or_sub_big arithmetic__add_sub_multiple_longer "
+    "arithmetic__div_big arithmetic__mixed_longer arithmetic__mul_big "
+    "arithmetic__mul_div_multiple_longer comparison__closest_more comparison__kth_biggest_more "
+    "comparison__sort_more measurement__conversion numbers__place_value_big "
+    "numbers__round_number_big probability__swr_p_level_set_more_samples "
+    "probability__swr_p_sequence_more_samples"
+).split()
+DIFFICULTIES = ["train-easy", "train-medium", "train-hard"]
+CHUNK = 5_000  # problems per generation job; fixed so data do not depend on the core count
+GENERATOR_VERSION = 1
+
+
+def extrapolate_modules(module: str) -> list[str]:
+    """DeepMind's extrapolation counterparts of a module (e.g. comparison__sort_more)."""
+    suffixes = ("", "_big", "_more", "_longer", "_more_samples")
+    return [m for m in EXTRAPOLATE_MODULES if m in {module + s for s in suffixes}]
+
+
+@dataclass
+class AlgebraDataConfig:
+    name: str = spec("algebra")
+    source: str = spec("generate", choices=["generate", "deepmind", "course"])
+    modules: list[str] = spec(["numbers__place_value"])
+    path: str | None = spec(None)  # the deepmind or course layout's root folder
+    difficulties: list[str] = spec(DIFFICULTIES)  # training files mixed in equal parts
+    train_size: int = spec(100_000, ge=1)  # per module, before held-out questions are removed
+    val_size: int = spec(2_000, ge=1)  # per module, held out of the training files
+    test_size: int = spec(5_000, ge=1)  # per module, from interpolate (and extrapolate)
+    seed: int = spec(1, ge=0)
+    workers: int | None = spec(None, ge=1)  # generation processes; null = every core
+    batch_size: int = spec(256, ge=1)
+    max_src_len: int = spec(160, ge=1)  # DeepMind caps questions at 160 characters
+    max_tgt_len: int = spec(31, ge=1)  # and answers at 30, + EOS
+
+
+@TASKS.register("algebra", schema=AlgebraDataConfig)
+class AlgebraTask(Seq2SeqTask):
+    @classmethod
+    def check_config(cls, cfg: dict) -> list[str]:
+        problems = super().check_config(cfg)
+        d = cfg["dataset"]
+        if not d["modules"]:
+            problems.append(
+                "dataset.modules: needs at least one module, e.g. [numbers__place_value]"
+            )
+        for module in d["modules"]:
+            if module not in MODULES:
+                guess = closest(module, MODULES)
+                problems.append(
+                    f"dataset.modules: unknown module '{module}'"
+                    + (f" (did you mean '{guess}'?)" if guess else "; see mathematics_dataset")
+                )
+        for diff in d["difficulties"]:
+            if diff not in DIFFICULTIES:
+                problems.append(f"dataset.difficulties: '{diff}' is not one of {DIFFICULTIES}")
+        if d["source"] == "course" and d["difficulties"] != DIFFICULTIES:
+            problems.append("dataset.difficulties: the course layout has one train file per module")
+        if d["source"] != "generate":
+            problems += _check_files(d)
+        if d["batch_size"] > d["train_size"]:
+            problems.append(
+                f"dataset.batch_size={d['batch_size']}: larger than dataset.train_size="
+                f"{d['train_size']}"
+            )
+        return problems
+
+    def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
+        d = self.cfg["dataset"]
+        root = Path(d["path"]).expanduser() if d["path"] else None
+        if d["source"] == "generate":
+            key = {
+                k: d[k]
+                for k in ("modules", "difficulties", "train_size", "val_size", "test_size", "seed")
+            }
+            root, _ = cached_dir(
+                Path(cache_dir).expanduser() / "algebra",
+                cache_key(key, GENERATOR_VERSION),
+                lambda tmp: generate(tmp, d),
+            )
+        read = read_course if d["source"] == "course" else read_deepmind
+        splits: dict[str, list[tuple[str, str]]] = {}
+        for module in d["modules"]:
+            files = read(root, module, d)
+            for name, pairs in held_out_splits(files, d).items():
+                splits.setdefault(name, []).extend(pairs)
+                self.groups.setdefault(name, []).extend([module] * len(pairs))
+        return splits
+
+
+def held_out_splits(files: dict[str, list[tuple[str, str]]], d: dict):
+    """train/val/test/extrapolate from one module's files; held-out questions leave train."""
+    pool = list(files["train"])
+    random.Random(d["seed"]).shuffle(pool)  # mixes the difficulties before val is taken
+    out = {"test": files["interpolate"][: d["test_size"]]}
+    if files.get("extrapolate"):
+        out["extrapolate"] = files["extrapolate"][: d["test_size"]]
+    held = {q for split in out.values() for q, _ in split}
+    val, train = [], []
+    for q, a in pool:
+        if q in held:
+            continue
+        if len(val) < d["val_size"]:
+            val.append((q, a))
+            held.add(q)
+        elif len(train) < d["train_size"]:
+            train.append((q, a))
+    return {"train": train, "val": val, **out}
+
+
+def _check_files(d: dict) -> list[str]:
+    if not d["path"]:
+        return [
+            f"dataset.path: required with dataset.source={d['source']} (the folder that holds "
+            "the data)"
+        ]
+    root = Path(d["path"]).expanduser()
+    if not root.is_dir():
+        return [f"dataset.path={d['path']}: no such folder"]
+    missing = []
+    for module in d["modules"]:
+        if module not in MODULES:
+            continue
+        if d["source"] == "course":
+            names = [
+                f"{module}/{f}" for f in ("train.x", "train.y", "interpolate.x", "interpolate.y")
+            ]
+        else:
+            names = [f"{diff}/{module}.txt" for diff in d["difficulties"]]
+            names.append(f"interpolate/{module}.txt")
+        missing += [n for n in names if not (root / n).is_file()]
+    if missing:
+        return [
+            f"dataset.path={d['path']}: missing {', '.join(missing[:4])}"
+            + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        ]
+    return []
+
+
+def _read_alternating(path: Path, limit: int | None = None) -> list[tuple[str, str]]:
+    lines = path.read_text().splitlines()
+    if len(lines) % 2:
+        raise UserError(
+            f"{path}: odd number of lines; expected question and answer lines alternating"
+        )
+    pairs = list(zip(lines[0::2], lines[1::2]))
+    return pairs[:limit] if limit is not None else pairs
+
+
+def read_deepmind(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, str]]]:
+    """One module's files in DeepMind's released layout."""
+    # Enough of each difficulty for train + val, in equal parts.
+    per = math.ceil((d["train_size"] + d["val_size"]) / len(d["difficulties"]))
+    train = [
+        p
+        for diff in d["difficulties"]
+        for p in _read_alternating(root / diff / f"{module}.txt", per)
+    ]
+    files = {
+        "train": train,
+        "interpolate": _read_alternating(root / "interpolate" / f"{module}.txt"),
+    }
+    for extra in extrapolate_modules(module):
+        path = root / "extrapolate" / f"{extra}.txt"
+        if path.is_file():
+            files.setdefault("extrapolate", []).extend(_read_alternating(path))
+    return files
+
+
+def read_course(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, str]]]:
+    """One module's files in the coursework layout (.x questions, .y answers)."""
+
+    def pairs(stem: str) -> list[tuple[str, str]]:
+        x = (root / module / f"{stem}.x").read_text().splitlines()
+        y = (root / module / f"{stem}.y").read_text().splitlines()
+        if len(x) != len(y):
+            raise UserError(
+                f"{root / module}/{stem}.x has {len(x)} lines but {stem}.y has "
+                f"{len(y)}; they must pair up line by line"
+            )
+        return list(zip(x, y))
+
+    return {"train": pairs("train"), "interpolate": pairs("interpolate")}
+
+
+# -- generation -------------------------------------------------------------------------
+
+
+def generate(root: Path, d: dict) -> None:
+    """Write DeepMind's layout for ``d['modules']`` under ``root``, reproducibly.
+
+    Work is cut into fixed chunks, each seeded from (seed, file, chunk), and run
+    by worker processes started with PYTHONHASHSEED fixed (linear_1d samples
+    from a set), so the files are byte-identical whatever the number of workers.
+    """
+    per = math.ceil((d["train_size"] + d["val_size"]) / len(d["difficulties"]))
+    files = [(diff, m, per) for m in d["modules"] for diff in d["difficulties"]]
+    files += [("interpolate", m, d["test_size"]) for m in d["modules"]]
+    files += [
+        ("extrapolate", e, d["test_size"]) for m in d["modules"] for e in extrapolate_modules(m)
+    ]
+    jobs = []
+    for regime, module, count in files:
+        for i, start in enumerate(range(0, count, CHUNK)):
+            n = min(CHUNK, count - start)
+            seed = int(cache_key([d["seed"], regime, module, i], 0), 16) % 2**31
+            jobs.append((regime, module, n, seed))
+    workers = d["workers"] or len(os.sched_getaffinity(0))
+    results: dict[tuple[str, str], list[str]] = {}
+    total = sum(j[2] for j in jobs)
+    with (
+        _hash_seed(str(d["seed"])),
+        tqdm(total=total, desc="generating problems", unit="problem", disable=None) as bar,
+    ):
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+            for (regime, module, n, _), lines in zip(jobs, pool.imap(_generate_chunk, jobs)):
+                results.setdefault((regime, module), []).extend(lines)
+                bar.update(n)
+    for (regime, module), lines in results.items():
+        (root / regime).mkdir(parents=True, exist_ok=True)
+        (root / regime / f"{module}.txt").write_text("\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def _hash_seed(value: str):
+    """Spawned workers inherit the environment: fix their string hashing."""
+    old = os.environ.get("PYTHONHASHSEED")
+    os.environ["PYTHONHASHSEED"] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["PYTHONHASHSEED"]
+        else:
+            os.environ["PYTHONHASHSEED"] = old
+
+
+_MODULES: dict | None = None
+
+
+def load_mathematics_dataset():
+    """Import mathematics_dataset 1.0.1 with the shims current sympy and numpy need."""
+    import importlib
+    import sys
+
+    import numpy as np
+
+    importlib.import_module("sympy.solvers.diophantine")
+    dio = importlib.import_module("sympy.solvers.diophantine.diophantine")
+    sys.modules["sympy.solvers.diophantine"].base_solution_linear = dio.base_solution_linear
+    for alias, value in (("object", object), ("int", int), ("bool", bool)):
+        if alias not in np.__dict__:
+            setattr(np, alias, value)
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(["dlrun"])
+    from mathematics_dataset import generate as md_generate
+
+    md_generate.init_modules(train_split=True)
+    return md_generate
+
+
+def _init_worker() -> None:
+    global _MODULES
+    import warnings
+
+    warnings.simplefilter("ignore")  # the package's own deprecation noise
+    _MODULES = load_mathematics_dataset()
+
+
+def _generate_chunk(job: tuple[str, str, int, int]) -> list[str]:
+    import numpy as np
+
+    regime, module, n, seed = job
+    random.seed(seed)
+    np.random.seed(seed)
+    fn = _MODULES.filtered_modules[regime][module]
+    lines = []
+    for _ in range(n):
+        problem, _ = _MODULES.sample_from_module(fn)
+        lines += [str(problem.question), str(problem.answer)]
+    return lines
