@@ -15,26 +15,34 @@ SKIP = {"step", "epoch", "split", "lr", "samples_per_sec", "elapsed", "loss"}
 
 
 def plot_curves(metrics_path: Path, out: Path) -> None:
-    """Loss (train and val) and every other metric against the optimizer step."""
-    records = read_jsonl(metrics_path)
+    """Loss and every metric against the optimizer step, one line per evaluated split.
+
+    Training loss comes from the logging intervals; the other lines from the
+    evaluations (validation, and ``train_subset`` or ``test`` when evaluated
+    during training). Final test results of the best checkpoint are not curves.
+    """
+    records = [r for r in read_jsonl(metrics_path) if "checkpoint" not in r]
+    splits = list(dict.fromkeys(r["split"] for r in records))
     metric_names = sorted({k for r in records if r["split"] != "train" for k in r} - SKIP)
     fig, axes = plt.subplots(1, 1 + len(metric_names), figsize=(5 * (1 + len(metric_names)), 4))
-    axes = list(axes) if len(metric_names) else [axes]
-    for split in ("train", "val"):
-        pts = [
-            (r["step"], r["loss"])
-            for r in records
-            if r["split"] == split and isinstance(r.get("loss"), float)
-        ]
-        if pts:
-            axes[0].plot(*zip(*pts), label=split, marker="." if split == "val" else None)
-    axes[0].set(title="loss", xlabel="step", yscale="log")
-    for ax, name in zip(axes[1:], metric_names):
-        pts = [(r["step"], r[name]) for r in records if r["split"] == "val" and name in r]
-        if pts:
-            ax.plot(*zip(*pts), marker=".", label="val")
+    axes = list(axes) if metric_names else [axes]
+    for ax, name in zip(axes, ["loss", *metric_names]):
+        for split in splits:
+            pts = [
+                (r["step"], r[name])
+                for r in records
+                if r["split"] == split and isinstance(r.get(name), (int, float))
+            ]
+            if pts:
+                ax.plot(
+                    *zip(*pts),
+                    label=split,
+                    color=f"C{splits.index(split)}",
+                    marker=None if split == "train" else ".",
+                )
         ax.set(title=name, xlabel="step")
-    for ax in axes:
+        if name == "loss":
+            ax.set_yscale("log")
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()

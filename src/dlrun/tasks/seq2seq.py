@@ -19,8 +19,9 @@ from dlrun.tasks.base import Task
 class Seq2SeqTask(Task):
     """A task whose examples are (source text, target text) pairs.
 
-    Subclasses provide ``load_pairs`` and ``normalize``; splits hold ``src``
-    (N, max_src_len) and ``tgt`` (N, max_tgt_len), the target ending in EOS.
+    Subclasses provide ``load_pairs`` and ``normalize``. Each split holds ``src``
+    (N, S) and ``tgt`` (N, T) token ids, padded to the split's longest example
+    (at most ``dataset.max_src_len`` / ``max_tgt_len``), each target ending in EOS.
     """
 
     model_kind = "seq2seq"
@@ -64,7 +65,7 @@ class Seq2SeqTask(Task):
             self.texts[name] = (src, tgt)
             # Each split is as wide as its longest example, not the configured maximum.
             self.splits[name] = {
-                "src": self.src_vocab.encode_batch(src, max(map(len, src)), eos=False),
+                "src": self.src_vocab.encode_batch(src, max([1, *map(len, src)]), eos=False),
                 "tgt": self.tgt_vocab.encode_batch(tgt, max(map(len, tgt)) + 1, eos=True),
             }
 
@@ -206,5 +207,6 @@ class Seq2SeqTask(Task):
                 f"reads at most dataset.max_src_len={self.max_src_len}"
             )
         device = next(model.parameters()).device
-        src = self.src_vocab.encode_batch(texts, self.max_src_len, eos=False).to(device)
+        width = max([1, *map(len, texts)])
+        src = self.src_vocab.encode_batch(texts, width, eos=False).to(device)
         return self._predict_ids(model, src, batch_size)
