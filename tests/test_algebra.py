@@ -78,6 +78,7 @@ def test_generation_is_byte_identical_across_processes(tmp_path):
         "train_size": 40,
         "val_size": 4,
         "test_size": 12,
+        "extrapolate_size": 6,
         "seed": 3,
     }
     generate(tmp_path / "a", {**d, "workers": 1})
@@ -98,6 +99,8 @@ def test_generation_is_byte_identical_across_processes(tmp_path):
     assert mismatch == [] and errors == [] and len(match) == 7
     lines = (tmp_path / "a" / "interpolate" / "algebra__linear_1d.txt").read_text().splitlines()
     assert len(lines) == 24 and lines[0].startswith("Solve ")
+    big = (tmp_path / "a" / "extrapolate" / "numbers__place_value_big.txt").read_text()
+    assert len(big.splitlines()) == 12
     generate(tmp_path / "c", {**d, "workers": 2, "seed": 4})
     assert (tmp_path / "c" / "interpolate" / "algebra__linear_1d.txt").read_text() != "\n".join(
         lines
@@ -112,12 +115,13 @@ def test_deepmind_layout(tiny_cfg, tmp_path):
         f"dataset.path={tmp_path}",
         "dataset.val_size=10",
         "dataset.test_size=50",
+        "dataset.extrapolate_size=40",
     )
     task = AlgebraTask(d)
     task.prepare(tmp_path / "cache")
     src, tgt = task.texts["test"]
     assert list(zip(src, tgt)) == written["interpolate"][:50]
-    assert list(zip(*task.texts["extrapolate"])) == written["extrapolate"][:50]
+    assert list(zip(*task.texts["extrapolate"])) == written["extrapolate"][:40]
     train = set(task.texts["train"][0])
     held = set(src) | set(task.texts["val"][0]) | set(task.texts["extrapolate"][0])
     assert not train & held
