@@ -238,3 +238,26 @@ def test_stats_file_in_the_run_dir(tiny_cfg, tmp_path):
         for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     }
     assert splits == {"train", "val", "train_subset", "test", "extrapolate"}
+
+
+def test_mixture_of_modules(tiny_cfg, tmp_path):
+    write_deepmind(tmp_path, "numbers__place_value", seed=1)
+    write_deepmind(tmp_path, "comparison__sort", seed=2)
+    d = algebra_cfg(
+        tiny_cfg,
+        "dataset.source=deepmind",
+        f"dataset.path={tmp_path}",
+        "dataset.modules=[numbers__place_value,comparison__sort]",
+        "dataset.val_size=10",
+        "dataset.test_size=20",
+        "dataset.train_size=200",
+    )
+    task = AlgebraTask(d)
+    task.prepare(tmp_path / "cache")
+    assert task.size("test") == 40 and task.size("val") == 20
+    labels = task.groups["train"]
+    assert len(labels) == task.size("train")
+    assert set(labels[:50]) == {"numbers__place_value", "comparison__sort"}  # interleaved
+    stats = task.stats()
+    assert stats["comparison__sort/test"]["examples"] == 20
+    assert stats["numbers__place_value/test"]["examples"] == 20

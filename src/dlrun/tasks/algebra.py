@@ -150,13 +150,14 @@ class AlgebraTask(Seq2SeqTask):
                 lambda tmp: generate(tmp, d),
             )
         read = read_course if d["source"] == "course" else read_deepmind
-        splits: dict[str, list[tuple[str, str]]] = {}
+        labelled: dict[str, list[tuple[tuple[str, str], str]]] = {}
         for module in d["modules"]:
-            files = read(root, module, d)
-            for name, pairs in held_out_splits(files, d).items():
-                splits.setdefault(name, []).extend(pairs)
-                self.groups.setdefault(name, []).extend([module] * len(pairs))
-        return splits
+            for name, pairs in held_out_splits(read(root, module, d), d).items():
+                labelled.setdefault(name, []).extend((pair, module) for pair in pairs)
+        # Interleave the modules of a mixture, so any slice of train (train_subset) has them all.
+        random.Random(d["seed"]).shuffle(labelled["train"])
+        self.groups = {name: [m for _, m in rows] for name, rows in labelled.items()}
+        return {name: [pair for pair, _ in rows] for name, rows in labelled.items()}
 
 
 def held_out_splits(files: dict[str, list[tuple[str, str]]], d: dict):
