@@ -1,0 +1,123 @@
+"""Word tokenizers, n-grams, frequency vocabularies and the aclImdb reader.
+
+A few dozen lines instead of torchtext (unmaintained; its last release does not
+import with current torch): ``basic_english`` follows torchtext's rules.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from dlrun.errors import UserError
+
+# torchtext's basic_english: lowercase, then these substitutions, then split on whitespace.
+_BASIC_ENGLISH = [
+    (re.compile(r"\'"), " '  "),
+    (re.compile(r"\""), ""),
+    (re.compile(r"\."), " . "),
+    (re.compile(r"<br \/>"), " "),
+    (re.compile(r","), " , "),
+    (re.compile(r"\("), " ( "),
+    (re.compile(r"\)"), " ) "),
+    (re.compile(r"\!"), " ! "),
+    (re.compile(r"\?"), " ? "),
+    (re.compile(r"\;"), " "),
+    (re.compile(r"\:"), " "),
+    (re.compile(r"\s+"), " "),
+]
+
+
+def basic_english(text: str) -> list[str]:
+    """Lowercase, drop ``<br />`` and double quotes, split punctuation off words."""
+    text = text.lower()
+    for pattern, replacement in _BASIC_ENGLISH:
+        text = pattern.sub(replacement, text)
+    return text.split()
+
+
+def whitespace(text: str) -> list[str]:
+    """``str.split``: the seed's first tokenizer, case and punctuation kept."""
+    return text.split()
+
+
+TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+    "whitespace": whitespace,
+    "basic_english": basic_english,
+}
+
+
+def with_ngrams(tokens: list[str], n: int) -> list[str]:
+    """The tokens followed by every run of 2..n consecutive tokens, joined by spaces."""
+    out = list(tokens)
+    for k in range(2, n + 1):
+        out += [" ".join(tokens[i : i + k]) for i in range(len(tokens) - k + 1)]
+    return out
+
+
+class WordVocab:
+    """The ``size`` most frequent tokens get ids 1..size; id 0 is every other token (OOV)."""
+
+    oov_id = 0
+
+    def __init__(self, tokens: list[str]):
+        self.itos = ["<oov>", *tokens]
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+
+    @classmethod
+    def build(cls, documents: Iterable[list[str]], size: int) -> WordVocab:
+        counts = Counter(t for doc in documents for t in doc)
+        # Ties keep first-seen order (Counter.most_common is stable), so builds are repeatable.
+        return cls([t for t, _ in counts.most_common(size)])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return [self.stoi.get(t, self.oov_id) for t in tokens]
+
+
+def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
+    """Reviews of the Large Movie Review Dataset from its folder or its ``.tar.gz``.
+
+    Returns ``{split: [(text, label, rating), ...]}`` with label 1 for ``pos``
+    and 0 for ``neg``, ordered by label and review id so reads are repeatable.
+    The layout is ``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``.
+    """
+    path = Path(path).expanduser()
+    name = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+    found: dict[str, list[tuple[int, int, str, int]]] = {s: [] for s in splits}
+
+    def add(member: str, read: Callable[[], bytes]) -> None:
+        m = name.search(member)
+        if m and m.group(1) in found:
+            label = int(m.group(2) == "pos")
+            text = read().decode("utf-8")
+            found[m.group(1)].append((label, int(m.group(3)), text, int(m.group(4))))
+
+    if path.is_dir():
+        for file in path.rglob("*.txt"):
+            add(file.relative_to(path).as_posix(), file.read_bytes)
+    elif path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        try:
+            with tarfile.open(path) as tar:
+                for member in tar:
+                    if member.isfile():
+                        add(member.name, lambda m=member: tar.extractfile(m).read())
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise UserError(f"{path}: not a readable aclImdb tarball ({exc})") from None
+    else:
+        raise UserError(
+            f"{path}: no aclImdb data there; expected the folder aclImdb/ (train/{{pos,neg}}, "
+            "test/{pos,neg}) or the official aclImdb_v1.tar.gz"
+        )
+    empty = [s for s, rows in found.items() if not rows]
+    if empty:
+        raise UserError(f"{path}: no {empty[0]}/pos or {empty[0]}/neg reviews in it")
+    return {
+        s: [(text, label, rating) for label, _, text, rating in sorted(rows)]
+        for s, rows in found.items()
+    }

@@ -1,0 +1,90 @@
+"""Word tokenizers, n-grams, vocabularies and the aclImdb reader, on hand-made data."""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from dlrun.data.text import WordVocab, basic_english, read_aclimdb, whitespace, with_ngrams
+from dlrun.errors import UserError
+
+
+def test_basic_english_rules():
+    text = 'A "Great" film.<br /><br />I\'d see it (again)! Really? Yes; no: maybe, OK'
+    assert basic_english(text) == [
+        "a",
+        "great",
+        "film",
+        ".",
+        "i",
+        "'",
+        "d",
+        "see",
+        "it",
+        "(",
+        "again",
+        ")",
+        "!",
+        "really",
+        "?",
+        "yes",
+        "no",
+        "maybe",
+        ",",
+        "ok",
+    ]
+
+
+def test_whitespace_keeps_case_and_punctuation():
+    assert whitespace("Great film.<br />Yes!") == ["Great", "film.<br", "/>Yes!"]
+
+
+def test_ngrams():
+    assert with_ngrams(["a", "b", "c"], 1) == ["a", "b", "c"]
+    assert with_ngrams(["a", "b", "c"], 2) == ["a", "b", "c", "a b", "b c"]
+    assert with_ngrams(["a"], 3) == ["a"]
+
+
+def test_vocab_keeps_the_most_frequent_and_maps_the_rest_to_zero():
+    docs = [["good", "film", "good"], ["bad", "film", "good"], ["odd"]]
+    vocab = WordVocab.build(docs, size=2)
+    assert vocab.itos == ["<oov>", "good", "film"]
+    assert vocab.encode(["good", "bad", "film", "unseen"]) == [1, 0, 2, 0]
+    assert len(vocab) == 3
+
+
+def write_corpus(root):
+    reviews = {
+        "train/pos/0_9.txt": "Loved it.",
+        "train/pos/1_8.txt": "Great<br />film",
+        "train/neg/2_1.txt": "Awful.",
+        "test/pos/3_10.txt": "Superb",
+        "test/neg/4_2.txt": "Dull",
+    }
+    for name, text in reviews.items():
+        (root / "aclImdb" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "aclImdb" / name).write_text(text)
+    return reviews
+
+
+def test_reader_from_folder_and_tarball(tmp_path):
+    write_corpus(tmp_path)
+    from_dir = read_aclimdb(tmp_path / "aclImdb")
+    assert from_dir["train"] == [("Awful.", 0, 1), ("Loved it.", 1, 9), ("Great<br />film", 1, 8)]
+    assert from_dir["test"] == [("Dull", 0, 2), ("Superb", 1, 10)]
+    with tarfile.open(tmp_path / "aclImdb_v1.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "aclImdb", arcname="aclImdb")
+    assert read_aclimdb(tmp_path / "aclImdb_v1.tar.gz") == from_dir
+
+
+def test_reader_errors(tmp_path):
+    with pytest.raises(UserError, match="no aclImdb data there"):
+        read_aclimdb(tmp_path / "missing")
+    (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08not really gzip")
+    with pytest.raises(UserError, match="not a readable aclImdb tarball"):
+        read_aclimdb(tmp_path / "broken.tar.gz")
+    (tmp_path / "aclImdb" / "train" / "pos").mkdir(parents=True)
+    (tmp_path / "aclImdb" / "train" / "pos" / "0_9.txt").write_text("x")
+    with pytest.raises(UserError, match="no test/pos or test/neg reviews"):
+        read_aclimdb(tmp_path / "aclImdb")
