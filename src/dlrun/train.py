@@ -128,20 +128,15 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     _write_samples(run_dir / "samples.txt", rows)
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
 
-    monitor = data["task"]["monitor"]
-    headline = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
-    headline.update({f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()})
+    best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
+    test = {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()}
     summary = {
         "status": "ok",
         "task": data["task"]["name"],
         "model": data["model"]["name"],
-        "monitor": monitor,
-        "best": {
-            "step": state.best_step,
-            monitor: state.best_value,
-            **{f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()},
-        },
-        "test": {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()},
+        "monitor": data["task"]["monitor"],
+        "best": {"step": state.best_step, **best},
+        "test": test,
         "steps": state.step,
         "epochs": state.step * data["trainer"]["accumulate"] / trainer.batches_per_epoch,
         "samples": state.samples,
@@ -155,9 +150,9 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         "dlrun": __version__,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    shown = "  ".join(f"{k}={v:.4f}" for k, v in summary["test"].items())
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {run_dir}\n{shown}", flush=True)
-    return headline
+    return {**best, **test}
 
 
 def _resume_checkpoint(resume: str | None) -> Path | None:
