@@ -117,3 +117,9 @@ def test_model_that_does_not_fit_the_task(tiny_cfg, monkeypatch):
         "a image_classifier model does not fit task 'dates'" in p and "gru_seq2seq" in p
         for p in found
     )
+
+
+def test_a_format_without_the_date_cannot_fill_the_held_out_splits(tiny_cfg):
+    # Every date renders the same text: there are no 256 distinct eval inputs to draw.
+    (problem,) = problems(tiny_cfg("dataset.formats=['{0}']"))
+    assert "dataset.val_size + dataset.test_size = 256: must be at most half" in problem

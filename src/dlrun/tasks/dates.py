@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from dlrun.config import spec
 from dlrun.data.cache import cache_key, cached_dir
+from dlrun.errors import UserError
 from dlrun.registry import TASKS
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
@@ -101,18 +102,17 @@ class DatesTask(Seq2SeqTask):
         if problems or not locales:
             return problems
         days = _one_year(start, end)
-        formats, longest = [], ""
+        seen: set[str] = set()
         for fmt in d["formats"]:
             try:
-                texts = [
+                seen.update(
                     normalize(format_date(day, fmt, locale=loc), d["lowercase"])
                     for loc in locales
                     for day in days
-                ]
-                formats.append(fmt)
-                longest = max(texts + [longest], key=len)
+                )
             except (ValueError, KeyError, AttributeError):
                 problems.append(f"dataset.formats: '{fmt}' is not a valid Babel date format")
+        longest = max(seen, key=len, default="")
         if len(longest) > d["max_src_len"]:
             problems.append(
                 f"dataset.max_src_len={d['max_src_len']}: too short for the data, whose longest "
@@ -124,11 +124,11 @@ class DatesTask(Seq2SeqTask):
                 "date plus the end token)"
             )
         # Validation and test inputs are distinct and never in train, so they
-        # must fit in (at most half of) the distinct inputs the range allows.
-        variants = len({format_date(start, f, locale=loc) for f in formats for loc in locales})
-        distinct = ((end - start).days + 1) * variants
+        # must fit in (at most half of) the distinct inputs the range allows,
+        # estimated from the year sampled above.
+        distinct = len(seen) * ((end - start).days + 1) // len(days)
         held_out = d["val_size"] + d["test_size"]
-        if formats and held_out * 2 > distinct:
+        if seen and held_out * 2 > distinct:
             problems.append(
                 f"dataset.val_size + dataset.test_size = {held_out}: must be at most half of the "
                 f"about {distinct} distinct inputs between {start} and {end}; widen the date "
@@ -182,9 +182,16 @@ def generate(d: dict) -> dict[str, list[tuple[str, str]]]:
     with tqdm(total=total, desc="generating dates", unit="pair", disable=None) as bar:
         for split in ("test", "val", "train"):
             pairs, size = out[split], d[f"{split}_size"]
+            misses = 0
             while len(pairs) < size:
                 src, tgt = draw()
                 if src in held_out:
+                    misses += 1
+                    if misses > 100 * size:  # the estimate in check_config was too kind
+                        raise UserError(
+                            f"could not draw {size} {split} dates whose inputs are distinct and "
+                            "held out; widen the date range, add formats or lower the sizes"
+                        )
                     continue
                 if split != "train":
                     held_out.add(src)
