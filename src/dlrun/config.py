@@ -199,11 +199,6 @@ def to_dict(cfg: DictConfig | dict) -> dict:
     return cfg
 
 
-def section(cfg: dict, schema: type) -> Any:
-    """Build the dataclass for an already validated section."""
-    return schema(**cfg)
-
-
 def validate(cfg: DictConfig | dict) -> dict:
     """Check the whole config; raise one ConfigError listing every problem.
 

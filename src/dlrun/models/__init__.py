@@ -6,7 +6,6 @@ from typing import Any
 
 from torch import nn
 
-from dlrun.config import section
 from dlrun.registry import model_entry
 
 
@@ -17,4 +16,4 @@ def build_model(model_cfg: dict, **task_args: Any) -> nn.Module:
     sizes, special token ids, number of classes).
     """
     entry = model_entry(model_cfg["name"])
-    return entry.obj(section(model_cfg, entry.schema), **task_args)
+    return entry.obj(entry.schema(**model_cfg), **task_args)
