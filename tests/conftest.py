@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpora import write_aclimdb, write_kmnist
 from hydra import compose, initialize_config_dir
 
 from dlrun.train import CONF_DIR
@@ -15,15 +16,23 @@ from dlrun.train import CONF_DIR
 # Small enough that a run takes seconds on a 2-core CPU.
 TINY = [
     "device=cpu",
-    "dataset.train_size=768",
-    "dataset.val_size=128",
-    "dataset.test_size=128",
-    "dataset.batch_size=64",
     "trainer.max_steps=20",
     "trainer.eval_every=10",
     "trainer.log_every=5",
     "trainer.num_samples=5",
 ]
+# Per task; {imdb} and {kmnist} are the tiny corpora the session writes.
+TINY_DATA = {
+    "dates": [
+        "dataset.train_size=768",
+        "dataset.val_size=128",
+        "dataset.test_size=128",
+        "dataset.batch_size=64",
+    ],
+    "imdb": ["dataset.path={imdb}", "dataset.val_size=40", "dataset.batch_size=16"],
+    "kmnist": ["dataset.path={kmnist}", "dataset.val_size=100", "dataset.batch_size=32"],
+}
+TINY_DATA["algebra"] = TINY_DATA["dates"]
 
 
 # Applied when a test keeps the default model (gru_seq2seq).
@@ -36,19 +45,42 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def make_cfg(cache_dir: Path, *overrides: str):
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory) -> dict[str, Path]:
+    """A tiny aclImdb tree and tiny KMNIST IDX files, written once per session."""
+    root = tmp_path_factory.mktemp("corpora")
+    return {
+        "imdb": write_aclimdb(root),
+        "kmnist": write_kmnist(root / "KMNIST" / "raw"),
+    }
+
+
+def task_of(overrides: tuple[str, ...]) -> str:
+    """The task a command line selects: task=X, or the X of experiment=X_preset."""
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "task":
+            return value
+        if key == "experiment":
+            return value.split("_")[0]
+    return "dates"
+
+
+def make_cfg(cache_dir: Path, corpora: dict[str, Path], *overrides: str):
     chosen = {o.split("=")[0] for o in overrides}
     sizes = [] if chosen & {"model", "task", "experiment"} else TINY_GRU
+    data = [o.format(**corpora) for o in TINY_DATA[task_of(overrides)]]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose(
-            "config", overrides=[*TINY, *sizes, f"paths.cache_dir={cache_dir}", *overrides]
+            "config",
+            overrides=[*TINY, *data, *sizes, f"paths.cache_dir={cache_dir}", *overrides],
         )
 
 
 @pytest.fixture
-def tiny_cfg(cache_dir):
+def tiny_cfg(cache_dir, corpora):
     """A factory: tiny_cfg('optimizer.lr=1e-2', ...) -> composed DictConfig."""
-    return lambda *overrides: make_cfg(cache_dir, *overrides)
+    return lambda *overrides: make_cfg(cache_dir, corpora, *overrides)
 
 
 def run_cli(

@@ -6,7 +6,7 @@ import multiprocessing
 import re
 
 import pytest
-from conftest import TINY, TINY_GRU, run_cli
+from conftest import TINY, TINY_DATA, TINY_GRU, run_cli
 
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
@@ -17,7 +17,7 @@ from dlrun.train import _unique_dir
 def trained(tmp_path_factory, cache_dir):
     """One tiny run through the `dlrun` console script, shared by the predict tests."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = run_cli(["dlrun", *TINY, *TINY_GRU], cwd, cache_dir)
+    result = run_cli(["dlrun", *TINY, *TINY_DATA["dates"], *TINY_GRU], cwd, cache_dir)
     assert result.returncode == 0, result.stderr
     run_dir = re.search(r"run dir: (.+)", result.stdout).group(1)
     return cwd, run_dir, result
@@ -48,7 +48,7 @@ def test_predict_round_trip(trained, cache_dir):
 
 
 USER_ERRORS = [
-    (["task=nope"], r"unknown task 'nope'; valid: algebra, dates"),
+    (["task=nope"], r"unknown task 'nope'; valid: algebra, dates, imdb, kmnist"),
     (["model=gru_seq2sq"], r"unknown model 'gru_seq2sq'; valid: .*did you mean 'gru_seq2seq'"),
     (
         ["optimizer.lr=-1", "dataset.batch_size=0"],
@@ -58,6 +58,9 @@ USER_ERRORS = [
     (["model.name=nope"], r"model.name: unknown model 'nope'"),
     (["resume=does/not/exist"], r"resume=does/not/exist: not a dlrun run directory"),
     (["dataset.locales=[xx]"], r"unknown Babel locale 'xx'"),
+    (["task=kmnist"], r"KMNIST not found in data/KMNIST/raw: .*dataset.download=true"),
+    (["task=imdb"], r"dataset.path=data/aclImdb_v1.tar.gz: not found; .*dataset.download=true"),
+    (["task=imdb", "optimizer=adam"], r"model.sparse_grad=true works with optimizer=sgd"),
 ]
 
 

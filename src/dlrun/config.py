@@ -82,6 +82,8 @@ class TrainerConfig:
     # More splits evaluated at each evaluation, e.g. [test] for time-to-target
     # benchmarks; only the monitored split ever selects the best checkpoint.
     also_eval: list[str] = spec([])
+    shuffle: bool = spec(True)  # false: every epoch visits the training data in stored order
+    eval_at_start: bool = spec(False)  # also evaluate the untrained model (logged at step 0)
 
 
 @dataclass
@@ -199,11 +201,26 @@ def to_dict(cfg: DictConfig | dict) -> dict:
     return cfg
 
 
-def validate(cfg: DictConfig | dict) -> dict:
+def fill_defaults(node: dict, schema: type) -> None:
+    """Add the schema's default for every key ``node`` lacks.
+
+    A run directory written before a key existed then still loads (predict, resume).
+    """
+    for f in dataclasses.fields(schema):
+        if f.name not in node:
+            if f.default is not dataclasses.MISSING:
+                node[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                node[f.name] = f.default_factory()
+
+
+def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
     """Check the whole config; raise one ConfigError listing every problem.
 
     Cross-field checks run for every section whose own keys are valid, so one
-    call reports as much as can be known. Returns the resolved config as a dict.
+    call reports as much as can be known. ``check_data=False`` skips the
+    task's checks that its data exist (prediction needs none). Returns the
+    resolved config as a dict, missing keys filled with their defaults.
     """
     try:
         data = to_dict(cfg)
@@ -224,6 +241,8 @@ def validate(cfg: DictConfig | dict) -> dict:
         if schema is not None and not found:
             found = check_section(name, data[name], schema)
         ok[name] = schema is not None and not found
+        if ok[name]:
+            fill_defaults(data[name], schema)
         problems.extend(found)
 
     for name in ("task", "optimizer", "scheduler", "device", "trainer", "paths", "decode"):
@@ -262,6 +281,8 @@ def validate(cfg: DictConfig | dict) -> dict:
     if task_cls and all(ok[k] for k in ("task", "dataset", "model")):
         problems += task_cls.obj.check_config(data)
         problems += getattr(model.obj, "check_config", lambda _: [])(data)
+        if check_data:
+            problems += task_cls.obj.check_data(data)
     if problems:
         raise ConfigError(problems)
     return data

@@ -35,7 +35,7 @@ def load_run(run_dir: Path, device: str = "cpu"):
             f"{run_dir}: not a complete dlrun run directory (needs .hydra/config.yaml "
             "and checkpoints/best.pt); pass the directory a finished `dlrun` printed"
         )
-    data = validate(OmegaConf.load(config))
+    data = validate(OmegaConf.load(config), check_data=False)
     task = task_entry(data["task"]["name"]).obj(data)
     try:
         task.load(run_dir)

@@ -69,11 +69,15 @@ MODELS = Registry("model")
 
 def _load_all() -> None:
     # Explicit imports so that registration cannot go missing.
+    import dlrun.models.bow  # noqa: F401
+    import dlrun.models.cnn  # noqa: F401
     import dlrun.models.lstm_attention  # noqa: F401
     import dlrun.models.seq2seq  # noqa: F401
     import dlrun.models.transformer  # noqa: F401
     import dlrun.tasks.algebra  # noqa: F401
     import dlrun.tasks.dates  # noqa: F401
+    import dlrun.tasks.imdb  # noqa: F401
+    import dlrun.tasks.kmnist  # noqa: F401
 
 
 def list_tasks() -> list[str]:

@@ -125,6 +125,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     model.eval()
     with torch.inference_mode():
         rows = task.samples(model, "test", data["trainer"]["num_samples"])
+        task.report(model, run_dir)
     _write_samples(run_dir / "samples.txt", rows)
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
 

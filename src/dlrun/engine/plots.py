@@ -48,3 +48,42 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def plot_confusion(confusion, classes: tuple[str, ...], out: Path, title: str) -> None:
+    """A confusion matrix (rows: true class, columns: predicted), row-normalized colours."""
+    counts = confusion.double()
+    rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set(xlabel="predicted", ylabel="true", title=f"{title}: accuracy {rates.diag().mean():.4f}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_activation_maps(image, maps, out: Path, title: str) -> None:
+    """One input image beside the activation maps of a layer (seed 002, 2.5)."""
+    n = maps.shape[0]
+    cols = min(n, 8)
+    rows = 1 + (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0][0].imshow(image.numpy(), cmap="gray")
+    axes[0][0].set_title("input", fontsize=8)
+    for c in range(n):
+        ax = axes[1 + c // cols][c % cols]
+        ax.imshow(maps[c].numpy(), cmap="viridis")
+        ax.set_title(f"channel {c}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -167,8 +167,11 @@ class Trainer:
         resumed run rebuilds the same order from the saved position alone.
         """
         if self._perm is None:
-            g = torch.Generator().manual_seed(self.t["seed"] * 1_000_003 + self.state.epoch)
-            self._perm = torch.randperm(self.n_train, generator=g).to(self.dev.device)
+            if self.t["shuffle"]:
+                g = torch.Generator().manual_seed(self.t["seed"] * 1_000_003 + self.state.epoch)
+                self._perm = torch.randperm(self.n_train, generator=g).to(self.dev.device)
+            else:
+                self._perm = torch.arange(self.n_train, device=self.dev.device)
         b = self.state.batch_in_epoch
         idx = self._perm[b * self.batch_size : (b + 1) * self.batch_size]
         self.state.batch_in_epoch += 1
@@ -260,6 +263,8 @@ class Trainer:
         first_bad = torch.full((), -1, device=self.dev.device, dtype=torch.long)
         window_steps, window_samples, window_start = 0, 0, time.monotonic()
         last_metric = None
+        if t["eval_at_start"] and s.last_eval_step < 0:
+            last_metric = self._eval_and_checkpoint(writer, started, interactive)
         with self._signals():
             while (reason := self._should_stop(started)) is None:
                 for _ in range(t["accumulate"]):

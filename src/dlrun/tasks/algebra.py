@@ -119,14 +119,17 @@ class AlgebraTask(Seq2SeqTask):
                 problems.append(f"dataset.difficulties: '{diff}' is not one of {DIFFICULTIES}")
         if d["source"] == "course" and d["difficulties"] != DIFFICULTIES:
             problems.append("dataset.difficulties: the course layout has one train file per module")
-        if d["source"] != "generate":
-            problems += _check_files(d)
         if d["batch_size"] > d["train_size"]:
             problems.append(
                 f"dataset.batch_size={d['batch_size']}: larger than dataset.train_size="
                 f"{d['train_size']}"
             )
         return problems
+
+    @classmethod
+    def check_data(cls, cfg: dict) -> list[str]:
+        d = cfg["dataset"]
+        return _check_files(d) if d["source"] != "generate" else []
 
     def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
         d = self.cfg["dataset"]

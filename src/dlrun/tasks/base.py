@@ -38,6 +38,11 @@ class Task:
             problems.append(f"task.monitor={monitor}: must be one of {', '.join(valid)}")
         return problems
 
+    @classmethod
+    def check_data(cls, cfg: dict) -> list[str]:
+        """Problems finding the data a run would read (skipped when only predicting)."""
+        return []
+
     # -- data ---------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
         """Generate or read the data (cached on disk) and fill ``self.splits``."""
@@ -94,6 +99,9 @@ class Task:
     def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
         """Up to ``n`` examples with source, target and prediction, wrong ones first."""
         return []
+
+    def report(self, model: nn.Module, run_dir: Path) -> None:
+        """Task-specific figures and tables of the trained model, written into ``run_dir``."""
 
     def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
         raise NotImplementedError  # pragma: no cover - abstract

@@ -1,0 +1,66 @@
+"""Bag-of-words classifiers over sets of token ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dlrun.config import spec
+from dlrun.registry import MODELS
+
+
+@dataclass
+class BowMLPConfig:
+    name: str = spec("bow_mlp")
+    hidden_size: int = spec(200, ge=1)
+    # 1: one logit with BCEWithLogits; 2: two logits with cross-entropy (seed 003, V.3).
+    outputs: int = spec(1, ge=1, le=2)
+    dropout: float = spec(0.0, ge=0, lt=1)  # on the hidden layer; the seed has none
+    # Gradients of the first layer only for the rows a batch uses: several times
+    # faster (BENCHMARKS.md); needs optimizer=sgd without weight decay or clipping.
+    sparse_grad: bool = spec(True)
+
+
+@MODELS.register("bow_mlp", schema=BowMLPConfig, kind="bag_of_words")
+class BowMLP(nn.Module):
+    """The seed's one-hot MLP (vocab -> hidden -> ReLU -> outputs), without the one-hot matrix.
+
+    Multiplying a 0/1 presence vector by the first layer's weights is the sum
+    of the weight rows of the tokens present, which EmbeddingBag computes from
+    the token ids alone; the input is the distinct ids of each example, end to
+    end, and the offset where each example starts.
+    """
+
+    kind = "bag_of_words"
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> list[str]:
+        o, clip = cfg["optimizer"], cfg["trainer"]["grad_clip"]
+        if cfg["model"]["sparse_grad"] and (o["name"] != "sgd" or o["weight_decay"] or clip):
+            return [
+                "model.sparse_grad=true works with optimizer=sgd, optimizer.weight_decay=0 and "
+                "trainer.grad_clip=null only; set model.sparse_grad=false for "
+                f"optimizer={o['name']} (weight_decay={o['weight_decay']}, grad_clip={clip})"
+            ]
+        return []
+
+    def __init__(self, cfg: BowMLPConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.first = nn.EmbeddingBag(
+            vocab_size, cfg.hidden_size, mode="sum", sparse=cfg.sparse_grad
+        )
+        self.bias = nn.Parameter(torch.zeros(cfg.hidden_size))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.hidden_size, cfg.outputs)
+        # Initialise like the dense nn.Linear(vocab_size, hidden) it stands for.
+        bound = 1 / vocab_size**0.5
+        nn.init.uniform_(self.first.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """Logits (B, outputs) for the examples whose ids start at ``offsets`` in ``ids``."""
+        hidden = torch.relu(self.first(ids, offsets) + self.bias)
+        return self.out(self.dropout(hidden))

@@ -1,0 +1,218 @@
+"""IMDB: review sentiment with bag-of-words models (seed 003).
+
+Reviews come from the aclImdb folder or the official tarball at
+``dataset.path`` (``dataset.download=true`` fetches the tarball there). Each
+review becomes the set of its distinct token ids: the seed's one-hot presence
+vector without building it. All reviews of a split are one flat id tensor
+with a start and a length per review; a batch gathers its reviews' ids for
+``nn.EmbeddingBag``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlrun.config import spec
+from dlrun.data.cache import cache_key, cached_dir
+from dlrun.data.download import download
+from dlrun.data.text import TOKENIZERS, WordVocab, read_aclimdb, with_ngrams
+from dlrun.models import build_model
+from dlrun.registry import TASKS
+from dlrun.tasks.classify import ClassificationTask
+
+URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+PREP_VERSION = 1
+SHOWN_CHARS = 120  # of each test review, kept for samples.txt
+
+
+@dataclass
+class ImdbDataConfig:
+    name: str = spec("imdb")
+    path: str = spec("data/aclImdb_v1.tar.gz")  # the aclImdb folder or the official tarball
+    download: bool = spec(False)  # fetch the official tarball to `path` if it is missing
+    tokenizer: str = spec("basic_english", choices=list(TOKENIZERS))
+    ngrams: int = spec(1, ge=1, le=3)  # 2 adds bigrams, 3 trigrams
+    vocab_size: int = spec(20_000, ge=1)  # most frequent training tokens; id 0 = the rest
+    val_size: int = spec(1_000, ge=1)  # held out of the training reviews
+    train_samples: int | None = spec(None, ge=2)  # balanced subsample (seed I.3.b: 200)
+    seed: int = spec(0, ge=0)
+    batch_size: int = spec(128, ge=1)
+
+
+def tokens(text: str, tokenizer: str, ngrams: int) -> list[str]:
+    return with_ngrams(TOKENIZERS[tokenizer](text), ngrams)
+
+
+def distinct_ids(docs: list[list[str]], vocab: WordVocab) -> dict[str, torch.Tensor]:
+    """Each document's sorted distinct ids, end to end, with ``start`` and ``length``."""
+    sets = [sorted(set(vocab.encode(doc))) for doc in docs]
+    length = torch.tensor([len(s) for s in sets], dtype=torch.long)
+    return {
+        "start": torch.cumsum(length, 0) - length,
+        "length": length,
+        "ids": torch.tensor([i for s in sets for i in s], dtype=torch.long),
+    }
+
+
+@TASKS.register("imdb", schema=ImdbDataConfig)
+class ImdbTask(ClassificationTask):
+    model_kind = "bag_of_words"
+    classes = ("negative", "positive")
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        self.flat: dict[str, torch.Tensor] = {}  # each split's distinct ids, end to end
+        self.vocab: WordVocab | None = None
+        self.shown: dict[str, list[str]] = {}
+        self._stats: dict[str, Any] = {}
+
+    @classmethod
+    def check_data(cls, cfg: dict) -> list[str]:
+        problems = []
+        d = cfg["dataset"]
+        if not d["download"] and not Path(d["path"]).expanduser().exists():
+            problems.append(
+                f"dataset.path={d['path']}: not found; point it at the aclImdb folder or "
+                "aclImdb_v1.tar.gz, or add dataset.download=true to fetch the official "
+                "tarball (84 MB) to that path"
+            )
+        if d["download"] and not d["path"].endswith(".tar.gz"):
+            problems.append(
+                f"dataset.download=true needs dataset.path to name the tarball to write "
+                f"(…/aclImdb_v1.tar.gz), not {d['path']}"
+            )
+        return problems
+
+    # -- data ------------------------------------------------------------------------
+    def prepare(self, cache_dir: Path) -> None:
+        d = self.cfg["dataset"]
+        path = Path(d["path"]).expanduser().resolve()
+        if d["download"]:
+            download(URL, path, MD5)
+        stat = path.stat()
+        key = {k: v for k, v in d.items() if k not in ("batch_size", "download")}
+        key.update(path=str(path), size=stat.st_size, mtime=stat.st_mtime)
+        folder, _ = cached_dir(
+            Path(cache_dir).expanduser() / "imdb",
+            cache_key(key, PREP_VERSION),
+            lambda tmp: self._build(tmp, path),
+        )
+        data = torch.load(folder / "data.pt", weights_only=True)
+        self.vocab = WordVocab(json.loads((folder / "vocab.json").read_text())[1:])
+        self.shown = json.loads((folder / "shown.json").read_text())
+        self._stats = json.loads((folder / "stats.json").read_text())
+        for split, tensors in data.items():
+            self.flat[split] = tensors.pop("ids")
+            self.splits[split] = tensors
+
+    def _build(self, out: Path, path: Path) -> None:
+        d = self.cfg["dataset"]
+        reviews = read_aclimdb(path)
+        train = list(reviews["train"])
+        random.Random(d["seed"]).shuffle(train)
+        val, train = train[: d["val_size"]], train[d["val_size"] :]
+        if d["train_samples"]:
+            half = d["train_samples"] // 2
+            train = [r for r in train if r[1] == 1][:half] + [r for r in train if r[1] == 0][:half]
+            random.Random(d["seed"]).shuffle(train)
+        splits = {"train": train, "val": val, "test": reviews["test"]}
+        words = {
+            s: [TOKENIZERS[d["tokenizer"]](t) for t, _, _ in rows] for s, rows in splits.items()
+        }
+        docs = {s: [with_ngrams(w, d["ngrams"]) for w in ws] for s, ws in words.items()}
+        vocab = WordVocab.build(docs["train"], d["vocab_size"])
+        data = {
+            split: {
+                "label": torch.tensor([label for _, label, _ in rows], dtype=torch.long),
+                **distinct_ids(docs[split], vocab),
+            }
+            for split, rows in splits.items()
+        }
+        torch.save(data, out / "data.pt")
+        (out / "vocab.json").write_text(json.dumps(vocab.itos))
+        shown = {"test": [" ".join(t[:SHOWN_CHARS].split()) for t, _, _ in splits["test"]]}
+        (out / "shown.json").write_text(json.dumps(shown))
+        (out / "stats.json").write_text(json.dumps(statistics(words, docs, splits, vocab)))
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats
+
+    def save(self, run_dir: Path) -> None:
+        (run_dir / "vocab.json").write_text(json.dumps(self.vocab.itos))
+
+    def load(self, run_dir: Path) -> None:
+        self.vocab = WordVocab(json.loads((run_dir / "vocab.json").read_text())[1:])
+
+    def to(self, device: torch.device) -> None:
+        super().to(device)
+        self.flat = {k: v.to(device) for k, v in self.flat.items()}
+
+    def add_train_subset(self, n: int) -> None:
+        super().add_train_subset(n)  # slices label/start/length; the ids stay shared
+        if n > 0:
+            self.flat["train_subset"] = self.flat["train"]
+
+    def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The reviews at ``idx`` as EmbeddingBag input: their ids end to end, and offsets."""
+        d = self.splits[split]
+        start, length = d["start"][idx], d["length"][idx]
+        offsets = torch.cumsum(length, 0) - length
+        total = int(length.sum())
+        # Position of each id in the flat tensor: its review's start + its rank within it.
+        pos = torch.arange(total, device=idx.device) + torch.repeat_interleave(
+            start - offsets, length, output_size=total
+        )
+        return {"ids": self.flat[split][pos], "offsets": offsets, "label": d["label"][idx]}
+
+    def describe(self, split: str, i: int) -> str:
+        texts = self.shown.get(split)
+        return texts[i] + "…" if texts else f"review #{i}"
+
+    # -- model --------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg["model"], vocab_size=len(self.vocab))
+
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(batch["ids"], batch["offsets"])
+
+    def encode(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        d = self.cfg["dataset"]
+        docs = [tokens(text, d["tokenizer"], d["ngrams"]) for text in inputs]
+        flat = distinct_ids(docs, self.vocab)
+        return {"ids": flat["ids"], "offsets": flat["start"]}
+
+
+def statistics(words, docs, splits, vocab: WordVocab) -> dict[str, Any]:
+    """Seed 003, section I: class counts, mean length, frequent and rare words, OOV tokens.
+
+    Lengths and word ranks count the tokenizer's words; OOV counts the tokens
+    the model sees (n-grams included) that fall outside the vocabulary.
+    """
+    out: dict[str, Any] = {}
+    for split, rows in splits.items():
+        positives = sum(label for _, label, _ in rows)
+        out[split] = {
+            "examples": len(rows),
+            "positives": positives,
+            "negatives": len(rows) - positives,
+            "mean_words": sum(map(len, words[split])) / max(1, len(rows)),
+            "tokens": sum(map(len, docs[split])),
+            "oov_tokens": sum(t not in vocab.stoi for doc in docs[split] for t in doc),
+        }
+    ranked = Counter(w for ws in words["train"] for w in ws).most_common()
+    out["train_words"] = {
+        "distinct": len(ranked),
+        "most_frequent": ranked[:5],
+        "least_frequent": ranked[-5:],
+    }
+    out["vocab_size"] = len(vocab)
+    return out

@@ -1,0 +1,76 @@
+"""Tiny datasets the tests write themselves: an aclImdb tree and KMNIST files."""
+
+from __future__ import annotations
+
+import gzip
+import random
+from pathlib import Path
+
+import numpy as np
+
+POSITIVE = ["great", "wonderful", "moving", "superb", "loved", "brilliant"]
+NEGATIVE = ["awful", "boring", "dull", "terrible", "hated", "waste"]
+FILLER = ["the", "film", "a", "movie", "plot", "actor", "scene", "and", "it", "was", "story"]
+
+
+def review(label: int, rng: random.Random) -> str:
+    """Filler words with three words of the review's sentiment, some markup and punctuation."""
+    cue = POSITIVE if label else NEGATIVE
+    words = rng.choices(FILLER, k=rng.randint(5, 15)) + rng.choices(cue, k=3)
+    rng.shuffle(words)
+    return " ".join(words).capitalize() + ".<br /><br />" + rng.choice(["Wow!", "Hmm, ok."])
+
+
+def write_aclimdb(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
+    """An aclImdb/ tree with balanced pos/neg reviews; returns the aclImdb folder."""
+    rng = random.Random(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in range(n):
+            label = i % 2
+            folder = root / "aclImdb" / split / ("pos" if label else "neg")
+            folder.mkdir(parents=True, exist_ok=True)
+            rating = rng.randint(7, 10) if label else rng.randint(1, 4)
+            (folder / f"{i}_{rating}.txt").write_text(review(label, rng))
+    return root / "aclImdb"
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An unsigned-byte IDX file: magic 0 0 8 ndim, big-endian dimensions, the data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 images whose class is a bright bar at a class-specific row, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 60, (n, 28, 28))
+    for i, label in enumerate(labels):
+        row = 2 + 2 * int(label)
+        images[i, row : row + 3, 4:24] = 255
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_kmnist(folder: Path, n_train: int = 600, n_test: int = 200, kind: str = "idx") -> Path:
+    """The four KMNIST files (IDX .gz or .npz) of synthetic images in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, test = synthetic_images(n_train, 0), synthetic_images(n_test, 1)
+    if kind == "idx":
+        names = [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ]
+        for name, array in zip(names, (*train, *test)):
+            (folder / name).write_bytes(gzip.compress(idx_bytes(array)))
+    else:
+        names = [
+            "kmnist-train-imgs.npz",
+            "kmnist-train-labels.npz",
+            "kmnist-test-imgs.npz",
+            "kmnist-test-labels.npz",
+        ]
+        for name, array in zip(names, (*train, *test)):
+            np.savez_compressed(folder / name, arr_0=array)
+    return folder

@@ -1,0 +1,186 @@
+"""IMDB: statistics, batching, the EmbeddingBag model against the dense one, short runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dlrun.config import validate
+from dlrun.data.text import WordVocab
+from dlrun.models import build_model
+from dlrun.predict import load_run
+from dlrun.tasks.imdb import ImdbTask, distinct_ids
+from dlrun.train import run
+
+BOW = {"name": "bow_mlp", "hidden_size": 16, "outputs": 1, "dropout": 0.0, "sparse_grad": False}
+
+
+def write_reviews(root, reviews):
+    for (split, label, rid, rating), text in reviews.items():
+        folder = root / "aclImdb" / split / label
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{rid}_{rating}.txt").write_text(text)
+    return root / "aclImdb"
+
+
+def test_stats_on_a_corpus_with_known_counts(tiny_cfg, tmp_path):
+    path = write_reviews(
+        tmp_path,
+        {
+            ("train", "pos", 0, 9): "Good good film.",  # good good film .
+            ("train", "pos", 1, 8): "A good plot",  # a good plot
+            ("train", "neg", 2, 2): "Bad film",  # bad film
+            ("train", "neg", 3, 1): "Bad<br />bad bad!",  # bad bad bad !
+            ("train", "neg", 4, 3): "zzz",
+            ("test", "pos", 5, 10): "good unseen words",
+            ("test", "neg", 6, 1): "bad",
+        },
+    )
+    cfg = validate(
+        tiny_cfg(
+            "task=imdb",
+            f"dataset.path={path}",
+            "dataset.val_size=1",
+            "dataset.vocab_size=3",
+            "dataset.seed=3",
+        )
+    )
+    task = ImdbTask(cfg)
+    task.prepare(tmp_path / "cache")
+    stats = task.stats()
+    train, val, test = stats["train"], stats["val"], stats["test"]
+    assert train["examples"] + val["examples"] == 5
+    assert train["positives"] + val["positives"] == 2
+    assert test == {
+        "examples": 2,
+        "positives": 1,
+        "negatives": 1,
+        "mean_words": 2.0,
+        "tokens": 4,
+        "oov_tokens": 2,  # 'unseen', 'words'
+    }
+    assert stats["vocab_size"] == 4  # 3 words + OOV
+    # dataset.seed=3 holds out "Bad film"; the rest is the training split.
+    assert val == {
+        "examples": 1,
+        "positives": 0,
+        "negatives": 1,
+        "mean_words": 2.0,
+        "tokens": 2,
+        "oov_tokens": 1,  # 'film' is not among the 3 most frequent training words
+    }
+    # good good film . / a good plot / bad bad bad ! / zzz  (<br /> removed)
+    assert train["mean_words"] == 12 / 4 and train["oov_tokens"] == 12 - 3 - 3 - 1
+    words = stats["train_words"]
+    assert words["distinct"] == 8
+    assert sorted(map(tuple, words["most_frequent"][:2])) == [("bad", 3), ("good", 3)]
+    assert all(count == 1 for _, count in words["least_frequent"])
+
+
+def test_batch_gathers_each_reviews_distinct_ids(tiny_cfg):
+    task = ImdbTask(validate(tiny_cfg("task=imdb")))
+    task.prepare(tiny_cfg("task=imdb").paths.cache_dir)
+    idx = torch.tensor([5, 0, 17])
+    batch = task.batch("train", idx)
+    d = task.splits["train"]
+    expected = [task.flat["train"][d["start"][i] : d["start"][i] + d["length"][i]] for i in idx]
+    assert torch.equal(batch["ids"], torch.cat(expected))
+    assert batch["offsets"].tolist() == [0, len(expected[0]), len(expected[0]) + len(expected[1])]
+    for ids in expected:  # distinct and sorted: a presence vector, not counts
+        assert torch.equal(ids, torch.unique(ids))
+
+
+def test_distinct_ids_maps_unknown_tokens_to_zero():
+    vocab = WordVocab(["good", "film"])
+    flat = distinct_ids([["good", "good", "film"], ["nope", "film"]], vocab)
+    assert flat["ids"].tolist() == [1, 2, 0, 2]
+    assert flat["start"].tolist() == [0, 2] and flat["length"].tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_embedding_bag_equals_the_dense_one_hot_mlp(outputs):
+    torch.manual_seed(0)
+    vocab = 50
+    model = build_model({**BOW, "outputs": outputs}, vocab_size=vocab)
+    dense_first = torch.nn.Linear(vocab, 16)
+    dense_first.weight.data = model.first.weight.detach().T.clone()
+    dense_first.bias.data = model.bias.detach().clone()
+    sets = [torch.randperm(vocab)[: torch.randint(1, 20, ()).item()] for _ in range(8)]
+    ids = torch.cat(sets)
+    lengths = torch.tensor([len(s) for s in sets])
+    one_hot = torch.zeros(8, vocab)
+    for row, s in enumerate(sets):
+        one_hot[row, s] = 1.0
+    dense = model.out(torch.relu(dense_first(one_hot)))
+    bag = model(ids, torch.cumsum(lengths, 0) - lengths)
+    assert bag.shape == (8, outputs)
+    torch.testing.assert_close(bag, dense)
+
+
+def test_sparse_gradient_step_equals_the_dense_one():
+    torch.manual_seed(0)
+    ids, offsets = torch.tensor([3, 7, 9, 1, 3]), torch.tensor([0, 3])
+    label = torch.tensor([1.0, 0.0])
+    models = [build_model({**BOW, "sparse_grad": s}, vocab_size=12) for s in (False, True)]
+    models[1].load_state_dict(models[0].state_dict())
+    for model in models:
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        logits = model(ids, offsets)[:, 0]
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, label).backward()
+        opt.step()
+    assert models[1].first.weight.grad.is_sparse
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_short_run_learns_from_step_zero(tiny_cfg, tmp_path, outputs):
+    cfg = tiny_cfg(
+        "experiment=imdb_seed",
+        f"model.outputs={outputs}",
+        "trainer.max_steps=60",
+        "trainer.eval_every=20",
+        "trainer.eval_at_start=true",
+        "optimizer.lr=0.5",
+    )
+    result = run(cfg, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in records if r["split"] == "val")
+    assert first["step"] == 0
+    assert first["loss"] == pytest.approx(math.log(2), abs=0.05)  # seed V.2.a
+    assert first["perplexity"] == pytest.approx(math.exp(first["loss"]))
+    last = [r for r in records if r["split"] == "val"][-1]
+    assert last["loss"] < first["loss"] / 2 and result["test/accuracy"] >= 0.9
+    samples = (tmp_path / "samples.txt").read_text().splitlines()
+    assert len(samples) == 2 + 5 and samples[2].split("\t")[2] in ("negative", "positive")
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    task, model = load_run(tmp_path)
+    (good, p_good), (bad, p_bad) = (
+        line.split("\t") for line in task.predict(model, ["Wonderful, superb!", "Awful. Dull."], 4)
+    )
+    assert (good, bad) == ("positive", "negative") and min(float(p_good), float(p_bad)) > 0.5
+
+
+def test_balanced_subsample(tiny_cfg, tmp_path):
+    task = ImdbTask(validate(tiny_cfg("task=imdb", "dataset.train_samples=20")))
+    task.prepare(tmp_path)
+    assert task.splits["train"]["label"].tolist().count(1) == 10
+    assert task.size("train") == 20
+
+
+def test_unshuffled_training_visits_stored_order(tiny_cfg, tmp_path):
+    from dlrun.engine.device import resolve_device
+    from dlrun.engine.trainer import Trainer
+
+    data = validate(tiny_cfg("task=imdb", "trainer.shuffle=false"))
+    task = ImdbTask(data)
+    task.prepare(tmp_path)
+    dev = resolve_device(data["device"])
+    trainer = Trainer(task, task.build_model(), data, dev, tmp_path)
+    assert trainer._next_indices().tolist() == list(range(16))
+    assert trainer._next_indices().tolist() == list(range(16, 32))
