@@ -13,6 +13,7 @@ from dlrun.config import validate
 from dlrun.data.text import WordVocab
 from dlrun.models import build_model
 from dlrun.predict import load_run
+from dlrun.stats import format_stats
 from dlrun.tasks.imdb import ImdbTask, distinct_ids
 from dlrun.train import run
 
@@ -79,6 +80,10 @@ def test_stats_on_a_corpus_with_known_counts(tiny_cfg, tmp_path):
     assert words["distinct"] == 8
     assert sorted(map(tuple, words["most_frequent"][:2])) == [("bad", 3), ("good", 3)]
     assert all(count == 1 for _, count in words["least_frequent"])
+    table = format_stats(stats).splitlines()  # what dlrun-stats prints
+    assert table[0].startswith("| split | examples | positives | negatives | mean_words")
+    assert table[4] == "| test | 2 | 1 | 1 | 2.00 | 4 | 2 |"
+    assert any(line.startswith("train_words: ") for line in table)
 
 
 def test_batch_gathers_each_reviews_distinct_ids(tiny_cfg):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def format_stats(stats: dict) -> str:
     """A Markdown table of ``Task.stats()``."""
-    rows = {k: v for k, v in stats.items() if "examples" in v}
+    rows = {k: v for k, v in stats.items() if isinstance(v, dict) and "examples" in v}
     columns = sorted(
         {c for v in rows.values() for c in v}, key=list(next(iter(rows.values()))).index
     )

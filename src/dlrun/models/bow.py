@@ -19,7 +19,7 @@ class BowMLPConfig:
     outputs: int = spec(1, ge=1, le=2)
     dropout: float = spec(0.0, ge=0, lt=1)  # on the hidden layer; the seed has none
     # Gradients of the first layer only for the rows a batch uses: several times
-    # faster (BENCHMARKS.md); needs optimizer=sgd without weight decay or clipping.
+    # faster (BENCHMARKS.md); needs plain SGD (no momentum, weight decay or clipping).
     sparse_grad: bool = spec(True)
 
 
@@ -38,11 +38,13 @@ class BowMLP(nn.Module):
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         o, clip = cfg["optimizer"], cfg["trainer"]["grad_clip"]
-        if cfg["model"]["sparse_grad"] and (o["name"] != "sgd" or o["weight_decay"] or clip):
+        plain_sgd = o["name"] == "sgd" and not (o["momentum"] or o["weight_decay"] or clip)
+        if cfg["model"]["sparse_grad"] and not plain_sgd:
             return [
-                "model.sparse_grad=true works with optimizer=sgd, optimizer.weight_decay=0 and "
-                "trainer.grad_clip=null only; set model.sparse_grad=false for "
-                f"optimizer={o['name']} (weight_decay={o['weight_decay']}, grad_clip={clip})"
+                "model.sparse_grad=true works with plain SGD only (optimizer=sgd, no momentum, "
+                "no weight_decay, trainer.grad_clip=null); add model.sparse_grad=false for "
+                f"optimizer={o['name']} (momentum={o['momentum']}, weight_decay="
+                f"{o['weight_decay']}, grad_clip={clip})"
             ]
         return []
 
