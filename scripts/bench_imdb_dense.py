@@ -1,6 +1,6 @@
 """Epoch time of bow_mlp against the dense one-hot MLP it stands for, in one process.
 
-    python scripts/bench_imdb_dense.py dataset.path=../shared/data/aclImdb_dev.tar.gz
+    python scripts/bench_imdb_dense.py dataset.path=PATH/aclImdb_v1.tar.gz
 
 Takes dlrun overrides (default: experiment=imdb_seed). Both models see the
 same batches in the same order, with the same loss and plain SGD; the dense

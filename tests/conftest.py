@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from corpora import write_aclimdb, write_kmnist
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from dlrun.train import CONF_DIR
 
@@ -81,6 +82,12 @@ def make_cfg(cache_dir: Path, corpora: dict[str, Path], *overrides: str):
 def tiny_cfg(cache_dir, corpora):
     """A factory: tiny_cfg('optimizer.lr=1e-2', ...) -> composed DictConfig."""
     return lambda *overrides: make_cfg(cache_dir, corpora, *overrides)
+
+
+def save_run_config(cfg, run_dir: Path) -> None:
+    """What Hydra writes beside a run: ``.hydra/config.yaml``, which predict reads."""
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
 
 
 def run_cli(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from conftest import save_run_config
 
 from dlrun.config import validate
 from dlrun.data.text import WordVocab
+from dlrun.engine.writers import read_jsonl
 from dlrun.models import build_model
 from dlrun.predict import load_run
 from dlrun.stats import format_stats
@@ -153,7 +153,7 @@ def test_short_run_learns_from_step_zero(tiny_cfg, tmp_path, outputs):
         "optimizer.lr=0.5",
     )
     result = run(cfg, tmp_path)
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(tmp_path / "metrics.jsonl")
     first = next(r for r in records if r["split"] == "val")
     assert first["step"] == 0
     assert first["loss"] == pytest.approx(math.log(2), abs=0.05)  # seed V.2.a
@@ -162,8 +162,7 @@ def test_short_run_learns_from_step_zero(tiny_cfg, tmp_path, outputs):
     assert last["loss"] < first["loss"] / 2 and result["test/accuracy"] >= 0.9
     samples = (tmp_path / "samples.txt").read_text().splitlines()
     assert len(samples) == 2 + 5 and samples[2].split("\t")[2] in ("negative", "positive")
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    save_run_config(cfg, tmp_path)
     task, model = load_run(tmp_path)
     (good, p_good), (bad, p_bad) = (
         line.split("\t") for line in task.predict(model, ["Wonderful, superb!", "Awful. Dull."], 4)

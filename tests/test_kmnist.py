@@ -8,11 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import save_run_config
 from corpora import idx_bytes, synthetic_images, write_kmnist
 
 from dlrun.config import ConfigError, validate
 from dlrun.data.download import md5sum
 from dlrun.data.images import read_idx, read_npz
+from dlrun.engine.writers import read_jsonl
 from dlrun.errors import UserError
 from dlrun.models import build_model
 from dlrun.tasks import kmnist
@@ -147,7 +149,7 @@ def test_short_run_learns_and_writes_figures(tiny_cfg, tmp_path):
         "dataset.shift=1",
     )
     result = run(cfg, tmp_path)
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(tmp_path / "metrics.jsonl")
     val = [r for r in records if r["split"] == "val"]
     assert val[0]["step"] == 0 and val[0]["accuracy"] < 0.5  # the untrained model
     assert result["test/accuracy"] > 0.8 > val[0]["accuracy"]
@@ -159,15 +161,13 @@ def test_short_run_learns_and_writes_figures(tiny_cfg, tmp_path):
 
 
 def test_predict_reads_image_files(tiny_cfg, tmp_path):
-    from omegaconf import OmegaConf
     from PIL import Image
 
     from dlrun.predict import load_run
 
     cfg = tiny_cfg("task=kmnist", "trainer.max_steps=60")
     run(cfg, tmp_path)
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")  # what Hydra writes for a run
+    save_run_config(cfg, tmp_path)
     task, model = load_run(tmp_path)
     images, labels = synthetic_images(20, 7)
     files = []
