@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrun.tasks.kmnist import IDX_FILES, NPZ_FILES
+
 POSITIVE = ["great", "wonderful", "moving", "superb", "loved", "brilliant"]
 NEGATIVE = ["awful", "boring", "dull", "terrible", "hated", "waste"]
 FILLER = ["the", "film", "a", "movie", "plot", "actor", "scene", "and", "it", "was", "story"]
@@ -55,22 +57,10 @@ def write_kmnist(folder: Path, n_train: int = 600, n_test: int = 200, kind: str 
     """The four KMNIST files (IDX .gz or .npz) of synthetic images in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     train, test = synthetic_images(n_train, 0), synthetic_images(n_test, 1)
-    if kind == "idx":
-        names = [
-            "train-images-idx3-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-        ]
-        for name, array in zip(names, (*train, *test)):
+    names = list(IDX_FILES) if kind == "idx" else list(NPZ_FILES)
+    for name, array in zip(names, (*train, *test), strict=True):
+        if kind == "idx":
             (folder / name).write_bytes(gzip.compress(idx_bytes(array)))
-    else:
-        names = [
-            "kmnist-train-imgs.npz",
-            "kmnist-train-labels.npz",
-            "kmnist-test-imgs.npz",
-            "kmnist-test-labels.npz",
-        ]
-        for name, array in zip(names, (*train, *test)):
+        else:
             np.savez_compressed(folder / name, arr_0=array)
     return folder

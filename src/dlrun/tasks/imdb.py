@@ -76,21 +76,26 @@ class ImdbTask(ClassificationTask):
         self._stats: dict[str, Any] = {}
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
-        problems = []
+    def check_config(cls, cfg: dict) -> list[str]:
+        problems = super().check_config(cfg)
         d = cfg["dataset"]
-        if not d["download"] and not Path(d["path"]).expanduser().exists():
-            problems.append(
-                f"dataset.path={d['path']}: not found; point it at the aclImdb folder or "
-                "aclImdb_v1.tar.gz, or add dataset.download=true to fetch the official "
-                "tarball (84 MB) to that path"
-            )
         if d["download"] and not d["path"].endswith(".tar.gz"):
             problems.append(
                 f"dataset.download=true needs dataset.path to name the tarball to write "
                 f"(…/aclImdb_v1.tar.gz), not {d['path']}"
             )
         return problems
+
+    @classmethod
+    def check_data(cls, cfg: dict) -> list[str]:
+        d = cfg["dataset"]
+        if not d["download"] and not Path(d["path"]).expanduser().exists():
+            return [
+                f"dataset.path={d['path']}: not found; point it at the aclImdb folder or "
+                "aclImdb_v1.tar.gz, or add dataset.download=true to fetch the official "
+                "tarball (84 MB) to that path"
+            ]
+        return []
 
     # -- data ------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
