@@ -9,6 +9,7 @@ task (``Task.check_config``).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -99,6 +100,12 @@ class PathsConfig:
 
 
 @dataclass
+class LoggerConfig:
+    # Metrics always go to metrics.jsonl; tensorboard also writes event files (an extra).
+    name: str = spec("none", choices=["none", "tensorboard"])
+
+
+@dataclass
 class RootConfig:
     task: TaskConfig = spec(None)
     dataset: Any = spec(None)
@@ -109,6 +116,7 @@ class RootConfig:
     trainer: TrainerConfig = spec(None)
     paths: PathsConfig = spec(None)
     decode: DecodeConfig = spec(None)
+    logger: LoggerConfig = spec(None)
     resume: str | None = spec(None)
 
 
@@ -235,6 +243,7 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
                 f"{key}: unknown key" + (f" (did you mean '{guess}'?)" if guess else "")
             )
     ok: dict[str, bool] = {}
+    data.setdefault("logger", {"name": "none"})  # run directories from before the logger group
 
     def check(name: str, schema: type | None) -> None:
         found = [f"{name}: missing section"] if name not in data else []
@@ -245,7 +254,16 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
             fill_defaults(data[name], schema)
         problems.extend(found)
 
-    for name in ("task", "optimizer", "scheduler", "device", "trainer", "paths", "decode"):
+    for name in (
+        "task",
+        "optimizer",
+        "scheduler",
+        "device",
+        "trainer",
+        "paths",
+        "decode",
+        "logger",
+    ):
         check(name, hints[name])
     if data.get("resume") is not None and not isinstance(data["resume"], str):
         problems.append(f"resume={data['resume']!r}: expected a run directory path")
@@ -283,6 +301,12 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
         problems += getattr(model.obj, "check_config", lambda _: [])(data)
         if check_data:
             problems += task_cls.obj.check_data(data)
+    if check_data and ok["logger"] and data["logger"]["name"] == "tensorboard":
+        if importlib.util.find_spec("tensorboard") is None:
+            problems.append(
+                "logger=tensorboard: the tensorboard package is not installed; "
+                "pip install 'dlrun[tensorboard]' (or choose logger=none)"
+            )
     if problems:
         raise ConfigError(problems)
     return data

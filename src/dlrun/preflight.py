@@ -88,6 +88,9 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
         argv = flags + overrides
         parsed = parser.parse_overrides(overrides)
 
+    if multirun:
+        argv = [*argv, *_job_dirname_override(conf_dir, parsed)]
+
     # Compose once with the first value of every sweep, and validate the result.
     first = [_first_choice(o, text) for o, text in zip(parsed, overrides)]
     first = [a for a in first if not a.startswith("hydra.") and not a.startswith("hydra/")]
@@ -98,6 +101,30 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     data = validate(cfg)
     resolve_device(data["device"])
     return argv
+
+
+DIRNAME_EXCLUDE = "hydra.job.config.override_dirname.exclude_keys"
+
+
+def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
+    """Name sweep job directories by the swept keys only (``3_optimizer.lr=0.01``).
+
+    Hydra names them by every override, which soon passes the 255-character
+    limit on a file name; the keys set once for all jobs are excluded here.
+    """
+    keys = [o.key_or_group for o in parsed]
+    if DIRNAME_EXCLUDE in keys:
+        return []  # the user's own choice
+    fixed = [
+        o.key_or_group
+        for o in parsed
+        if not o.is_sweep_override() and not o.key_or_group.startswith(("hydra.", "hydra/"))
+    ]
+    if not fixed:
+        return []
+    base = OmegaConf.load(conf_dir / "config.yaml").hydra.job.config.override_dirname
+    keys = list(dict.fromkeys([*base.exclude_keys, *fixed]))
+    return [f"{DIRNAME_EXCLUDE}=[{','.join(keys)}]"]
 
 
 def _first_choice(o, text: str) -> str:

@@ -56,7 +56,9 @@ def _unique_dir(base: str) -> str:
     return _claimed[base]
 
 
-OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True)
+# use_cache: Hydra copies resolver caches into each sweep job's config, so a job
+# resolved in another process (a launcher plugin) gets the same directory.
+OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True, use_cache=True)
 
 
 def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
@@ -70,7 +72,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     from dlrun.engine.device import resolve_device
     from dlrun.engine.plots import plot_curves
     from dlrun.engine.trainer import Trainer
-    from dlrun.engine.writers import JsonlWriter
+    from dlrun.engine.writers import JsonlWriter, TensorBoardWriter, Writers, flat_hparams
     from dlrun.registry import task_entry
 
     wall_start = time.monotonic()
@@ -105,9 +107,14 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     if resume:
         trainer.restore(resume)
         log.info("resumed from %s at step %d", resume, trainer.state.step)
-    writer = JsonlWriter(
-        run_dir / "metrics.jsonl", keep_until_step=trainer.state.step if resume else None
-    )
+    writers = [
+        JsonlWriter(
+            run_dir / "metrics.jsonl", keep_until_step=trainer.state.step if resume else None
+        )
+    ]
+    if data["logger"]["name"] == "tensorboard":
+        writers.append(TensorBoardWriter(run_dir / "tensorboard"))
+    writer = Writers(writers)
     try:
         state = trainer.fit(writer)
         # Test the best checkpoint, not whatever the last step left.
@@ -119,6 +126,9 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
             writer.log(
                 {"epoch": state.epoch, "split": split, "checkpoint": "best", **metrics}, state.step
             )
+        final = {f"{s}/{k}": v for s, m in tests.items() for k, v in m.items()}
+        settings = {k: v for k, v in flat_hparams(data).items() if not k.startswith("paths.")}
+        writer.hparams(settings, final)
     finally:
         writer.close()
 
@@ -136,6 +146,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         "task": data["task"]["name"],
         "model": data["model"]["name"],
         "monitor": data["task"]["monitor"],
+        "mode": data["task"]["mode"],
         "best": {"step": state.best_step, **best},
         "test": test,
         "steps": state.step,
@@ -191,13 +202,27 @@ def hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
     try:
         return run(cfg, run_dir)
     except UserError as exc:
+        _write_failure(run_dir, "failed", str(exc))
         log.error("dlrun: error: %s (run directory: %s)", exc, run_dir)
         if hc.mode == RunMode.MULTIRUN:
             return None  # one failed job does not stop the sweep
         sys.exit(2)
     except Interrupted as exc:
+        _write_failure(run_dir, "interrupted", str(exc))
         log.warning("%s", exc)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: recorded for the sweep's table, then raised
+        _write_failure(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _write_failure(run_dir: Path, status: str, error: str) -> None:
+    """summary.json of a run that did not finish, with the first line of the reason."""
+    from dlrun.engine.writers import write_text_atomic
+
+    first = next((line for line in error.splitlines() if line.strip()), error)
+    summary = {"status": status, "error": first.strip()}
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def main() -> None:
@@ -210,6 +235,16 @@ def main() -> None:
         print(f"dlrun: error: {exc}", file=sys.stderr)
         sys.exit(2)
     hydra_entry()
+    from dlrun.report import last_sweep
+
+    if last_sweep and last_sweep[0].failed:
+        report = last_sweep[0]
+        print(
+            f"dlrun: {report.failed} of {report.total} jobs did not finish; see "
+            f"{report.out / 'summary.md'}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,19 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlrun.engine.writers import atomic_write
+
 
 def save_atomic(obj: Any, path: Path) -> None:
     """Write to a temporary file beside ``path`` and rename it into place.
 
     A crash mid-write leaves the previous checkpoint intact, never a torn one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -87,3 +87,85 @@ def plot_activation_maps(image, maps, out: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def plot_overlaid_curves(
+    curves: list[tuple[str, Path]], val_split: str, metric: str, out: Path
+) -> None:
+    """Training loss and the validation metric of several runs against the step, overlaid.
+
+    ``curves`` holds (label, metrics.jsonl) pairs; a run without a metrics file is skipped.
+    """
+    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (label, path) in enumerate(curves):
+        if not path.is_file():
+            continue
+        records = [r for r in read_jsonl(path) if "checkpoint" not in r]
+        for ax, split, name in ((loss_ax, "train", "loss"), (metric_ax, val_split, metric)):
+            pts = [
+                (r["step"], r[name])
+                for r in records
+                if r["split"] == split and isinstance(r.get(name), (int, float))
+            ]
+            if pts:
+                ax.plot(*zip(*pts), label=label, color=f"C{i % 10}")
+    loss_ax.set(title="training loss", xlabel="step", yscale="log")
+    metric_ax.set(title=f"{val_split}/{metric}", xlabel="step")
+    for ax in (loss_ax, metric_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_metric_vs(
+    series: dict[str, list[tuple]],
+    xlabel: str,
+    ylabel: str,
+    out: Path,
+    logx: bool = False,
+    categorical: bool = False,
+) -> None:
+    """One line per series of (x, y) points: e.g. accuracy against the learning rate."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ticks = list(dict.fromkeys(x for pts in series.values() for x, _ in pts))
+    for i, (name, pts) in enumerate(series.items()):
+        if categorical:
+            pts = [(ticks.index(x), y) for x, y in pts]
+        pts = sorted(pts)
+        ax.plot(*zip(*pts), marker="o", label=name, color=f"C{i % 10}")
+    if categorical:
+        ax.set_xticks(range(len(ticks)), ticks, rotation=20, ha="right")
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel} vs {xlabel}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_grouped_bars(
+    values: dict[tuple[str, str], float], xkey: str, group_key: str, ylabel: str, out: Path
+) -> None:
+    """Bars of ``values[(x, group)]``: one cluster per x value, one colour per group value."""
+    xs = list(dict.fromkeys(x for x, _ in values))
+    groups = list(dict.fromkeys(g for _, g in values))
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(xs) * len(groups) ** 0.5), 4.5))
+    for j, group in enumerate(groups):
+        pos = [
+            i + (j - (len(groups) - 1) / 2) * width
+            for i, x in enumerate(xs)
+            if (x, group) in values
+        ]
+        ys = [values[(x, group)] for x in xs if (x, group) in values]
+        ax.bar(pos, ys, width, label=f"{group_key}={group}", color=f"C{j % 10}")
+    ax.set_xticks(range(len(xs)), xs)
+    ax.set(xlabel=xkey, ylabel=ylabel, title=f"{ylabel} by {xkey} and {group_key}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from dlrun.engine import checkpoint
 from dlrun.engine.device import DeviceInfo
-from dlrun.engine.writers import JsonlWriter
+from dlrun.engine.writers import Writers
 from dlrun.errors import Interrupted, UserError
 from dlrun.tasks.base import Task
 
@@ -245,7 +245,7 @@ class Trainer:
         return better
 
     # -- the loop ----------------------------------------------------------------------
-    def fit(self, writer: JsonlWriter) -> TrainState:
+    def fit(self, writer: Writers) -> TrainState:
         s, t = self.state, self.t
         model, task = self.model, self.task
         model.train()
@@ -334,7 +334,7 @@ class Trainer:
             )
         return s
 
-    def _eval_and_checkpoint(self, writer: JsonlWriter, started: float, interactive: bool):
+    def _eval_and_checkpoint(self, writer: Writers, started: float, interactive: bool):
         s = self.state
         now = time.monotonic()
         samples0, time0 = self._since_eval

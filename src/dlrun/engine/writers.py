@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it into place.
+
+    A crash mid-write leaves the previous file intact, never a torn one; readers
+    (a sweep's other jobs, a person) see the old file or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 class JsonlWriter:
@@ -37,3 +58,68 @@ def _clean(value: Any) -> Any:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class TensorBoardWriter:
+    """Scalars as ``<split>/<metric>`` (train/loss, val/accuracy, test/accuracy...).
+
+    ``hparams`` records the run's settings with its final metrics (TensorBoard's
+    HPARAMS tab), in the same event directory.
+    """
+
+    SKIP = {"step", "epoch", "split", "checkpoint"}
+    TRAIN_ONLY = {"lr", "samples_per_sec", "elapsed"}  # repeated on evaluation records
+
+    def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(log_dir))
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        split = metrics.get("split", "train")
+        for key, value in metrics.items():
+            if key in self.SKIP or (split != "train" and key in self.TRAIN_ONLY):
+                continue
+            if isinstance(value, (int, float)):
+                self._writer.add_scalar(f"{split}/{key}", value, step)
+
+    def hparams(self, params: dict[str, Any], final: dict[str, float]) -> None:
+        final = {f"hparam/{k}": v for k, v in final.items() if isinstance(v, (int, float))}
+        self._writer.add_hparams(params, final, run_name=".")
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class Writers:
+    """Several writers as one: every record goes to each."""
+
+    def __init__(self, writers: list):
+        self.writers = writers
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        for w in self.writers:
+            w.log(metrics, step)
+
+    def hparams(self, params: dict[str, Any], final: dict[str, float]) -> None:
+        for w in self.writers:
+            if hasattr(w, "hparams"):
+                w.hparams(params, final)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer.lr": 0.001, ...}``: scalars as they are, lists and None as text."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out

@@ -1,0 +1,396 @@
+"""dlrun-report: one table and a few plots over runs and sweeps.
+
+``dlrun-report PATH... [--metric NAME] [--x KEY] [--out DIR]`` finds every
+run under the given paths (a sweep directory, run directories, any folder of
+them; also runs made separately) and writes into ``DIR``:
+
+- ``summary.csv`` and ``summary.md``: one row per run with the keys that differ
+  between runs, status (ok / failed: first line of the error), the monitored
+  validation metric at the best checkpoint, the test metrics and the wall time,
+  best first;
+- ``summary_<metric>_vs_<key>.png``: the metric against a swept key (log axis
+  for learning rates and other keys spanning decades), one line per split;
+- ``summary_curves.png``: every run's training loss and validation metric
+  against the step, overlaid;
+- ``summary_bars.png``: a grouped bar chart when two keys vary.
+
+A sweep (``dlrun -m ...``) does the same by itself: Hydra's callbacks get no
+job results, so each job writes its own ``summary.json`` and ``SweepSummary``
+rescans the sweep directory when a job ends (tables) and when the sweep ends
+(tables, plots, and the table printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+from dlrun.engine.writers import write_text_atomic
+from dlrun.errors import UserError
+
+LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
+PLAIN_FORMAT = {"epochs": "{:.2f}", "wall_time_s": "{:.1f}"}  # not metrics: fewer digits
+# Overrides that say where things are, not what was run.
+IGNORED_KEYS = ("hydra.", "resume", "paths.", "dataset.path")
+
+
+@dataclass
+class Run:
+    path: Path
+    summary: dict
+    overrides: dict[str, str]  # key -> value, as given on the command line
+    config: Any = None  # the composed config (.hydra/config.yaml), if any
+    choices: dict[str, str] = field(default_factory=dict)  # config group -> option
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "incomplete")
+
+    def value(self, key: str) -> str:
+        """What ``key`` was in this run: its override, its group choice, or its config value."""
+        if key in self.overrides:
+            return self.overrides[key]
+        if key in self.choices:
+            return str(self.choices[key])
+        if self.config is not None:
+            node = OmegaConf.select(self.config, key, default=None)
+            if node is not None:
+                plain = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+                return json.dumps(plain) if isinstance(plain, (list, dict)) else str(plain)
+        return ""
+
+    def metrics(self) -> dict[str, float]:
+        """Validation metrics at the best checkpoint and the test metrics, by full name."""
+        best = {k: v for k, v in self.summary.get("best", {}).items() if k != "step"}
+        return {**best, **self.summary.get("test", {})}
+
+    @property
+    def maximize(self) -> bool:
+        return self.summary.get("mode", "max") == "max"
+
+
+def _natural(text: str) -> list:
+    """Sort key: '2_lr' before '10_lr'."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories at or under ``paths``: those with ``summary.json`` or ``.hydra/``."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise UserError(f"{path}: no such directory; pass run or sweep directories")
+        marks = [*path.rglob("summary.json"), *path.rglob(".hydra/config.yaml")]
+        dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
+        found += sorted(dirs, key=lambda d: _natural(str(d)))
+    return list(dict.fromkeys(found))
+
+
+def load_run(path: Path) -> Run:
+    summary_file = path / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    hydra_dir = path / ".hydra"
+    overrides: dict[str, str] = {}
+    if (hydra_dir / "overrides.yaml").is_file():
+        for text in OmegaConf.load(hydra_dir / "overrides.yaml"):
+            key, _, value = str(text).partition("=")
+            key = key.lstrip("+~")
+            if not key.startswith(IGNORED_KEYS):
+                overrides[key] = value
+    config = None
+    if (hydra_dir / "config.yaml").is_file():
+        config = OmegaConf.load(hydra_dir / "config.yaml")
+        if "mode" not in summary and OmegaConf.select(config, "task.mode"):
+            summary["mode"] = config.task.mode
+    choices = {}
+    if (hydra_dir / "hydra.yaml").is_file():
+        runtime = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime
+        choices = {k: v for k, v in runtime.choices.items() if not k.startswith("hydra/")}
+    return Run(path, summary, overrides, config, choices)
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    """The override keys whose value is not the same in every run, in command-line order."""
+    keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
+    return [k for k in keys if len({r.value(k) for r in runs}) > 1]
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    keys: list[str]  # the varying keys among the columns
+    sort_metric: str | None
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return buf.getvalue()
+
+    def markdown(self) -> str:
+        def cell(column: str, value: Any) -> str:
+            if column in PLAIN_FORMAT and isinstance(value, (int, float)):
+                return PLAIN_FORMAT[column].format(value)
+            if isinstance(value, float):
+                return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+            return str(value).replace("|", "\\|").replace("\n", " ")
+
+        lines = [
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "---|" * len(self.columns),
+        ]
+        lines += [
+            "| " + " | ".join(cell(c, r.get(c, "")) for c in self.columns) + " |" for r in self.rows
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def resolve_metric(runs: list[Run], metric: str | None) -> str | None:
+    """The full name (``val/accuracy``) to sort by: ``--metric``, else the monitored metric."""
+    ok = [r for r in runs if r.status == "ok"]
+    available = list(dict.fromkeys(k for r in ok for k in r.metrics()))
+    if metric is None:
+        return next((r.summary["monitor"] for r in ok if r.summary.get("monitor")), None)
+    if metric in available:
+        return metric
+    by_base = [k for k in available if k.rpartition("/")[2] == metric]
+    if by_base:
+        # Validation before test: picking the best run by its test score would be cheating.
+        return next((k for k in by_base if k.startswith("val")), by_base[0])
+    raise UserError(
+        f"--metric {metric}: no run has it; available: {', '.join(available) or 'none'}"
+    )
+
+
+def build_table(runs: list[Run], metric: str | None = None) -> Table:
+    keys = varying_keys(runs)
+    sort_metric = resolve_metric(runs, metric)
+    ok = [r for r in runs if r.status == "ok"]
+    monitors = list(dict.fromkeys(r.summary["monitor"] for r in ok if r.summary.get("monitor")))
+    tests = list(dict.fromkeys(k for r in ok for k in r.summary.get("test", {})))
+    shown = list(dict.fromkeys([*monitors, *([sort_metric] if sort_metric else []), *tests]))
+    columns = ["run", *keys, "status", *shown, "epochs", "wall_time_s"]
+    common = os.path.commonpath([str(r.path) for r in runs]) if len(runs) > 1 else None
+    rows = []
+    for r in runs:
+        name = str(r.path.relative_to(common)) if common else r.path.name
+        status = r.status
+        if status != "ok" and r.summary.get("error"):
+            status = f"{status}: {r.summary['error']}"
+        row: dict[str, Any] = {"run": name, **{k: r.value(k) for k in keys}, "status": status}
+        row.update({k: v for k, v in r.metrics().items() if k in shown})
+        if r.status == "ok":
+            row["epochs"] = round(r.summary.get("epochs", float("nan")), 2)
+            row["wall_time_s"] = r.summary.get("wall_time_s", "")
+        rows.append(row)
+
+    def order(item: tuple[Run, dict]) -> tuple:
+        run, row = item
+        value = row.get(sort_metric) if sort_metric else None
+        if run.status != "ok" or not isinstance(value, (int, float)) or math.isnan(value):
+            return (1, 0.0)
+        base = sort_metric.rpartition("/")[2]
+        maximize = run.maximize if any(m.endswith("/" + base) for m in monitors) else None
+        if maximize is None:
+            maximize = base not in LOWER_IS_BETTER
+        return (0, -value if maximize else value)
+
+    rows = [row for _, row in sorted(zip(runs, rows), key=order)]  # stable: ties keep run order
+    return Table(columns, rows, keys, sort_metric)
+
+
+@dataclass
+class Report:
+    out: Path
+    table: Table
+    files: list[Path]
+    failed: int
+    total: int
+
+
+def write_report(
+    paths: list[Path],
+    out: Path,
+    metric: str | None = None,
+    x: str | None = None,
+    plots: bool = True,
+) -> Report:
+    """Tables (and plots) for the runs under ``paths``, written into ``out``."""
+    run_dirs = find_runs(paths)
+    if not run_dirs:
+        raise UserError(
+            f"no dlrun runs under {', '.join(map(str, paths))} (looked for directories with "
+            "summary.json or .hydra/config.yaml)"
+        )
+    runs = [load_run(d) for d in run_dirs]
+    table = build_table(runs, metric)
+    if x is not None and x not in table.keys:
+        hint = ", ".join(table.keys) or "none: every run has the same settings"
+        raise UserError(f"--x {x}: not a key that varies between these runs; those are: {hint}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "summary.csv", table.csv())
+    write_text_atomic(out / "summary.md", table.markdown())
+    files = [out / "summary.csv", out / "summary.md"]
+    ok = [r for r in runs if r.status == "ok"]
+    if plots and ok:
+        files += _plots(ok, table, out, x)
+    failed = sum(r.status != "ok" for r in runs)
+    return Report(out, table, files, failed, len(runs))
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _plots(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path]:
+    from dlrun.engine.plots import plot_grouped_bars, plot_metric_vs, plot_overlaid_curves
+
+    files = []
+    metric = table.sort_metric
+    base = metric.rpartition("/")[2] if metric else None
+    # Among the runs that finished: a key that varied only through failed runs is constant here.
+    keys = [k for k in table.keys if len({r.value(k) for r in runs}) > 1]
+    label_keys = keys
+
+    def label(run: Run) -> str:
+        if not label_keys:
+            return run.path.name
+        return ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in label_keys)
+
+    if base:
+        curves = [(label(r), r.path / "metrics.jsonl") for r in runs]
+        val_split = (metric.partition("/")[0]) if "/" in metric else "val"
+        path = out / "summary_curves.png"
+        plot_overlaid_curves(curves, val_split, base, path)
+        files.append(path)
+    if not (keys or x) or not base:
+        return files
+    numeric = [
+        k
+        for k in [*keys, *([x] if x else [])]
+        if all(_number(r.value(k)) is not None for r in runs)
+    ]
+    x = x or (numeric[0] if numeric else keys[0])
+    others = [k for k in keys if k != x]
+    val = [k for k in dict.fromkeys(k for r in runs for k in r.summary.get("best", {}))]
+    test = [k for k in dict.fromkeys(k for r in runs for k in r.summary.get("test", {}))]
+    splits = [k for k in [*val, *test] if k.endswith("/" + base)]
+    # The one number per run when lines or bars are grouped: the first test split's.
+    headline = next((k for k in test if k.endswith("/" + base)), metric)
+    is_num = x in numeric
+    xs = [r.value(x) for r in runs]
+    values = [_number(v) for v in xs] if is_num else xs
+    positive = is_num and all(v > 0 for v in values)
+    logx = positive and (
+        x.rpartition(".")[2] in ("lr", "weight_decay") or max(values) / min(values) >= 100
+    )
+    series: dict[str, list[tuple[Any, float]]] = {}
+    for run, xv in zip(runs, values):
+        group = ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in others)
+        for split in splits if not others else [headline]:
+            y = run.metrics().get(split)
+            if isinstance(y, (int, float)):
+                name = f"{split} ({group})" if group else split
+                series.setdefault(name, []).append((xv, y))
+    path = out / f"summary_{base}_vs_{x.replace('/', '_')}.png"
+    plot_metric_vs(series, x, base, path, logx=logx, categorical=not is_num)
+    files.append(path)
+    if others:
+        group_key = others[0]
+        bars = {}
+        for run in runs:
+            y = run.metrics().get(headline)
+            if isinstance(y, (int, float)):
+                bars[(run.value(x), run.value(group_key))] = y
+        path = out / "summary_bars.png"
+        plot_grouped_bars(bars, x, group_key, headline, path)
+        files.append(path)
+    return files
+
+
+# -- the sweep hook ---------------------------------------------------------------------
+
+# The report of the last sweep that ended in this process: ``dlrun`` exits non-zero
+# when some of its jobs failed.
+last_sweep: list[Report] = []
+
+
+def _is_multirun(config) -> bool:
+    from hydra.types import RunMode
+
+    return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
+
+
+class SweepSummary(Callback):
+    """Keeps ``summary.csv``/``summary.md`` of a sweep current; prints them at the end."""
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if _is_multirun(config):
+            sweep = Path(config.hydra.sweep.dir)
+            write_report([sweep], sweep, plots=False)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        if not find_runs([sweep]):
+            return
+        report = write_report([sweep], sweep)
+        print(f"\nsweep summary ({report.total} jobs, {report.failed} failed): {sweep}")
+        print(report.table.markdown(), flush=True)
+        last_sweep[:] = [report]
+
+
+# -- dlrun-report ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="dlrun-report",
+        description="Summary table and plots over dlrun runs and sweeps.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument(
+        "--metric", help="metric to sort and plot (accuracy, val/accuracy, test/cer...)"
+    )
+    parser.add_argument("--x", help="swept key for the x axis (default: the first numeric one)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write (default: the one PATH given, else the folder the paths share)",
+    )
+    args = parser.parse_args(argv)
+    paths = [p.expanduser() for p in args.paths]
+    out = args.out
+    if out is None:
+        out = (
+            paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.resolve() for p in paths]))
+        )
+    try:
+        report = write_report(paths, out, args.metric, args.x)
+    except UserError as exc:
+        print(f"dlrun-report: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(report.table.markdown(), end="")
+    print(f"\nwrote {', '.join(f.name for f in report.files)} in {out}")
+
+
+if __name__ == "__main__":
+    main()
