@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from corpora import write_aclimdb, write_kmnist
+from corpora import write_aclimdb, write_kmnist, write_text_pairs
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -34,6 +34,7 @@ TINY_DATA = {
     "kmnist": ["dataset.path={kmnist}", "dataset.val_size=100", "dataset.batch_size=32"],
 }
 TINY_DATA["algebra"] = TINY_DATA["dates"]
+TINY_DATA["text_pairs"] = ["dataset.path={text_pairs}", "dataset.batch_size=32"]
 
 
 # Applied when a test keeps the default model (gru_seq2seq).
@@ -48,22 +49,28 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def corpora(tmp_path_factory) -> dict[str, Path]:
-    """A tiny aclImdb tree and tiny KMNIST IDX files, written once per session."""
+    """A tiny aclImdb tree, tiny KMNIST IDX files and a parallel TSV, written once per session."""
     root = tmp_path_factory.mktemp("corpora")
     return {
         "imdb": write_aclimdb(root),
         "kmnist": write_kmnist(root / "KMNIST" / "raw"),
+        "text_pairs": write_text_pairs(root / "pairs.tsv"),
     }
 
 
 def task_of(overrides: tuple[str, ...]) -> str:
-    """The task a command line selects: task=X, or the X of experiment=X_preset."""
+    """The task a command line selects: task=X, or the task an experiment preset picks."""
     for o in overrides:
         key, _, value = o.partition("=")
         if key == "task":
             return value
         if key == "experiment":
-            return value.split("_")[0]
+            preset = OmegaConf.load(CONF_DIR / "experiment" / f"{value}.yaml")
+            for item in preset.get("defaults", []):
+                if isinstance(item, dict) or OmegaConf.is_dict(item):
+                    for k, v in item.items():
+                        if k.endswith("/task"):
+                            return v
     return "dates"
 
 

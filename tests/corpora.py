@@ -1,4 +1,4 @@
-"""Tiny datasets the tests write themselves: an aclImdb tree and KMNIST files."""
+"""Tiny datasets the tests write themselves: an aclImdb tree, KMNIST files, a parallel TSV."""
 
 from __future__ import annotations
 
@@ -64,3 +64,20 @@ def write_kmnist(folder: Path, n_train: int = 600, n_test: int = 200, kind: str 
         else:
             np.savez_compressed(folder / name, arr_0=array)
     return folder
+
+
+WORDS = ["sol", "luna", "casa", "perro", "gato", "agua", "libro", "mesa", "rojo", "azul"]
+
+
+def write_text_pairs(path: Path, n: int = 400, seed: int = 0) -> Path:
+    """A TSV in the ManyThings layout (source, target, attribution): the target is the
+    source's words in reverse order, upper-cased, so a small model learns it quickly."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        words = rng.choices(WORDS, k=rng.randint(1, 3))
+        target = " ".join(reversed(words)).upper()
+        lines.append(f"{' '.join(words)}\t{target}\tCC-BY #{i}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -78,6 +78,7 @@ def _load_all() -> None:
     import dlrun.tasks.dates  # noqa: F401
     import dlrun.tasks.imdb  # noqa: F401
     import dlrun.tasks.kmnist  # noqa: F401
+    import dlrun.tasks.text_pairs  # noqa: F401
 
 
 def list_tasks() -> list[str]:

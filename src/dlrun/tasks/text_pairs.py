@@ -1,0 +1,118 @@
+"""Text pairs: character-level translation of any parallel text a user brings.
+
+One TSV file, one ``source<TAB>target`` pair per line (more columns are
+ignored, so Tatoeba/ManyThings files such as ``spa.txt`` work as they are;
+``dataset.reverse=true`` translates the second column into the first). The
+pairs are split into train/val/test by a seeded shuffle; pairs longer than
+``dataset.max_src_len`` / ``max_tgt_len`` are left out, and the count is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlrun.config import spec
+from dlrun.errors import UserError
+from dlrun.registry import TASKS
+from dlrun.tasks.seq2seq import Seq2SeqTask
+
+log = logging.getLogger("dlrun")
+
+
+@dataclass
+class TextPairsDataConfig:
+    name: str = spec("text_pairs")
+    path: str = spec("data/pairs.tsv")
+    reverse: bool = spec(False)  # true: the second column is the source
+    lowercase: bool = spec(False)
+    max_pairs: int | None = spec(None, ge=3)  # the first N pairs of the file (null: all)
+    val_fraction: float = spec(0.1, gt=0, lt=1)
+    test_fraction: float = spec(0.1, gt=0, lt=1)
+    seed: int = spec(0, ge=0)
+    batch_size: int = spec(64, ge=1)
+    max_src_len: int = spec(100, ge=1)
+    max_tgt_len: int = spec(101, ge=2)  # characters + the end token
+
+
+def read_pairs(path: Path, reverse: bool = False) -> list[tuple[str, str]]:
+    """(source, target) pairs of a TSV; blank lines skipped, a line without a tab is an error."""
+    pairs = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            columns = line.split("\t")
+            if len(columns) < 2:
+                raise UserError(
+                    f"{path}, line {number}: expected source<TAB>target, found no tab "
+                    f"('{line[:60]}')"
+                )
+            src, tgt = columns[0].strip(), columns[1].strip()
+            pairs.append((tgt, src) if reverse else (src, tgt))
+    return pairs
+
+
+@TASKS.register("text_pairs", schema=TextPairsDataConfig)
+class TextPairsTask(Seq2SeqTask):
+    @classmethod
+    def check_config(cls, cfg: dict) -> list[str]:
+        problems = super().check_config(cfg)
+        d = cfg["dataset"]
+        if d["val_fraction"] + d["test_fraction"] >= 1:
+            problems.append(
+                f"dataset.val_fraction + dataset.test_fraction = "
+                f"{d['val_fraction'] + d['test_fraction']:g}: must leave some pairs for training"
+            )
+        return problems
+
+    @classmethod
+    def check_data(cls, cfg: dict) -> list[str]:
+        path = Path(cfg["dataset"]["path"]).expanduser()
+        if path.is_file():
+            return []
+        return [
+            f"dataset.path={path}: no such file; give a TSV of source<TAB>target lines, "
+            "e.g. dataset.path=~/data/spa.txt (from manythings.org/anki)"
+        ]
+
+    def normalize(self, text: str) -> str:
+        text = " ".join(text.split())
+        return text.lower() if self.cfg["dataset"]["lowercase"] else text
+
+    def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
+        d = self.cfg["dataset"]
+        path = Path(d["path"]).expanduser()
+        pairs = read_pairs(path, d["reverse"])[: d["max_pairs"]]
+        pairs = [(self.normalize(s), self.normalize(t)) for s, t in pairs]
+        kept = [
+            (s, t)
+            for s, t in pairs
+            if s and t and len(s) <= d["max_src_len"] and len(t) < d["max_tgt_len"]
+        ]
+        if len(kept) < len(pairs):
+            log.info(
+                "text_pairs: left out %d of %d pairs longer than dataset.max_src_len=%d / "
+                "max_tgt_len=%d (or empty)",
+                len(pairs) - len(kept),
+                len(pairs),
+                d["max_src_len"],
+                d["max_tgt_len"],
+            )
+        order = list(range(len(kept)))
+        random.Random(d["seed"]).shuffle(order)
+        n_test = max(1, round(len(kept) * d["test_fraction"]))
+        n_val = max(1, round(len(kept) * d["val_fraction"]))
+        if len(kept) < n_test + n_val + 1:
+            raise UserError(
+                f"{path}: {len(kept)} usable pairs are too few to split into train, val and test"
+            )
+        shuffled = [kept[i] for i in order]
+        return {
+            "train": shuffled[n_test + n_val :],
+            "val": shuffled[n_test : n_test + n_val],
+            "test": shuffled[:n_test],
+        }
