@@ -33,7 +33,7 @@ TINY_DATA = {
     "imdb": ["dataset.path={imdb}", "dataset.val_size=40", "dataset.batch_size=16"],
     "kmnist": ["dataset.path={kmnist}", "dataset.val_size=100", "dataset.batch_size=32"],
 }
-TINY_DATA["algebra"] = TINY_DATA["dates"]
+TINY_DATA["algebra"] = [*TINY_DATA["dates"], "dataset.extrapolate_size=50"]
 TINY_DATA["text_pairs"] = ["dataset.path={text_pairs}", "dataset.batch_size=32"]
 
 
@@ -65,12 +65,8 @@ def task_of(overrides: tuple[str, ...]) -> str:
         if key == "task":
             return value
         if key == "experiment":
-            preset = OmegaConf.load(CONF_DIR / "experiment" / f"{value}.yaml")
-            for item in preset.get("defaults", []):
-                if isinstance(item, dict) or OmegaConf.is_dict(item):
-                    for k, v in item.items():
-                        if k.endswith("/task"):
-                            return v
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+                return compose("config", overrides=[o]).task.name
     return "dates"
 
 

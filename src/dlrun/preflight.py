@@ -41,6 +41,19 @@ PASS_THROUGH = {
 }
 
 
+# Hydra's run modes: it accepts one per command line (and raises a traceback otherwise).
+MODES = {
+    "-m": "--multirun",
+    "--multirun": "--multirun",
+    "-c": "--cfg",
+    "--cfg": "--cfg",
+    "-i": "--info",
+    "--info": "--info",
+    "-sc": "--shell-completion",
+    "--shell-completion": "--shell-completion",
+}
+
+
 def groups(conf_dir: Path) -> dict[str, list[str]]:
     """Config groups under conf/ and the choices in each."""
     return {
@@ -56,6 +69,9 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     ``resume=DIR`` becomes the original run's overrides, then the new ones,
     and ``hydra.run.dir=DIR`` so the run continues in its own directory.
     """
+    modes = {MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in MODES}
+    if len(modes) > 1:
+        raise UserError(f"{' and '.join(sorted(modes))} cannot be combined; give one of them")
     if any(a.split("=")[0] in PASS_THROUGH for a in argv):
         return argv
     multirun = any(a in ("-m", "--multirun") for a in argv)
