@@ -59,6 +59,10 @@ USER_ERRORS = [
     (["resume=does/not/exist"], r"resume=does/not/exist: not a dlrun run directory"),
     (["dataset.locales=[xx]"], r"unknown Babel locale 'xx'"),
     (["-m", "--cfg", "job"], r"--cfg and --multirun cannot be combined"),
+    (
+        ["dataset=text_pairs"],
+        r"dataset=text_pairs is the data of task=text_pairs, not of task=dates",
+    ),
     (["task=kmnist"], r"KMNIST not found in data/KMNIST/raw: .*dataset.download=true"),
     (["task=imdb"], r"dataset.path=data/aclImdb_v1.tar.gz: not found; .*dataset.download=true"),
     (["task=imdb", "optimizer=adam"], r"model.sparse_grad=true works with plain SGD only"),

@@ -269,7 +269,17 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
         problems.append(f"resume={data['resume']!r}: expected a run directory path")
 
     task_cls = _lookup(task_entry, "task", data, problems)
-    check("dataset", task_cls.schema if task_cls else None)
+    dataset = data.get("dataset")
+    named = dataset.get("name") if isinstance(dataset, dict) else None
+    if task_cls and named not in (None, task_cls.name):
+        # Each task reads its own dataset group; picking one selects the other.
+        problems.append(
+            f"dataset={named} is the data of task={named}, not of task={task_cls.name}; "
+            f"choose it with task={named}"
+        )
+        ok["dataset"] = False
+    else:
+        check("dataset", task_cls.schema if task_cls else None)
     model = _lookup(model_entry, "model", data, problems)
     check("model", model.schema if model else None)
     if task_cls and model and model.kind != task_cls.obj.model_kind:
