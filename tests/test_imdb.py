@@ -14,7 +14,7 @@ from dlrun.engine.writers import read_jsonl
 from dlrun.models import build_model
 from dlrun.predict import load_run
 from dlrun.stats import format_stats
-from dlrun.tasks.imdb import ImdbTask, distinct_ids
+from dlrun.tasks.imdb import ImdbTask, distinct_ids, nb_ratios
 from dlrun.train import run
 
 BOW = {"name": "bow_mlp", "hidden_size": 16, "outputs": 1, "dropout": 0.0, "sparse_grad": False}
@@ -106,8 +106,8 @@ def test_distinct_ids_maps_unknown_tokens_to_zero():
     assert flat["start"].tolist() == [0, 2] and flat["length"].tolist() == [2, 2]
 
 
-@pytest.mark.parametrize("outputs", [1, 2])
-def test_embedding_bag_equals_the_dense_one_hot_mlp(outputs):
+@pytest.mark.parametrize(("outputs", "weighted"), [(1, False), (2, False), (1, True)])
+def test_embedding_bag_equals_the_dense_one_hot_mlp(outputs, weighted):
     torch.manual_seed(0)
     vocab = 50
     model = build_model({**BOW, "outputs": outputs}, vocab_size=vocab)
@@ -117,13 +117,29 @@ def test_embedding_bag_equals_the_dense_one_hot_mlp(outputs):
     sets = [torch.randperm(vocab)[: torch.randint(1, 20, ()).item()] for _ in range(8)]
     ids = torch.cat(sets)
     lengths = torch.tensor([len(s) for s in sets])
+    # Presence (1) or a weight per token (nb feature weights) in the dense input.
+    token_weight = torch.randn(vocab) if weighted else torch.ones(vocab)
     one_hot = torch.zeros(8, vocab)
     for row, s in enumerate(sets):
-        one_hot[row, s] = 1.0
+        one_hot[row, s] = token_weight[s]
     dense = model.out(torch.relu(dense_first(one_hot)))
-    bag = model(ids, torch.cumsum(lengths, 0) - lengths)
+    bag = model(ids, torch.cumsum(lengths, 0) - lengths, token_weight[ids] if weighted else None)
     assert bag.shape == (8, outputs)
     torch.testing.assert_close(bag, dense)
+
+
+def test_nb_ratios_by_hand():
+    # Reviews (distinct ids): {0, 1} positive, {1, 2} negative, {2} negative.
+    ids, label, length = (
+        torch.tensor([0, 1, 1, 2, 2]),
+        torch.tensor([1, 0, 0]),
+        torch.tensor([2, 2, 1]),
+    )
+    r = nb_ratios(ids, label, length, vocab_size=4, alpha=1.0)
+    p = torch.tensor([2.0, 2.0, 1.0, 1.0])  # positive reviews with the id, + alpha
+    q = torch.tensor([1.0, 2.0, 3.0, 1.0])
+    torch.testing.assert_close(r, torch.log((p / p.sum()) / (q / q.sum())))
+    assert r[0] > 0 > r[2]  # a token of positive reviews only, one of negative ones
 
 
 def test_sparse_gradient_step_equals_the_dense_one():
@@ -142,11 +158,14 @@ def test_sparse_gradient_step_equals_the_dense_one():
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("outputs", [1, 2])
-def test_short_run_learns_from_step_zero(tiny_cfg, tmp_path, outputs):
+@pytest.mark.parametrize(
+    "options",
+    [["model.outputs=1"], ["model.outputs=2"], ["model.outputs=1", "dataset.feature_weights=nb"]],
+)
+def test_short_run_learns_from_step_zero(tiny_cfg, tmp_path, options):
     cfg = tiny_cfg(
         "experiment=imdb_seed",
-        f"model.outputs={outputs}",
+        *options,
         "trainer.max_steps=60",
         "trainer.eval_every=20",
         "trainer.eval_at_start=true",
@@ -156,13 +175,17 @@ def test_short_run_learns_from_step_zero(tiny_cfg, tmp_path, outputs):
     records = read_jsonl(tmp_path / "metrics.jsonl")
     first = next(r for r in records if r["split"] == "val")
     assert first["step"] == 0
-    assert first["loss"] == pytest.approx(math.log(2), abs=0.05)  # seed V.2.a
+    nb = "dataset.feature_weights=nb" in options
+    # Seed V.2.a: about ln 2 untrained; nb-weighted inputs are larger (this corpus's cue
+    # words have ratios near +-3), so the untrained logits spread wider there.
+    assert first["loss"] == pytest.approx(math.log(2), abs=0.2 if nb else 0.05)
     assert first["perplexity"] == pytest.approx(math.exp(first["loss"]))
     last = [r for r in records if r["split"] == "val"][-1]
     assert last["loss"] < first["loss"] / 2 and result["test/accuracy"] >= 0.9
     samples = (tmp_path / "samples.txt").read_text().splitlines()
     assert len(samples) == 2 + 5 and samples[2].split("\t")[2] in ("negative", "positive")
     save_run_config(cfg, tmp_path)
+    assert (tmp_path / "feature_weights.pt").is_file() == nb
     task, model = load_run(tmp_path)
     (good, p_good), (bad, p_bad) = (
         line.split("\t") for line in task.predict(model, ["Wonderful, superb!", "Awful. Dull."], 4)

@@ -62,7 +62,12 @@ class BowMLP(nn.Module):
         nn.init.uniform_(self.first.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Logits (B, outputs) for the examples whose ids start at ``offsets`` in ``ids``."""
-        hidden = torch.relu(self.first(ids, offsets) + self.bias)
+    def forward(
+        self, ids: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, outputs) for the examples whose ids start at ``offsets`` in ``ids``.
+
+        ``weights`` (one per id) makes the input a weighted presence vector.
+        """
+        hidden = torch.relu(self.first(ids, offsets, per_sample_weights=weights) + self.bias)
         return self.out(self.dropout(hidden))

@@ -46,6 +46,14 @@ class ImdbDataConfig:
     train_samples: int | None = spec(None, ge=2)  # balanced subsample (seed I.3.b: 200)
     seed: int = spec(0, ge=0)
     batch_size: int = spec(128, ge=1)
+    # none: each distinct token counts 1 (the seed's one-hot input); nb: it counts its
+    # naive-Bayes log-count ratio from the training split (NBSVM, Wang & Manning 2012).
+    feature_weights: str = spec("none", choices=["none", "nb"])
+    nb_alpha: float = spec(1.0, gt=0)  # smoothing of the counts behind the nb ratios
+
+
+# Options that change how the cached data are used, not the data: not in the cache key.
+NOT_CACHED = ("batch_size", "download", "feature_weights", "nb_alpha")
 
 
 def tokens(text: str, tokenizer: str, ngrams: int) -> list[str]:
@@ -74,6 +82,7 @@ class ImdbTask(ClassificationTask):
         self.vocab: WordVocab | None = None
         self.shown: dict[str, list[str]] = {}
         self._stats: dict[str, Any] = {}
+        self.feature_weights: torch.Tensor | None = None  # per token id, dataset.feature_weights
 
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
@@ -104,7 +113,7 @@ class ImdbTask(ClassificationTask):
         if d["download"]:
             download(URL, path, MD5)
         stat = path.stat()
-        key = {k: v for k, v in d.items() if k not in ("batch_size", "download")}
+        key = {k: v for k, v in d.items() if k not in NOT_CACHED}
         key.update(path=str(path), size=stat.st_size, mtime=stat.st_mtime)
         folder, _ = cached_dir(
             Path(cache_dir).expanduser() / "imdb",
@@ -118,6 +127,11 @@ class ImdbTask(ClassificationTask):
         for split, tensors in data.items():
             self.flat[split] = tensors.pop("ids")
             self.splits[split] = tensors
+        if d["feature_weights"] == "nb":
+            train = self.splits["train"]
+            self.feature_weights = nb_ratios(
+                self.flat["train"], train["label"], train["length"], len(self.vocab), d["nb_alpha"]
+            )
 
     def _build(self, out: Path, path: Path) -> None:
         d = self.cfg["dataset"]
@@ -153,13 +167,19 @@ class ImdbTask(ClassificationTask):
 
     def save(self, run_dir: Path) -> None:
         (run_dir / "vocab.json").write_text(json.dumps(self.vocab.itos))
+        if self.feature_weights is not None:
+            torch.save(self.feature_weights, run_dir / "feature_weights.pt")
 
     def load(self, run_dir: Path) -> None:
         self.vocab = WordVocab(json.loads((run_dir / "vocab.json").read_text())[1:])
+        if self.cfg["dataset"]["feature_weights"] != "none":
+            self.feature_weights = torch.load(run_dir / "feature_weights.pt", weights_only=True)
 
     def to(self, device: torch.device) -> None:
         super().to(device)
         self.flat = {k: v.to(device) for k, v in self.flat.items()}
+        if self.feature_weights is not None:
+            self.feature_weights = self.feature_weights.to(device)
 
     def add_train_subset(self, n: int) -> None:
         super().add_train_subset(n)  # slices label/start/length; the ids stay shared
@@ -176,7 +196,11 @@ class ImdbTask(ClassificationTask):
         pos = torch.arange(total, device=idx.device) + torch.repeat_interleave(
             start - offsets, length, output_size=total
         )
-        return {"ids": self.flat[split][pos], "offsets": offsets, "label": d["label"][idx]}
+        ids = self.flat[split][pos]
+        return {"ids": ids, "offsets": offsets, "label": d["label"][idx], **self._weights(ids)}
+
+    def _weights(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {} if self.feature_weights is None else {"weights": self.feature_weights[ids]}
 
     def describe(self, split: str, i: int) -> str:
         texts = self.shown.get(split)
@@ -187,13 +211,31 @@ class ImdbTask(ClassificationTask):
         return build_model(self.cfg["model"], vocab_size=len(self.vocab))
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(batch["ids"], batch["offsets"])
+        return model(batch["ids"], batch["offsets"], batch.get("weights"))
 
     def encode(self, inputs: list[str]) -> dict[str, torch.Tensor]:
         d = self.cfg["dataset"]
         docs = [tokens(text, d["tokenizer"], d["ngrams"]) for text in inputs]
         flat = distinct_ids(docs, self.vocab)
-        return {"ids": flat["ids"], "offsets": flat["start"]}
+        batch = {"ids": flat["ids"], "offsets": flat["start"]}
+        if self.feature_weights is not None:
+            batch["weights"] = self.feature_weights.cpu()[flat["ids"]]
+        return batch
+
+
+def nb_ratios(
+    ids: torch.Tensor, label: torch.Tensor, length: torch.Tensor, vocab_size: int, alpha: float
+) -> torch.Tensor:
+    """Naive-Bayes log-count ratio of each token id: log((p/|p|) / (q/|q|)).
+
+    p and q count the positive and negative training reviews that contain the
+    token, plus ``alpha`` (NBSVM, Wang & Manning 2012). Id 0 (out of
+    vocabulary) gets its ratio like any other token.
+    """
+    positive = torch.repeat_interleave(label, length).to(torch.float64)
+    p = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, ids, positive) + alpha
+    q = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, ids, 1 - positive) + alpha
+    return torch.log((p / p.sum()) / (q / q.sum())).float()
 
 
 def statistics(words, docs, splits, vocab: WordVocab) -> dict[str, Any]:
