@@ -90,7 +90,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
     """Run directories at or under ``paths``: those with ``summary.json`` or ``.hydra/``."""
     found: list[Path] = []
     for path in paths:
-        path = Path(path).expanduser()
+        path = Path(path).expanduser().resolve()  # absolute: runs given both ways compare
         if not path.is_dir():
             raise UserError(f"{path}: no such directory; pass run or sweep directories")
         marks = [*path.rglob("summary.json"), *path.rglob(".hydra/config.yaml")]
