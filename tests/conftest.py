@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +113,13 @@ def run_cli(
         capture_output=True,
         timeout=timeout,
     )
+
+
+def sweep_dir(stdout: str, cwd: Path) -> Path:
+    """The sweep directory a `dlrun -m` run printed in its summary line."""
+    return cwd / re.search(r"sweep summary \(.*\): (.+)", stdout).group(1)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))

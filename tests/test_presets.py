@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_DATA, TINY_GRU, run_cli, task_of
+from conftest import TINY, TINY_DATA, TINY_GRU, read_csv, run_cli, sweep_dir, task_of
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -74,12 +72,10 @@ def test_a_sweep_preset_runs_its_jobs(tmp_path, cache_dir, corpora):
     args = ["dlrun", "-m", "experiment=imdb_logits", "device=cpu", *data]
     result = run_cli([*args, "trainer.max_epochs=2"], tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr
-    root = tmp_path / re.search(r"sweep summary \(.*\): (.+)", result.stdout).group(1)
-    with (root / "summary.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sweep_dir(result.stdout, tmp_path) / "summary.csv")
     assert sorted(r["model.outputs"] for r in rows) == ["1", "2"]
     assert all(r["status"] == "ok" for r in rows)
-    assert (root / "summary_accuracy_vs_model.outputs.png").is_file()
+    assert (sweep_dir(result.stdout, tmp_path) / "summary_accuracy_vs_model.outputs.png").is_file()
 
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -125,9 +121,7 @@ def test_sweep_lr_batch_script_runs_a_grid(tmp_path, cache_dir):
         BATCHES="32,64",
     )
     assert result.returncode == 0, result.stderr
-    root = tmp_path / re.search(r"sweep summary \(.*\): (.+)", result.stdout).group(1)
-    with (root / "summary.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(sweep_dir(result.stdout, tmp_path) / "summary.csv")
     assert sorted(r["dataset.batch_size"] for r in rows) == ["32", "64"]
     assert all(r["status"] == "ok" for r in rows)
     usage = run_script([str(SCRIPTS / "sweep_lr_batch.sh")], tmp_path, cache_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from conftest import TINY, TINY_DATA, TINY_GRU, run_cli
+from conftest import TINY, TINY_DATA, TINY_GRU, read_csv, run_cli, sweep_dir
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
@@ -23,15 +23,6 @@ def assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == PNG_MAGIC, path
     pixels = matplotlib.image.imread(path)  # decodes the whole image
     assert pixels.shape[0] > 100 and pixels.shape[1] > 100
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def sweep_dir(stdout: str, cwd: Path) -> Path:
-    return cwd / re.search(r"sweep summary \(.*\): (.+)", stdout).group(1)
 
 
 @pytest.fixture(scope="module")
