@@ -128,8 +128,7 @@ def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
     Hydra names them by every override, which soon passes the 255-character
     limit on a file name; the keys set once for all jobs are excluded here.
     """
-    keys = [o.key_or_group for o in parsed]
-    if DIRNAME_EXCLUDE in keys:
+    if any(o.key_or_group == DIRNAME_EXCLUDE for o in parsed):
         return []  # the user's own choice
     fixed = [
         o.key_or_group

@@ -269,34 +269,29 @@ def _plots(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path
     base = metric.rpartition("/")[2] if metric else None
     # Among the runs that finished: a key that varied only through failed runs is constant here.
     keys = [k for k in table.keys if len({r.value(k) for r in runs}) > 1]
-    label_keys = keys
 
-    def label(run: Run) -> str:
-        if not label_keys:
-            return run.path.name
-        return ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in label_keys)
+    def describe(run: Run, keys: list[str]) -> str:
+        return ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in keys)
+
+    def is_numeric(key: str) -> bool:
+        return all(_number(r.value(key)) is not None for r in runs)
 
     if base:
-        curves = [(label(r), r.path / "metrics.jsonl") for r in runs]
+        curves = [(describe(r, keys) or r.path.name, r.path / "metrics.jsonl") for r in runs]
         val_split = (metric.partition("/")[0]) if "/" in metric else "val"
         path = out / "summary_curves.png"
         plot_overlaid_curves(curves, val_split, base, path)
         files.append(path)
     if not (keys or x) or not base:
         return files
-    numeric = [
-        k
-        for k in [*keys, *([x] if x else [])]
-        if all(_number(r.value(k)) is not None for r in runs)
-    ]
-    x = x or (numeric[0] if numeric else keys[0])
+    x = x or next((k for k in keys if is_numeric(k)), keys[0])
     others = [k for k in keys if k != x]
-    val = [k for k in dict.fromkeys(k for r in runs for k in r.summary.get("best", {}))]
-    test = [k for k in dict.fromkeys(k for r in runs for k in r.summary.get("test", {}))]
+    val = list(dict.fromkeys(k for r in runs for k in r.summary.get("best", {})))
+    test = list(dict.fromkeys(k for r in runs for k in r.summary.get("test", {})))
     splits = [k for k in [*val, *test] if k.endswith("/" + base)]
     # The one number per run when lines or bars are grouped: the first test split's.
     headline = next((k for k in test if k.endswith("/" + base)), metric)
-    is_num = x in numeric
+    is_num = is_numeric(x)
     xs = [r.value(x) for r in runs]
     values = [_number(v) for v in xs] if is_num else xs
     positive = is_num and all(v > 0 for v in values)
@@ -305,7 +300,7 @@ def _plots(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path
     )
     series: dict[str, list[tuple[Any, float]]] = {}
     for run, xv in zip(runs, values):
-        group = ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in others)
+        group = describe(run, others)
         for split in splits if not others else [headline]:
             y = run.metrics().get(split)
             if isinstance(y, (int, float)):

@@ -126,9 +126,9 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
             writer.log(
                 {"epoch": state.epoch, "split": split, "checkpoint": "best", **metrics}, state.step
             )
-        final = {f"{s}/{k}": v for s, m in tests.items() for k, v in m.items()}
+        test = {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()}
         settings = {k: v for k, v in flat_hparams(data).items() if not k.startswith("paths.")}
-        writer.hparams(settings, final)
+        writer.hparams(settings, test)
     finally:
         writer.close()
 
@@ -140,7 +140,6 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
 
     best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
-    test = {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()}
     summary = {
         "status": "ok",
         "task": data["task"]["name"],
