@@ -63,6 +63,10 @@ USER_ERRORS = [
         ["dataset=text_pairs"],
         r"dataset=text_pairs is the data of task=text_pairs, not of task=dates",
     ),
+    (
+        ["-m", "hydra/launcher=submitit_slurn"],
+        r"unknown hydra/launcher 'submitit_slurn'; valid: basic, .*did you mean 'submitit_slurm'",
+    ),
     (["task=kmnist"], r"KMNIST not found in data/KMNIST/raw: .*dataset.download=true"),
     (["task=imdb"], r"dataset.path=data/aclImdb_v1.tar.gz: not found; .*dataset.download=true"),
     (["task=imdb", "optimizer=adam"], r"model.sparse_grad=true works with plain SGD only"),

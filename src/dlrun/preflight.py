@@ -63,6 +63,14 @@ def groups(conf_dir: Path) -> dict[str, list[str]]:
     }
 
 
+def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
+    """Choices of one of Hydra's own groups (hydra/launcher...), installed plugins included."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path
+
+    return ConfigRepository(create_config_search_path(str(conf_dir))).get_group_options(group)
+
+
 def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     """Validate ``argv`` and return the command line Hydra should run.
 
@@ -86,15 +94,16 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     options = groups(conf_dir)
     for o in parsed:
         key = o.key_or_group
+        if key.startswith("hydra/") and key not in options:
+            options[key] = hydra_group_options(conf_dir, key)
         if key in options:
             values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
             for value in values:
                 if value is not None and str(value) not in options[key]:
-                    raise UserError(
-                        unknown_name_message(
-                            key, str(value), options[key], f"; choose one with {key}=NAME"
-                        )
-                    )
+                    how = f"; choose one with {key}=NAME"
+                    if str(value).startswith("submitit") and "submitit_local" not in options[key]:
+                        how += " (the submitit launchers: pip install 'dlrun[submitit]')"
+                    raise UserError(unknown_name_message(key, str(value), options[key], how))
 
     resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
     if resume:

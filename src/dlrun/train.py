@@ -7,10 +7,13 @@ task function then calls ``run(cfg, run_dir)``, which tests call directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,55 +71,65 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     """
     import torch
 
-    from dlrun.engine import checkpoint
-    from dlrun.engine.device import resolve_device
+    from dlrun.engine import checkpoint, distributed
+    from dlrun.engine.device import peak_memory_mb, resolve_device
     from dlrun.engine.plots import plot_curves
     from dlrun.engine.trainer import Trainer
     from dlrun.engine.writers import JsonlWriter, TensorBoardWriter, Writers, flat_hparams
     from dlrun.registry import task_entry
 
     wall_start = time.monotonic()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     data = validate(cfg)
-    dev = resolve_device(data["device"])
-    checkpoint.seed_everything(data["trainer"]["seed"])
+    dist = distributed.from_env()
+    dev = resolve_device(data["device"], dist.local_rank if dist.enabled else None)
+    distributed.init(dist, dev.device)
+    run_dir = Path(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed = data["trainer"]["seed"]
+    checkpoint.seed_everything(seed)
     resume = _resume_checkpoint(data["resume"])
 
     task = task_entry(data["task"]["name"]).obj(data)
     t0 = time.monotonic()
-    task.prepare(Path(data["paths"]["cache_dir"]).expanduser())
+    with dist.main_first():  # rank 0 fills the data cache, the others read it
+        task.prepare(Path(data["paths"]["cache_dir"]).expanduser())
     data_time = time.monotonic() - t0
     sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
     log.info("data: %s (%.1fs)", sizes, data_time)
-    (run_dir / "stats.json").write_text(json.dumps(task.stats(), indent=2) + "\n")
     task.add_train_subset(data["trainer"]["train_eval_size"])
-    task.save(run_dir)
+    if dist.main:
+        (run_dir / "stats.json").write_text(json.dumps(task.stats(), indent=2) + "\n")
+        task.save(run_dir)
     task.to(dev.device)
     model = task.build_model().to(dev.device)
     params = sum(p.numel() for p in model.parameters())
     log.info(
-        "task %s, model %s (%s parameters) on %s",
+        "task %s, model %s (%s parameters) on %s%s",
         data["task"]["name"],
         data["model"]["name"],
         f"{params:,}",
         dev.describe(),
+        f", {dist.world} processes (torchrun)" if dist.enabled else "",
     )
 
-    trainer = Trainer(task, model, data, dev, run_dir)
+    trainer = Trainer(task, model, data, dev, run_dir, dist)
     if resume:
         trainer.restore(resume)
         log.info("resumed from %s at step %d", resume, trainer.state.step)
-    writers = [
-        JsonlWriter(
-            run_dir / "metrics.jsonl", keep_until_step=trainer.state.step if resume else None
-        )
-    ]
-    if data["logger"]["name"] == "tensorboard":
-        writers.append(TensorBoardWriter(run_dir / "tensorboard"))
+    if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
+        torch.manual_seed(seed + 1_000_003 * dist.rank + trainer.state.step)
+    writers = []
+    if dist.main:
+        keep = trainer.state.step if resume else None
+        writers.append(JsonlWriter(run_dir / "metrics.jsonl", keep_until_step=keep))
+        if data["logger"]["name"] == "tensorboard":
+            writers.append(TensorBoardWriter(run_dir / "tensorboard"))
     writer = Writers(writers)
     try:
         state = trainer.fit(writer)
+        if not dist.main:  # rank 0 tests and writes the rest
+            distributed.shutdown(dist)
+            return {}
         # Test the best checkpoint, not whatever the last step left.
         best = run_dir / "checkpoints" / "best.pt"
         if best.exists():
@@ -155,6 +168,12 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         "train_time_s": round(state.train_time, 2),
         "data_time_s": round(data_time, 2),
         "wall_time_s": round(time.monotonic() - wall_start, 2),
+        # From the first training step's start (Unix time) and its length, compilation
+        # included: the benchmark harness derives start-up time from them.
+        "first_step_at": trainer.first_step_at,
+        "first_step_s": _round(trainer.first_step_s, 4),
+        "peak_memory_mb": round(peak_memory_mb(dev.device), 1),
+        "world_size": dist.world,
         "parameters": params,
         "device": dev.describe(),
         "torch": torch.__version__,
@@ -163,7 +182,12 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {run_dir}\n{shown}", flush=True)
+    distributed.shutdown(dist)
     return {**best, **test}
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _resume_checkpoint(resume: str | None) -> Path | None:
@@ -224,12 +248,34 @@ def _write_failure(run_dir: Path, status: str, error: str) -> None:
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
+@contextlib.contextmanager
+def _torchrun_rank():
+    """Under torchrun: the overrides that keep ranks other than 0 out of outputs/."""
+    from dlrun.engine.distributed import from_env, hydra_overrides
+
+    if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+        raise UserError(
+            "sweeps (-m) do not run under torchrun; start one torchrun per configuration"
+        )
+    dist = from_env()
+    scratch = tempfile.mkdtemp(prefix=f"dlrun-rank{dist.rank}-")
+    try:
+        yield hydra_overrides(dist, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     """The ``dlrun`` console script."""
     from dlrun.preflight import preflight
 
     try:
         sys.argv[1:] = preflight(sys.argv[1:], CONF_DIR)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            with _torchrun_rank() as overrides:
+                sys.argv[1:] += overrides
+                hydra_entry()
+            return
     except UserError as exc:
         print(f"dlrun: error: {exc}", file=sys.stderr)
         sys.exit(2)

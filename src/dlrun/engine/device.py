@@ -28,8 +28,11 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
-def resolve_device(cfg: dict) -> DeviceInfo:
-    """``auto`` picks cuda, then mps, then cpu; asking for a missing device is a user error."""
+def resolve_device(cfg: dict, index: int | None = None) -> DeviceInfo:
+    """``auto`` picks cuda, then mps, then cpu; asking for a missing device is a user error.
+
+    ``index`` picks one of several GPUs (torchrun's LOCAL_RANK).
+    """
     kind = cfg["type"]
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
@@ -51,4 +54,19 @@ def resolve_device(cfg: dict) -> DeviceInfo:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return DeviceInfo(torch.device(kind), dtype, amp == "fp16", cfg["compile"])
+    device = torch.device(kind)
+    if kind == "cuda" and index is not None:
+        device = torch.device(kind, index)
+        torch.cuda.set_device(device)
+    return DeviceInfo(device, dtype, amp == "fp16", cfg["compile"])
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this run: CUDA's max allocated on a GPU, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes vs KiB

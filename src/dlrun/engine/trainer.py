@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from dlrun.engine import checkpoint
 from dlrun.engine.device import DeviceInfo
+from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.engine.writers import Writers
 from dlrun.errors import Interrupted, UserError
 from dlrun.tasks.base import Task
@@ -71,6 +72,11 @@ def build_scheduler(opt, cfg: dict, total_steps: int | None):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _check_finite(first_bad: torch.Tensor) -> None:
     """Stop at a NaN/inf loss; the checkpoints on disk still hold the last good state."""
     step = int(first_bad)  # the one host sync, at logging cadence
@@ -84,15 +90,24 @@ def _check_finite(first_bad: torch.Tensor) -> None:
 
 class Trainer:
     def __init__(
-        self, task: Task, model: torch.nn.Module, cfg: dict, dev: DeviceInfo, run_dir: Path
+        self,
+        task: Task,
+        model: torch.nn.Module,
+        cfg: dict,
+        dev: DeviceInfo,
+        run_dir: Path,
+        dist: Dist = SINGLE,
     ):
-        self.task, self.model, self.cfg, self.dev = task, model, cfg, dev
+        self.task, self.model, self.cfg, self.dev, self.dist = task, model, cfg, dev, dist
         self.t = cfg["trainer"]
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
-        self.batch_size = cfg["dataset"]["batch_size"]
+        self.batch_size = cfg["dataset"]["batch_size"]  # the global batch under torchrun
         self.n_train = task.size("train")
         self.batches_per_epoch = math.ceil(self.n_train / self.batch_size)
+        if 0 < self.n_train % self.batch_size < dist.world:
+            # A last batch smaller than the number of ranks would leave one without data.
+            self.batches_per_epoch -= 1
         self.total_steps = self._total_steps()
         self.opt = build_optimizer(model.parameters(), cfg["optimizer"], dev.device)
         self.sched = build_scheduler(self.opt, cfg["scheduler"], self.total_steps)
@@ -104,6 +119,8 @@ class Trainer:
         self._perm: torch.Tensor | None = None
         self._signal: int | None = None
         self._started: float | None = None
+        self.first_step_s: float | None = None  # compilation included when device.compile
+        self.first_step_at: float | None = None  # time.time() when the first step began
         extra = (["train_subset"] if "train_subset" in task.splits else []) + self.t["also_eval"]
         unknown = [n for n in extra if n not in task.splits]
         if unknown:
@@ -113,9 +130,14 @@ class Trainer:
             )
         self.periodic_splits = [n for n in dict.fromkeys(extra) if n != self.monitor_split]
         self.forward_model = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [dev.device.index] if dev.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(model, device_ids=ids)
         if dev.compile:
             if getattr(model, "compilable", True):
-                self.forward_model = torch.compile(model)
+                self.forward_model = torch.compile(self.forward_model)
             else:
                 log.warning(
                     "device.compile: %s is built on RNNs, which torch.compile does not "
@@ -147,7 +169,8 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        checkpoint.save_atomic(self._checkpoint(), self.ckpt_dir / name)
+        if self.dist.main:  # ranks hold the same weights; one writes them
+            checkpoint.save_atomic(self._checkpoint(), self.ckpt_dir / name)
 
     def restore(self, path: Path) -> None:
         ckpt = checkpoint.load(path, self.dev.device)
@@ -182,17 +205,28 @@ class Trainer:
         return idx
 
     # -- stopping --------------------------------------------------------------
+    REASONS = (None, "max_time", "signal")  # those one rank alone may see, by priority
+
     def _should_stop(self, started: float) -> str | None:
         s, t = self.state, self.t
+        local = None
         if self._signal is not None:
-            return "signal"
+            local = "signal"
+        elif t["max_time"] and s.train_time + time.monotonic() - started >= t["max_time"]:
+            local = "max_time"
+        if self.dist.enabled:
+            # Ranks agree on a clock or signal stop, at logging cadence to spare collectives.
+            if s.step % t["log_every"]:
+                local = None
+            else:
+                local = self.REASONS[self.dist.max(self.REASONS.index(local))]
+        if local == "signal":
+            return local
         if t["max_steps"] and s.step >= t["max_steps"]:
             return "max_steps"
         if t["max_epochs"] and s.epoch >= t["max_epochs"]:
             return "max_epochs"
-        if t["max_time"] and s.train_time + time.monotonic() - started >= t["max_time"]:
-            return "max_time"
-        return s.halt
+        return local or s.halt
 
     def _on_signal(self, signum, frame) -> None:
         if self._signal is not None and signum == signal.SIGINT:
@@ -257,7 +291,7 @@ class Trainer:
             initial=s.step,
             unit="step",
             dynamic_ncols=True,
-            disable=not interactive,
+            disable=not (interactive and self.dist.main),
         )
         loss_sum = torch.zeros((), device=self.dev.device)
         first_bad = torch.full((), -1, device=self.dev.device, dtype=torch.long)
@@ -267,11 +301,18 @@ class Trainer:
             last_metric = self._eval_and_checkpoint(writer, started, interactive)
         with self._signals():
             while (reason := self._should_stop(started)) is None:
+                if self.first_step_at is None:
+                    self.first_step_at = time.time()
+                    first_step = time.monotonic()
                 for _ in range(t["accumulate"]):
                     idx = self._next_indices()
-                    batch = task.batch("train", idx)
+                    mine = self.dist.shard(idx)
+                    batch = task.batch("train", mine)
                     with self._autocast():
                         loss = task.loss(self.forward_model, batch)
+                    # Ranks' gradients are averaged: weigh each shard by its size so the
+                    # step equals one on the whole global batch.
+                    loss = loss * (mine.numel() * self.dist.world / idx.numel())
                     # Average over micro-batches so accumulation does not scale the step.
                     self.scaler.scale(loss / t["accumulate"]).backward()
                     detached = loss.detach().float()
@@ -293,6 +334,11 @@ class Trainer:
                 s.step += 1
                 window_steps += 1
                 bar.update()
+                if self.first_step_s is None:
+                    _synchronize(self.dev.device)
+                    self.first_step_s = time.monotonic() - first_step
+                    if self.dev.compile:
+                        log.info("first step %.1fs (compilation included)", self.first_step_s)
 
                 epoch_end = s.batch_in_epoch < t["accumulate"] and t["eval_every"] is None
                 eval_now = (t["eval_every"] and s.step % t["eval_every"] == 0) or epoch_end
@@ -302,7 +348,7 @@ class Trainer:
                     record = {
                         "epoch": s.epoch,
                         "split": "train",
-                        "loss": float(loss_sum) / (window_steps * t["accumulate"]),
+                        "loss": float(self.dist.mean(loss_sum)) / (window_steps * t["accumulate"]),
                         "lr": self.opt.param_groups[0]["lr"],
                         "samples_per_sec": window_samples / max(now - window_start, 1e-9),
                         "elapsed": s.train_time + now - started,
@@ -314,32 +360,29 @@ class Trainer:
                 if eval_now:
                     last_metric = self._eval_and_checkpoint(writer, started, interactive)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", **last_metric)
-                if self._signal is not None:
-                    break
+                    window_start = time.monotonic()  # throughput counts training only
             bar.close()
             _check_finite(first_bad)
-            if self._signal is None and s.last_eval_step != s.step:
+            if reason != "signal" and s.last_eval_step != s.step:
                 # The last steps count too: evaluate them before picking the best.
                 self._eval_and_checkpoint(writer, started, interactive)
-            s.stop_reason = "signal" if self._signal is not None else reason
+            s.stop_reason = reason
             s.train_time += time.monotonic() - started
             self._started = None
             self.save("last.pt")
-        if self._signal is not None:
-            name = signal.Signals(self._signal).name
+        if reason == "signal":
+            signum = self._signal or signal.SIGTERM  # under torchrun: another rank's signal
             raise Interrupted(
-                f"stopped by {name} at step {s.step}; checkpoint written. Resume with: "
-                f"dlrun resume={self.run_dir}",
-                128 + self._signal,
+                f"stopped by {signal.Signals(signum).name} at step {s.step}; checkpoint "
+                f"written. Resume with: dlrun resume={self.run_dir}",
+                128 + signum,
             )
         return s
 
     def _eval_and_checkpoint(self, writer: Writers, started: float, interactive: bool):
         s = self.state
-        now = time.monotonic()
         samples0, time0 = self._since_eval
-        self._since_eval = (s.samples, now)
-        throughput = (s.samples - samples0) / max(now - time0, 1e-9)
+        throughput = (s.samples - samples0) / max(time.monotonic() - time0, 1e-9)
         splits = [self.monitor_split, *self.periodic_splits]
         results = {split: self.evaluate(split) for split in splits}
         s.last_eval_step = s.step
@@ -363,4 +406,5 @@ class Trainer:
             s.best_metrics = dict(metrics)
             self.save("best.pt")
         self.save("last.pt")
+        self._since_eval = (s.samples, time.monotonic())  # throughput counts training only
         return {self.monitor_key: f"{metrics[self.monitor_key]:.4f}"}

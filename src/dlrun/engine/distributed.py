@@ -1,0 +1,112 @@
+"""Data-parallel training under torchrun: one process per device, rank 0 writes.
+
+``torchrun --nproc_per_node=N -m dlrun.train ...`` starts N copies of dlrun with
+RANK/WORLD_SIZE/LOCAL_RANK set. Every rank holds the whole data set on its
+device and trains on its shard of each global batch (``dataset.batch_size`` is
+the global batch); DistributedDataParallel averages the gradients. Only rank 0
+writes the run directory, whose path it broadcasts; the others run Hydra in a
+throw-away directory (``hydra_overrides``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    # -- collectives (no-ops in a single process) ----------------------------------
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch_dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean of ``tensor`` over ranks (a new tensor)."""
+        if not self.enabled:
+            return tensor
+        out = tensor.clone()
+        torch_dist.all_reduce(out)
+        return out / self.world
+
+    def max(self, value: int) -> int:
+        """The largest of the ranks' ``value``."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], device=_collective_device())
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+        return int(t)
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (e.g. fills the data cache), then the others."""
+        if self.enabled and not self.main:
+            torch_dist.barrier()
+        yield
+        if self.enabled and self.main:
+            torch_dist.barrier()
+
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's part of a global batch of indices (sizes differ by at most one)."""
+        return idx.tensor_split(self.world)[self.rank] if self.enabled else idx
+
+
+SINGLE = Dist()
+
+
+def _collective_device() -> torch.device:
+    if torch_dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def from_env() -> Dist:
+    """The torchrun rank of this process, or a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init(dist: Dist, device: torch.device) -> None:
+    """Join the process group: NCCL between GPUs, gloo on CPU."""
+    if dist.enabled and not torch_dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend, rank=dist.rank, world_size=dist.world)
+
+
+def shutdown(dist: Dist) -> None:
+    if dist.enabled and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
+def hydra_overrides(dist: Dist, scratch: str) -> list[str]:
+    """Overrides for ranks other than 0: their Hydra writes into ``scratch``, not outputs/."""
+    if dist.main:
+        return []
+    return [
+        f"hydra.run.dir={scratch}",
+        "hydra.output_subdir=null",
+        "hydra.job_logging.root.level=WARNING",
+    ]

@@ -1,0 +1,96 @@
+"""Beyond one process: torchrun data parallelism (gloo on CPU) and the submitit launcher."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY, TINY_DATA, read_csv, run_cli, sweep_dir
+
+from dlrun.engine.distributed import SINGLE, Dist
+
+
+def test_shards_cover_the_batch_once():
+    import torch
+
+    idx = torch.arange(7)
+    parts = [Dist(rank, 3).shard(idx) for rank in range(3)]
+    assert [p.tolist() for p in parts] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert SINGLE.shard(idx) is idx
+
+
+def _losses(run_dir: Path) -> list[tuple[int, str, float]]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    return [(r["step"], r["split"], r["loss"]) for r in records]
+
+
+def _only_run_dir(cwd: Path) -> Path:
+    dirs = [p for p in (cwd / "outputs").glob("*/*") if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+@pytest.fixture
+def kmnist_args(corpora):
+    # 600 - 100 images = 500 for training: the last batch of each epoch is partial.
+    data = [o.format(**corpora) for o in TINY_DATA["kmnist"]]
+    # No dropout: ranks draw their own dropout masks, a single process draws others.
+    return ["task=kmnist", *TINY, *data, "model.dropout=0", "trainer.max_steps=24"]
+
+
+def test_two_process_run_equals_one_process(tmp_path, cache_dir, kmnist_args):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir(), ddp.mkdir()
+    done = run_cli(["dlrun", *kmnist_args], single, cache_dir)
+    assert done.returncode == 0, done.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = run_cli(
+        [*torchrun, "--nproc_per_node=2", "-m", "dlrun.train", *kmnist_args], ddp, cache_dir
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 processes (torchrun)" in done.stderr
+    assert done.stdout.count("run dir:") == 1  # only rank 0 reports
+
+    one, two = _only_run_dir(single), _only_run_dir(ddp)
+    a, b = _losses(one), _losses(two)
+    assert [r[:2] for r in a] == [r[:2] for r in b]
+    assert len(a) > 5
+    for (_, _, x), (_, _, y) in zip(a, b):
+        assert y == pytest.approx(x, rel=1e-4, abs=1e-5)
+    assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+    assert (two / "checkpoints" / "last.pt").is_file()
+
+    # Resume: both ranks continue from rank 0's checkpoint, into the same directory.
+    more = [*kmnist_args, "trainer.max_steps=30", f"resume={two}"]
+    done = run_cli([*torchrun, "--nproc_per_node=2", "-m", "dlrun.train", *more], ddp, cache_dir)
+    assert done.returncode == 0, done.stderr
+    assert _only_run_dir(ddp) == two
+    assert json.loads((two / "summary.json").read_text())["steps"] == 30
+
+
+def test_sweep_under_torchrun_is_one_clear_error(tmp_path, cache_dir, kmnist_args):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = run_cli(
+        [*torchrun, "--nproc_per_node=2", "-m", "dlrun.train", "-m", *kmnist_args],
+        tmp_path,
+        cache_dir,
+    )
+    assert done.returncode != 0
+    assert "dlrun: error: sweeps (-m) do not run under torchrun" in done.stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_submitit_local_sweep(tmp_path, cache_dir, kmnist_args):
+    """The launcher a SLURM sweep uses, on this machine: each job in its own process."""
+    args = ["dlrun", "-m", "hydra/launcher=submitit_local", *kmnist_args, "optimizer.lr=1e-3,1e-2"]
+    done = run_cli(args, tmp_path, cache_dir)
+    assert done.returncode == 0, done.stderr
+    out = sweep_dir(done.stdout, tmp_path)
+    assert (out / ".submitit").is_dir()  # submitit's own job records: it did launch them
+    rows = read_csv(out / "summary.csv")
+    assert sorted(r["optimizer.lr"] for r in rows) == ["0.001", "0.01"]
+    assert all(r["status"] == "ok" for r in rows)
+    for job in ("0_optimizer.lr=0.001", "1_optimizer.lr=0.01"):
+        assert json.loads((out / job / "summary.json").read_text())["steps"] == 24
