@@ -87,3 +87,28 @@ def test_algebra_predict_round_trip(tiny_cfg, tmp_path, place_value_dir, capsys)
     sources = [line.split("\t")[1] for line in lines]
     predict_main([str(tmp_path), *sources])
     assert capsys.readouterr().out.splitlines() == [line.split("\t")[3] for line in lines]
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_batches_cut_to_their_longest_row_change_nothing(tiny_cfg, place_value_dir, model):
+    """A batch is cut to its own longest source and target; the loss is the same as padded."""
+    import torch
+
+    from dlrun.config import validate
+    from dlrun.registry import task_entry
+
+    cfg = validate(tiny_cfg(*task_overrides("algebra", place_value_dir), f"model={model}"))
+    task = task_entry("algebra").obj(cfg)
+    task.prepare(cfg["paths"]["cache_dir"])
+    full = task.splits["train"]
+    # The shortest questions: their batch is narrower than the split.
+    idx = torch.argsort((full["src"] != 0).sum(1))[:16]
+    cut = task.batch("train", idx)
+    padded = {k: v[idx] for k, v in full.items()}
+    assert cut["src"].shape[1] < padded["src"].shape[1]
+    assert (padded["src"][:, cut["src"].shape[1] :] == 0).all()  # only padding was cut
+    assert (cut["src"][:, -1] != 0).any() and (cut["tgt"][:, -1] != 0).any()
+    torch.manual_seed(0)
+    net = task.build_model().eval()
+    with torch.no_grad():
+        assert task.loss(net, cut).item() == pytest.approx(task.loss(net, padded).item(), rel=1e-5)

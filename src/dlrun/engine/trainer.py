@@ -121,6 +121,9 @@ class Trainer:
         self._started: float | None = None
         self.first_step_s: float | None = None  # compilation included when device.compile
         self.first_step_at: float | None = None  # time.time() when the first step began
+        self.reset_window()
+        # The first step whose loss was not finite (-1: none), checked at logging cadence.
+        self._first_bad = torch.full((), -1, device=dev.device, dtype=torch.long)
         extra = (["train_subset"] if "train_subset" in task.splits else []) + self.t["also_eval"]
         unknown = [n for n in extra if n not in task.splits]
         if unknown:
@@ -184,17 +187,22 @@ class Trainer:
 
     # -- data order ----------------------------------------------------------------
     def _next_indices(self) -> torch.Tensor:
-        """The next micro-batch of training indices.
+        """The next micro-batch of training indices, on the host.
 
         Each epoch's order comes from a generator seeded by (seed, epoch), so a
-        resumed run rebuilds the same order from the saved position alone.
+        resumed run rebuilds the same order from the saved position alone. The
+        order stays on the host (pinned next to a GPU, so the task's copy of a
+        batch's indices is asynchronous): tasks read host-side facts about a
+        batch, such as its longest row, without a device sync.
         """
         if self._perm is None:
             if self.t["shuffle"]:
                 g = torch.Generator().manual_seed(self.t["seed"] * 1_000_003 + self.state.epoch)
-                self._perm = torch.randperm(self.n_train, generator=g).to(self.dev.device)
+                self._perm = torch.randperm(self.n_train, generator=g)
             else:
-                self._perm = torch.arange(self.n_train, device=self.dev.device)
+                self._perm = torch.arange(self.n_train)
+            if self.dev.device.type == "cuda":
+                self._perm = self._perm.pin_memory()
         b = self.state.batch_in_epoch
         idx = self._perm[b * self.batch_size : (b + 1) * self.batch_size]
         self.state.batch_in_epoch += 1
@@ -279,9 +287,49 @@ class Trainer:
         return better
 
     # -- the loop ----------------------------------------------------------------------
+    def reset_window(self) -> None:
+        """Start a new logging window: the summed training loss and the samples seen."""
+        self._loss_sum = torch.zeros((), device=self.dev.device)
+        self._window_samples = 0
+
+    def train_step(self) -> None:
+        """One optimizer step over ``trainer.accumulate`` micro-batches, with no host sync.
+
+        ``fit`` calls it in its loop; the benchmark harness times it alone.
+        """
+        s, t = self.state, self.t
+        for _ in range(t["accumulate"]):
+            idx = self._next_indices()
+            mine = self.dist.shard(idx)
+            batch = self.task.batch("train", mine)
+            with self._autocast():
+                loss = self.task.loss(self.forward_model, batch)
+            # Ranks' gradients are averaged: weigh each shard by its size so the
+            # step equals one on the whole global batch.
+            loss = loss * (mine.numel() * self.dist.world / idx.numel())
+            # Average over micro-batches so accumulation does not scale the step.
+            self.scaler.scale(loss / t["accumulate"]).backward()
+            detached = loss.detach().float()
+            self._loss_sum += detached
+            # Remember the first non-finite step without a host sync per step.
+            bad = ~torch.isfinite(detached) & (self._first_bad < 0)
+            self._first_bad = torch.where(bad, s.step + 1, self._first_bad)
+            self._window_samples += idx.numel()
+            s.samples += idx.numel()
+        if t["grad_clip"]:
+            # Unscale first so the clipping threshold is in real gradient units.
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t["grad_clip"])
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        if self.sched:
+            self.sched.step()
+        s.step += 1
+
     def fit(self, writer: Writers) -> TrainState:
         s, t = self.state, self.t
-        model, task = self.model, self.task
+        model = self.model
         model.train()
         started = self._started = time.monotonic()
         self._since_eval = (s.samples, started)
@@ -293,9 +341,8 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (interactive and self.dist.main),
         )
-        loss_sum = torch.zeros((), device=self.dev.device)
-        first_bad = torch.full((), -1, device=self.dev.device, dtype=torch.long)
-        window_steps, window_samples, window_start = 0, 0, time.monotonic()
+        self.reset_window()
+        window_steps, window_start = 0, time.monotonic()
         last_metric = None
         if t["eval_at_start"] and s.last_eval_step < 0:
             last_metric = self._eval_and_checkpoint(writer, started, interactive)
@@ -304,34 +351,7 @@ class Trainer:
                 if self.first_step_at is None:
                     self.first_step_at = time.time()
                     first_step = time.monotonic()
-                for _ in range(t["accumulate"]):
-                    idx = self._next_indices()
-                    mine = self.dist.shard(idx)
-                    batch = task.batch("train", mine)
-                    with self._autocast():
-                        loss = task.loss(self.forward_model, batch)
-                    # Ranks' gradients are averaged: weigh each shard by its size so the
-                    # step equals one on the whole global batch.
-                    loss = loss * (mine.numel() * self.dist.world / idx.numel())
-                    # Average over micro-batches so accumulation does not scale the step.
-                    self.scaler.scale(loss / t["accumulate"]).backward()
-                    detached = loss.detach().float()
-                    loss_sum += detached
-                    # Remember the first non-finite step without a host sync per step.
-                    bad = ~torch.isfinite(detached) & (first_bad < 0)
-                    first_bad = torch.where(bad, s.step + 1, first_bad)
-                    window_samples += idx.numel()
-                    s.samples += idx.numel()
-                if t["grad_clip"]:
-                    # Unscale first so the clipping threshold is in real gradient units.
-                    self.scaler.unscale_(self.opt)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t["grad_clip"])
-                self.scaler.step(self.opt)
-                self.scaler.update()
-                self.opt.zero_grad(set_to_none=True)
-                if self.sched:
-                    self.sched.step()
-                s.step += 1
+                self.train_step()
                 window_steps += 1
                 bar.update()
                 if self.first_step_s is None:
@@ -343,26 +363,27 @@ class Trainer:
                 epoch_end = s.batch_in_epoch < t["accumulate"] and t["eval_every"] is None
                 eval_now = (t["eval_every"] and s.step % t["eval_every"] == 0) or epoch_end
                 if s.step % t["log_every"] == 0 or eval_now:
-                    _check_finite(first_bad)
+                    _check_finite(self._first_bad)
                     now = time.monotonic()
+                    loss_sum = float(self.dist.mean(self._loss_sum))
                     record = {
                         "epoch": s.epoch,
                         "split": "train",
-                        "loss": float(self.dist.mean(loss_sum)) / (window_steps * t["accumulate"]),
+                        "loss": loss_sum / (window_steps * t["accumulate"]),
                         "lr": self.opt.param_groups[0]["lr"],
-                        "samples_per_sec": window_samples / max(now - window_start, 1e-9),
+                        "samples_per_sec": self._window_samples / max(now - window_start, 1e-9),
                         "elapsed": s.train_time + now - started,
                     }
                     writer.log(record, s.step)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", **(last_metric or {}))
-                    loss_sum.zero_()
-                    window_steps, window_samples, window_start = 0, 0, now
+                    self.reset_window()
+                    window_steps, window_start = 0, now
                 if eval_now:
                     last_metric = self._eval_and_checkpoint(writer, started, interactive)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", **last_metric)
                     window_start = time.monotonic()  # throughput counts training only
             bar.close()
-            _check_finite(first_bad)
+            _check_finite(self._first_bad)
             if reason != "signal" and s.last_eval_step != s.step:
                 # The last steps count too: evaluate them before picking the best.
                 self._eval_and_checkpoint(writer, started, interactive)

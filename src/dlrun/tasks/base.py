@@ -83,7 +83,10 @@ class Task:
         return next(iter(self.splits[split].values())).shape[0]
 
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {k: v[idx] for k, v in self.splits[split].items()}
+        """The examples at ``idx`` (on the host or the data's device) as one batch."""
+        data = self.splits[split]
+        idx = idx.to(next(iter(data.values())).device, non_blocking=True)
+        return {k: v[idx] for k, v in data.items()}
 
     # -- model, loss, metrics --------------------------------------------------
     def build_model(self) -> nn.Module:

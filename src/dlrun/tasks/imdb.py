@@ -79,6 +79,7 @@ class ImdbTask(ClassificationTask):
     def __init__(self, cfg: dict):
         super().__init__(cfg)
         self.flat: dict[str, torch.Tensor] = {}  # each split's distinct ids, end to end
+        self.host_lengths: dict[str, torch.Tensor] = {}
         self.vocab: WordVocab | None = None
         self.shown: dict[str, list[str]] = {}
         self._stats: dict[str, Any] = {}
@@ -189,9 +190,13 @@ class ImdbTask(ClassificationTask):
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The reviews at ``idx`` as EmbeddingBag input: their ids end to end, and offsets."""
         d = self.splits[split]
+        # Lengths are also kept on the host: a batch's size is known without a device sync.
+        if split not in self.host_lengths:
+            self.host_lengths[split] = d["length"].cpu()
+        total = int(self.host_lengths[split][idx.cpu()].sum())
+        idx = idx.to(d["label"].device, non_blocking=True)
         start, length = d["start"][idx], d["length"][idx]
         offsets = torch.cumsum(length, 0) - length
-        total = int(length.sum())
         # Position of each id in the flat tensor: its review's start + its rank within it.
         pos = torch.arange(total, device=idx.device) + torch.repeat_interleave(
             start - offsets, length, output_size=total

@@ -92,6 +92,10 @@ def missing_message(folder: Path) -> str:
     )
 
 
+# Convolutions and pooling run faster in NHWC on these (BENCHMARKS.md, harness runs).
+CHANNELS_LAST = ("cuda", "cpu")
+
+
 @TASKS.register("kmnist", schema=KmnistDataConfig)
 class KmnistTask(ClassificationTask):
     model_kind = "image"
@@ -159,11 +163,11 @@ class KmnistTask(ClassificationTask):
         self.device = device
 
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        images = self.splits[split]["image"][idx]
+        batch = super().batch(split, idx)
         shift = self.cfg["dataset"]["shift"]
         if split == "train" and shift:
-            images = random_shift(images, shift)
-        return {"image": images, "label": self.splits[split]["label"][idx]}
+            batch["image"] = random_shift(batch["image"], shift)
+        return batch
 
     def describe(self, split: str, i: int) -> str:
         return f"{split} image #{i}"
@@ -171,14 +175,14 @@ class KmnistTask(ClassificationTask):
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         model = build_model(self.cfg["model"], channels=1, classes=len(CLASSES), image_size=28)
-        if self.device.type == "cuda":
+        if self.device.type in CHANNELS_LAST:
             model = model.to(memory_format=torch.channels_last)
         return model
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W) -> normalized float (B, 1, H, W), channels_last on CUDA."""
+        """uint8 (B, H, W) -> normalized float (B, 1, H, W), channels_last on CUDA and CPU."""
         x = (images.unsqueeze(1).float() / 255 - self.mean) / self.std
-        if x.is_cuda:
+        if x.device.type in CHANNELS_LAST:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
