@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import platform
 import shlex
 import statistics
@@ -52,6 +51,7 @@ import dlrun
 from dlrun.config import validate
 from dlrun.data.vocab import Vocab
 from dlrun.engine.device import resolve_device
+from dlrun.engine.device import synchronize as sync
 from dlrun.engine.trainer import Trainer, build_optimizer
 from dlrun.models import build_model
 from dlrun.registry import task_entry
@@ -79,11 +79,6 @@ SPECS = {
     ),
     "kmnist": Spec(["task=kmnist"], None, "kmnist", ["trainer.max_steps=50"]),
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def compose(overrides: list[str]) -> dict:
@@ -275,7 +270,7 @@ def decode_rates(task, model, dev, batch: int) -> tuple[float, float]:
 
 
 # -- one real dlrun command --------------------------------------------------------------------
-def real_run(overrides: list[str], target, env: dict, cap: int, work: Path) -> dict:
+def real_run(overrides: list[str], target, cap: int, work: Path) -> dict:
     """Start-up, peak memory and time to target from ``dlrun`` itself."""
     args = list(overrides)
     if target:
@@ -284,7 +279,7 @@ def real_run(overrides: list[str], target, env: dict, cap: int, work: Path) -> d
         args += ["trainer.max_steps=null", f"trainer.max_time={cap}"]
     cmd = ["dlrun", *args, f"paths.output_dir={work}/outputs"]
     start = time.time()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{shlex.join(cmd)} failed:\n{done.stderr[-2000:]}")
     run_dir = max(Path(work, "outputs").glob("*/*"), key=lambda p: p.stat().st_mtime)
@@ -352,8 +347,7 @@ def bench_task(name: str, args, work: Path) -> dict:
         row["decode"] = decode_rates(task, model, dev, cfg["trainer"]["eval_batch_size"])
     del trainer, model, base_model, task
     if not args.no_target:
-        env = {**os.environ}
-        row.update(real_run(overrides + spec.extra, spec.target, env, args.target_time, work))
+        row.update(real_run(overrides + spec.extra, spec.target, args.target_time, work))
     return row
 
 
@@ -380,6 +374,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cpu_name() -> str:
+    """The CPU's model name where Linux tells it, else what platform knows."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def environment(device: str) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -393,14 +395,7 @@ def environment(device: str) -> str:
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         where = torch.cuda.get_device_name()
     else:
-        cpu = platform.processor() or platform.machine()
-        for line in (
-            Path("/proc/cpuinfo").read_text().splitlines() if sys.platform == "linux" else []
-        ):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        where = f"CPU {cpu}, {torch.get_num_threads()} threads"
+        where = f"CPU {cpu_name()}, {torch.get_num_threads()} threads"
     return (
         f"device {where}; torch {torch.__version__}, dlrun {dlrun.__version__}, Python "
         f"{platform.python_version()}; commit {commit}{' (with local changes)' if dirty else ''}"

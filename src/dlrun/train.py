@@ -84,7 +84,8 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     dev = resolve_device(data["device"], dist.local_rank if dist.enabled else None)
     distributed.init(dist, dev.device)
     run_dir = Path(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.main:  # the others write nothing there
+        run_dir.mkdir(parents=True, exist_ok=True)
     seed = data["trainer"]["seed"]
     checkpoint.seed_everything(seed)
     resume = _resume_checkpoint(data["resume"])
@@ -258,9 +259,12 @@ def _torchrun_rank():
             "sweeps (-m) do not run under torchrun; start one torchrun per configuration"
         )
     dist = from_env()
+    if dist.main:
+        yield []
+        return
     scratch = tempfile.mkdtemp(prefix=f"dlrun-rank{dist.rank}-")
     try:
-        yield hydra_overrides(dist, scratch)
+        yield hydra_overrides(scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -61,6 +61,12 @@ def resolve_device(cfg: dict, index: int | None = None) -> DeviceInfo:
     return DeviceInfo(device, dtype, amp == "fp16", cfg["compile"])
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA), e.g. before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this run: CUDA's max allocated on a GPU, else the process's peak RSS."""
     if device.type == "cuda":

@@ -101,10 +101,8 @@ def shutdown(dist: Dist) -> None:
         torch_dist.destroy_process_group()
 
 
-def hydra_overrides(dist: Dist, scratch: str) -> list[str]:
+def hydra_overrides(scratch: str) -> list[str]:
     """Overrides for ranks other than 0: their Hydra writes into ``scratch``, not outputs/."""
-    if dist.main:
-        return []
     return [
         f"hydra.run.dir={scratch}",
         "hydra.output_subdir=null",

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from dlrun.engine import checkpoint
-from dlrun.engine.device import DeviceInfo
+from dlrun.engine.device import DeviceInfo, synchronize
 from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.engine.writers import Writers
 from dlrun.errors import Interrupted, UserError
@@ -70,11 +70,6 @@ def build_scheduler(opt, cfg: dict, total_steps: int | None):
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _check_finite(first_bad: torch.Tensor) -> None:
@@ -348,15 +343,15 @@ class Trainer:
             last_metric = self._eval_and_checkpoint(writer, started, interactive)
         with self._signals():
             while (reason := self._should_stop(started)) is None:
-                if self.first_step_at is None:
-                    self.first_step_at = time.time()
-                    first_step = time.monotonic()
+                first = self.first_step_at is None
+                if first:
+                    self.first_step_at, first_start = time.time(), time.monotonic()
                 self.train_step()
                 window_steps += 1
                 bar.update()
-                if self.first_step_s is None:
-                    _synchronize(self.dev.device)
-                    self.first_step_s = time.monotonic() - first_step
+                if first:
+                    synchronize(self.dev.device)
+                    self.first_step_s = time.monotonic() - first_start
                     if self.dev.compile:
                         log.info("first step %.1fs (compilation included)", self.first_step_s)
 
