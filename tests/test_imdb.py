@@ -12,6 +12,7 @@ from dlrun.config import validate
 from dlrun.data.text import WordVocab
 from dlrun.engine.writers import read_jsonl
 from dlrun.models import build_model
+from dlrun.models.bow import BagSum
 from dlrun.predict import load_run
 from dlrun.stats import format_stats
 from dlrun.tasks.imdb import ImdbTask, distinct_ids, nb_ratios
@@ -142,20 +143,41 @@ def test_nb_ratios_by_hand():
     assert r[0] > 0 > r[2]  # a token of positive reviews only, one of negative ones
 
 
-def test_sparse_gradient_step_equals_the_dense_one():
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sparse_gradient_step_equals_the_dense_one(weighted):
     torch.manual_seed(0)
     ids, offsets = torch.tensor([3, 7, 9, 1, 3]), torch.tensor([0, 3])
+    weights = torch.rand(5) if weighted else None
     label = torch.tensor([1.0, 0.0])
     models = [build_model({**BOW, "sparse_grad": s}, vocab_size=12) for s in (False, True)]
     models[1].load_state_dict(models[0].state_dict())
     for model in models:
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        logits = model(ids, offsets)[:, 0]
+        logits = model(ids, offsets, weights)[:, 0]
         torch.nn.functional.binary_cross_entropy_with_logits(logits, label).backward()
         opt.step()
-    assert models[1].first.weight.grad.is_sparse
+    grad = models[1].first.weight.grad
+    # One row per distinct id (autograd drops the coalesced flag when it stores .grad).
+    assert grad.is_sparse and grad._indices().tolist() == [[1, 3, 7, 9]]
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("vocab", [50, 70_000])  # numpy's 16-bit radix sort; torch.sort
+def test_bag_sum_gradient_equals_embedding_bags(vocab):
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(0, 30, (16,), generator=g)  # empty examples too
+    ids = torch.randint(0, vocab, (int(lengths.sum()),), generator=g)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    weights = torch.rand(ids.numel(), generator=g)
+    upstream = torch.randn(16, 8, generator=g)
+    weight = torch.randn(vocab, 8, generator=g, requires_grad=True)
+    (ours,) = torch.autograd.grad(BagSum.apply(weight, ids, offsets, weights), weight, upstream)
+    torch.nn.functional.embedding_bag(
+        ids, weight, offsets, mode="sum", per_sample_weights=weights
+    ).backward(upstream)
+    assert ours.is_coalesced() and ours.indices()[0].tolist() == ids.unique().tolist()
+    torch.testing.assert_close(ours.to_dense(), weight.grad)
 
 
 @pytest.mark.parametrize(
