@@ -163,6 +163,7 @@ def test_sparse_gradient_step_equals_the_dense_one(weighted):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.filterwarnings("error")  # users see no warning from it on each run
 @pytest.mark.parametrize("vocab", [50, 70_000])  # numpy's 16-bit radix sort; torch.sort
 def test_bag_sum_gradient_equals_embedding_bags(vocab):
     g = torch.Generator().manual_seed(1)
