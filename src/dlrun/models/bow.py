@@ -25,12 +25,21 @@ class BowMLPConfig:
     sparse_grad: bool = spec(True)
 
 
-def argsort_ids(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """A stable argsort of token ids; on the CPU, numpy's radix sort for 16-bit keys
-    (several times faster than ``torch.sort`` on a batch's ~17,000 ids)."""
-    if ids.device.type == "cpu" and vocab_size <= 2**16:
-        return torch.from_numpy(np.argsort(ids.numpy().astype(np.uint16), kind="stable"))
-    return torch.sort(ids, stable=True).indices
+def argsort_ids(ids: torch.Tensor) -> torch.Tensor:
+    """A stable argsort of token ids (< 2**32).
+
+    On the CPU, numpy's radix sort of 16-bit keys, twice (low then high half)
+    when ids need more than 16 bits: 0.15 ms for a batch's 17,000 ids, where
+    ``torch.sort`` takes 0.65 ms.
+    """
+    if ids.device.type != "cpu":
+        return torch.sort(ids, stable=True).indices
+    keys = ids.numpy()
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    if keys.size and keys.max() >= 2**16:
+        high = (keys[order] >> 16).astype(np.uint16)
+        order = order[np.argsort(high, kind="stable")]
+    return torch.from_numpy(order)
 
 
 class BagSum(torch.autograd.Function):
@@ -58,7 +67,7 @@ class BagSum(torch.autograd.Function):
         example = torch.repeat_interleave(
             torch.arange(offsets.numel(), device=ids.device), lengths, output_size=n
         )
-        order = argsort_ids(ids, ctx.shape[0]).to(ids.device)
+        order = argsort_ids(ids).to(ids.device)
         tokens, counts = torch.unique_consecutive(ids.index_select(0, order), return_counts=True)
         rows = F.embedding_bag(
             example.index_select(0, order),
