@@ -21,6 +21,59 @@ def test_shards_cover_the_batch_once():
     assert SINGLE.shard(idx) is idx
 
 
+def test_evaluation_rows_cover_the_split_once():
+    for n in (0, 2, 7, 10):
+        parts = [Dist(rank, 3).rows(n) for rank in range(3)]
+        assert [i for part in parts for i in part] == list(range(n))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert SINGLE.rows(5) == range(5)
+
+
+def _evaluate_as_rank(rank: int, world: int, cfg: dict, init_file: str, out: str) -> None:
+    """One torchrun-like rank: its part of the validation split, totals summed over ranks."""
+    import torch
+    import torch.distributed as torch_dist
+
+    from dlrun.registry import task_entry
+
+    torch_dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+    )
+    try:
+        task = task_entry(cfg["task"]["name"]).obj(cfg)
+        task.prepare(cfg["paths"]["cache_dir"])
+        torch.manual_seed(0)
+        model = task.build_model().eval()
+        with torch.inference_mode():
+            metrics = task.evaluate(model, "val", 5, Dist(rank, world))
+        Path(out, f"{rank}.json").write_text(json.dumps(metrics))
+    finally:
+        torch_dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("task", ["dates", "imdb"])  # sequence and classification metrics
+def test_evaluation_split_across_ranks_equals_one_process(tiny_cfg, tmp_path, task):
+    import torch
+    import torch.multiprocessing as mp
+
+    from dlrun.config import validate
+    from dlrun.registry import task_entry
+
+    cfg = validate(tiny_cfg(f"task={task}"))
+    whole = task_entry(task).obj(cfg)
+    whole.prepare(cfg["paths"]["cache_dir"])  # fills the cache the ranks read
+    torch.manual_seed(0)
+    model = whole.build_model().eval()
+    with torch.inference_mode():
+        expected = whole.evaluate(model, "val", 5)
+    world = 3  # the split's rows do not divide evenly, nor do the batches of 5
+    assert whole.size("val") % world and whole.size("val") // world % 5
+    mp.spawn(_evaluate_as_rank, (world, cfg, str(tmp_path / "rendezvous"), str(tmp_path)), world)
+    for rank in range(world):
+        got = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
 def _losses(run_dir: Path) -> list[tuple[int, str, float]]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     return [(r["step"], r["split"], r["loss"]) for r in records]

@@ -135,7 +135,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         best = run_dir / "checkpoints" / "best.pt"
         if best.exists():
             model.load_state_dict(checkpoint.load(best, dev.device)["model"])
-        tests = {split: trainer.evaluate(split) for split in task.test_splits}
+        tests = {split: trainer.evaluate(split, distributed.SINGLE) for split in task.test_splits}
         for split, metrics in tests.items():
             writer.log(
                 {"epoch": state.epoch, "split": split, "checkpoint": "best", **metrics}, state.step

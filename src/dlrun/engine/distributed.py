@@ -3,7 +3,8 @@
 ``torchrun --nproc_per_node=N -m dlrun.train ...`` starts N copies of dlrun with
 RANK/WORLD_SIZE/LOCAL_RANK set. Every rank holds the whole data set on its
 device and trains on its shard of each global batch (``dataset.batch_size`` is
-the global batch); DistributedDataParallel averages the gradients. Only rank 0
+the global batch); DistributedDataParallel averages the gradients. Evaluation
+splits each data set across the ranks and sums their totals. Only rank 0
 writes the run directory, whose path it broadcasts; the others run Hydra in a
 throw-away directory (``hydra_overrides``).
 """
@@ -49,6 +50,18 @@ class Dist:
         torch_dist.all_reduce(out)
         return out / self.world
 
+    def sum(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each of ``totals`` summed over ranks, in one all-reduce (float64: counts stay exact)."""
+        if not self.enabled:
+            return totals
+        parts = [torch.as_tensor(t) for t in totals.values()]
+        flat = torch.cat([t.reshape(-1).to(_collective_device(), torch.float64) for t in parts])
+        torch_dist.all_reduce(flat)
+        out = flat.split([t.numel() for t in parts])
+        return {
+            name: o.reshape(t.shape).to(t.device, t.dtype) for name, o, t in zip(totals, out, parts)
+        }
+
     def max(self, value: int) -> int:
         """The largest of the ranks' ``value``."""
         if not self.enabled:
@@ -65,6 +78,10 @@ class Dist:
         yield
         if self.enabled and self.main:
             torch_dist.barrier()
+
+    def rows(self, n: int) -> range:
+        """This rank's contiguous part of ``n`` rows: evaluation splits a data set this way."""
+        return range(n * self.rank // self.world, n * (self.rank + 1) // self.world)
 
     def shard(self, idx: torch.Tensor) -> torch.Tensor:
         """This rank's part of a global batch of indices (sizes differ by at most one)."""

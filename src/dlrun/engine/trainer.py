@@ -252,10 +252,14 @@ class Trainer:
                 signal.signal(s, handler)
 
     # -- evaluation ----------------------------------------------------------------
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str, dist: Dist | None = None) -> dict[str, float]:
+        """Metrics of ``split``, each rank evaluating its part (``dist``: the trainer's);
+        ``SINGLE`` evaluates all of it in this process."""
         self.model.eval()
         with torch.inference_mode(), self._autocast():
-            metrics = self.task.evaluate(self.model, split, self.t["eval_batch_size"])
+            metrics = self.task.evaluate(
+                self.model, split, self.t["eval_batch_size"], dist or self.dist
+            )
         self.model.train()
         return metrics
 

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from dlrun.engine.distributed import SINGLE, Dist
+
 
 class Task:
     """One experiment family. Subclasses register with ``TASKS.register``.
@@ -95,8 +97,14 @@ class Task:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
-        """``loss`` and every name in ``metric_names`` on a whole split."""
+    def evaluate(
+        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
+    ) -> dict[str, float]:
+        """``loss`` and every name in ``metric_names`` on a whole split.
+
+        Under torchrun each rank takes its ``dist.rows`` and ``dist.sum`` adds the
+        ranks' totals before they become metrics.
+        """
         raise NotImplementedError  # pragma: no cover - abstract
 
     def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:

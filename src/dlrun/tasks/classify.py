@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.tasks.base import Task
 
 
@@ -59,21 +60,22 @@ class ClassificationTask(Task):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return classification_loss(self.logits(model, batch), batch["label"])
 
-    def _batches(self, split: str, batch_size: int):
-        n = self.size(split)
+    def _batches(self, split: str, batch_size: int, rows: range | None = None):
+        rows = range(self.size(split)) if rows is None else rows
         device = self.splits[split]["label"].device
-        for start in range(0, n, batch_size):
-            idx = torch.arange(start, min(start + batch_size, n), device=device)
+        for start in range(rows.start, rows.stop, batch_size):
+            idx = torch.arange(start, min(start + batch_size, rows.stop), device=device)
             yield idx, self.batch(split, idx)
 
-    def _pass(self, model: nn.Module, split: str, batch_size: int):
-        """Summed loss, confusion matrix (true x predicted) and predictions, on the device."""
+    def _pass(self, model: nn.Module, split: str, batch_size: int, rows: range | None = None):
+        """Summed loss, confusion matrix (true x predicted) and predictions of ``rows``
+        (default: the whole split), on the device."""
         k = len(self.classes)
         device = self.splits[split]["label"].device
         loss = torch.zeros((), device=device)
         confusion = torch.zeros(k * k, dtype=torch.long, device=device)
-        predictions = []
-        for _, b in self._batches(split, batch_size):
+        predictions = [torch.zeros(0, dtype=torch.long, device=device)]  # a rank may have none
+        for _, b in self._batches(split, batch_size, rows):
             logits = self.logits(model, b)
             loss += classification_loss(logits, b["label"], reduction="sum")
             pred = probabilities(logits).argmax(1)
@@ -81,9 +83,12 @@ class ClassificationTask(Task):
             predictions.append(pred)
         return loss, confusion.view(k, k), torch.cat(predictions)
 
-    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
-        loss, confusion, _ = self._pass(model, split, batch_size)
+    def evaluate(
+        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
+    ) -> dict[str, float]:
         n = self.size(split)
+        loss, confusion, _ = self._pass(model, split, batch_size, dist.rows(n))
+        loss, confusion = dist.sum({"loss": loss, "confusion": confusion}).values()
         mean = (loss / n).item()
         # Perplexity exp(cross-entropy in nats): 2 for a coin flip between two classes.
         return {

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.data.vocab import Vocab
+from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.errors import UserError
 from dlrun.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 from dlrun.models import build_model
@@ -161,16 +162,21 @@ class Seq2SeqTask(Task):
     def _decode(self, model: nn.Module, src: torch.Tensor) -> torch.Tensor:
         return model.generate(src, self.max_tgt_len, self.cfg["decode"]["beam_size"])
 
-    def evaluate(self, model: nn.Module, split: str, batch_size: int) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
+    ) -> dict[str, float]:
         data = self.splits[split]
-        totals: dict[str, torch.Tensor] = {}
+        zero = torch.zeros((), device=data["src"].device)  # a rank may have no rows
+        names = ("loss", "chars_correct", "chars_total", "exact", "count", "edits", "target_chars")
+        totals = dict.fromkeys(names, zero)
 
         def add(name: str, value: torch.Tensor) -> None:
-            totals[name] = totals.get(name, 0) + value
+            totals[name] = totals[name] + value
 
         widths = self._widths(split)
-        for start in range(0, self.size(split), batch_size):
-            rows = slice(start, start + batch_size)
+        mine = dist.rows(self.size(split))
+        for start in range(mine.start, mine.stop, batch_size):
+            rows = slice(start, min(start + batch_size, mine.stop))
             src, tgt = (data[k][rows, : int(widths[k][rows].max())] for k in ("src", "tgt"))
             logits = model(src, self.decoder_input(tgt))
             loss = F.cross_entropy(
@@ -186,6 +192,7 @@ class Seq2SeqTask(Task):
             tgt_len = lengths_to_eos(tgt, Vocab.eos_id)
             add("edits", levenshtein(pred, lengths_to_eos(pred, Vocab.eos_id), tgt, tgt_len).sum())
             add("target_chars", tgt_len.sum())
+        totals = dist.sum(totals)
         return {
             # Per target token (characters + EOS); padding excluded.
             "loss": (totals["loss"] / totals["chars_total"]).item(),
