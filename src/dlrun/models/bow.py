@@ -26,14 +26,12 @@ class BowMLPConfig:
 
 
 def argsort_ids(ids: torch.Tensor) -> torch.Tensor:
-    """A stable argsort of token ids (< 2**32).
+    """A stable argsort of token ids (< 2**32, on the CPU).
 
-    On the CPU, numpy's radix sort of 16-bit keys, twice (low then high half)
-    when ids need more than 16 bits: 0.15 ms for a batch's 17,000 ids, where
-    ``torch.sort`` takes 0.65 ms.
+    numpy's radix sort of 16-bit keys, twice (low then high half) when ids need
+    more than 16 bits: 0.15 ms for a batch's 17,000 ids, where ``torch.sort``
+    takes 0.65 ms.
     """
-    if ids.device.type != "cpu":
-        return torch.sort(ids, stable=True).indices
     keys = ids.numpy()
     order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
     if keys.size and keys.max() >= 2**16:
@@ -43,7 +41,7 @@ def argsort_ids(ids: torch.Tensor) -> torch.Tensor:
 
 
 class BagSum(torch.autograd.Function):
-    """``F.embedding_bag(mode="sum")`` whose weight gradient is sparse and coalesced.
+    """``F.embedding_bag(mode="sum")`` on the CPU whose weight gradient is sparse and coalesced.
 
     EmbeddingBag's own sparse gradient holds one row per id occurrence (about
     17,000 for a batch of 128 reviews, 4,600 of them distinct), which the
@@ -67,7 +65,7 @@ class BagSum(torch.autograd.Function):
         example = torch.repeat_interleave(
             torch.arange(offsets.numel(), device=ids.device), lengths, output_size=n
         )
-        order = argsort_ids(ids).to(ids.device)
+        order = argsort_ids(ids)
         tokens, counts = torch.unique_consecutive(ids.index_select(0, order), return_counts=True)
         rows = F.embedding_bag(
             example.index_select(0, order),
@@ -128,7 +126,15 @@ class BowMLP(nn.Module):
 
         ``weights`` (one per id) makes the input a weighted presence vector.
         """
-        if self.cfg.sparse_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # On the CPU the coalesced gradient pays (BENCHMARKS.md). On a GPU its
+        # unique_consecutive would wait for the device every step, while
+        # EmbeddingBag's own sparse gradient does not and scatter-adds are cheap there.
+        if (
+            self.cfg.sparse_grad
+            and ids.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        ):
             summed = BagSum.apply(self.first.weight, ids, offsets, weights)
         else:
             summed = self.first(ids, offsets, per_sample_weights=weights)
