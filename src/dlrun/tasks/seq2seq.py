@@ -166,7 +166,8 @@ class Seq2SeqTask(Task):
         self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
     ) -> dict[str, float]:
         data = self.splits[split]
-        zero = torch.zeros((), device=data["src"].device)  # a rank may have no rows
+        # Integer zeros: counts stay integers, the loss becomes float; a rank may have no rows.
+        zero = torch.zeros((), dtype=torch.long, device=data["src"].device)
         names = ("loss", "chars_correct", "chars_total", "exact", "count", "edits", "target_chars")
         totals = dict.fromkeys(names, zero)
 
