@@ -39,6 +39,18 @@ TINY_DATA["algebra"] = [*TINY_DATA["dates"], "dataset.extrapolate_size=50"]
 TINY_DATA["text_pairs"] = ["dataset.path={text_pairs}", "dataset.batch_size=32"]
 
 
+def merged(*overrides: str) -> list[str]:
+    """Overrides with a later value for a key replacing an earlier one, in place.
+
+    dlrun refuses a key given twice on one command line; tests that start from
+    TINY and change one of its keys build their command lines with this.
+    """
+    out: dict[str, str] = {}
+    for o in overrides:
+        out[o.split("=", 1)[0].lstrip("+")] = o
+    return list(out.values())
+
+
 # Applied when a test keeps the default model (gru_seq2seq).
 TINY_GRU = ["model.hidden_size=32", "model.embedding_size=16"]
 

@@ -116,7 +116,11 @@ def test_two_process_run_equals_one_process(tmp_path, cache_dir, kmnist_args):
     assert (two / "checkpoints" / "last.pt").is_file()
 
     # Resume: both ranks continue from rank 0's checkpoint, into the same directory.
-    more = [*kmnist_args, "trainer.max_steps=30", f"resume={two}"]
+    more = [
+        *(a for a in kmnist_args if not a.startswith("trainer.max_steps=")),
+        "trainer.max_steps=30",
+    ]
+    more.append(f"resume={two}")
     done = run_cli([*torchrun, "--nproc_per_node=2", "-m", "dlrun.train", *more], ddp, cache_dir)
     assert done.returncode == 0, done.stderr
     assert _only_run_dir(ddp) == two

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from conftest import TINY, TINY_DATA, TINY_GRU, read_csv, run_cli, sweep_dir
+from conftest import TINY, TINY_DATA, TINY_GRU, merged, read_csv, run_cli, sweep_dir
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
@@ -58,24 +58,25 @@ def test_sweep_writes_and_prints_its_summary(sweep):
 
 
 def test_a_failed_job_is_in_the_table_and_the_others_run(tmp_path, cache_dir):
-    # max_src_len=5 passes the command-line check (only the first value is composed
-    # there) and fails inside its job, at data validation.
-    args = ["dlrun", "-m", *DATES, "dataset.max_src_len=40,5"]
+    # The command-line check validates every swept value; a split name is known only
+    # once the job has its data, so also_eval=[nope] fails inside its job.
+    args = ["dlrun", "-m", *DATES, "trainer.also_eval=[test],[nope]"]
     result = run_cli(args, tmp_path, cache_dir)
     assert result.returncode == 1
     assert "1 of 2 jobs did not finish" in result.stderr
     root = sweep_dir(result.stdout, tmp_path)
-    rows = {r["dataset.max_src_len"]: r for r in read_csv(root / "summary.csv")}
-    assert rows["40"]["status"] == "ok" and float(rows["40"]["test/exact_match"]) >= 0
-    assert rows["5"]["status"].startswith("failed: invalid config: dataset.max_src_len=5")
-    assert rows["5"]["test/exact_match"] == ""
-    assert list(rows) == ["40", "5"]  # failed jobs last
+    rows = {r["trainer.also_eval"]: r for r in read_csv(root / "summary.csv")}
+    assert rows["[test]"]["status"] == "ok" and float(rows["[test]"]["test/exact_match"]) >= 0
+    assert rows["[nope]"]["status"].startswith("failed: trainer.also_eval: no split 'nope'")
+    assert rows["[nope]"]["test/exact_match"] == ""
+    assert list(rows) == ["[test]", "[nope]"]  # failed jobs last
 
 
 def test_report_over_separate_runs_and_over_a_sweep(tmp_path, cache_dir, sweep):
     runs = []
     for bs in (32, 64):
-        result = run_cli(["dlrun", *DATES, f"dataset.batch_size={bs}"], tmp_path, cache_dir)
+        args = ["dlrun", *merged(*DATES, f"dataset.batch_size={bs}")]
+        result = run_cli(args, tmp_path, cache_dir)
         assert result.returncode == 0, result.stderr
         runs.append(re.search(r"run dir: (.+)", result.stdout).group(1))
     out = tmp_path / "report"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -153,6 +154,8 @@ def _matches(value: Any, tp: Any) -> bool:
 def _limits_problem(value: Any, meta: dict) -> str | None:
     if value is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
     if "choices" in meta and value not in meta["choices"]:
         msg = f"must be one of {', '.join(map(str, meta['choices']))}"
         guess = closest(str(value), [str(c) for c in meta["choices"]])

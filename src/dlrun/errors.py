@@ -1,5 +1,11 @@
 """Errors meant for people: a user's mistake ends with one clear line, no traceback."""
 
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
 
 class UserError(Exception):
     """A mistake in the command, the config or the data that the user can fix.
@@ -28,3 +34,31 @@ class Interrupted(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` safe to show in a one-line message: control characters escaped, cut to
+    ``limit`` characters (a pasted megabyte never becomes a megabyte of error)."""
+    shown = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+    if len(shown) > limit:
+        shown = f"{shown[: limit - 3]}... ({len(text):,} characters)"
+    return shown
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage mistakes are one line and exit status 2, like every dlrun error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(
+            f"{self.prog}: error: {printable(message, 200)} (see {self.prog} --help)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop: stops like Ctrl-C, with exit status 143."""
+
+    exit_code = 143

@@ -7,6 +7,7 @@ directory exists.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -74,8 +75,9 @@ def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
 def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     """Validate ``argv`` and return the command line Hydra should run.
 
-    ``resume=DIR`` becomes the original run's overrides, then the new ones,
-    and ``hydra.run.dir=DIR`` so the run continues in its own directory.
+    ``resume=DIR`` keeps only the overrides that continue a run and adds
+    ``hydra.run.dir=DIR`` so the run continues in its own directory; the
+    run's own config is read from its checkpoint (``dlrun.resume``).
     """
     modes = {MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in MODES}
     if len(modes) > 1:
@@ -89,9 +91,68 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     try:
         parsed = parser.parse_overrides(overrides)
     except HydraException as exc:
-        raise UserError(f"cannot parse the command line: {_first_line(exc)}") from None
-
+        raise UserError(f"cannot parse the command line: {_shown(_first_line(exc), 200)}") from None
+    _check_duplicates(parsed, overrides)
+    for o in parsed:  # Hydra would look a long one up as a file name first
+        if len(o.key_or_group) > 200:
+            raise UserError(f"unknown config key '{_shown(o.key_or_group)}'")
     options = groups(conf_dir)
+    _check_choices(parsed, options, conf_dir)
+    _check_hydra_dirs(parsed)
+
+    resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
+    if resume:
+        if multirun:
+            raise UserError("resume works on one run directory, not in a multirun (-m)")
+        return flags + _resume_overrides(conf_dir, Path(str(resume)).expanduser(), parsed, options)
+
+    if multirun:
+        argv = [*argv, *_job_dirname_override(conf_dir, parsed)]
+    # Compose once with the first value of every sweep, and validate the result.
+    first = [_first_choice(o, text) for o, text in zip(parsed, overrides)]
+    cfg = _compose(conf_dir, _job_overrides(first))
+    data = _validate(cfg)
+    if multirun:
+        _check_sweep(conf_dir, parsed, first)
+    _check_writable(data["paths"])
+    return argv
+
+
+def _job_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that shape the job's config (not Hydra's own)."""
+    return [a for a in overrides if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+
+def _validate(cfg) -> dict:
+    from dlrun.config import validate
+    from dlrun.engine.device import resolve_device
+
+    data = validate(cfg)
+    resolve_device(data["device"])
+    return data
+
+
+def _check_duplicates(parsed, texts: list[str]) -> None:
+    """Hydra silently keeps the last of two values for one key; here it is a mistake."""
+    seen: dict[str, str] = {}
+    for o, text in zip(parsed, texts):
+        key = o.key_or_group
+        if key in seen:
+            raise UserError(
+                f"{key} is given twice on the command line ({_shown(seen[key])} and "
+                f"{_shown(text)}); give it once (a sweep lists its values: {key}=a,b)"
+            )
+        seen[key] = text
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    from dlrun.errors import printable
+
+    return printable(text, limit)
+
+
+def _check_choices(parsed, options: dict[str, list[str]], conf_dir: Path) -> None:
+    """Every group choice exists (Hydra's own groups too, installed plugins included)."""
     for o in parsed:
         key = o.key_or_group
         if key.startswith("hydra/") and key not in options:
@@ -103,29 +164,99 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
                     how = f"; choose one with {key}=NAME"
                     if str(value).startswith("submitit") and "submitit_local" not in options[key]:
                         how += " (the submitit launchers: pip install 'dlrun[submitit]')"
-                    raise UserError(unknown_name_message(key, str(value), options[key], how))
+                    raise UserError(
+                        unknown_name_message(key, _shown(str(value)), options[key], how)
+                    )
 
-    resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
-    if resume:
-        if multirun:
-            raise UserError("resume works on one run directory, not in a multirun (-m)")
-        overrides = _resume_overrides(Path(str(resume)).expanduser(), overrides)
-        argv = flags + overrides
-        parsed = parser.parse_overrides(overrides)
 
-    if multirun:
-        argv = [*argv, *_job_dirname_override(conf_dir, parsed)]
+def _check_hydra_dirs(parsed) -> None:
+    """hydra.run.dir / hydra.sweep.dir given by the user can be created."""
+    for o in parsed:
+        if o.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and o.value() is not None:
+            fixed = str(o.value()).split("${", 1)[0]  # up to the first interpolation
+            if fixed:
+                _writable_dir(Path(fixed), o.key_or_group)
 
-    # Compose once with the first value of every sweep, and validate the result.
-    first = [_first_choice(o, text) for o, text in zip(parsed, overrides)]
-    first = [a for a in first if not a.startswith("hydra.") and not a.startswith("hydra/")]
-    cfg = _compose(conf_dir, first)
-    from dlrun.config import validate
-    from dlrun.engine.device import resolve_device
 
-    data = validate(cfg)
-    resolve_device(data["device"])
-    return argv
+def _check_writable(paths: dict) -> None:
+    """The output and cache folders can be created and written, before anything starts."""
+    for key in ("output_dir", "cache_dir"):
+        _writable_dir(Path(str(paths[key])).expanduser(), f"paths.{key}")
+
+
+def _writable_dir(path: Path, key: str) -> None:
+    """A clear error if ``path`` cannot become a folder this process writes into."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is" if probe == path else f"is under {probe}, which is"
+        raise UserError(
+            f"{key}={_shown(str(path))} {where} a file, not a folder; choose another {key}"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{key}={_shown(str(path))}: {probe} is not writable; choose another {key}")
+
+
+def _check_sweep(conf_dir: Path, parsed, first: list[str]) -> None:
+    """Every value of every swept key (the command line's and a preset's
+    ``hydra.sweeper.params``) makes a valid config, before the first job starts."""
+    sweeps = [(i, o) for i, o in enumerate(parsed) if o.is_sweep_override()]
+    jobs = _job_overrides(first)
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        hydra_cfg = compose("config", overrides=jobs, return_hydra_config=True)
+    params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params") or {}
+    given = {o.key_or_group for o in parsed}
+    parser = OverridesParser.create()
+    for key, values in params.items():
+        if key in given:
+            continue  # the command line's value wins
+        try:
+            (o,) = parser.parse_overrides([f"{key}={values}"])
+        except HydraException as exc:
+            raise UserError(
+                f"hydra.sweeper.params.{key}: cannot parse {values!r}: {_first_line(exc)}"
+            ) from None
+        sweeps.append((None, o))
+    for index, o in sweeps:
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
+        for value in values:
+            text = f"{o.get_key_element()}={value}"
+            trial = list(first) if index is None else first[:index] + first[index + 1 :]
+            try:
+                _validate(_compose(conf_dir, _job_overrides([*trial, text])))
+            except UserError as exc:
+                raise UserError(f"sweep value {_shown(text)}: {exc}") from None
+
+
+def _resume_overrides(conf_dir: Path, run_dir: Path, parsed, options) -> list[str]:
+    """The command line that continues ``run_dir``; refuses changes that would not."""
+    from dlrun.config import to_dict
+    from dlrun.resume import (
+        check_overrides,
+        check_unfinished,
+        hydra_value,
+        resumed_config,
+        saved_checkpoint,
+    )
+
+    ckpt = saved_checkpoint(run_dir)
+    kept = check_overrides(run_dir, parsed, ckpt["config"], set(options))
+    where = hydra_value(str(run_dir))
+    texts = [_override_text(o) for o in kept if o.key_or_group != "resume"]
+    texts += [f"resume={where}", f"hydra.run.dir={where}", "hydra.output_subdir=null"]
+    cfg = _compose(conf_dir, _job_overrides(texts))
+    keys = [o.key_or_group for o in kept]
+    data = _validate(resumed_config(ckpt["config"], run_dir, to_dict(cfg), keys))
+    check_unfinished(run_dir, ckpt.get("state"), data)
+    _check_writable(data["paths"])
+    return texts
+
+
+def _override_text(o) -> str:
+    return o.input_line
 
 
 DIRNAME_EXCLUDE = "hydra.job.config.override_dirname.exclude_keys"
@@ -172,7 +303,15 @@ def _compose(conf_dir: Path, overrides: list[str]):
             continue
         if OmegaConf.select(base, key, default="__missing__") == "__missing__":
             parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(base, parent) if parent else base
+            node = OmegaConf.select(base, parent, default=None) if parent else base
+            while parent and not OmegaConf.is_dict(node):  # trainer.max_steps.x: up to a section
+                if node is not None:
+                    raise UserError(
+                        f"unknown config key '{_shown(key)}': {parent} is a value, not a "
+                        f"section; set it with {parent}=VALUE"
+                    )
+                parent, _, leaf = parent.rpartition(".")
+                node = OmegaConf.select(base, parent, default=None) if parent else base
             valid = list(node.keys()) if OmegaConf.is_dict(node) else []
             guess = closest(leaf, [str(v) for v in valid])
             hint = (
@@ -180,8 +319,8 @@ def _compose(conf_dir: Path, overrides: list[str]):
                 if guess
                 else f"valid keys: {', '.join(map(str, valid))}"
             )
-            raise UserError(f"unknown config key '{key}' ({hint})")
-    raise UserError(message)
+            raise UserError(f"unknown config key '{_shown(key)}' ({hint})")
+    raise UserError(_shown(message, 300))
 
 
 def _compose_groups_only(conf_dir: Path, overrides: list[str]):
@@ -189,18 +328,6 @@ def _compose_groups_only(conf_dir: Path, overrides: list[str]):
     chosen = [t for t in overrides if t.split("=", 1)[0] in opts]
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         return compose("config", overrides=chosen)
-
-
-def _resume_overrides(run_dir: Path, new: list[str]) -> list[str]:
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not (run_dir / "checkpoints" / "last.pt").is_file() or not saved.is_file():
-        raise UserError(
-            f"resume={run_dir}: not a dlrun run directory with a checkpoint "
-            "(expected .hydra/overrides.yaml and checkpoints/last.pt)"
-        )
-    old = [o for o in OmegaConf.load(saved) if not str(o).startswith(("resume=", "hydra."))]
-    new = [o for o in new if not o.startswith(("hydra.run.dir=", "resume="))]
-    return [*old, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -22,7 +22,6 @@ rescans the sweep directory when a job ends (tables) and when the sweep ends
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -37,8 +36,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from dlrun.engine.writers import write_text_atomic
-from dlrun.errors import UserError
+from dlrun.engine.writers import read_jsonl, write_text_atomic
+from dlrun.errors import OneLineParser, UserError
+from dlrun.rundir import read_json, read_yaml, select
 
 LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
 PLAIN_FORMAT = {"epochs": "{:.2f}", "wall_time_s": "{:.1f}"}  # not metrics: fewer digits
@@ -51,7 +51,7 @@ class Run:
     path: Path
     summary: dict
     overrides: dict[str, str]  # key -> value, as given on the command line
-    config: Any = None  # the composed config (.hydra/config.yaml), if any
+    config: dict | None = None  # the composed config (.hydra/config.yaml) as plain data
     choices: dict[str, str] = field(default_factory=dict)  # config group -> option
 
     @property
@@ -65,10 +65,9 @@ class Run:
         if key in self.choices:
             return str(self.choices[key])
         if self.config is not None:
-            node = OmegaConf.select(self.config, key, default=None)
+            node = select(self.config, key)
             if node is not None:
-                plain = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
-                return json.dumps(plain) if isinstance(plain, (list, dict)) else str(plain)
+                return json.dumps(node) if isinstance(node, (list, dict)) else str(node)
         return ""
 
     def metrics(self) -> dict[str, float]:
@@ -100,26 +99,36 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def load_run(path: Path) -> Run:
+    """A run's files read as data (``dlrun.rundir``): a damaged one is one clear line."""
     summary_file = path / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary = read_json(summary_file) if summary_file.is_file() else {}
     hydra_dir = path / ".hydra"
     overrides: dict[str, str] = {}
     if (hydra_dir / "overrides.yaml").is_file():
-        for text in OmegaConf.load(hydra_dir / "overrides.yaml"):
+        for text in read_yaml(hydra_dir / "overrides.yaml", list):
             key, _, value = str(text).partition("=")
             key = key.lstrip("+~")
             if not key.startswith(IGNORED_KEYS):
                 overrides[key] = value
     config = None
     if (hydra_dir / "config.yaml").is_file():
-        config = OmegaConf.load(hydra_dir / "config.yaml")
-        if "mode" not in summary and OmegaConf.select(config, "task.mode"):
-            summary["mode"] = config.task.mode
+        config = read_yaml(hydra_dir / "config.yaml")
+        if "mode" not in summary and select(config, "task.mode") in ("max", "min"):
+            summary["mode"] = select(config, "task.mode")
     choices = {}
     if (hydra_dir / "hydra.yaml").is_file():
-        runtime = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime
-        choices = {k: v for k, v in runtime.choices.items() if not k.startswith("hydra/")}
-    return Run(path, summary, overrides, config, choices)
+        runtime = select(read_yaml(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
+        if isinstance(runtime, dict):
+            choices = {k: v for k, v in runtime.items() if not str(k).startswith("hydra/")}
+    return Run(path, _plain_summary(summary_file, summary), overrides, config, choices)
+
+
+def _plain_summary(path: Path, summary: dict) -> dict:
+    """``summary`` with its sections checked: what the table reads has the right shape."""
+    for key in ("best", "test"):
+        if not isinstance(summary.get(key, {}), dict):
+            raise UserError(f"{path}: '{key}' should be a JSON object of metrics")
+    return summary
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
@@ -238,6 +247,9 @@ def write_report(
             "summary.json or .hydra/config.yaml)"
         )
     runs = [load_run(d) for d in run_dirs]
+    for r in runs:  # damaged metrics are one error before anything is written
+        if plots and r.status == "ok" and (r.path / "metrics.jsonl").is_file():
+            read_jsonl(r.path / "metrics.jsonl")
     table = build_table(runs, metric)
     if x is not None and x not in table.keys:
         hint = ", ".join(table.keys) or "none: every run has the same settings"
@@ -357,7 +369,7 @@ class SweepSummary(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dlrun-report",
         description="Summary table and plots over dlrun runs and sweeps.",
     )

@@ -43,7 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     from dlrun.train import CONF_DIR
 
     args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        return
     try:
+        flags = [a for a in args if a.startswith("-")]
+        if flags:
+            raise UserError(
+                f"{flags[0]}: dlrun-stats takes overrides only (key=value), no flags; it prints "
+                "the statistics of one config (no sweeps: -m, nor --cfg: use dlrun --cfg job)"
+            )
         overrides = preflight(args, CONF_DIR)
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             data = validate(compose("config", overrides=overrides))
@@ -52,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"dlrun-stats: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("dlrun-stats: stopped by SIGINT", file=sys.stderr)
+        sys.exit(130)
     print(format_stats(task.stats()))
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -22,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun import __version__
 from dlrun.config import validate
-from dlrun.errors import Interrupted, UserError
+from dlrun.errors import Interrupted, Terminated, UserError
+from dlrun.resume import resume_command
 
 log = logging.getLogger("dlrun")
 
@@ -127,7 +129,12 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
             writers.append(TensorBoardWriter(run_dir / "tensorboard"))
     writer = Writers(writers)
     try:
-        state = trainer.fit(writer)
+        try:
+            state = trainer.fit(writer)
+        except UserError:
+            if not resume and trainer.state.step == 0:  # nothing trained: nothing to keep
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            raise
         if not dist.main:  # rank 0 tests and writes the rest
             distributed.shutdown(dist)
             return {}
@@ -221,32 +228,65 @@ def hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dlrun.engine.distributed import from_env
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    resumed = bool(cfg.get("resume"))
     try:
-        return run(cfg, run_dir)
+        return run(_job_config(cfg, hc.overrides.task) if resumed else cfg, run_dir)
     except UserError as exc:
         _write_failure(run_dir, "failed", str(exc))
-        log.error("dlrun: error: %s (run directory: %s)", exc, run_dir)
+        if from_env().main:  # under torchrun, one rank says it
+            log.error("dlrun: error: %s (run directory: %s)", exc, run_dir)
         if hc.mode == RunMode.MULTIRUN:
             return None  # one failed job does not stop the sweep
         sys.exit(2)
-    except Interrupted as exc:
-        _write_failure(run_dir, "interrupted", str(exc))
-        log.warning("%s", exc)
-        sys.exit(exc.exit_code)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        # Ctrl-C or SIGTERM: in training the loop checkpointed (Interrupted);
+        # anywhere else (data, evaluation, the test, plots) the run just stops here.
+        code = getattr(exc, "exit_code", 130)
+        message = str(exc) or f"stopped by {signal.Signals(code - 128).name}"
+        if not isinstance(exc, Interrupted) and (run_dir / "checkpoints" / "last.pt").is_file():
+            message += f"; resume with: {resume_command(run_dir)}"
+        _write_failure(run_dir, "interrupted", message)
+        if from_env().main:
+            log.warning("dlrun: %s", message)
+        sys.exit(code)
     except Exception as exc:  # a bug: recorded for the sweep's table, then raised
         _write_failure(run_dir, "failed", f"{type(exc).__name__}: {exc}")
         raise
 
 
+def _job_config(cfg: DictConfig, overrides: list[str]) -> dict:
+    """A resumed run's config: its own saved one, with this command's continuation keys."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dlrun.config import to_dict
+    from dlrun.resume import resumed_config, saved_checkpoint
+
+    run_dir = Path(str(cfg.resume)).expanduser()
+    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
+    return resumed_config(saved_checkpoint(run_dir)["config"], run_dir, to_dict(cfg), keys)
+
+
 def _write_failure(run_dir: Path, status: str, error: str) -> None:
-    """summary.json of a run that did not finish, with the first line of the reason."""
+    """summary.json of a run that did not finish, with the first line of the reason.
+
+    A finished run's summary is never replaced: a failed or interrupted resume
+    of it is recorded in the log only.
+    """
     from dlrun.engine.writers import write_text_atomic
 
+    summary_file = run_dir / "summary.json"
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if json.loads(summary_file.read_text()).get("status") == "ok":
+            return
+    if not run_dir.is_dir():
+        return
     first = next((line for line in error.splitlines() if line.strip()), error)
     summary = {"status": status, "error": first.strip()}
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -271,19 +311,29 @@ def _torchrun_rank():
 
 def main() -> None:
     """The ``dlrun`` console script."""
+    from dlrun.engine.distributed import from_env
     from dlrun.preflight import preflight
 
+    # SIGTERM ends a run like Ctrl-C does: one line, its exit status, no traceback
+    # (the training loop turns both into a checkpoint and a clean stop).
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        sys.argv[1:] = preflight(sys.argv[1:], CONF_DIR)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            with _torchrun_rank() as overrides:
-                sys.argv[1:] += overrides
-                hydra_entry()
-            return
-    except UserError as exc:
-        print(f"dlrun: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    hydra_entry()
+        try:
+            sys.argv[1:] = preflight(sys.argv[1:], CONF_DIR)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                with _torchrun_rank() as overrides:
+                    sys.argv[1:] += overrides
+                    hydra_entry()
+                return
+        except UserError as exc:
+            if from_env().main:  # under torchrun, one rank says it
+                print(f"dlrun: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        hydra_entry()
+    except KeyboardInterrupt as exc:  # before or after a run: nothing to save
+        code = getattr(exc, "exit_code", 130)
+        print(f"dlrun: stopped by {signal.Signals(code - 128).name}", file=sys.stderr)
+        sys.exit(code)
     from dlrun.report import last_sweep
 
     if last_sweep and last_sweep[0].failed:
@@ -294,6 +344,10 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -1,14 +1,27 @@
-"""On-disk cache of generated or preprocessed data, keyed by the data config."""
+"""On-disk cache of generated or preprocessed data, keyed by the data config.
+
+An entry is built under a temporary name and renamed into place, with a
+manifest of its files' sizes written last; reading checks the manifest and
+the loader, and a damaged entry (a truncated or garbled file) is reported in
+one line and rebuilt. Temporary folders left by a killed build are removed by
+the next run.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+log = logging.getLogger("dlrun")
+T = TypeVar("T")
+MANIFEST = ".manifest.json"
 
 
 def cache_key(config: dict, version: int) -> str:
@@ -17,27 +30,93 @@ def cache_key(config: dict, version: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cached_dir(root: Path, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
-    """The cache folder for ``key``, built by ``build(tmp_dir)`` if absent.
+def cached(
+    root: Path, key: str, build: Callable[[Path], None], load: Callable[[Path], T]
+) -> tuple[T, bool]:
+    """``load`` of the cache folder for ``key``, built by ``build(tmp_dir)`` if absent.
 
-    The folder is filled under a temporary name and renamed into place, so a
-    crash or Ctrl-C never leaves a half-written entry that later runs would use.
-    Returns the folder and whether it was built now.
+    A folder whose files do not match its manifest, or that ``load`` cannot
+    read, is damaged: it is removed and built again. Returns the loaded value
+    and whether the folder was built now.
     """
     final = root / key
     if final.is_dir():
-        return final, False
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
+        problem = _check_manifest(final)
+        if problem is None:
+            try:
+                return load(final), False
+            except Exception as exc:  # a damaged file; rebuilding tells it from a bug
+                problem = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+        log.warning("data cache %s is damaged (%s); rebuilding it", final, problem[:160])
+        shutil.rmtree(final, ignore_errors=True)
+    _build(root, key, build)
+    return load(final), True
+
+
+def _build(root: Path, key: str, build: Callable[[Path], None]) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        from dlrun.errors import UserError
+
+        raise UserError(
+            f"paths.cache_dir: {root} cannot be a folder (a file is in the way); choose "
+            "another paths.cache_dir"
+        ) from None
+    _remove_abandoned(root, key)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.{os.getpid()}.", dir=root))
     try:
         build(tmp)
+        sizes = {
+            str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        (tmp / MANIFEST).write_text(json.dumps(sizes))
         try:
-            os.rename(tmp, final)
+            os.rename(tmp, root / key)
         except OSError:  # another process finished the same entry first
-            if not final.is_dir():
+            if not (root / key).is_dir():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final, True
+
+
+def _check_manifest(folder: Path) -> str | None:
+    """What is wrong with ``folder`` against its manifest, or None.
+
+    Entries written before manifests existed have none and are trusted to ``load``.
+    """
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        sizes = json.loads(manifest.read_text())
+    except (ValueError, OSError):
+        return "unreadable manifest"
+    for name, size in sizes.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, expected {size}"
+    return None
+
+
+def _remove_abandoned(root: Path, key: str) -> None:
+    """Temporary folders of builds whose process is gone (killed with SIGKILL, power loss)."""
+    for tmp in root.glob(f".{key}.*"):
+        parts = tmp.name.split(".")
+        pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+        if pid is None or not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import tarfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dlrun.errors import UserError
+from dlrun.errors import UserError, printable
 
 # torchtext's basic_english: lowercase, then these substitutions, then split on whitespace.
 _BASIC_ENGLISH = [
@@ -80,6 +81,25 @@ class WordVocab:
         return [self.stoi.get(t, self.oov_id) for t in tokens]
 
 
+def decode(raw: bytes, where: object, encoding: str = "utf-8", key: str | None = None) -> str:
+    """``raw`` as text; a byte that is not ``encoding`` is one line naming the file and byte.
+
+    ``key`` names the config key that picks another encoding, when there is one.
+    """
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        fix = f"; set {key}=NAME if it is in another encoding (e.g. latin-1)" if key else ""
+        raise UserError(
+            f"{where}: not {encoding} text (byte {exc.start:,} is 0x{raw[exc.start]:02x}){fix}"
+        ) from None
+
+
+def read_text(path: Path, encoding: str = "utf-8", key: str | None = None) -> str:
+    """A text file decoded with ``decode``."""
+    return decode(Path(path).read_bytes(), path, encoding, key)
+
+
 def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
     """Reviews of the Large Movie Review Dataset from its folder or its ``.tar.gz``.
 
@@ -95,7 +115,7 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
         m = name.search(member)
         if m and m.group(1) in found:
             label = int(m.group(2) == "pos")
-            text = read().decode("utf-8")
+            text = decode(read(), f"{path}: {member}")
             found[m.group(1)].append((label, int(m.group(3)), text, int(m.group(4))))
 
     if path.is_dir():
@@ -107,8 +127,12 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
                 for member in tar:
                     if member.isfile():
                         add(member.name, lambda m=member: tar.extractfile(m).read())
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise UserError(f"{path}: not a readable aclImdb tarball ({exc})") from None
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            reason = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 120)
+            raise UserError(
+                f"{path}: not a readable aclImdb tarball ({reason}); it is damaged or "
+                "truncated: download it again (dataset.download=true after deleting it)"
+            ) from None
     else:
         raise UserError(
             f"{path}: no aclImdb data there; expected the folder aclImdb/ (train/{{pos,neg}}, "

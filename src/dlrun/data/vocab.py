@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dlrun.errors import UserError
+
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
 
@@ -73,7 +75,11 @@ class Vocab:
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
-        itos = json.loads(path.read_text())
-        if list(itos[: len(SPECIALS)]) != list(SPECIALS):
-            raise ValueError(f"{path} is not a dlrun vocabulary")
+        from dlrun.rundir import read_json
+
+        itos = read_json(path, list)
+        if list(itos[: len(SPECIALS)]) != list(SPECIALS) or not all(
+            isinstance(t, str) for t in itos
+        ):
+            raise UserError(f"{path}: not a dlrun vocabulary (a JSON list of tokens)")
         return cls(itos[len(SPECIALS) :])

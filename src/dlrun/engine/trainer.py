@@ -23,6 +23,7 @@ from dlrun.engine.device import DeviceInfo, synchronize
 from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.engine.writers import Writers
 from dlrun.errors import Interrupted, UserError
+from dlrun.resume import resume_command
 from dlrun.tasks.base import Task
 
 log = logging.getLogger("dlrun")
@@ -394,7 +395,7 @@ class Trainer:
             signum = self._signal or signal.SIGTERM  # under torchrun: another rank's signal
             raise Interrupted(
                 f"stopped by {signal.Signals(signum).name} at step {s.step}; checkpoint "
-                f"written. Resume with: dlrun resume={self.run_dir}",
+                f"written. Resume with: {resume_command(self.run_dir)}",
                 128 + signum,
             )
         return s

@@ -36,7 +36,7 @@ class JsonlWriter:
         self.path = path
         if keep_until_step is not None and path.exists():
             # On resume, drop records written after the checkpoint we continue from.
-            kept = [line for line in read_jsonl(path) if line["step"] <= keep_until_step]
+            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= keep_until_step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._file = path.open("a")
 
@@ -57,7 +57,24 @@ def _clean(value: Any) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of a JSONL file; a torn last line (a kill in mid-write) is dropped."""
+    from dlrun.errors import UserError
+
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise UserError(f"{path}, line {number}: not valid JSON; the file is damaged") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}, line {number}: expected a JSON object per line")
+        records.append(record)
+    return records
 
 
 class TensorBoardWriter:

@@ -23,13 +23,15 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from dlrun.config import spec
-from dlrun.data.cache import cache_key, cached_dir
+from dlrun.data.cache import cache_key, cached
+from dlrun.data.text import read_text
 from dlrun.errors import UserError
 from dlrun.registry import TASKS, closest
 from dlrun.tasks.seq2seq import Seq2SeqTask
@@ -133,8 +135,14 @@ class AlgebraTask(Seq2SeqTask):
 
     def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
         d = self.cfg["dataset"]
-        root = Path(d["path"]).expanduser() if d["path"] else None
-        if d["source"] == "generate":
+        read = read_course if d["source"] == "course" else read_deepmind
+
+        def read_all(root: Path) -> dict[str, dict[str, list[tuple[str, str]]]]:
+            return {module: read(root, module, d) for module in d["modules"]}
+
+        if d["source"] != "generate":
+            files = read_all(Path(d["path"]).expanduser())
+        else:
             key = {
                 k: d[k]
                 for k in (
@@ -147,15 +155,15 @@ class AlgebraTask(Seq2SeqTask):
                     "seed",
                 )
             }
-            root, _ = cached_dir(
+            files, _ = cached(
                 Path(cache_dir).expanduser() / "algebra",
                 cache_key(key, GENERATOR_VERSION),
                 lambda tmp: generate(tmp, d),
+                read_all,
             )
-        read = read_course if d["source"] == "course" else read_deepmind
         labelled: dict[str, list[tuple[tuple[str, str], str]]] = {}
         for module in d["modules"]:
-            for name, pairs in held_out_splits(read(root, module, d), d).items():
+            for name, pairs in held_out_splits(files[module], d).items():
                 labelled.setdefault(name, []).extend((pair, module) for pair in pairs)
         # Interleave the modules of a mixture, so any slice of train (train_subset) has them all.
         random.Random(d["seed"]).shuffle(labelled["train"])
@@ -213,7 +221,7 @@ def _check_files(d: dict) -> list[str]:
 
 
 def _read_alternating(path: Path, limit: int | None = None) -> list[tuple[str, str]]:
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     if len(lines) % 2:
         raise UserError(
             f"{path}: odd number of lines; expected question and answer lines alternating"
@@ -246,8 +254,8 @@ def read_course(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, s
     """One module's files in the coursework layout (.x questions, .y answers)."""
 
     def pairs(stem: str) -> list[tuple[str, str]]:
-        x = (root / module / f"{stem}.x").read_text().splitlines()
-        y = (root / module / f"{stem}.y").read_text().splitlines()
+        x = read_text(root / module / f"{stem}.x").splitlines()
+        y = read_text(root / module / f"{stem}.y").splitlines()
         if len(x) != len(y):
             raise UserError(
                 f"{root / module}/{stem}.x has {len(x)} lines but {stem}.y has "
@@ -345,6 +353,8 @@ def _init_worker() -> None:
     import warnings
 
     warnings.simplefilter("ignore")  # the package's own deprecation noise
+    # Ctrl-C reaches the whole process group: the parent stops the pool and says so once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _MODULES = load_mathematics_dataset()
 
 

@@ -18,7 +18,7 @@ from babel.dates import format_date
 from tqdm import tqdm
 
 from dlrun.config import spec
-from dlrun.data.cache import cache_key, cached_dir
+from dlrun.data.cache import cache_key, cached
 from dlrun.errors import UserError
 from dlrun.registry import TASKS
 from dlrun.tasks.seq2seq import Seq2SeqTask
@@ -148,12 +148,12 @@ class DatesTask(Seq2SeqTask):
         d = dict(self.cfg["dataset"])
         d.pop("batch_size")  # does not change the data
         root = Path(cache_dir).expanduser() / "dates"
-        folder, _ = cached_dir(
+        data, _ = cached(
             root,
             cache_key(d, GENERATOR_VERSION),
             lambda tmp: (tmp / "pairs.json").write_text(json.dumps(generate(d))),
+            lambda folder: json.loads((folder / "pairs.json").read_text()),
         )
-        data = json.loads((folder / "pairs.json").read_text())
         return {split: [tuple(p) for p in pairs] for split, pairs in data.items()}
 
 

@@ -21,11 +21,13 @@ import torch
 from torch import nn
 
 from dlrun.config import spec
-from dlrun.data.cache import cache_key, cached_dir
+from dlrun.data.cache import cache_key, cached
 from dlrun.data.download import download
 from dlrun.data.text import TOKENIZERS, WordVocab, read_aclimdb, with_ngrams
+from dlrun.errors import UserError
 from dlrun.models import build_model
 from dlrun.registry import TASKS
+from dlrun.rundir import read_json, read_torch
 from dlrun.tasks.classify import ClassificationTask
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -116,15 +118,12 @@ class ImdbTask(ClassificationTask):
         stat = path.stat()
         key = {k: v for k, v in d.items() if k not in NOT_CACHED}
         key.update(path=str(path), size=stat.st_size, mtime=stat.st_mtime)
-        folder, _ = cached_dir(
+        data, _ = cached(
             Path(cache_dir).expanduser() / "imdb",
             cache_key(key, PREP_VERSION),
             lambda tmp: self._build(tmp, path),
+            self._load_cached,
         )
-        data = torch.load(folder / "data.pt", weights_only=True)
-        self.vocab = WordVocab(json.loads((folder / "vocab.json").read_text())[1:])
-        self.shown = json.loads((folder / "shown.json").read_text())
-        self._stats = json.loads((folder / "stats.json").read_text())
         for split, tensors in data.items():
             self.flat[split] = tensors.pop("ids")
             self.splits[split] = tensors
@@ -140,6 +139,12 @@ class ImdbTask(ClassificationTask):
         train = list(reviews["train"])
         random.Random(d["seed"]).shuffle(train)
         val, train = train[: d["val_size"]], train[d["val_size"] :]
+        if len({label for _, label, _ in train}) < 2:
+            raise UserError(
+                f"{path}: {len(reviews['train'])} training reviews leave too few for training "
+                f"after dataset.val_size={d['val_size']} (both classes are needed); lower "
+                "dataset.val_size"
+            )
         if d["train_samples"]:
             half = d["train_samples"] // 2
             train = [r for r in train if r[1] == 1][:half] + [r for r in train if r[1] == 0][:half]
@@ -163,6 +168,13 @@ class ImdbTask(ClassificationTask):
         (out / "shown.json").write_text(json.dumps(shown))
         (out / "stats.json").write_text(json.dumps(statistics(words, docs, splits, vocab)))
 
+    def _load_cached(self, folder: Path) -> dict:
+        data = torch.load(folder / "data.pt", weights_only=True)
+        self.vocab = WordVocab(json.loads((folder / "vocab.json").read_text())[1:])
+        self.shown = json.loads((folder / "shown.json").read_text())
+        self._stats = json.loads((folder / "stats.json").read_text())
+        return data
+
     def stats(self) -> dict[str, Any]:
         return self._stats
 
@@ -172,9 +184,17 @@ class ImdbTask(ClassificationTask):
             torch.save(self.feature_weights, run_dir / "feature_weights.pt")
 
     def load(self, run_dir: Path) -> None:
-        self.vocab = WordVocab(json.loads((run_dir / "vocab.json").read_text())[1:])
+        tokens = read_json(run_dir / "vocab.json", list)
+        if not tokens or not all(isinstance(t, str) for t in tokens):
+            raise UserError(f"{run_dir / 'vocab.json'}: not a dlrun vocabulary (a list of words)")
+        self.vocab = WordVocab(tokens[1:])
         if self.cfg["dataset"]["feature_weights"] != "none":
-            self.feature_weights = torch.load(run_dir / "feature_weights.pt", weights_only=True)
+            weights = read_torch(run_dir / "feature_weights.pt")
+            if not isinstance(weights, torch.Tensor) or weights.shape != (len(self.vocab),):
+                raise UserError(
+                    f"{run_dir / 'feature_weights.pt'}: not one weight per vocabulary word"
+                )
+            self.feature_weights = weights
 
     def to(self, device: torch.device) -> None:
         super().to(device)

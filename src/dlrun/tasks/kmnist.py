@@ -22,9 +22,10 @@ from torch import nn
 from dlrun.config import spec
 from dlrun.data.download import download
 from dlrun.data.images import read_idx, read_npz
-from dlrun.errors import UserError
+from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS
+from dlrun.rundir import read_json
 from dlrun.tasks.classify import ClassificationTask
 
 MIRROR = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
@@ -78,8 +79,14 @@ def read_kmnist(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise UserError(
                 f"{folder}: {split} images {images.shape} and labels {labels.shape} do not match"
             )
-        if labels.size and labels.max() >= len(CLASSES):
-            raise UserError(f"{folder}: {split} labels outside 0..{len(CLASSES) - 1}")
+        if images.shape[1:] != (28, 28):
+            h, w = images.shape[1:]
+            raise UserError(f"{folder}: {split} images are {h}x{w}; KMNIST images are 28x28")
+        if labels.size and (labels.max() >= len(CLASSES) or labels.min() < 0):
+            raise UserError(
+                f"{folder}: {split} labels run from {labels.min()} to {labels.max()}, outside "
+                f"0..{len(CLASSES) - 1} (KMNIST has {len(CLASSES)} classes)"
+            )
         out[split] = (images, labels.astype(np.int64))
     return out
 
@@ -155,7 +162,10 @@ class KmnistTask(ClassificationTask):
         )
 
     def load(self, run_dir: Path) -> None:
-        norm = json.loads((run_dir / "normalization.json").read_text())
+        path = run_dir / "normalization.json"
+        norm = read_json(path)
+        if not all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std")):
+            raise UserError(f"{path}: expected numbers 'mean' and 'std'")
         self.mean, self.std = norm["mean"], norm["std"]
 
     def to(self, device: torch.device) -> None:
@@ -216,7 +226,9 @@ class KmnistTask(ClassificationTask):
                         grey = grey.resize((28, 28), Image.Resampling.BILINEAR)
                     images.append(np.asarray(grey, dtype=np.uint8))
             except (OSError, UnidentifiedImageError) as exc:
-                raise UserError(f"{name}: not a readable image ({exc})") from None
+                raise UserError(
+                    f"{printable(name)}: not a readable image ({printable(str(exc), 120)})"
+                ) from None
         return {"image": torch.from_numpy(np.stack(images))}
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from dlrun.data.vocab import Vocab
 from dlrun.engine.distributed import SINGLE, Dist
-from dlrun.errors import UserError
+from dlrun.errors import UserError, printable
 from dlrun.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 from dlrun.models import build_model
 from dlrun.tasks.base import Task
@@ -231,7 +231,8 @@ class Seq2SeqTask(Task):
         too_long = [t for t in texts if len(t) > self.max_src_len]
         if too_long:
             raise UserError(
-                f"input '{too_long[0]}' has {len(too_long[0])} characters; this model "
+                f"input '{printable(too_long[0], 40)}' has {len(too_long[0]):,} characters; "
+                "this model "
                 f"reads at most dataset.max_src_len={self.max_src_len}"
             )
         device = next(model.parameters()).device

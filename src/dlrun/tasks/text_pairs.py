@@ -9,13 +9,15 @@ pairs are split into train/val/test by a seeded shuffle; pairs longer than
 
 from __future__ import annotations
 
+import codecs
 import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from dlrun.config import spec
-from dlrun.errors import UserError
+from dlrun.data.text import read_text
+from dlrun.errors import UserError, printable
 from dlrun.registry import TASKS
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
@@ -35,24 +37,25 @@ class TextPairsDataConfig:
     batch_size: int = spec(64, ge=1)
     max_src_len: int = spec(100, ge=1)
     max_tgt_len: int = spec(101, ge=2)  # characters + the end token
+    encoding: str = spec("utf-8")  # of the TSV file (latin-1, cp1252...)
 
 
-def read_pairs(path: Path, reverse: bool = False) -> list[tuple[str, str]]:
+def read_pairs(path: Path, reverse: bool = False, encoding: str = "utf-8") -> list[tuple[str, str]]:
     """(source, target) pairs of a TSV; blank lines skipped, a line without a tab is an error."""
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            columns = line.split("\t")
-            if len(columns) < 2:
-                raise UserError(
-                    f"{path}, line {number}: expected source<TAB>target, found no tab "
-                    f"('{line[:60]}')"
-                )
-            src, tgt = columns[0].strip(), columns[1].strip()
-            pairs.append((tgt, src) if reverse else (src, tgt))
+    text = read_text(path, encoding, key="dataset.encoding")
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) < 2:
+            raise UserError(
+                f"{path}, line {number}: expected source<TAB>target, found no tab "
+                f"('{printable(line, 60)}')"
+            )
+        src, tgt = columns[0].strip(), columns[1].strip()
+        pairs.append((tgt, src) if reverse else (src, tgt))
     return pairs
 
 
@@ -62,6 +65,12 @@ class TextPairsTask(Seq2SeqTask):
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg["dataset"]
+        try:
+            codecs.lookup(d["encoding"])
+        except LookupError:
+            problems.append(
+                f"dataset.encoding={d['encoding']}: unknown encoding; e.g. utf-8, latin-1, cp1252"
+            )
         if d["val_fraction"] + d["test_fraction"] >= 1:
             problems.append(
                 f"dataset.val_fraction + dataset.test_fraction = "
@@ -86,7 +95,7 @@ class TextPairsTask(Seq2SeqTask):
     def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
         d = self.cfg["dataset"]
         path = Path(d["path"]).expanduser()
-        pairs = read_pairs(path, d["reverse"])[: d["max_pairs"]]
+        pairs = read_pairs(path, d["reverse"], d["encoding"])[: d["max_pairs"]]
         pairs = [(self.normalize(s), self.normalize(t)) for s, t in pairs]
         kept = [
             (s, t)

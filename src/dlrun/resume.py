@@ -1,0 +1,157 @@
+"""Resume: continue a run from its own saved config, read as data.
+
+The config comes from the run's ``checkpoints/last.pt`` (resolved when it was
+written and loaded with ``weights_only=True``), never from its saved
+overrides: nothing in a run directory can choose a Hydra callback, a launcher,
+a ``_target_`` or where files are written, and no interpolation in it is
+resolved again. A resume command may change only what continues a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import UserError
+from dlrun.rundir import read_checkpoint, select
+
+# How long, how often, where, and what is logged: all a resume may change.
+CONTINUE = (
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "trainer.patience",
+    "trainer.stop_at",
+    "trainer.eval_every",
+    "trainer.log_every",
+    "trainer.eval_batch_size",
+    "trainer.num_samples",
+    "trainer.also_eval",
+    "trainer.eval_at_start",
+    "dataset.download",
+    "device",
+    "paths",
+    "logger",
+)
+# Hydra keys a resume sets itself: it continues in the run's own directory and
+# leaves the run's .hydra/ record as it was.
+OWN_HYDRA_KEYS = ("hydra.run.dir", "hydra.output_subdir", "hydra.sweep.dir")
+REFUSED = (
+    "{key} cannot change when a run is resumed (only how long, how often, where and what is "
+    "logged can: trainer.max_steps/max_epochs/max_time/patience/stop_at, "
+    "trainer.eval_every/log_every, device, paths, logger); start a new run to change it"
+)
+
+
+def continues(key: str) -> bool:
+    """Whether the config key (or group) ``key`` may change on resume."""
+    return any(key == k or key.startswith(k + ".") for k in CONTINUE)
+
+
+def saved_checkpoint(run_dir: Path) -> dict:
+    """The run's last checkpoint: its config (as trained) and its training state."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise UserError(
+            f"resume={run_dir}: not a dlrun run directory with a checkpoint (expected "
+            "checkpoints/last.pt); pass a run directory that dlrun printed"
+        )
+    return read_checkpoint(path)
+
+
+def check_unfinished(run_dir: Path, state: Any, cfg: dict) -> None:
+    """Refuse to resume a run whose limits are already reached: it would only test again."""
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise UserError(f"{run_dir}/checkpoints/last.pt: no training state inside")
+    t = cfg["trainer"]
+    reached = None
+    if t["max_steps"] and state["step"] >= t["max_steps"]:
+        reached = f"step {state['step']} of trainer.max_steps={t['max_steps']}"
+    elif t["max_epochs"] and state.get("epoch", 0) >= t["max_epochs"]:
+        reached = f"epoch {state['epoch']} of trainer.max_epochs={t['max_epochs']}"
+    elif t["max_time"] and state.get("train_time", 0) >= t["max_time"]:
+        reached = f"{state['train_time']:.0f}s of trainer.max_time={t['max_time']}"
+    if reached:
+        raise UserError(
+            f"resume={run_dir}: the run has already finished ({reached}); raise "
+            "trainer.max_steps, trainer.max_epochs or trainer.max_time to train further"
+        )
+    if state.get("halt"):
+        raise UserError(
+            f"resume={run_dir}: the run already stopped by {state['halt']} at step "
+            f"{state['step']}; start a new run to train further"
+        )
+
+
+def _assign(data: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def check_overrides(run_dir: Path, parsed: list, saved: dict, groups: set[str]) -> list[str]:
+    """The overrides (as parsed by Hydra) that a resume passes on; refuses the rest.
+
+    A key that would not continue the run is refused unless its value is the
+    one the run already has (so pasting the original command still works).
+    """
+    keep = []
+    for o in parsed:
+        key = o.key_or_group
+        if key == "resume" or continues(key):
+            keep.append(o)
+        elif key.startswith(OWN_HYDRA_KEYS):
+            raise UserError(f"resume={run_dir}: {key} is set by resume itself; leave it out")
+        elif key.startswith(("hydra.", "hydra/")):
+            keep.append(o)  # the user's own Hydra settings for this command (logging...)
+        elif not _unchanged(o, saved, groups):
+            raise UserError(f"resume={run_dir}: " + REFUSED.format(key=key))
+    return keep
+
+
+def _unchanged(o, saved: dict, groups: set[str]) -> bool:
+    if o.is_delete() or o.key_or_group == "experiment":
+        return False
+    key, value = o.key_or_group, o.value()
+    if key in groups:  # task=imdb: the section the group chose
+        return select(saved, f"{key}.name") == value
+    return select(saved, key, default=object()) == value
+
+
+def resumed_config(saved: dict, run_dir: Path, composed: dict, keys: list[str]) -> dict:
+    """The run's ``saved`` config with this command's continuation ``keys`` from ``composed``.
+
+    ``paths`` always come from this command: they say where things are on
+    this machine now, and a run directory must not choose where files go.
+    """
+    data = copy.deepcopy(saved)
+    for key in keys:
+        if continues(key) and not key.startswith("paths"):
+            _assign(data, key, copy.deepcopy(select(composed, key)))
+    if "dataset.download" not in keys and isinstance(data.get("dataset"), dict):
+        if "download" in data["dataset"]:
+            data["dataset"]["download"] = False  # fetch only when this command says so
+    data["paths"] = copy.deepcopy(composed["paths"])
+    data["resume"] = str(run_dir)
+    return data
+
+
+_PLAIN = re.compile(r"[\w/.\-~+@: ]+")
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as a value Hydra's override parser reads back unchanged."""
+    if _PLAIN.fullmatch(text) and text == text.strip():
+        return text
+    escaped = text.replace("'", "\\'").replace("${", "\\${")
+    return f"'{escaped}'"
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that continues ``run_dir``, safe to paste into a shell."""
+    return "dlrun " + shlex.quote(f"resume={hydra_value(str(run_dir))}")

@@ -1,0 +1,126 @@
+"""A run directory read as data: nothing in it can run code or reach the environment.
+
+Resume, predict and report read a run's files through these functions. JSON
+and YAML are parsed as plain data (no OmegaConf interpolation, so a handed
+``${oc.env:...}`` stays a string), checkpoints load with ``weights_only=True``,
+and a damaged or foreign file is one ``UserError`` line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import UserError
+
+CHECKPOINTS = ("best.pt", "last.pt")
+
+
+def _brief(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = text or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def select(data: dict, key: str, default: Any = None) -> Any:
+    """``data['a']['b']`` for ``'a.b'`` in plain nested dicts; ``default`` if absent."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file of a run directory."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; the run directory is incomplete") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start}); the {what} is damaged"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({_brief(exc)})") from None
+
+
+def read_json(path: Path, expect: type = dict) -> Any:
+    """A JSON file whose top level is ``expect`` (dict or list)."""
+    text = read_text(path, "JSON file")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "the file is damaged or truncated"
+        ) from None
+    if not isinstance(value, expect):
+        raise UserError(
+            f"{path}: expected a JSON {_json_kind(expect)}, found a JSON {_json_kind(type(value))}"
+        )
+    return value
+
+
+def _json_kind(tp: type) -> str:
+    return {dict: "object", list: "list", str: "string"}.get(tp, "value")
+
+
+def read_yaml(path: Path, expect: type = dict) -> Any:
+    """A YAML file as plain data (safe loader; interpolations stay strings)."""
+    import yaml
+
+    text = read_text(path, "YAML file")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({_brief(exc)})") from None
+    if not isinstance(value, expect):
+        kind = "mapping" if expect is dict else "list"
+        raise UserError(f"{path}: expected a YAML {kind}, found {type(value).__name__}")
+    return value
+
+
+def read_torch(path: Path, map_location: Any = "cpu") -> Any:
+    """A file written by ``torch.save``, loaded with ``weights_only=True`` (never runs code)."""
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"{path}: missing; the run directory is incomplete")
+    try:
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning: the error says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, refused globals: the file's fault
+        raise UserError(
+            f"{path}: not readable ({_brief(exc)}); it is truncated, corrupt or not written "
+            "by dlrun, and was not loaded"
+        ) from None
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
+    """A dlrun checkpoint: model weights, training state and the run's resolved config."""
+    ckpt = read_torch(path, map_location)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"{path}: not a dlrun checkpoint (no model and config inside)")
+    if not isinstance(ckpt.get("model"), dict):
+        raise UserError(f"{path}: not a dlrun checkpoint (no model weights inside)")
+    return ckpt
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    """The run's ``checkpoints/best.pt`` (or ``last.pt``); a clear error if it has none."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    for name in CHECKPOINTS:
+        path = run_dir / "checkpoints" / name
+        if path.is_file():
+            return path
+    raise UserError(
+        f"{run_dir}: not a complete dlrun run directory (needs checkpoints/best.pt); pass "
+        "the directory a finished `dlrun` printed"
+    )
