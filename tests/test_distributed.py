@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_DATA, read_csv, run_cli, sweep_dir
+from conftest import TINY, TINY_DATA, merged, read_csv, run_cli, sweep_dir
 
 from dlrun.engine.distributed import SINGLE, Dist
 
@@ -90,7 +90,7 @@ def kmnist_args(corpora):
     # 600 - 100 images = 500 for training: the last batch of each epoch is partial.
     data = [o.format(**corpora) for o in TINY_DATA["kmnist"]]
     # No dropout: ranks draw their own dropout masks, a single process draws others.
-    return ["task=kmnist", *TINY, *data, "model.dropout=0", "trainer.max_steps=24"]
+    return merged("task=kmnist", *TINY, *data, "model.dropout=0", "trainer.max_steps=24")
 
 
 def test_two_process_run_equals_one_process(tmp_path, cache_dir, kmnist_args):
@@ -116,11 +116,7 @@ def test_two_process_run_equals_one_process(tmp_path, cache_dir, kmnist_args):
     assert (two / "checkpoints" / "last.pt").is_file()
 
     # Resume: both ranks continue from rank 0's checkpoint, into the same directory.
-    more = [
-        *(a for a in kmnist_args if not a.startswith("trainer.max_steps=")),
-        "trainer.max_steps=30",
-    ]
-    more.append(f"resume={two}")
+    more = [*merged(*kmnist_args, "trainer.max_steps=30"), f"resume={two}"]
     done = run_cli([*torchrun, "--nproc_per_node=2", "-m", "dlrun.train", *more], ddp, cache_dir)
     assert done.returncode == 0, done.stderr
     assert _only_run_dir(ddp) == two

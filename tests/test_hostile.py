@@ -243,10 +243,9 @@ def _copy(finished: Path, dst: Path) -> Path:
     return dst
 
 
-def hostile_files(tmp: Path, finished: dict[str, Path]) -> dict[str, str]:
+def hostile_files(tmp: Path, finished: dict[str, Path]) -> dict:
     """The paths the cases name, each written only when a case asks for it."""
     run = finished["dates"]
-    files: dict[str, object] = {}
 
     def damaged(name: str, edit, source: Path = run) -> Path:
         copy = _copy(source, tmp / name)
@@ -369,7 +368,7 @@ def hostile_files(tmp: Path, finished: dict[str, Path]) -> dict[str, str]:
             lambda d: write(d / "metrics.jsonl", '{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n'),
         ),
     }
-    return {name: make for name, make in makers.items()}
+    return makers
 
 
 def _truncated_tar(tmp: Path, tree: Path) -> Path:
@@ -627,3 +626,68 @@ def test_torchrun_user_error_is_printed_once(tmp_path, cache_dir):
     )
     assert done.returncode != 0
     assert done.stderr.count("dlrun: error: invalid config: optimizer.lr=-1") == 1
+
+
+# -- a property: any override of real keys with hostile values -----------------------------
+
+KEYS = [
+    "optimizer.lr",
+    "optimizer.weight_decay",
+    "optimizer.betas",
+    "trainer.max_steps",
+    "trainer.max_time",
+    "trainer.eval_every",
+    "trainer.grad_clip",
+    "trainer.patience",
+    "trainer.stop_at",
+    "trainer.seed",
+    "dataset.batch_size",
+    "dataset.train_size",
+    "dataset.locales",
+    "model.hidden_size",
+    "model.dropout",
+    "decode.beam_size",
+    "device.threads",
+    "scheduler.warmup_steps",
+    "trainer.max_steps.deeper",
+    "trainer.nope",
+    "model",
+    "optimizer",
+    "device",
+    "task",
+]
+BAD = ["-1", "0", "1", "1e-3", "inf", "-inf", "nan", "null", "true", "abc", "[1,2]", "[]"]
+BAD += ["1e400", "", "'a b'", "${oc.env:HOME}", "1,2", "[inf]", "{a: 1}", "\x1b[2J", "'\n'"]
+
+
+def test_any_override_of_real_keys_is_valid_or_one_line():
+    """dlrun's gate either accepts a command line or refuses it with one line (exit 2)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from dlrun.preflight import preflight
+
+    value = st.one_of(
+        st.sampled_from(BAD),
+        st.integers(-(10**12), 10**12).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.text(max_size=12),
+    )
+    override = st.tuples(st.sampled_from(KEYS), value).map(lambda kv: f"{kv[0]}={kv[1]}")
+
+    @settings(
+        max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    @given(st.lists(override, min_size=1, max_size=3, unique_by=lambda o: o.split("=")[0]))
+    def check(argv):
+        try:
+            preflight(
+                [*argv, "device=cpu"] if not any(a.startswith("device") for a in argv) else argv,
+                train.CONF_DIR,
+            )
+        except UserError as exc:
+            message = str(exc)
+            assert "\n" not in message and 0 < len(message) < 600, message[:800]
+            assert "\x1b" not in message
+
+    check()

@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"dlrun-report: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("dlrun-report: stopped by SIGINT", file=sys.stderr)
+        sys.exit(130)
     print(report.table.markdown(), end="")
     print(f"\nwrote {', '.join(f.name for f in report.files)} in {out}")
 
