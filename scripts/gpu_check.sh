@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # the check functions are called through check()
 # scripts/gpu_check.sh [--wheels DIR] [--device cuda|cpu] [--logs DIR]
 #
 # Runs every CUDA path of dlrun once on a GPU box, in about 4 minutes on one H100
@@ -41,7 +42,7 @@ if [[ -z $logs ]]; then
 fi
 mkdir -p "$logs"
 logs=$(cd "$logs" && pwd)
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 helper=(python scripts/gpu_check.py)
 echo "gpu_check: device $device, logs in $logs"
 
@@ -110,7 +111,7 @@ train() {
     shift 3
     dlrun "${common[@]}" "$@" "hydra.run.dir=$runs/$name" &&
         "${helper[@]}" verify "$runs/$name" --device "$device" --amp "$want_amp" \
-            --steps "$steps" $verify_extra
+            --steps "$steps" ${verify_extra:+"$verify_extra"}
 }
 
 check data "${helper[@]}" data "$data" $small

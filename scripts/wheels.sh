@@ -119,10 +119,10 @@ for v in $pythons; do
 done
 
 # 4. Nothing pulled torch or a CUDA package in after all.
-if compgen -G "$dir/torch-*" >/dev/null || compgen -G "$dir/nvidia_*" >/dev/null \
-    || compgen -G "$dir/triton-*" >/dev/null; then
+unwanted=$(find "$dir" -maxdepth 1 \( -name 'torch-*' -o -name 'nvidia_*' -o -name 'triton-*' \))
+if [[ -n $unwanted ]]; then
     echo "wheels.sh: a dependency pulled torch or CUDA packages into $dir:" >&2
-    ls "$dir" | grep -E '^(torch|nvidia_|triton)-?' >&2
+    echo "$unwanted" >&2
     exit 1
 fi
 count=$(find "$dir" -maxdepth 1 -name '*.whl' | wc -l)
