@@ -42,9 +42,10 @@ def set_rng_states(states: dict) -> None:
     random.setstate(_as_tuple(states["python"]))
     kind, keys, *rest = states["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(states["torch"])
+    # RNG states are CPU byte tensors; a checkpoint loaded onto a GPU moved them there.
+    torch.set_rng_state(states["torch"].cpu())
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 
 
 def _as_tuple(value: Any) -> Any:
