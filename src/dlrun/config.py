@@ -34,6 +34,8 @@ class TaskConfig:
     name: str = spec("dates")
     monitor: str = spec("val/exact_match")  # metric that picks best.pt and drives early stopping
     mode: str = spec("max", choices=["max", "min"])
+    # task=tabular: classification (default) or regression; other tasks have one kind.
+    problem: str | None = spec(None, choices=["classification", "regression"])
 
 
 @dataclass

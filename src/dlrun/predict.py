@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             for start in range(0, len(inputs), args.batch_size):
                 chunk = inputs[start : start + args.batch_size]
                 for prediction in task.predict(model, chunk, args.batch_size):
-                    print(printable(prediction, 10_000))
+                    # Fields stay tab-separated; anything else unprintable is escaped.
+                    print("\t".join(printable(f, 10_000) for f in prediction.split("\t")))
     except UserError as exc:
         print(f"dlrun-predict: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -428,4 +428,5 @@ class Trainer:
             self.save("best.pt")
         self.save("last.pt")
         self._since_eval = (s.samples, time.monotonic())  # throughput counts training only
-        return {self.monitor_key: f"{metrics[self.monitor_key]:.4f}"}
+        # Named val_loss, not loss: the bar's postfix shows the training loss as loss.
+        return {f"{self.monitor_split}_{self.monitor_key}": f"{metrics[self.monitor_key]:.4f}"}
