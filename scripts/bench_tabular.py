@@ -36,7 +36,8 @@ def write_points(path: Path, n: int = 1200, classes: int = 5, seed: int = 0) -> 
 
 
 def run_dlrun(points: Path, out: Path, overrides: list[str]) -> dict:
-    cmd = ["dlrun", "task=tabular", f"dataset.path={points}", "dataset.target=labels"]
+    exe = Path(sys.executable).with_name("dlrun")  # the dlrun of this Python's environment
+    cmd = [str(exe), "task=tabular", f"dataset.path={points}", "dataset.target=labels"]
     cmd += ["device=cpu", f"paths.output_dir={out / 'outputs'}", *overrides]
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
@@ -49,7 +50,7 @@ def run_dlrun(points: Path, out: Path, overrides: list[str]) -> dict:
         "accuracy": summary["test"]["test/accuracy"],
         "train_s": summary["train_time_s"],
         "wall_s": wall,
-        "command": " ".join(cmd[:4] + overrides),
+        "command": " ".join(["dlrun", *cmd[1:4], *overrides]),
     }
 
 

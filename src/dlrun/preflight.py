@@ -306,9 +306,12 @@ def _compose(conf_dir: Path, overrides: list[str]):
             node = OmegaConf.select(base, parent, default=None) if parent else base
             while parent and not OmegaConf.is_dict(node):  # trainer.max_steps.x: up to a section
                 if node is not None:
+                    section, _, _ = parent.rpartition(".")
+                    keys = OmegaConf.select(base, section) if section else base
                     raise UserError(
                         f"unknown config key '{_shown(key)}': {parent} is a value, not a "
-                        f"section; set it with {parent}=VALUE"
+                        f"section; set it with {parent}=VALUE (keys of {section or 'the config'}:"
+                        f" {', '.join(map(str, keys.keys()))})"
                     )
                 parent, _, leaf = parent.rpartition(".")
                 node = OmegaConf.select(base, parent, default=None) if parent else base
