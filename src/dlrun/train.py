@@ -271,6 +271,9 @@ def _torchrun_rank():
 
 def main() -> None:
     """The ``dlrun`` console script."""
+    if sys.argv[1:] == ["--version"]:  # Hydra's own flag would print Hydra's version
+        print(f"dlrun {__version__} (Hydra {hydra.__version__})")
+        return
     from dlrun.preflight import preflight
 
     try:
