@@ -123,10 +123,22 @@ class TransformerSeq2Seq(Seq2Seq):
         return memory, src_pad
 
     def encode(self, src: torch.Tensor):
-        enc, src_pad = self._encode(src)
-        if not self.use_cache:
-            return (enc, src_pad), src.new_empty((src.shape[0], 0))
-        heads, b = self.cfg.nhead, src.shape[0]
+        return self._decoding_start(*self._encode(src))
+
+    def score_and_generate(
+        self, src: torch.Tensor, tgt_in: torch.Tensor, max_len: int, beam_size: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, src_pad = self._encode(src)  # once for both
+        logits = self._decode((enc, src_pad), tgt_in)
+        pred = self.generate(src, max_len, beam_size, self._decoding_start(enc, src_pad))
+        return logits, pred
+
+    def _decoding_start(self, enc: torch.Tensor, src_pad: torch.Tensor):
+        """``encode``'s (memory, state) from the encoder's output."""
+        b = src_pad.shape[0]
+        if not self.use_cache:  # the state is the prefix decoded so far
+            return (enc, src_pad), torch.empty((b, 0), dtype=torch.long, device=enc.device)
+        heads = self.cfg.nhead
         cross = []
         for layer in self.decoder.layers:
             attn = layer.multihead_attn
