@@ -227,3 +227,15 @@ def test_transformer_cached_decoding_after_training():
         assert torch.equal(cached, uncached), beam
         learnt = (cached[:, : tgt.shape[1]] == tgt[:, : cached.shape[1]]).float().mean()
         assert learnt > 0.5
+
+
+@pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
+def test_score_and_generate_equals_forward_and_generate(name, kw):
+    model = make(name, **kw).eval()
+    src = torch.randint(4, 20, (3, 8))
+    src[2, 5:] = PAD
+    tgt_in = torch.randint(4, 15, (3, 5))
+    with torch.no_grad():
+        logits, pred = model.score_and_generate(src, tgt_in, 9, 2)
+        assert torch.allclose(logits, model(src, tgt_in), atol=1e-5)
+        assert torch.equal(pred, model.generate(src, 9, 2))

@@ -56,14 +56,21 @@ class Seq2Seq(nn.Module):
             return self.greedy(src, max_len, encoded)
         return self.beam_search(src, max_len, beam_size, encoded)
 
+    def teacher_forced(self, encoded: Any, tgt_in: torch.Tensor) -> torch.Tensor | None:
+        """``forward``'s logits from what ``encode`` returned, or None where a model
+        cannot reuse it (then evaluation runs ``forward``)."""
+        return None
+
     def score_and_generate(
         self, src: torch.Tensor, tgt_in: torch.Tensor, max_len: int, beam_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced logits and decoded ids of one evaluation batch.
-
-        Models whose encoder is costly run it once for both (the Transformer).
-        """
-        return self(src, tgt_in), self.generate(src, max_len, beam_size)
+        """Teacher-forced logits and decoded ids of one evaluation batch, the source
+        encoded once for both where the model allows (``teacher_forced``)."""
+        encoded = self.encode(src)
+        logits = self.teacher_forced(encoded, tgt_in)
+        if logits is None:
+            logits = self(src, tgt_in)
+        return logits, self.generate(src, max_len, beam_size, encoded)
 
     @torch.no_grad()
     def greedy(self, src: torch.Tensor, max_len: int, encoded: Any = None) -> torch.Tensor:
@@ -196,13 +203,17 @@ class GRUSeq2Seq(Seq2Seq):
         output, hidden = self.decoder(self._decoder_input(tokens, memory), hidden)
         return self.out(self.dropout(output[:, -1])), hidden.transpose(0, 1)
 
+    def teacher_forced(self, encoded, tgt_in: torch.Tensor) -> torch.Tensor:
+        memory, state = encoded
+        hidden = state.transpose(0, 1).contiguous()
+        output, _ = self.decoder(self._decoder_input(tgt_in, memory), hidden)
+        return self.out(self.dropout(output))
+
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         memory, state = self.encode(src)
         ratio = self.cfg.teacher_forcing
         if ratio >= 1.0 or not self.training:
-            hidden = state.transpose(0, 1).contiguous()
-            output, _ = self.decoder(self._decoder_input(tgt_in, memory), hidden)
-            return self.out(self.dropout(output))
+            return self.teacher_forced((memory, state), tgt_in)
         logits = []
         tokens = tgt_in[:, :1]
         for t in range(tgt_in.shape[1]):
