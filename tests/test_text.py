@@ -88,3 +88,24 @@ def test_reader_errors(tmp_path):
     (tmp_path / "aclImdb" / "train" / "pos" / "0_9.txt").write_text("x")
     with pytest.raises(UserError, match="no test/pos or test/neg reviews"):
         read_aclimdb(tmp_path / "aclImdb")
+
+
+def test_basic_english_in_one_pass_equals_torchtext_s_rules():
+    import random
+
+    from dlrun.data.text import basic_english_reference
+
+    texts = [
+        'It\'s "great"<br />  (really)?; yes: no.',
+        'x<br "/>y',
+        "dots...and,commas",
+        "tab\tnew\nline\x0bvt \u00a0nbsp \u2003em \x1cfs",
+        "ÉCOLE d'été <BR />UPPER",
+        ":;",
+        "",
+    ]
+    rng = random.Random(0)
+    chars = list("ab '\".,()!?;:<>/br\t\n\x1c\x85\u00a0Ç")
+    texts += ["".join(rng.choice(chars) for _ in range(rng.randint(0, 24))) for _ in range(3000)]
+    for text in texts:
+        assert basic_english(text) == basic_english_reference(text), text
