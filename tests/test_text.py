@@ -109,3 +109,20 @@ def test_basic_english_in_one_pass_equals_torchtext_s_rules():
     texts += ["".join(rng.choice(chars) for _ in range(rng.randint(0, 24))) for _ in range(3000)]
     for text in texts:
         assert basic_english(text) == basic_english_reference(text), text
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_reader_reads_every_tar_format(tmp_path, fmt):
+    """The block reader, and tarfile where a header needs it (long names, pax records)."""
+    deep = "d" * 90  # directories past ustar's 100-character name field
+    for split in ("train", "test"):
+        for label, text in (("pos", "good film"), ("neg", "bad film")):
+            folder = tmp_path / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            (folder / "3_8.txt").write_text(f"{text} {split} é")
+    (tmp_path / "aclImdb" / "train" / "pos" / deep).mkdir()
+    (tmp_path / "aclImdb" / "train" / "pos" / deep / "4_9.txt").write_text("not a review path")
+    from_dir = read_aclimdb(tmp_path / "aclImdb")
+    with tarfile.open(tmp_path / "a.tar.gz", "w:gz", format=fmt) as tar:
+        tar.add(tmp_path / "aclImdb", arcname="aclImdb")
+    assert read_aclimdb(tmp_path / "a.tar.gz") == from_dir

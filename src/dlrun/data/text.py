@@ -6,8 +6,10 @@ import with current torch): ``basic_english`` follows torchtext's rules.
 
 from __future__ import annotations
 
+import gzip
 import re
 import tarfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -91,6 +93,38 @@ class WordVocab:
         return [self.stoi.get(t, self.oov_id) for t in tokens]
 
 
+class _NotPlain(Exception):
+    """A tar header that ``_plain_tar_files`` does not read."""
+
+
+def _plain_tar_files(path: Path):
+    """(name, bytes) of each regular file in a ustar or GNU tar (gzipped or not), read
+    block by block: several times faster than tarfile for 50,000 small files. Raises
+    ``_NotPlain`` at a header it does not read (pax, long names, huge sizes)."""
+    opener = gzip.open if path.name.endswith(("gz", ".tgz")) else open
+    with opener(path, "rb") as f:
+        while True:
+            header = f.read(512)
+            if len(header) < 512 or not header.strip(b"\0"):
+                return  # end of archive: zero blocks
+            kind, size_field = header[156:157], header[124:136]
+            if kind not in (b"0", b"\0", b"5") or size_field[0] & 0x80:
+                raise _NotPlain
+            try:
+                size = int(size_field.split(b"\0", 1)[0].strip() or b"0", 8)
+            except ValueError:
+                raise _NotPlain from None
+            name = header[:100].split(b"\0", 1)[0]
+            if header[257:263] == b"ustar\x00":  # POSIX: a prefix may hold the directories
+                prefix = header[345:500].split(b"\0", 1)[0]
+                name = prefix + b"/" + name if prefix else name
+            body = f.read((size + 511) // 512 * 512)
+            if len(body) < size:
+                raise EOFError("unexpected end of data")
+            if kind != b"5":
+                yield name.decode("utf-8", "surrogateescape"), body[:size]
+
+
 def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
     """Reviews of the Large Movie Review Dataset from its folder or its ``.tar.gz``.
 
@@ -114,11 +148,17 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
             add(file.relative_to(path).as_posix(), file.read_bytes)
     elif path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         try:
-            with tarfile.open(path) as tar:
-                for member in tar:
-                    if member.isfile():
-                        add(member.name, lambda m=member: tar.extractfile(m).read())
-        except (tarfile.TarError, EOFError, OSError) as exc:
+            try:
+                for member, content in _plain_tar_files(path):
+                    add(member, lambda c=content: c)
+            except _NotPlain:  # pax or GNU long-name headers: tarfile reads those
+                for rows in found.values():
+                    rows.clear()
+                with tarfile.open(path) as tar:
+                    for member in tar:
+                        if member.isfile():
+                            add(member.name, lambda m=member: tar.extractfile(m).read())
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise UserError(f"{path}: not a readable aclImdb tarball ({exc})") from None
     else:
         raise UserError(
