@@ -73,7 +73,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     """
     import torch
 
-    from dlrun.engine import checkpoint, distributed
+    from dlrun.engine import checkpoint, debug, distributed
     from dlrun.engine.device import peak_memory_mb, resolve_device
     from dlrun.engine.plots import plot_curves
     from dlrun.engine.trainer import Trainer
@@ -103,6 +103,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     if dist.main:
         (run_dir / "stats.json").write_text(json.dumps(task.stats(), indent=2) + "\n")
         task.save(run_dir)
+    debug.limit_splits(task, data)
     task.to(dev.device)
     model = task.build_model().to(dev.device)
     params = sum(p.numel() for p in model.parameters())
@@ -128,13 +129,21 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         if data["logger"]["name"] == "tensorboard":
             writers.append(TensorBoardWriter(run_dir / "tensorboard"))
     writer = Writers(writers)
+    dbg = data["debug"]
     try:
         try:
-            state = trainer.fit(writer)
+            with (
+                torch.autograd.set_detect_anomaly(dbg["anomaly"]),
+                debug.profiled(dbg["profile_steps"], run_dir, dev.device) as trainer.profiler,
+            ):
+                state = trainer.fit(writer)
         except UserError:
             if not resume and trainer.state.step == 0:  # nothing trained: nothing to keep
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             raise
+        trainer.profiler = None
+        if dbg["train_batches"] and dist.main:
+            debug.overfit_verdict(trainer.train_losses, dbg["overfit_loss"])
         if not dist.main:  # rank 0 tests and writes the rest
             distributed.shutdown(dist)
             return {}
@@ -311,6 +320,9 @@ def _torchrun_rank():
 
 def main() -> None:
     """The ``dlrun`` console script."""
+    if sys.argv[1:] == ["--version"]:  # Hydra's own flag would print Hydra's version
+        print(f"dlrun {__version__} (Hydra {hydra.__version__})")
+        return
     from dlrun.engine.distributed import from_env
     from dlrun.preflight import preflight
 

@@ -117,6 +117,8 @@ class Trainer:
         self._started: float | None = None
         self.first_step_s: float | None = None  # compilation included when device.compile
         self.first_step_at: float | None = None  # time.time() when the first step began
+        self.profiler = None  # debug=profile: a torch.profiler advanced after each step
+        self.train_losses: list[float] = []  # each logging window's mean training loss
         self.reset_window()
         # The first step whose loss was not finite (-1: none), checked at logging cadence.
         self._first_bad = torch.full((), -1, device=dev.device, dtype=torch.long)
@@ -352,6 +354,8 @@ class Trainer:
                 if first:
                     self.first_step_at, first_start = time.time(), time.monotonic()
                 self.train_step()
+                if self.profiler is not None:
+                    self.profiler.step()
                 window_steps += 1
                 bar.update()
                 if first:
@@ -375,6 +379,7 @@ class Trainer:
                         "elapsed": s.train_time + now - started,
                     }
                     writer.log(record, s.step)
+                    self.train_losses.append(record["loss"])
                     bar.set_postfix(loss=f"{record['loss']:.4f}", **(last_metric or {}))
                     self.reset_window()
                     window_steps, window_start = 0, now

@@ -85,6 +85,10 @@ class Task:
         if n > 0:
             self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
 
+    def keep_first(self, split: str, n: int) -> None:
+        """Cut ``split`` to its first ``n`` examples (debug modes)."""
+        self.splits[split] = {k: v[:n] for k, v in self.splits[split].items()}
+
     def stats(self) -> dict[str, Any]:
         """Dataset statistics written to ``stats.json`` and printed by ``dlrun-stats``."""
         return {name: {"examples": self.size(name)} for name in self.splits}
