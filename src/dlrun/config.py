@@ -118,6 +118,7 @@ class RootConfig:
     decode: DecodeConfig = spec(None)
     logger: LoggerConfig = spec(None)
     resume: str | None = spec(None)
+    tune: Any = spec(None)  # set by the optuna sweeper: the study and trial of a search
 
 
 def _type_name(tp: Any) -> str:

@@ -125,6 +125,10 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
 
     data = validate(cfg)
     resolve_device(data["device"])
+    if multirun:  # hydra/sweeper=optuna: every end of every range, before any trial
+        from dlrun.tune import check_search
+
+        check_search(conf_dir, parsed, overrides, lambda o: _compose(conf_dir, o))
     return argv
 
 
@@ -154,6 +158,10 @@ def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
 def _first_choice(o, text: str) -> str:
     if not o.is_sweep_override():
         return text
+    if not o.is_discrete_sweep():  # interval(): a search's range, from its lower end
+        from dlrun.tune import override_text, parse_param
+
+        return override_text(o.get_key_element(), parse_param(o).extremes()[0])
     first = next(iter(o.sweep_string_iterator()))
     return f"{o.get_key_element()}={first}"
 
@@ -198,7 +206,9 @@ def _resume_overrides(run_dir: Path, new: list[str]) -> list[str]:
             f"resume={run_dir}: not a dlrun run directory with a checkpoint "
             "(expected .hydra/overrides.yaml and checkpoints/last.pt)"
         )
-    old = [o for o in OmegaConf.load(saved) if not str(o).startswith(("resume=", "hydra."))]
+    # A search's trial (+tune.*) continues as a plain run: the study has moved on.
+    skip = ("resume=", "hydra.", "+tune.")
+    old = [o for o in OmegaConf.load(saved) if not str(o).startswith(skip)]
     new = [o for o in new if not o.startswith(("hydra.run.dir=", "resume="))]
     return [*old, *new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
 
