@@ -143,10 +143,13 @@ def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
     """
     if any(o.key_or_group == DIRNAME_EXCLUDE for o in parsed):
         return []  # the user's own choice
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     fixed = [
         o.key_or_group
         for o in parsed
-        if not o.is_sweep_override() and not o.key_or_group.startswith(("hydra.", "hydra/"))
+        if not o.is_sweep_override()
+        and o.key_or_group not in swept  # a later sweep of the same key wins
+        and not o.key_or_group.startswith(("hydra.", "hydra/"))
     ]
     if not fixed:
         return []

@@ -200,6 +200,22 @@ def grid_size(space: dict[str, Param]) -> int:
     return math.prod(len(p.grid()) for p in space.values())
 
 
+def enqueue_grid(study, space: dict[str, Param], seed: int | None) -> None:
+    """Queue every grid point the study has not seen yet, in a seeded random order."""
+    import itertools
+    import random
+
+    seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
+    points = [
+        dict(zip(space, values))
+        for values in itertools.product(*(p.grid() for p in space.values()))
+    ]
+    random.Random(seed).shuffle(points)
+    for point in points:
+        if tuple(sorted(point.items())) not in seen:
+            study.enqueue_trial(point)
+
+
 # -- the study ------------------------------------------------------------------------------
 
 
@@ -225,7 +241,9 @@ def make_sampler(name: str, seed: int | None, space: dict[str, Param]):
             ) from None
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
-        return optuna.samplers.GridSampler({k: p.grid() for k, p in space.items()}, seed=seed)
+        # The sweeper enqueues every grid point itself (Optuna's GridSampler stops the study
+        # from inside tell(), which only works under study.optimize).
+        return optuna.samplers.RandomSampler(seed=seed)
     raise UserError(f"hydra.sweeper.sampler={name}: unknown sampler; valid: {', '.join(SAMPLERS)}")
 
 
@@ -344,18 +362,18 @@ def plot_study(study, out: Path) -> list[Path]:
         varied = [k for k in params if len({repr(t.params.get(k)) for t in done}) > 1]
         if varied and len(done) >= 3:
             plots.append(("search_importances.png", vis.plot_param_importances))
-        if len(params) == 2 and len(varied) == 2:
-            plots.append(("search_contour.png", vis.plot_contour))
+        if len(params) == 2 and len(varied) == 2 and len(done) >= 3:
+            plots.append(("search_contour.png", _contour))  # Optuna's needs scipy
     files = []
     for name, draw in plots:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
             drawn = draw(study)
-        first = drawn.flat[0] if hasattr(drawn, "flat") else drawn
-        fig = first.figure
-        fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
+            first = drawn.flat[0] if hasattr(drawn, "flat") else drawn
+            fig = first.figure
+            fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=100)
         plt.close(fig)
         files.append(out / name)
     return files
@@ -411,3 +429,43 @@ def check_search(
     if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
         raise UserError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
     make_pruner(sweeper.pruner, {k: sweeper[k] for k in ("n_startup_trials", "n_warmup_steps")})
+
+
+def _contour(study):
+    """The objective over two parameters: filled contours between the trials, and the trials."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    keys = list(dict.fromkeys(k for t in done for k in t.params))
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    axes = []
+    for key in keys:
+        dist = done[0].distributions[key]
+        values = [t.params[key] for t in done]
+        if isinstance(dist, CategoricalDistribution):
+            labels = list(dict.fromkeys(map(str, dist.choices)))
+            axes.append((np.array([labels.index(str(v)) for v in values], float), labels, False))
+        else:
+            axes.append((np.array(values, float), None, bool(getattr(dist, "log", False))))
+    (x, xlabels, xlog), (y, ylabels, ylog) = axes
+    z = np.array([t.value for t in done], float)
+    px, py = (np.log10(x) if xlog else x), (np.log10(y) if ylog else y)
+    try:
+        filled = ax.tricontourf(px, py, z, levels=12, cmap="viridis", alpha=0.8)
+        fig.colorbar(filled, ax=ax, label=study.user_attrs.get("monitor") or "objective")
+    except (ValueError, RuntimeError):  # too few or collinear points: the trials alone
+        pass
+    ax.scatter(px, py, c=z, cmap="viridis", edgecolors="black", zorder=3)
+    for axis, labels, log, key in (
+        (ax.xaxis, xlabels, xlog, keys[0]),
+        (ax.yaxis, ylabels, ylog, keys[1]),
+    ):
+        axis.set_label_text(f"log10 {key}" if log else key)
+        if labels:
+            axis.set_ticks(range(len(labels)), labels)
+    ax.margins(0.05)
+    ax.set_title("Objective over two parameters")
+    return ax

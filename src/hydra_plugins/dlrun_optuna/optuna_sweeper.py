@@ -124,6 +124,8 @@ class OptunaSweeper(Sweeper):
         study.set_user_attr("fixed", fixed)
         distributions = {k: p.distribution() for k, p in space.items()}
         self._requeue_interrupted(study, TrialState)
+        if self.sampler_name == "grid":
+            tune.enqueue_grid(study, space, self.seed)
         tune_overrides = [
             tune.override_text("+tune.storage", str(journal)),
             f"+tune.study={tune.STUDY}",
