@@ -286,7 +286,8 @@ def pruning_hook(data: dict) -> Callable[[int, float], bool] | None:
     trial = optuna.trial.Trial(study, trial_id)
 
     def report(step: int, value: float) -> bool:
-        if not math.isfinite(value):
+        # Step 0 (trainer.eval_at_start) is the untrained model: nothing to judge yet.
+        if step == 0 or not math.isfinite(value):
             return False
         trial.report(float(value), step)
         return trial.should_prune()
