@@ -262,7 +262,8 @@ def make_pruner(name: str, options: dict | None = None):
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup) if warmup else "auto")
+        # min_resource="auto" is only resolved inside study.optimize: steps, explicitly.
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup))
     return optuna.pruners.NopPruner()
 
 
