@@ -351,6 +351,7 @@ def plot_study(study, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as vis
 
@@ -373,6 +374,9 @@ def plot_study(study, out: Path) -> list[Path]:
             drawn = draw(study)
             first = drawn.flat[0] if hasattr(drawn, "flat") else drawn
             fig = first.figure
+            for ax in fig.axes:  # log axes: labels at the decades only, not crowded between
+                if ax.get_xscale() == "log":
+                    ax.xaxis.set_minor_formatter(NullFormatter())
             fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
             fig.tight_layout()
             fig.savefig(out / name, dpi=100)
