@@ -131,6 +131,8 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     trainer.on_eval = pruning_hook(data)  # None unless this is a search's trial
     if resume:
         trainer.restore(resume)
+        if trainer.state.halt == "pruned":  # a search's pruned trial continues as a plain run
+            trainer.state.halt = None
         log.info("resumed from %s at step %d", resume, trainer.state.step)
     if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
         torch.manual_seed(seed + 1_000_003 * dist.rank + trainer.state.step)
