@@ -252,3 +252,20 @@ def test_two_parallel_workers_share_one_study(tmp_path, cache_dir):
         spans.append((start, summary_file.stat().st_mtime))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1  # they ran at the same time
+
+
+def test_a_search_preset_runs_its_trials(tmp_path, cache_dir, corpora):
+    data = [o.format(**corpora) for o in TINY_DATA["imdb"]]
+    args = ["dlrun", "-m", "experiment=imdb_tune", "device=cpu", *data, "trainer.max_epochs=2"]
+    done = run_cli(
+        [*args, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'S'}"],
+        tmp_path,
+        cache_dir,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(tmp_path / "S" / "summary.csv")
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
+    # The preset's three searched keys are the table's columns.
+    assert {"optimizer.lr", "dataset.batch_size", "model.hidden_size"} <= set(rows[0])
+    best = yaml.safe_load((tmp_path / "S" / "best.yaml").read_text())
+    assert best["command"].startswith("dlrun experiment=imdb_tune")
