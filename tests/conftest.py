@@ -41,14 +41,16 @@ TINY_DATA["tabular"] = ["dataset.path={tabular}", "dataset.target=labels", "data
 
 
 def merged(*overrides: str) -> list[str]:
-    """Overrides with a later value for a key replacing an earlier one, in place.
+    """Overrides with a later value for a key replacing an earlier one.
 
     dlrun refuses a key given twice on one command line; tests that start from
     TINY and change one of its keys build their command lines with this.
     """
     out: dict[str, str] = {}
     for o in overrides:
-        out[o.split("=", 1)[0].lstrip("+")] = o
+        key = o.split("=", 1)[0].lstrip("+")
+        out.pop(key, None)  # the later value takes the later place
+        out[key] = o
     return list(out.values())
 
 

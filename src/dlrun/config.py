@@ -136,6 +136,7 @@ class RootConfig:
     logger: LoggerConfig = spec(None)
     debug: DebugConfig = spec(None)
     resume: str | None = spec(None)
+    tune: Any = spec(None)  # set by the optuna sweeper: the study and trial of a search
 
 
 def _type_name(tp: Any) -> str:

@@ -119,6 +119,8 @@ class Trainer:
         self.first_step_at: float | None = None  # time.time() when the first step began
         self.profiler = None  # debug=profile: a torch.profiler advanced after each step
         self.train_losses: list[float] = []  # each logging window's mean training loss
+        # on_eval(step, monitored value) -> True stops training as "pruned" (a search's trial).
+        self.on_eval = None
         self.reset_window()
         # The first step whose loss was not finite (-1: none), checked at logging cadence.
         self._first_bad = torch.full((), -1, device=dev.device, dtype=torch.long)
@@ -431,6 +433,8 @@ class Trainer:
         if self._after_eval(metrics[self.monitor_key]):
             s.best_metrics = dict(metrics)
             self.save("best.pt")
+        if self.on_eval is not None and self.on_eval(s.step, metrics[self.monitor_key]):
+            s.halt = "pruned"
         self.save("last.pt")
         self._since_eval = (s.samples, time.monotonic())  # throughput counts training only
         # Named val_loss, not loss: the bar's postfix shows the training loss as loss.
