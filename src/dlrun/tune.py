@@ -403,6 +403,9 @@ def check_search(
         if o.is_sweep_override():
             if o.key_or_group.startswith(("hydra.", "hydra/")):
                 continue
+            if o.is_discrete_sweep():  # a grid's value (lists too): as Hydra will write it
+                first.append(f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}")
+                continue
             value = parse_param(o).extremes()[0]
             first.append(override_text(o.get_key_element(), value))
         else:
