@@ -168,7 +168,7 @@ def test_cache_is_reused_and_rebuilt_when_damaged_or_files_change(
 def test_worker_processes_decode_the_same_tensor(monkeypatch, corpora):
     files = [str(p) for p in sorted(corpora["images"].rglob("*.*"))]
     alone, bad = images.decode_all(files, 20, 3, workers=1)
-    monkeypatch.setattr(images, "POOL_MIN", 0)
+    monkeypatch.setattr(images, "POOL_AFTER_S", 0)
     monkeypatch.setattr(images, "CHUNK", 16)
     pooled, bad_pooled = images.decode_all(files, 20, 3, workers=2)
     assert bad == bad_pooled == [] and np.array_equal(alone, pooled) and len(alone) == 60

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ PREP_VERSION = 1
 AUTO_SIZE = (16, 64)
 AUTO_SAMPLE = 512  # images whose headers are read to choose the size
 CHUNK = 256  # images per worker job
-POOL_MIN = 512  # fewer images are decoded in this process (starting workers costs seconds)
+# Workers start in about 2 s (they import torch): used only when the images left after
+# the first chunk would take longer than this to decode in this process.
+POOL_AFTER_S = 4.0
 SAMPLES_SHOWN = 32  # images in samples.png
 
 
@@ -214,14 +217,18 @@ def _init_worker() -> None:
 def decode_all(
     files: list[str], size: int, channels: int, workers: int
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Every file decoded (in ``workers`` processes for large sets); (images, bad files)."""
+    """Every file decoded; (images, bad files). The first chunk is timed here, and the
+    rest go to ``workers`` processes when that pays for starting them."""
     jobs = [(files[i : i + CHUNK], size, channels) for i in range(0, len(files), CHUNK)]
-    if workers > 1 and len(files) >= POOL_MIN:
+    start = time.perf_counter()
+    results = [_decode_chunk(job) for job in jobs[:1]]
+    rest = jobs[1:]
+    if workers > 1 and rest and (time.perf_counter() - start) * len(rest) >= POOL_AFTER_S:
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
-            results = pool.map(_decode_chunk, jobs)
+        with ctx.Pool(min(workers, len(rest)), initializer=_init_worker) as pool:
+            results += pool.map(_decode_chunk, rest)
     else:
-        results = [_decode_chunk(job) for job in jobs]
+        results += [_decode_chunk(job) for job in rest]
     images = np.concatenate([r[0] for r in results]) if results else np.zeros((0, size, size, 1))
     bad = [(j * CHUNK + i, why) for j, (_, errors) in enumerate(results) for i, why in errors]
     return images, bad
