@@ -16,7 +16,8 @@ For each task, on one device:
 - for sequence tasks also greedy-decoding throughput on the validation
   sources: the models' batched ``generate`` (encoder run once, stops when
   every row has ended) against a loop that re-runs the whole model on the
-  growing prefix at every step;
+  growing prefix at every step; for a Transformer also ``generate`` without
+  its key/value cache;
 - from one real ``dlrun`` command: start-up (command start to first step),
   peak memory (CUDA max allocated, or peak RSS) and time to the task's target
   (dates 99.9% test exact match, imdb 88% test accuracy, algebra place_value
@@ -249,24 +250,37 @@ def naive_greedy(model, src: torch.Tensor, max_len: int) -> torch.Tensor:
     return ys[:, 1:]
 
 
-def decode_rates(task, model, dev, batch: int) -> tuple[float, float]:
+def uncached_generate(model, src: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``generate`` with the Transformer's key/value cache off (the whole prefix each step)."""
+    model.use_cache = False
+    try:
+        return model.generate(src, max_len)
+    finally:
+        model.use_cache = True
+
+
+def decode_rates(task, model, dev, batch: int) -> tuple[float, ...]:
     """Greedy decoding of the validation sources, samples/s: the model's batched
-    ``generate`` (encoder once, stop when every row ended) vs the naive loop."""
+    ``generate`` (encoder once, stop when every row ended) vs the naive loop; for a
+    Transformer also ``generate`` without its key/value cache, as a third figure."""
     model.eval()
     src = task.splits["val"]["src"]
+    decoders = [
+        lambda s: model.generate(s, task.max_tgt_len),
+        lambda s: naive_greedy(model, s, task.max_tgt_len),
+    ]
+    if hasattr(model, "use_cache"):
+        decoders.append(lambda s: uncached_generate(model, s, task.max_tgt_len))
     rates = []
     with torch.inference_mode():
-        for decode in (
-            lambda s: model.generate(s, task.max_tgt_len),
-            lambda s: naive_greedy(model, s, task.max_tgt_len),
-        ):
+        for decode in decoders:
             t0 = time.perf_counter()
             for start in range(0, src.shape[0], batch):
                 decode(src[start : start + batch])
             sync(dev.device)
             rates.append(src.shape[0] / (time.perf_counter() - t0))
     model.train()
-    return rates[0], rates[1]
+    return tuple(rates)
 
 
 # -- one real dlrun command --------------------------------------------------------------------
@@ -362,8 +376,10 @@ def table(rows: list[dict]) -> str:
         d, b = r["dlrun"], r["baseline"]
         decode = "-"
         if "decode" in r:
-            fast, slow = r["decode"]
+            fast, slow, *uncached = r["decode"]
             decode = f"{fast:,.0f} / {slow:,.0f} ({fast / slow:.1f}x)"
+            if uncached:
+                decode += f"; without KV cache {uncached[0]:,.0f}"
         lines.append(
             f"| {r['task']} | {r['model']} | {r['batch']} | {d['samples_per_s']:,.0f} "
             f"| {b['samples_per_s']:,.0f} | {d['samples_per_s'] / b['samples_per_s']:.1f}x "

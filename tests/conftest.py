@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from corpora import write_aclimdb, write_image_folder, write_kmnist, write_text_pairs
+from corpora import (
+    write_aclimdb,
+    write_image_folder,
+    write_kmnist,
+    write_points,
+    write_text_pairs,
+)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -38,17 +44,20 @@ TINY_DATA = {
 TINY_DATA["algebra"] = [*TINY_DATA["dates"], "dataset.extrapolate_size=50"]
 TINY_DATA["text_pairs"] = ["dataset.path={text_pairs}", "dataset.batch_size=32"]
 TINY_DATA["images"] = ["dataset.path={images}", "dataset.image_size=16", "dataset.batch_size=16"]
+TINY_DATA["tabular"] = ["dataset.path={tabular}", "dataset.target=labels", "dataset.batch_size=16"]
 
 
 def merged(*overrides: str) -> list[str]:
-    """Overrides with a later value for a key replacing an earlier one, in place.
+    """Overrides with a later value for a key replacing an earlier one.
 
     dlrun refuses a key given twice on one command line; tests that start from
     TINY and change one of its keys build their command lines with this.
     """
     out: dict[str, str] = {}
     for o in overrides:
-        out[o.split("=", 1)[0].lstrip("+")] = o
+        key = o.split("=", 1)[0].lstrip("+")
+        out.pop(key, None)  # the later value takes the later place
+        out[key] = o
     return list(out.values())
 
 
@@ -71,6 +80,7 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
         "kmnist": write_kmnist(root / "KMNIST" / "raw"),
         "text_pairs": write_text_pairs(root / "pairs.tsv"),
         "images": write_image_folder(root / "images"),
+        "tabular": write_points(root / "points.csv"),
     }
 
 

@@ -112,3 +112,20 @@ def write_image_folder(root: Path, per_class: int = 30, seed: int = 0) -> Path:
             img = Image.fromarray(bar_image(label, size, rng)).convert(mode)
             img.save(root / name / f"{name}_{i}.{ext}")
     return root
+
+
+def write_points(path: Path, n: int = 300, seed: int = 0) -> Path:
+    """A CSV like seed 004's (labels, feature1, feature2) plus a text column: three
+    well-separated blobs, and a shape word that agrees with the label 70% of the time."""
+    rng = random.Random(seed)
+    centres = [(-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)]
+    shapes = ["round", "square", "flat"]
+    lines = ["labels,feature1,feature2,shape"]
+    for i in range(n):
+        k = i % 3
+        x, y = (c + rng.gauss(0, 0.25) for c in centres[k])
+        shape = shapes[k] if rng.random() < 0.7 else "other"
+        lines.append(f"{k},{x:.4f},{y:.4f},{shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -121,3 +121,15 @@ def test_runs_in_the_same_second_get_different_dirs(tmp_path):
         dirs = pool.map(_claim, [(base,)] * 8)
     assert len(set(dirs)) == 8
     assert _unique_dir(base) == _unique_dir(base)  # memoized within one process
+
+
+def test_version_is_dlrun_s_and_hydra_flags_still_work(tmp_path, cache_dir):
+    from dlrun import __version__
+
+    version = run_cli(["dlrun", "--version"], tmp_path, cache_dir)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith(f"dlrun {__version__} (Hydra ")
+    shown = run_cli(["dlrun", "--cfg", "job", "trainer.max_steps=3"], tmp_path, cache_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "max_steps: 3" in shown.stdout
+    assert not (tmp_path / "outputs").exists()

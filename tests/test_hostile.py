@@ -676,7 +676,7 @@ def test_any_override_of_real_keys_is_valid_or_one_line():
     override = st.tuples(st.sampled_from(KEYS), value).map(lambda kv: f"{kv[0]}={kv[1]}")
 
     @settings(
-        max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None
     )
     @given(st.lists(override, min_size=1, max_size=3, unique_by=lambda o: o.split("=")[0]))
     def check(argv):

@@ -240,3 +240,50 @@ def test_unshuffled_training_visits_stored_order(tiny_cfg, tmp_path):
     trainer = Trainer(task, task.build_model(), data, dev, tmp_path)
     assert trainer._next_indices().tolist() == list(range(16))
     assert trainer._next_indices().tolist() == list(range(16, 32))
+
+
+@pytest.mark.parametrize(
+    ("ngrams", "tokenizer"), [(1, "whitespace"), (2, "basic_english"), (3, "basic_english")]
+)
+def test_array_build_equals_the_list_of_strings_build(corpora, tmp_path, ngrams, tokenizer):
+    """Word ids and int64 n-gram keys give what with_ngrams + WordVocab + sets gave."""
+    import json
+    import random
+    from collections import Counter
+
+    from dlrun.data.text import TOKENIZERS, read_aclimdb, with_ngrams
+
+    d = {
+        "path": str(corpora["imdb"]),
+        "tokenizer": tokenizer,
+        "ngrams": ngrams,
+        "vocab_size": 40,
+        "val_size": 10,
+        "train_samples": None,
+        "seed": 3,
+    }
+    task = ImdbTask.__new__(ImdbTask)
+    task.cfg = {"dataset": d}
+    task._build(tmp_path, corpora["imdb"])
+    data = torch.load(tmp_path / "data.pt", weights_only=True)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+
+    reviews = read_aclimdb(corpora["imdb"])
+    train = list(reviews["train"])
+    random.Random(3).shuffle(train)
+    splits = {"train": train[10:], "val": train[:10], "test": reviews["test"]}
+    words = {s: [TOKENIZERS[tokenizer](t) for t, _, _ in rows] for s, rows in splits.items()}
+    docs = {s: [with_ngrams(w, ngrams) for w in ws] for s, ws in words.items()}
+    vocab = WordVocab.build(docs["train"], 40)
+    assert json.loads((tmp_path / "vocab.json").read_text()) == vocab.itos
+    for split in splits:
+        expected = distinct_ids(docs[split], vocab)
+        for key in ("ids", "start", "length"):
+            assert torch.equal(data[split][key], expected[key]), (split, key)
+        assert stats[split]["tokens"] == sum(map(len, docs[split]))
+        oov = sum(t not in vocab.stoi for doc in docs[split] for t in doc)
+        assert stats[split]["oov_tokens"] == oov
+    ranked = Counter(w for ws in words["train"] for w in ws).most_common()
+    assert stats["train_words"]["most_frequent"] == [list(p) for p in ranked[:5]]
+    assert stats["train_words"]["least_frequent"] == [list(p) for p in ranked[-5:]]
+    assert stats["train_words"]["distinct"] == len(ranked)

@@ -173,3 +173,69 @@ def test_transformer_checks(tiny_cfg):
     text = str(info.value)
     assert "model.d_model=256: must be divisible by model.nhead=3" in text
     assert "model.max_positions=8: must be >= 40" in text
+
+
+def _cached_and_uncached(model: Seq2Seq, src: torch.Tensor, max_len: int, beam: int):
+    model.use_cache = True
+    cached = model.generate(src, max_len, beam_size=beam)
+    model.use_cache = False
+    try:
+        return cached, model.generate(src, max_len, beam_size=beam)
+    finally:
+        model.use_cache = True
+
+
+TRANSFORMERS = [v for v in VARIANTS if v[0] == "transformer_seq2seq"]
+
+
+@pytest.mark.parametrize(("name", "kw"), TRANSFORMERS, ids=[f"{k}" for _, k in TRANSFORMERS])
+def test_transformer_cached_decoding_equals_the_whole_prefix(name, kw):
+    model = make(name, **kw, num_decoder_layers=2).eval()
+    src = torch.randint(4, 20, (6, 9))
+    src[1, 5:] = PAD
+    src[4, 2:] = PAD
+    tgt_in = torch.cat([torch.full((6, 1), SOS), torch.randint(3, 15, (6, 7))], dim=1)
+    with torch.no_grad():
+        # Step by step with the cache, teacher-forced: every step's logits equal the
+        # full forward pass's at that position.
+        memory, state = model.encode(src)
+        full = model(src, tgt_in)
+        for t in range(tgt_in.shape[1]):
+            logits, state = model.decode_step(memory, tgt_in[:, t : t + 1], state)
+            assert torch.allclose(logits, full[:, t], atol=1e-5), t
+    for beam in (1, 3):
+        cached, uncached = _cached_and_uncached(model, src, 12, beam)
+        assert torch.equal(cached, uncached), beam
+
+
+def test_transformer_cached_decoding_after_training():
+    model = make("transformer_seq2seq", num_decoder_layers=2)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(4, 15, (32, 6), generator=g)
+    tgt = torch.cat([src, torch.full((32, 1), EOS)], dim=1)  # copy the source
+    tgt_in = torch.cat([torch.full((32, 1), SOS), tgt[:, :-1]], dim=1)
+    for _ in range(100):
+        logits = model(src, tgt_in)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    for beam in (1, 4):
+        cached, uncached = _cached_and_uncached(model, src, 10, beam)
+        assert torch.equal(cached, uncached), beam
+        learnt = (cached[:, : tgt.shape[1]] == tgt[:, : cached.shape[1]]).float().mean()
+        assert learnt > 0.5
+
+
+@pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
+def test_score_and_generate_equals_forward_and_generate(name, kw):
+    model = make(name, **kw).eval()
+    src = torch.randint(4, 20, (3, 8))
+    src[2, 5:] = PAD
+    tgt_in = torch.randint(4, 15, (3, 5))
+    with torch.no_grad():
+        logits, pred = model.score_and_generate(src, tgt_in, 9, 2)
+        assert torch.allclose(logits, model(src, tgt_in), atol=1e-5)
+        assert torch.equal(pred, model.generate(src, 9, 2))

@@ -12,6 +12,7 @@ from conftest import TINY, TINY_DATA, TINY_GRU, read_csv, run_cli, sweep_dir, ta
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from dlrun import tune
 from dlrun.config import validate
 from dlrun.preflight import groups
 from dlrun.train import CONF_DIR, run
@@ -25,10 +26,15 @@ def sweep_params(preset: str) -> dict[str, list[str]]:
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params or {}
     parser = OverridesParser.create()
-    return {
-        key: list(parser.parse_override(f"{key}={value}").sweep_string_iterator())
-        for key, value in params.items()
-    }
+    swept = {}
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        if override.is_discrete_sweep():
+            swept[key] = list(override.sweep_string_iterator())
+        else:  # a search's range (hydra/sweeper=optuna): both ends
+            ends = tune.parse_param(override).extremes()
+            swept[key] = [tune.override_text(key, v).partition("=")[2] for v in ends]
+    return swept
 
 
 def test_each_preset_opens_with_the_command_that_runs_it():

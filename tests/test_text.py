@@ -88,3 +88,41 @@ def test_reader_errors(tmp_path):
     (tmp_path / "aclImdb" / "train" / "pos" / "0_9.txt").write_text("x")
     with pytest.raises(UserError, match="no test/pos or test/neg reviews"):
         read_aclimdb(tmp_path / "aclImdb")
+
+
+def test_basic_english_in_one_pass_equals_torchtext_s_rules():
+    import random
+
+    from dlrun.data.text import basic_english_reference
+
+    texts = [
+        'It\'s "great"<br />  (really)?; yes: no.',
+        'x<br "/>y',
+        "dots...and,commas",
+        "tab\tnew\nline\x0bvt \u00a0nbsp \u2003em \x1cfs",
+        "ÉCOLE d'été <BR />UPPER",
+        ":;",
+        "",
+    ]
+    rng = random.Random(0)
+    chars = list("ab '\".,()!?;:<>/br\t\n\x1c\x85\u00a0Ç")
+    texts += ["".join(rng.choice(chars) for _ in range(rng.randint(0, 24))) for _ in range(3000)]
+    for text in texts:
+        assert basic_english(text) == basic_english_reference(text), text
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_reader_reads_every_tar_format(tmp_path, fmt):
+    """The block reader, and tarfile where a header needs it (long names, pax records)."""
+    deep = "d" * 90  # directories past ustar's 100-character name field
+    for split in ("train", "test"):
+        for label, text in (("pos", "good film"), ("neg", "bad film")):
+            folder = tmp_path / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            (folder / "3_8.txt").write_text(f"{text} {split} é")
+    (tmp_path / "aclImdb" / "train" / "pos" / deep).mkdir()
+    (tmp_path / "aclImdb" / "train" / "pos" / deep / "4_9.txt").write_text("not a review path")
+    from_dir = read_aclimdb(tmp_path / "aclImdb")
+    with tarfile.open(tmp_path / "a.tar.gz", "w:gz", format=fmt) as tar:
+        tar.add(tmp_path / "aclImdb", arcname="aclImdb")
+    assert read_aclimdb(tmp_path / "a.tar.gz") == from_dir

@@ -34,6 +34,8 @@ class TaskConfig:
     name: str = spec("dates")
     monitor: str = spec("val/exact_match")  # metric that picks best.pt and drives early stopping
     mode: str = spec("max", choices=["max", "min"])
+    # task=tabular: classification (default) or regression; other tasks have one kind.
+    problem: str | None = spec(None, choices=["classification", "regression"])
 
 
 @dataclass
@@ -107,6 +109,20 @@ class LoggerConfig:
 
 
 @dataclass
+class DebugConfig:
+    """conf/debug/: whole-pipeline checks. The defaults change nothing."""
+
+    name: str = spec("none", choices=["none", "fast", "overfit", "profile", "anomaly"])
+    # Each evaluated split (test, samples and reports included) keeps its first N batches.
+    eval_batches: int | None = spec(None, ge=1)
+    # Training keeps its first N batches, visited again and again (debug=overfit).
+    train_batches: int | None = spec(None, ge=1)
+    overfit_loss: float = spec(0.1, gt=0)  # debug=overfit: "near zero" is below this
+    profile_steps: int = spec(0, ge=0)  # training steps traced by torch.profiler
+    anomaly: bool = spec(False)  # torch.autograd anomaly detection for the whole run
+
+
+@dataclass
 class RootConfig:
     task: TaskConfig = spec(None)
     dataset: Any = spec(None)
@@ -118,7 +134,9 @@ class RootConfig:
     paths: PathsConfig = spec(None)
     decode: DecodeConfig = spec(None)
     logger: LoggerConfig = spec(None)
+    debug: DebugConfig = spec(None)
     resume: str | None = spec(None)
+    tune: Any = spec(None)  # set by the optuna sweeper: the study and trial of a search
 
 
 def _type_name(tp: Any) -> str:
@@ -247,6 +265,8 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
             )
     ok: dict[str, bool] = {}
     data.setdefault("logger", {"name": "none"})  # run directories from before the logger group
+    if data.get("debug") is None:  # no debug mode chosen
+        data["debug"] = {}
 
     def check(name: str, schema: type | None) -> None:
         found = [f"{name}: missing section"] if name not in data else []
@@ -266,6 +286,7 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
         "paths",
         "decode",
         "logger",
+        "debug",
     ):
         check(name, hints[name])
     if data.get("resume") is not None and not isinstance(data["resume"], str):

@@ -113,7 +113,12 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     cfg = _compose(conf_dir, _job_overrides(first))
     data = _validate(cfg)
     if multirun:
-        _check_sweep(conf_dir, parsed, first)
+        from dlrun.tune import check_search
+
+        # hydra/sweeper=optuna: every choice and both ends of every range; a grid:
+        # every value of every swept key.
+        if not check_search(conf_dir, parsed, overrides, lambda o: _compose(conf_dir, o)):
+            _check_sweep(conf_dir, parsed, first)
     _check_writable(data["paths"])
     return argv
 
@@ -158,7 +163,7 @@ def _check_choices(parsed, options: dict[str, list[str]], conf_dir: Path) -> Non
         if key.startswith("hydra/") and key not in options:
             options[key] = hydra_group_options(conf_dir, key)
         if key in options:
-            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else [o.value()]
             for value in values:
                 if value is not None and str(value) not in options[key]:
                     how = f"; choose one with {key}=NAME"
@@ -270,10 +275,13 @@ def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
     """
     if any(o.key_or_group == DIRNAME_EXCLUDE for o in parsed):
         return []  # the user's own choice
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
     fixed = [
         o.key_or_group
         for o in parsed
-        if not o.is_sweep_override() and not o.key_or_group.startswith(("hydra.", "hydra/"))
+        if not o.is_sweep_override()
+        and o.key_or_group not in swept  # a later sweep of the same key wins
+        and not o.key_or_group.startswith(("hydra.", "hydra/"))
     ]
     if not fixed:
         return []
@@ -285,6 +293,10 @@ def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
 def _first_choice(o, text: str) -> str:
     if not o.is_sweep_override():
         return text
+    if not o.is_discrete_sweep():  # interval(): a search's range, from its lower end
+        from dlrun.tune import override_text, parse_param
+
+        return override_text(o.get_key_element(), parse_param(o).extremes()[0])
     first = next(iter(o.sweep_string_iterator()))
     return f"{o.get_key_element()}={first}"
 
@@ -306,9 +318,12 @@ def _compose(conf_dir: Path, overrides: list[str]):
             node = OmegaConf.select(base, parent, default=None) if parent else base
             while parent and not OmegaConf.is_dict(node):  # trainer.max_steps.x: up to a section
                 if node is not None:
+                    section, _, _ = parent.rpartition(".")
+                    keys = OmegaConf.select(base, section) if section else base
                     raise UserError(
                         f"unknown config key '{_shown(key)}': {parent} is a value, not a "
-                        f"section; set it with {parent}=VALUE"
+                        f"section; set it with {parent}=VALUE (keys of {section or 'the config'}:"
+                        f" {', '.join(map(str, keys.keys()))})"
                     )
                 parent, _, leaf = parent.rpartition(".")
                 node = OmegaConf.select(base, parent, default=None) if parent else base

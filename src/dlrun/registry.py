@@ -72,6 +72,7 @@ def _load_all() -> None:
     import dlrun.models.bow  # noqa: F401
     import dlrun.models.cnn  # noqa: F401
     import dlrun.models.lstm_attention  # noqa: F401
+    import dlrun.models.mlp  # noqa: F401
     import dlrun.models.seq2seq  # noqa: F401
     import dlrun.models.transformer  # noqa: F401
     import dlrun.tasks.algebra  # noqa: F401
@@ -79,6 +80,7 @@ def _load_all() -> None:
     import dlrun.tasks.images  # noqa: F401
     import dlrun.tasks.imdb  # noqa: F401
     import dlrun.tasks.kmnist  # noqa: F401
+    import dlrun.tasks.tabular  # noqa: F401
     import dlrun.tasks.text_pairs  # noqa: F401
 
 

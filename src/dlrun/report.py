@@ -43,7 +43,8 @@ from dlrun.rundir import read_json, read_yaml, select
 LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
 PLAIN_FORMAT = {"epochs": "{:.2f}", "wall_time_s": "{:.1f}"}  # not metrics: fewer digits
 # Overrides that say where things are, not what was run.
-IGNORED_KEYS = ("hydra.", "resume", "paths.", "dataset.path")
+# tune.*: which study and trial a search's job reported to.
+IGNORED_KEYS = ("hydra.", "resume", "paths.", "dataset.path", "tune.")
 
 
 @dataclass
@@ -203,7 +204,7 @@ def build_table(runs: list[Run], metric: str | None = None) -> Table:
             status = f"{status}: {r.summary['error']}"
         row: dict[str, Any] = {"run": name, **{k: r.value(k) for k in keys}, "status": status}
         row.update({k: v for k, v in r.metrics().items() if k in shown})
-        if r.status == "ok":
+        if r.status in ("ok", "pruned"):
             row["epochs"] = round(r.summary.get("epochs", float("nan")), 2)
             row["wall_time_s"] = r.summary.get("wall_time_s", "")
         rows.append(row)
@@ -261,8 +262,30 @@ def write_report(
     ok = [r for r in runs if r.status == "ok"]
     if plots and ok:
         files += _plots(ok, table, out, x)
-    failed = sum(r.status != "ok" for r in runs)
+    files += _search_outputs(paths, out, plots)
+    failed = sum(r.status not in ("ok", "pruned") for r in runs)
     return Report(out, table, files, failed, len(runs))
+
+
+def _search_outputs(paths: list[Path], out: Path, plots: bool) -> list[Path]:
+    """A search directory (``optuna.journal``): ``best.yaml`` and the study's own plots."""
+    from dlrun import tune
+
+    roots = [Path(p).expanduser() for p in paths]
+    searches = [p for p in roots if (p / tune.JOURNAL).is_file()]
+    if len(searches) != 1:
+        return []
+    study = tune.find_study(searches[0])
+    if study is None:
+        return []
+    files = []
+    text = tune.best_yaml(study)
+    if text is not None:
+        write_text_atomic(out / "best.yaml", text)
+        files.append(out / "best.yaml")
+    if plots:
+        files += tune.plot_study(study, out)
+    return files
 
 
 def _number(text: str) -> float | None:

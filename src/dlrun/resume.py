@@ -79,7 +79,7 @@ def check_unfinished(run_dir: Path, state: Any, cfg: dict) -> None:
             f"resume={run_dir}: the run has already finished ({reached}); raise "
             "trainer.max_steps, trainer.max_epochs or trainer.max_time to train further"
         )
-    if state.get("halt"):
+    if state.get("halt") not in (None, "pruned"):  # a pruned trial may train on
         raise UserError(
             f"resume={run_dir}: the run already stopped by {state['halt']} at step "
             f"{state['step']}; start a new run to train further"
@@ -138,6 +138,7 @@ def resumed_config(saved: dict, run_dir: Path, composed: dict, keys: list[str]) 
             data["dataset"]["download"] = False  # fetch only when this command says so
     data["paths"] = copy.deepcopy(composed["paths"])
     data["resume"] = str(run_dir)
+    data.pop("tune", None)  # a search's trial continues as a plain run: its study moved on
     return data
 
 

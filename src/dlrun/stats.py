@@ -27,10 +27,27 @@ def format_stats(stats: dict) -> str:
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     extra = {k: v for k, v in stats.items() if k not in rows}
-    if extra:
+    for key, value in extra.items():
         lines.append("")
-        lines += [f"{k}: {json.dumps(v)}" for k, v in extra.items()]
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            lines += [f"{key}:", "", *_table(value)]  # e.g. per-column statistics
+        else:
+            lines.append(f"{key}: {json.dumps(value)}")
     return "\n".join(lines)
+
+
+def _table(rows: dict[str, dict]) -> list[str]:
+    """A Markdown table: one row per key, one column per inner key."""
+    columns = list(dict.fromkeys(c for v in rows.values() for c in v))
+    out = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in rows.items():
+        cells = [_cell(values.get(c, "")) for c in columns]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -61,6 +61,18 @@ def _unique_dir(base: str) -> str:
     return _claimed[base]
 
 
+def _register_sweeper() -> None:
+    """``hydra/sweeper=optuna``: Hydra finds plugins by listing the ``hydra_plugins``
+    package, which an editable install (``pip install -e .``) hides from it."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.dlrun_optuna.optuna_sweeper import OptunaSweeper
+
+    Plugins.instance().register(OptunaSweeper)
+
+
+_register_sweeper()
+
 # use_cache: Hydra copies resolver caches into each sweep job's config, so a job
 # resolved in another process (a launcher plugin) gets the same directory.
 OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True, use_cache=True)
@@ -73,7 +85,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     """
     import torch
 
-    from dlrun.engine import checkpoint, distributed
+    from dlrun.engine import checkpoint, debug, distributed
     from dlrun.engine.device import peak_memory_mb, resolve_device
     from dlrun.engine.plots import plot_curves
     from dlrun.engine.trainer import Trainer
@@ -103,6 +115,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     if dist.main:
         (run_dir / "stats.json").write_text(json.dumps(task.stats(), indent=2) + "\n")
         task.save(run_dir)
+    debug.limit_splits(task, data)
     task.to(dev.device)
     model = task.build_model().to(dev.device)
     params = sum(p.numel() for p in model.parameters())
@@ -116,8 +129,13 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     )
 
     trainer = Trainer(task, model, data, dev, run_dir, dist)
+    from dlrun.tune import pruning_hook
+
+    trainer.on_eval = pruning_hook(data)  # None unless this is a search's trial
     if resume:
         trainer.restore(resume)
+        if trainer.state.halt == "pruned":  # a search's pruned trial continues as a plain run
+            trainer.state.halt = None
         log.info("resumed from %s at step %d", resume, trainer.state.step)
     if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
         torch.manual_seed(seed + 1_000_003 * dist.rank + trainer.state.step)
@@ -128,16 +146,26 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         if data["logger"]["name"] == "tensorboard":
             writers.append(TensorBoardWriter(run_dir / "tensorboard"))
     writer = Writers(writers)
+    dbg = data["debug"]
     try:
         try:
-            state = trainer.fit(writer)
+            with (
+                torch.autograd.set_detect_anomaly(dbg["anomaly"]),
+                debug.profiled(dbg["profile_steps"], run_dir, dev.device) as trainer.profiler,
+            ):
+                state = trainer.fit(writer)
         except UserError:
             if not resume and trainer.state.step == 0:  # nothing trained: nothing to keep
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             raise
+        trainer.profiler = None
+        if dbg["train_batches"] and dist.main:
+            debug.overfit_verdict(trainer.train_losses, dbg["overfit_loss"])
         if not dist.main:  # rank 0 tests and writes the rest
             distributed.shutdown(dist)
             return {}
+        if state.stop_reason == "pruned":  # a search's trial its pruner stopped: no test
+            return _pruned(run_dir, data, trainer, wall_start)
         # Test the best checkpoint, not whatever the last step left.
         best = run_dir / "checkpoints" / "best.pt"
         if best.exists():
@@ -192,6 +220,33 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     print(f"run dir: {run_dir}\n{shown}", flush=True)
     distributed.shutdown(dist)
     return {**best, **test}
+
+
+def _pruned(run_dir: Path, data: dict, trainer, wall_start: float) -> dict[str, float]:
+    """summary.json of a trial stopped by its search's pruner: the best so far, no test."""
+    from dlrun.engine.plots import plot_curves
+
+    state = trainer.state
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
+    summary = {
+        "status": "pruned",
+        "task": data["task"]["name"],
+        "model": data["model"]["name"],
+        "monitor": data["task"]["monitor"],
+        "mode": data["task"]["mode"],
+        "best": {"step": state.best_step, **best},
+        "test": {},
+        "steps": state.step,
+        "epochs": state.step * data["trainer"]["accumulate"] / trainer.batches_per_epoch,
+        "stop_reason": "pruned",
+        "train_time_s": round(state.train_time, 2),
+        "wall_time_s": round(time.monotonic() - wall_start, 2),
+        "dlrun": __version__,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"run dir: {run_dir}\npruned at step {state.step}", flush=True)
+    return best
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -311,6 +366,9 @@ def _torchrun_rank():
 
 def main() -> None:
     """The ``dlrun`` console script."""
+    if sys.argv[1:] == ["--version"]:  # Hydra's own flag would print Hydra's version
+        print(f"dlrun {__version__} (Hydra {hydra.__version__})")
+        return
     from dlrun.engine.distributed import from_env
     from dlrun.preflight import preflight
 

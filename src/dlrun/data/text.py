@@ -6,6 +6,7 @@ import with current torch): ``basic_english`` follows torchtext's rules.
 
 from __future__ import annotations
 
+import gzip
 import re
 import tarfile
 import zlib
@@ -32,8 +33,19 @@ _BASIC_ENGLISH = [
 ]
 
 
+# The same rules in one pass: after dropping double quotes and <br />, a token is one of
+# ' . , ( ) ! ? or a run of anything else that is neither space nor ; or :.
+_BASIC_ENGLISH_TOKEN = re.compile(r"[',.()!?]|[^\s',.()!?;:]+")
+
+
 def basic_english(text: str) -> list[str]:
     """Lowercase, drop ``<br />`` and double quotes, split punctuation off words."""
+    text = text.lower().replace('"', "").replace("<br />", " ")
+    return _BASIC_ENGLISH_TOKEN.findall(text)
+
+
+def basic_english_reference(text: str) -> list[str]:
+    """torchtext's rules as written there, one substitution at a time (tests compare)."""
     text = text.lower()
     for pattern, replacement in _BASIC_ENGLISH:
         text = pattern.sub(replacement, text)
@@ -100,6 +112,38 @@ def read_text(path: Path, encoding: str = "utf-8", key: str | None = None) -> st
     return decode(Path(path).read_bytes(), path, encoding, key)
 
 
+class _NotPlain(Exception):
+    """A tar header that ``_plain_tar_files`` does not read."""
+
+
+def _plain_tar_files(path: Path):
+    """(name, bytes) of each regular file in a ustar or GNU tar (gzipped or not), read
+    block by block: several times faster than tarfile for 50,000 small files. Raises
+    ``_NotPlain`` at a header it does not read (pax, long names, huge sizes)."""
+    opener = gzip.open if path.name.endswith(("gz", ".tgz")) else open
+    with opener(path, "rb") as f:
+        while True:
+            header = f.read(512)
+            if len(header) < 512 or not header.strip(b"\0"):
+                return  # end of archive: zero blocks
+            kind, size_field = header[156:157], header[124:136]
+            if kind not in (b"0", b"\0", b"5") or size_field[0] & 0x80:
+                raise _NotPlain
+            try:
+                size = int(size_field.split(b"\0", 1)[0].strip() or b"0", 8)
+            except ValueError:
+                raise _NotPlain from None
+            name = header[:100].split(b"\0", 1)[0]
+            if header[257:263] == b"ustar\x00":  # POSIX: a prefix may hold the directories
+                prefix = header[345:500].split(b"\0", 1)[0]
+                name = prefix + b"/" + name if prefix else name
+            body = f.read((size + 511) // 512 * 512)
+            if len(body) < size:
+                raise EOFError("unexpected end of data")
+            if kind != b"5":
+                yield name.decode("utf-8", "surrogateescape"), body[:size]
+
+
 def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
     """Reviews of the Large Movie Review Dataset from its folder or its ``.tar.gz``.
 
@@ -123,10 +167,16 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
             add(file.relative_to(path).as_posix(), file.read_bytes)
     elif path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         try:
-            with tarfile.open(path) as tar:
-                for member in tar:
-                    if member.isfile():
-                        add(member.name, lambda m=member: tar.extractfile(m).read())
+            try:
+                for member, content in _plain_tar_files(path):
+                    add(member, lambda c=content: c)
+            except _NotPlain:  # pax or GNU long-name headers: tarfile reads those
+                for rows in found.values():
+                    rows.clear()
+                with tarfile.open(path) as tar:
+                    for member in tar:
+                        if member.isfile():
+                            add(member.name, lambda m=member: tar.extractfile(m).read())
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             reason = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 120)
             raise UserError(

@@ -190,6 +190,82 @@ def plot_image_grid(images, labels: list[tuple[str, str]], out: Path, title: str
         shown = [s[:14].replace("$", r"\$") for s in (true, pred)]  # no mathtext
         ax.set_title(f"true {shown[0]}\npred {shown[1]}", fontsize=7, color=color)
     fig.suptitle(title, fontsize=9)
+
+
+def plot_table(names: list[str], values, labels, classes: tuple[str, ...], out: Path) -> None:
+    """A histogram per column of ``values`` (N, len(names), NaN = missing) and a scatter of
+    the first two, coloured by ``labels`` (class indices) when there are classes."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    panels = len(names) + (1 if len(names) >= 2 else 0)
+    cols = min(panels, 4)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    flat = axes.ravel()
+    for i, name in enumerate(names):
+        column = values[:, i]
+        flat[i].hist(column[np.isfinite(column)], bins=20, color=f"C{i % 10}", alpha=0.8)
+        flat[i].set(title=name, xlabel=name, ylabel="rows")
+    if len(names) >= 2:
+        ax = flat[len(names)]
+        both = np.isfinite(values[:, 0]) & np.isfinite(values[:, 1])
+        colour = None if labels is None else np.asarray(labels)[both]
+        points = ax.scatter(
+            values[both, 0], values[both, 1], c=colour, s=8, cmap="tab10", vmin=0, vmax=9
+        )
+        if labels is not None and classes:
+            handles = points.legend_elements()[0]
+            ax.legend(handles, classes[: len(handles)], fontsize=7, title="label")
+        ax.set(xlabel=names[0], ylabel=names[1], title=f"{names[1]} vs {names[0]}")
+    for ax in flat[panels:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_decision_boundary(
+    classify, points, labels, predictions, classes, names, out: Path, title: str, steps: int = 200
+) -> None:
+    """The class ``classify`` gives each point of a grid spanning ``points`` (N, 2), with
+    the points on top coloured by their label and the misclassified ones marked."""
+    import torch
+
+    lo, hi = points.min(0).values, points.max(0).values
+    pad = 0.05 * (hi - lo).clamp(min=1e-6)
+    xs = torch.linspace(float(lo[0] - pad[0]), float(hi[0] + pad[0]), steps)
+    ys = torch.linspace(float(lo[1] - pad[1]), float(hi[1] + pad[1]), steps)
+    gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+    regions = classify(torch.stack([gx.ravel(), gy.ravel()], 1)).view(steps, steps)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.contourf(
+        gx, gy, regions, levels=torch.arange(k + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.35
+    )
+    ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=labels,
+        cmap="tab10",
+        vmin=0,
+        vmax=9,
+        s=14,
+        edgecolors="k",
+        linewidths=0.3,
+    )
+    wrong = predictions != labels
+    if wrong.any():
+        ax.scatter(
+            points[wrong, 0],
+            points[wrong, 1],
+            marker="x",
+            c="red",
+            s=60,
+            label=f"{int(wrong.sum())} misclassified",
+        )
+        ax.legend(fontsize=8)
+    ax.set(xlabel=names[0], ylabel=names[1], title=title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

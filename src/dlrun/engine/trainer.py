@@ -117,6 +117,10 @@ class Trainer:
         self._started: float | None = None
         self.first_step_s: float | None = None  # compilation included when device.compile
         self.first_step_at: float | None = None  # time.time() when the first step began
+        self.profiler = None  # debug=profile: a torch.profiler advanced after each step
+        self.train_losses: list[float] = []  # each logging window's mean training loss
+        # on_eval(step, monitored value) -> True stops training as "pruned" (a search's trial).
+        self.on_eval = None
         self.reset_window()
         # The first step whose loss was not finite (-1: none), checked at logging cadence.
         self._first_bad = torch.full((), -1, device=dev.device, dtype=torch.long)
@@ -352,6 +356,8 @@ class Trainer:
                 if first:
                     self.first_step_at, first_start = time.time(), time.monotonic()
                 self.train_step()
+                if self.profiler is not None:
+                    self.profiler.step()
                 window_steps += 1
                 bar.update()
                 if first:
@@ -375,6 +381,7 @@ class Trainer:
                         "elapsed": s.train_time + now - started,
                     }
                     writer.log(record, s.step)
+                    self.train_losses.append(record["loss"])
                     bar.set_postfix(loss=f"{record['loss']:.4f}", **(last_metric or {}))
                     self.reset_window()
                     window_steps, window_start = 0, now
@@ -426,6 +433,9 @@ class Trainer:
         if self._after_eval(metrics[self.monitor_key]):
             s.best_metrics = dict(metrics)
             self.save("best.pt")
+        if self.on_eval is not None and self.on_eval(s.step, metrics[self.monitor_key]):
+            s.halt = "pruned"
         self.save("last.pt")
         self._since_eval = (s.samples, time.monotonic())  # throughput counts training only
-        return {self.monitor_key: f"{metrics[self.monitor_key]:.4f}"}
+        # Named val_loss, not loss: the bar's postfix shows the training loss as loss.
+        return {f"{self.monitor_split}_{self.monitor_key}": f"{metrics[self.monitor_key]:.4f}"}

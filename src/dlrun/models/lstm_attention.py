@@ -96,7 +96,10 @@ class LSTMAttentionSeq2Seq(Seq2Seq):
         q, state = self._run_decoder(tokens, state)
         return self._output(memory, q)[:, -1], state
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        memory, state = self.encode(src)
+    def teacher_forced(self, encoded, tgt_in: torch.Tensor) -> torch.Tensor:
+        memory, state = encoded
         q, _ = self._run_decoder(tgt_in, state)
         return self._output(memory, q)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        return self.teacher_forced(self.encode(src), tgt_in)

@@ -45,19 +45,40 @@ class Seq2Seq(nn.Module):
         raise NotImplementedError  # pragma: no cover - abstract
 
     @torch.no_grad()
-    def generate(self, src: torch.Tensor, max_len: int, beam_size: int = 1) -> torch.Tensor:
-        """Greedy (beam_size 1) or beam-search decoding; (B, <=max_len) ids, SOS excluded."""
+    def generate(
+        self, src: torch.Tensor, max_len: int, beam_size: int = 1, encoded: Any = None
+    ) -> torch.Tensor:
+        """Greedy (beam_size 1) or beam-search decoding; (B, <=max_len) ids, SOS excluded.
+
+        ``encoded``: what ``encode(src)`` returned, if the caller has it already.
+        """
         if beam_size == 1:
-            return self.greedy(src, max_len)
-        return self.beam_search(src, max_len, beam_size)
+            return self.greedy(src, max_len, encoded)
+        return self.beam_search(src, max_len, beam_size, encoded)
+
+    def teacher_forced(self, encoded: Any, tgt_in: torch.Tensor) -> torch.Tensor | None:
+        """``forward``'s logits from what ``encode`` returned, or None where a model
+        cannot reuse it (then evaluation runs ``forward``)."""
+        return None
+
+    def score_and_generate(
+        self, src: torch.Tensor, tgt_in: torch.Tensor, max_len: int, beam_size: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits and decoded ids of one evaluation batch, the source
+        encoded once for both where the model allows (``teacher_forced``)."""
+        encoded = self.encode(src)
+        logits = self.teacher_forced(encoded, tgt_in)
+        if logits is None:
+            logits = self(src, tgt_in)
+        return logits, self.generate(src, max_len, beam_size, encoded)
 
     @torch.no_grad()
-    def greedy(self, src: torch.Tensor, max_len: int) -> torch.Tensor:
+    def greedy(self, src: torch.Tensor, max_len: int, encoded: Any = None) -> torch.Tensor:
         """Batched greedy decoding from the model's own predictions (never the targets).
 
         Stops when every row has produced EOS or after ``max_len`` tokens.
         """
-        memory, state = self.encode(src)
+        memory, state = self.encode(src) if encoded is None else encoded
         tokens = torch.full((src.shape[0], 1), self.sos_id, dtype=torch.long, device=src.device)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
         out = []
@@ -71,7 +92,9 @@ class Seq2Seq(nn.Module):
         return torch.cat(out, dim=1)
 
     @torch.no_grad()
-    def beam_search(self, src: torch.Tensor, max_len: int, beam_size: int) -> torch.Tensor:
+    def beam_search(
+        self, src: torch.Tensor, max_len: int, beam_size: int, encoded: Any = None
+    ) -> torch.Tensor:
         """Batched beam search: the ``beam_size`` most probable prefixes of every row.
 
         A finished beam (it produced EOS) keeps its score and only extends with
@@ -79,7 +102,7 @@ class Seq2Seq(nn.Module):
         beam has finished or after ``max_len`` tokens.
         """
         b, k, dev = src.shape[0], beam_size, src.device
-        memory, state = self.encode(src)
+        memory, state = self.encode(src) if encoded is None else encoded
         rows = torch.arange(b, device=dev).repeat_interleave(k)
         memory, state = select_rows(memory, rows), select_rows(state, rows)
         tokens = torch.full((b * k, 1), self.sos_id, dtype=torch.long, device=dev)
@@ -180,13 +203,17 @@ class GRUSeq2Seq(Seq2Seq):
         output, hidden = self.decoder(self._decoder_input(tokens, memory), hidden)
         return self.out(self.dropout(output[:, -1])), hidden.transpose(0, 1)
 
+    def teacher_forced(self, encoded, tgt_in: torch.Tensor) -> torch.Tensor:
+        memory, state = encoded
+        hidden = state.transpose(0, 1).contiguous()
+        output, _ = self.decoder(self._decoder_input(tgt_in, memory), hidden)
+        return self.out(self.dropout(output))
+
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         memory, state = self.encode(src)
         ratio = self.cfg.teacher_forcing
         if ratio >= 1.0 or not self.training:
-            hidden = state.transpose(0, 1).contiguous()
-            output, _ = self.decoder(self._decoder_input(tgt_in, memory), hidden)
-            return self.out(self.dropout(output))
+            return self.teacher_forced((memory, state), tgt_in)
         logits = []
         tokens = tgt_in[:, :1]
         for t in range(tgt_in.shape[1]):

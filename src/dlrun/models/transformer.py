@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dlrun.config import spec
@@ -41,9 +42,14 @@ class TransformerSeq2Seq(Seq2Seq):
     """Token embeddings + positions -> nn.TransformerEncoder / nn.TransformerDecoder -> logits.
 
     Source padding is masked as attention keys in the encoder and in the
-    decoder's cross-attention; the decoder is causal. Inference encodes once
-    and re-runs only the decoder over the growing prefix.
+    decoder's cross-attention; the decoder is causal. Inference encodes once,
+    projects the encoder output to each decoder layer's cross-attention keys
+    and values once, and decodes one token per step against a cache of the
+    previous tokens' self-attention keys and values (``use_cache``; False
+    re-runs the decoder over the whole prefix each step, for comparison).
     """
+
+    use_cache = True
 
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
@@ -111,11 +117,40 @@ class TransformerSeq2Seq(Seq2Seq):
         pos = self.pos.weight[:n] if self.pos is not None else self.pos_table[:n]
         return self.dropout(embed(tokens) * math.sqrt(self.cfg.d_model) + pos)
 
-    def encode(self, src: torch.Tensor):
+    def _encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         src_pad = src == self.pad_id
         memory = self.encoder(self._embed(self.src_embed, src), src_key_padding_mask=src_pad)
-        empty = src.new_empty((src.shape[0], 0))
-        return (memory, src_pad), empty
+        return memory, src_pad
+
+    def encode(self, src: torch.Tensor):
+        return self._decoding_start(*self._encode(src))
+
+    def score_and_generate(
+        self, src: torch.Tensor, tgt_in: torch.Tensor, max_len: int, beam_size: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, src_pad = self._encode(src)  # once for both
+        logits = self._decode((enc, src_pad), tgt_in)
+        pred = self.generate(src, max_len, beam_size, self._decoding_start(enc, src_pad))
+        return logits, pred
+
+    def _decoding_start(self, enc: torch.Tensor, src_pad: torch.Tensor):
+        """``encode``'s (memory, state) from the encoder's output."""
+        b = src_pad.shape[0]
+        if not self.use_cache:  # the state is the prefix decoded so far
+            return (enc, src_pad), torch.empty((b, 0), dtype=torch.long, device=enc.device)
+        heads = self.cfg.nhead
+        cross = []
+        for layer in self.decoder.layers:
+            attn = layer.multihead_attn
+            d = attn.embed_dim
+            w, bias = attn.in_proj_weight[d:], attn.in_proj_bias[d:]
+            k, v = F.linear(enc, w, bias).chunk(2, dim=-1)
+            cross.append((_heads(k, heads), _heads(v, heads)))
+        # Cross-attention mask for scaled_dot_product_attention: True where a key counts.
+        keep = ~src_pad.view(b, 1, 1, -1)
+        empty = enc.new_zeros((b, heads, 0, self.cfg.d_model // heads))
+        state = tuple((empty, empty) for _ in self.decoder.layers)
+        return (keep, tuple(cross)), state
 
     def _decode(self, memory, tgt_in: torch.Tensor) -> torch.Tensor:
         enc, src_pad = memory
@@ -130,10 +165,70 @@ class TransformerSeq2Seq(Seq2Seq):
         )
         return self.out(out)
 
-    def decode_step(self, memory, tokens: torch.Tensor, state: torch.Tensor):
-        prefix = torch.cat([state, tokens], dim=1)
-        return self._decode(memory, prefix)[:, -1], prefix
+    def decode_step(self, memory, tokens: torch.Tensor, state):
+        if not self.use_cache:
+            prefix = torch.cat([state, tokens], dim=1)
+            return self._decode(memory, prefix)[:, -1], prefix
+        keep, cross = memory
+        t = state[0][0].shape[2]  # tokens decoded so far: this one's position
+        if t >= self.cfg.max_positions:
+            raise ValueError(f"sequence of {t + 1} tokens exceeds model.max_positions")
+        pos = self.pos.weight[t] if self.pos is not None else self.pos_table[t]
+        x = self.dropout(self.tgt_embed(tokens) * math.sqrt(self.cfg.d_model) + pos)
+        new_state = []
+        for layer, (k_self, v_self), (k_cross, v_cross) in zip(
+            self.decoder.layers, state, cross, strict=True
+        ):
+            x, k_self, v_self = _cached_layer(layer, x, k_self, v_self, k_cross, v_cross, keep)
+            new_state.append((k_self, v_self))
+        if self.decoder.norm is not None:
+            x = self.decoder.norm(x)
+        return self.out(x)[:, -1], tuple(new_state)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        memory, _ = self.encode(src)
-        return self._decode(memory, tgt_in)
+        return self._decode(self._encode(src), tgt_in)
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, D) -> (B, heads, T, D / heads)."""
+    b, t, d = x.shape
+    return x.view(b, t, heads, d // heads).transpose(1, 2)
+
+
+def _attend(attn: nn.MultiheadAttention, q: torch.Tensor, k, v, mask=None) -> torch.Tensor:
+    """Attention of queries (B, 1, D) over per-head keys and values, then the output projection."""
+    b, t, d = q.shape
+    q = _heads(F.linear(q, attn.in_proj_weight[:d], attn.in_proj_bias[:d]), attn.num_heads)
+    p = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    return attn.out_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+def _cached_layer(layer: nn.TransformerDecoderLayer, x, k_self, v_self, k_cross, v_cross, keep):
+    """One nn.TransformerDecoderLayer for one new token (B, 1, D), its own keys and values
+    appended to the cache: the same arithmetic as the layer's forward over the whole prefix."""
+    attn = layer.self_attn
+    d, heads = attn.embed_dim, attn.num_heads
+
+    def self_block(h: torch.Tensor) -> torch.Tensor:
+        nonlocal k_self, v_self
+        k, v = F.linear(h, attn.in_proj_weight[d:], attn.in_proj_bias[d:]).chunk(2, dim=-1)
+        k_self = torch.cat([k_self, _heads(k, heads)], dim=2)
+        v_self = torch.cat([v_self, _heads(v, heads)], dim=2)
+        return layer.dropout1(_attend(attn, h, k_self, v_self))  # the newest token sees all
+
+    def cross_block(h: torch.Tensor) -> torch.Tensor:
+        return layer.dropout2(_attend(layer.multihead_attn, h, k_cross, v_cross, keep))
+
+    def ff_block(h: torch.Tensor) -> torch.Tensor:
+        return layer.dropout3(layer.linear2(layer.dropout(layer.activation(layer.linear1(h)))))
+
+    if layer.norm_first:
+        x = x + self_block(layer.norm1(x))
+        x = x + cross_block(layer.norm2(x))
+        x = x + ff_block(layer.norm3(x))
+    else:
+        x = layer.norm1(x + self_block(x))
+        x = layer.norm2(x + cross_block(x))
+        x = layer.norm3(x + ff_block(x))
+    return x, k_self, v_self

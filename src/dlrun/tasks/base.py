@@ -25,6 +25,8 @@ class Task:
     # Splits never used for a final test: training, validation, and the
     # training subset evaluated beside validation (``add_train_subset``).
     not_tested: ClassVar[tuple[str, ...]] = ("train", "val", "train_subset")
+    # The kinds of problem ``task.problem`` may choose (none: the task has one kind).
+    problems: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
@@ -38,6 +40,12 @@ class Task:
         valid = [f"{s}/{m}" for s in ("val",) for m in ("loss", *cls.metric_names)]
         if monitor not in valid:
             problems.append(f"task.monitor={monitor}: must be one of {', '.join(valid)}")
+        problem = cfg["task"].get("problem")
+        if problem is not None and problem not in cls.problems:
+            problems.append(
+                f"task.problem={problem}: task {cfg['task']['name']} has one kind of problem; "
+                "leave task.problem out"
+            )
         return problems
 
     @classmethod
@@ -76,6 +84,10 @@ class Task:
         """
         if n > 0:
             self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
+
+    def keep_first(self, split: str, n: int) -> None:
+        """Cut ``split`` to its first ``n`` examples (debug modes)."""
+        self.splits[split] = {k: v[:n] for k, v in self.splits[split].items()}
 
     def stats(self) -> dict[str, Any]:
         """Dataset statistics written to ``stats.json`` and printed by ``dlrun-stats``."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 from dlrun.config import spec
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.download import download
+from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
 from dlrun.data.text import TOKENIZERS, WordVocab, read_aclimdb, with_ngrams
 from dlrun.errors import UserError
 from dlrun.models import build_model
@@ -32,7 +32,7 @@ from dlrun.tasks.classify import ClassificationTask
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
-PREP_VERSION = 1
+PREP_VERSION = 1  # the array-based build writes the same files as version 1
 SHOWN_CHARS = 120  # of each test review, kept for samples.txt
 
 
@@ -150,23 +150,35 @@ class ImdbTask(ClassificationTask):
             train = [r for r in train if r[1] == 1][:half] + [r for r in train if r[1] == 0][:half]
             random.Random(d["seed"]).shuffle(train)
         splits = {"train": train, "val": val, "test": reviews["test"]}
-        words = {
-            s: [TOKENIZERS[d["tokenizer"]](t) for t, _, _ in rows] for s, rows in splits.items()
-        }
-        docs = {s: [with_ngrams(w, d["ngrams"]) for w in ws] for s, ws in words.items()}
-        vocab = WordVocab.build(docs["train"], d["vocab_size"])
-        data = {
-            split: {
+        # Words become ids once; n-grams are int64 keys of those ids, counted by numpy.
+        index = WordIndex()
+        tokenize = TOKENIZERS[d["tokenizer"]]
+        words = {s: index.encode((t for t, _, _ in rows), tokenize) for s, rows in splits.items()}
+        grams = NgramKeys(max(1, len(index.index)), d["ngrams"])
+        keys = {s: grams.of(w) for s, w in words.items()}
+        vocab_keys, _ = ranked(keys["train"][0])
+        vocab_keys = vocab_keys[: d["vocab_size"]]
+        itos = index.words()
+        vocab = WordVocab(grams.texts(vocab_keys, itos))
+        data, oov = {}, {}
+        for split, rows in splits.items():
+            split_keys, docs = keys[split]
+            ids = lookup(split_keys, vocab_keys, grams.base)
+            oov[split] = int((ids == 0).sum())
+            flat, length = distinct_per_doc(ids, docs, len(rows), len(vocab))
+            length = torch.from_numpy(length)
+            data[split] = {
                 "label": torch.tensor([label for _, label, _ in rows], dtype=torch.long),
-                **distinct_ids(docs[split], vocab),
+                "start": torch.cumsum(length, 0) - length,
+                "length": length,
+                "ids": torch.from_numpy(flat),
             }
-            for split, rows in splits.items()
-        }
         torch.save(data, out / "data.pt")
         (out / "vocab.json").write_text(json.dumps(vocab.itos))
         shown = {"test": [" ".join(t[:SHOWN_CHARS].split()) for t, _, _ in splits["test"]]}
         (out / "shown.json").write_text(json.dumps(shown))
-        (out / "stats.json").write_text(json.dumps(statistics(words, docs, splits, vocab)))
+        stats = statistics(words, keys, oov, splits, itos, len(vocab))
+        (out / "stats.json").write_text(json.dumps(stats))
 
     def _load_cached(self, folder: Path) -> dict:
         data = torch.load(folder / "data.pt", weights_only=True)
@@ -263,7 +275,7 @@ def nb_ratios(
     return torch.log((p / p.sum()) / (q / q.sum())).float()
 
 
-def statistics(words, docs, splits, vocab: WordVocab) -> dict[str, Any]:
+def statistics(words, keys, oov, splits, itos: list[str], vocab_size: int) -> dict[str, Any]:
     """Seed 003, section I: class counts, mean length, frequent and rare words, OOV tokens.
 
     Lengths and word ranks count the tokenizer's words; OOV counts the tokens
@@ -276,15 +288,16 @@ def statistics(words, docs, splits, vocab: WordVocab) -> dict[str, Any]:
             "examples": len(rows),
             "positives": positives,
             "negatives": len(rows) - positives,
-            "mean_words": sum(map(len, words[split])) / max(1, len(rows)),
-            "tokens": sum(map(len, docs[split])),
-            "oov_tokens": sum(t not in vocab.stoi for doc in docs[split] for t in doc),
+            "mean_words": int(words[split].lengths.sum()) / max(1, len(rows)),
+            "tokens": int(keys[split][0].size),
+            "oov_tokens": oov[split],
         }
-    ranked = Counter(w for ws in words["train"] for w in ws).most_common()
+    top, counts = ranked(words["train"].ids)
+    pairs = [[itos[int(w)], int(c)] for w, c in zip(top, counts)]
     out["train_words"] = {
-        "distinct": len(ranked),
-        "most_frequent": ranked[:5],
-        "least_frequent": ranked[-5:],
+        "distinct": len(pairs),
+        "most_frequent": pairs[:5],
+        "least_frequent": pairs[-5:],
     }
-    out["vocab_size"] = len(vocab)
+    out["vocab_size"] = vocab_size
     return out

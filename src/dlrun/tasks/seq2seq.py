@@ -159,8 +159,24 @@ class Seq2SeqTask(Task):
         batch = super().batch(split, idx)
         return {k: v[:, : int(widths[k][rows].max())] for k, v in batch.items()}
 
-    def _decode(self, model: nn.Module, src: torch.Tensor) -> torch.Tensor:
-        return model.generate(src, self.max_tgt_len, self.cfg["decode"]["beam_size"])
+    # Decoding a split with known targets stops this many tokens past its longest target
+    # (EOS included): a prediction cannot be right beyond it, and an untrained model,
+    # which never ends, would otherwise run to max_tgt_len at every evaluation.
+    DECODE_MARGIN = 8
+
+    def decode_len(self, split: str | None = None) -> int:
+        """Most tokens to decode: ``max_tgt_len``, or less for a split whose targets are known."""
+        if split is None:
+            return self.max_tgt_len
+        return min(self.max_tgt_len, self.splits[split]["tgt"].shape[1] + self.DECODE_MARGIN)
+
+    def _decode(self, model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
+        return model.generate(src, max_len, self.cfg["decode"]["beam_size"])
+
+    def _by_width(self, split: str, rows: range) -> torch.Tensor:
+        """``rows`` ordered by source width: evaluation batches then carry little padding."""
+        widths = self._widths(split)["src"][rows.start : rows.stop]
+        return torch.argsort(widths, stable=True) + rows.start
 
     def evaluate(
         self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
@@ -174,12 +190,13 @@ class Seq2SeqTask(Task):
         def add(name: str, value: torch.Tensor) -> None:
             totals[name] = totals[name] + value
 
-        widths = self._widths(split)
-        mine = dist.rows(self.size(split))
-        for start in range(mine.start, mine.stop, batch_size):
-            rows = slice(start, min(start + batch_size, mine.stop))
-            src, tgt = (data[k][rows, : int(widths[k][rows].max())] for k in ("src", "tgt"))
-            logits = model(src, self.decoder_input(tgt))
+        order = self._by_width(split, dist.rows(self.size(split)))
+        max_len, beam = self.decode_len(split), self.cfg["decode"]["beam_size"]
+        for start in range(0, order.numel(), batch_size):
+            rows = order[start : start + batch_size]
+            batch = self.batch(split, rows)
+            src, tgt = batch["src"], batch["tgt"]
+            logits, pred = model.score_and_generate(src, self.decoder_input(tgt), max_len, beam)
             loss = F.cross_entropy(
                 logits.flatten(0, 1).float(),
                 tgt.flatten(),
@@ -187,7 +204,6 @@ class Seq2SeqTask(Task):
                 reduction="sum",
             )
             add("loss", loss)
-            pred = self._decode(model, src)
             for k, v in sequence_counts(pred, tgt, Vocab.pad_id, Vocab.eos_id).items():
                 add(k, v)
             tgt_len = lengths_to_eos(tgt, Vocab.eos_id)
@@ -207,7 +223,7 @@ class Seq2SeqTask(Task):
         src, tgt = self.texts[split]
         data = self.splits[split]
         k = min(n * 20, len(src))  # look at more than n so that wrong ones can come first
-        preds = self._predict_ids(model, data["src"][:k])
+        preds = self._predict_ids(model, data["src"][:k], max_len=self.decode_len(split))
         rows = [
             {"source": s, "target": t, "prediction": p, "correct": p == t}
             for s, t, p in zip(src[:k], tgt[:k], preds)
@@ -215,11 +231,13 @@ class Seq2SeqTask(Task):
         rows.sort(key=lambda r: r["correct"])  # stable: wrong first, then in data order
         return rows[:n]
 
-    def _predict_ids(self, model: nn.Module, src: torch.Tensor, batch_size: int = 1024):
+    def _predict_ids(
+        self, model: nn.Module, src: torch.Tensor, batch_size: int = 1024, max_len: int = 0
+    ):
         out = []
         for start in range(0, src.shape[0], batch_size):
             ids = mask_after_eos(
-                self._decode(model, src[start : start + batch_size]),
+                self._decode(model, src[start : start + batch_size], max_len or self.max_tgt_len),
                 Vocab.eos_id,
                 Vocab.pad_id,
             )

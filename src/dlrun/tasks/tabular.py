@@ -1,0 +1,574 @@
+"""Your own table: classification or regression from a CSV or TSV file (seed 004).
+
+``dataset.path`` is a CSV/TSV with a header row; ``dataset.target`` names the
+label column and the features are the other columns (or ``dataset.features``).
+Numeric columns are standardized with the training split's statistics, text
+columns one-hot encoded with the training split's categories; both are saved
+for prediction (``tabular.json``). Missing values are an error naming the row
+and column, or imputed (``dataset.missing=mean``) or dropped (``drop``).
+``task.problem=regression`` predicts a number (MSE or Huber loss; RMSE, MAE, R²).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlrun.config import spec
+from dlrun.data.text import read_text
+from dlrun.engine.distributed import SINGLE, Dist
+from dlrun.errors import UserError, printable
+from dlrun.models import build_model
+from dlrun.registry import TASKS
+from dlrun.rundir import read_json
+from dlrun.tasks.classify import ClassificationTask
+
+MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
+DELIMITERS = ",\t;|"
+PROBLEMS = ("classification", "regression")
+
+
+@dataclass
+class TabularDataConfig:
+    name: str = spec("tabular")
+    path: str = spec("data/table.csv")  # CSV or TSV with a header row
+    test_path: str | None = spec(None)  # a separate test table with the same columns
+    target: str | None = spec(None)  # the label (or value) column
+    features: list[str] | None = spec(None)  # null: every other column
+    delimiter: str | None = spec(None)  # null: detected (comma, tab, semicolon, pipe)
+    missing: str = spec("error", choices=["error", "mean", "drop"])
+    encoding: str = spec("utf-8")
+    val_fraction: float = spec(0.1, gt=0, lt=1)
+    test_fraction: float = spec(0.1, gt=0, lt=1)  # unused with test_path
+    seed: int = spec(0, ge=0)
+    batch_size: int = spec(32, ge=1)
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """A delimited file's header and rows of strings, with the line number of each row."""
+
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+    delimiter: str
+
+    def column(self, name: str) -> int:
+        if name not in self.header:
+            raise UserError(
+                f"{self.path}: no column '{printable(name)}'; its columns are "
+                f"{', '.join(map(printable, self.header))}"
+            )
+        return self.header.index(name)
+
+
+def read_table(path: Path, delimiter: str | None = None, encoding: str = "utf-8") -> Table:
+    text = read_text(path, encoding, key="dataset.encoding")
+    if delimiter is None:
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else _sniff(text)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise UserError(f"{path}: empty file; expected a header row and data rows") from None
+    if len(set(header)) != len(header) or "" in header:
+        raise UserError(f"{path}: the header row needs distinct, non-empty column names")
+    rows, lines = [], []
+    for row in reader:
+        if not any(v.strip() for v in row):
+            continue
+        if len(row) != len(header):
+            raise UserError(
+                f"{path}, line {reader.line_num}: {len(row)} values, the header has "
+                f"{len(header)} columns (delimiter {delimiter!r}; set dataset.delimiter if wrong)"
+            )
+        rows.append([v.strip() for v in row])
+        lines.append(reader.line_num)
+    if not rows:
+        raise UserError(f"{path}: no data rows under the header")
+    return Table(path, header, rows, lines, delimiter)
+
+
+def _sniff(text: str) -> str:
+    sample = "\n".join(text.splitlines()[:20])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def is_missing(value: str) -> bool:
+    return value.strip().lower() in MISSING
+
+
+def _number(value: str) -> float | None:
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+@dataclass
+class Encoder:
+    """Feature columns to one float vector: numeric standardized, text one-hot.
+
+    Everything it knows comes from the training split and is saved for predict.
+    """
+
+    features: list[str]
+    numeric: dict[str, tuple[float, float]] = field(default_factory=dict)  # mean, std
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    impute: bool = False  # missing values: the training mean / no category
+
+    @classmethod
+    def fit(cls, header: list[str], rows: list[list[str]], features: list[str], impute: bool):
+        enc = cls(features, impute=impute)
+        for name in features:
+            values = [r[header.index(name)] for r in rows]
+            present = [v for v in values if not is_missing(v)]
+            numbers = [_number(v) for v in present]
+            if present and all(x is not None for x in numbers):
+                mean = sum(numbers) / len(numbers)
+                std = math.sqrt(sum((x - mean) ** 2 for x in numbers) / len(numbers)) or 1.0
+                enc.numeric[name] = (mean, std)
+            else:
+                enc.categories[name] = sorted(set(present))
+        return enc
+
+    @property
+    def width(self) -> int:
+        return sum(1 if f in self.numeric else len(self.categories[f]) for f in self.features)
+
+    def encode(self, rows: list[list[str]], where: list[str]) -> torch.Tensor:
+        """(len(rows), width) floats; ``where[i]`` names row i in errors."""
+        out = torch.zeros(len(rows), self.width)
+        for i, row in enumerate(rows):
+            col = 0
+            for name, value in zip(self.features, row):
+                if name in self.numeric:
+                    mean, std = self.numeric[name]
+                    if is_missing(value):
+                        if not self.impute:
+                            raise UserError(_missing(where[i], name))
+                        x = mean
+                    else:
+                        x = _number(value)
+                        if x is None:
+                            raise UserError(
+                                f"{where[i]}, column '{name}': '{printable(value, 40)}' is not a "
+                                "number"
+                            )
+                    out[i, col] = (x - mean) / std
+                    col += 1
+                else:
+                    cats = self.categories[name]
+                    if is_missing(value) and not self.impute:
+                        raise UserError(_missing(where[i], name))
+                    if value in cats:
+                        out[i, col + cats.index(value)] = 1.0
+                    col += len(cats)
+        return out
+
+
+def _missing(where: str, column: str) -> str:
+    return (
+        f"{where}, column '{printable(column)}': missing value; fill it in, or set "
+        "dataset.missing=mean (impute) or dataset.missing=drop (leave the row out)"
+    )
+
+
+# -- the task -------------------------------------------------------------------------------
+
+
+@TASKS.register("tabular", schema=TabularDataConfig)
+class TabularTask(ClassificationTask):
+    model_kind = "tabular"
+    problems = PROBLEMS
+    metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
+    METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        self.encoder: Encoder | None = None
+        self.target_stats = (0.0, 1.0)  # regression: training mean and std of the target
+        self.raw: dict[str, list[list[str]]] = {}  # feature values as read, per split
+        self.table: Table | None = None
+
+    @property
+    def regression(self) -> bool:
+        return self.cfg["task"]["problem"] == "regression"
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> list[str]:
+        problems = super().check_config(cfg)
+        d, problem = cfg["dataset"], cfg["task"]["problem"] or "classification"
+        if d["target"] is None:
+            problems.append("dataset.target: name the label column, e.g. dataset.target=label")
+        monitor = cfg["task"]["monitor"].partition("/")[2]
+        if monitor not in ("loss", *cls.METRICS[problem]):
+            problems.append(
+                f"task.monitor={cfg['task']['monitor']}: not a {problem} metric; choose one of "
+                + ", ".join(f"val/{m}" for m in ("loss", *cls.METRICS[problem]))
+            )
+        if d["test_path"] is None and d["val_fraction"] + d["test_fraction"] >= 1:
+            problems.append("dataset.val_fraction + dataset.test_fraction: must be below 1")
+        if d["delimiter"] is not None and len(d["delimiter"]) != 1:
+            problems.append(f"dataset.delimiter={d['delimiter']!r}: must be one character")
+        try:
+            codecs.lookup(d["encoding"])
+        except LookupError:
+            problems.append(f"dataset.encoding={d['encoding']}: unknown encoding")
+        return problems
+
+    @classmethod
+    def check_data(cls, cfg: dict) -> list[str]:
+        d = cfg["dataset"]
+        paths = [("dataset.path", d["path"]), ("dataset.test_path", d["test_path"])]
+        return [
+            f"{key}={value}: no such file; give a CSV or TSV table with a header row"
+            for key, value in paths
+            if value is not None and not Path(value).expanduser().is_file()
+        ]
+
+    # -- data ----------------------------------------------------------------------------
+    def prepare(self, cache_dir: Path) -> None:
+        d = self.cfg["dataset"]
+        table = read_table(Path(d["path"]).expanduser(), d["delimiter"], d["encoding"])
+        target = table.column(d["target"])
+        features = d["features"] or [h for h in table.header if h != d["target"]]
+        for name in features:
+            table.column(name)
+        if d["target"] in features:
+            raise UserError(f"dataset.features: the target '{d['target']}' is also a feature")
+        splits = self._split(table, d)
+        if d["test_path"] is not None:
+            test = read_table(Path(d["test_path"]).expanduser(), d["delimiter"], d["encoding"])
+            if test.header != table.header:
+                raise UserError(f"{test.path}: its columns differ from {table.path}'s")
+            splits["test"] = list(zip(test.rows, (f"{test.path}, line {n}" for n in test.lines)))
+        if d["missing"] == "drop":
+            used = [table.header.index(f) for f in features] + [target]
+            splits = {
+                s: [(r, w) for r, w in rows if not any(is_missing(r[i]) for i in used)]
+                for s, rows in splits.items()
+            }
+        for name, rows in splits.items():
+            if not rows:
+                raise UserError(
+                    f"{table.path}: the {name} split is empty ({len(table.rows)} rows); use a "
+                    "larger table or other dataset.val_fraction / test_fraction"
+                )
+        index = [table.header.index(f) for f in features]
+        train_rows = [[r[i] for i in index] for r, _ in splits["train"]]
+        self.encoder = Encoder.fit(features, train_rows, features, d["missing"] == "mean")
+        labels = {s: [r[target] for r, _ in rows] for s, rows in splits.items()}
+        where = {s: [w for _, w in rows] for s, rows in splits.items()}
+        for s in splits:
+            for value, w in zip(labels[s], where[s]):
+                if is_missing(value):
+                    raise UserError(_missing(w, d["target"]))
+        if self.regression:
+            y = {
+                s: [_target_number(v, w, d["target"]) for v, w in zip(labels[s], where[s])]
+                for s in splits
+            }
+            mean = sum(y["train"]) / len(y["train"])
+            std = math.sqrt(sum((v - mean) ** 2 for v in y["train"]) / len(y["train"])) or 1.0
+            self.target_stats = (mean, std)
+            targets = {s: torch.tensor(v, dtype=torch.float32) for s, v in y.items()}
+        else:
+            self.classes = tuple(_sorted_labels(set(labels["train"])))
+            unseen = [
+                (v, w) for s in splits for v, w in zip(labels[s], where[s]) if v not in self.classes
+            ]
+            if unseen:
+                value, w = unseen[0]
+                raise UserError(
+                    f"{w}: label '{printable(value, 40)}' never occurs in the training split"
+                )
+            if len(self.classes) < 2:
+                raise UserError(
+                    f"{table.path}: column '{d['target']}' has one class in training; "
+                    "classification needs two or more (task.problem=regression for numbers)"
+                )
+            targets = {s: torch.tensor([self.classes.index(v) for v in labels[s]]) for s in splits}
+        self.table = table
+        for s, rows in splits.items():
+            self.raw[s] = [[r[i] for i in index] for r, _ in rows]
+            self.splits[s] = {
+                "x": self.encoder.encode(self.raw[s], where[s]),
+                "label": targets[s],
+            }
+
+    def _split(self, table: Table, d: dict) -> dict[str, list[tuple[list[str], str]]]:
+        rows = list(zip(table.rows, (f"{table.path}, line {n}" for n in table.lines)))
+        random.Random(d["seed"]).shuffle(rows)
+        n = len(rows)
+        n_test = 0 if d["test_path"] is not None else max(1, round(n * d["test_fraction"]))
+        n_val = max(1, round(n * d["val_fraction"]))
+        out = {"test": rows[:n_test], "val": rows[n_test : n_test + n_val]}
+        out["train"] = rows[n_test + n_val :]
+        return {k: out[k] for k in ("train", "val", "test") if k != "test" or n_test}
+
+    def stats(self) -> dict[str, Any]:
+        """Per split sizes; per numeric column count, mean, std, min, quartiles, max; the
+        classes and their counts; the numeric features' correlations."""
+        out: dict[str, Any] = {name: {"examples": self.size(name)} for name in self.splits}
+        table = self.table
+        numeric = {}
+        for i, name in enumerate(table.header):
+            values = [_number(r[i]) for r in table.rows if not is_missing(r[i])]
+            if values and all(v is not None for v in values):
+                numeric[name] = values
+        out["columns"] = {name: describe(values) for name, values in numeric.items()}
+        if not self.regression:
+            counts: dict[str, int] = {}
+            for r in table.rows:
+                label = r[table.header.index(self.cfg["dataset"]["target"])]
+                counts[label] = counts.get(label, 0) + 1
+            out["classes"] = {k: counts[k] for k in _sorted_labels(set(counts))}
+        features = [f for f in self.encoder.features if f in numeric]
+        complete = [
+            [_number(r[table.header.index(f)]) for f in features]
+            for r in table.rows
+            if all(not is_missing(r[table.header.index(f)]) for f in features)
+        ]
+        if len(features) >= 2 and len(complete) > 1:
+            matrix = torch.corrcoef(torch.tensor(complete, dtype=torch.float64).T)
+            out["correlation"] = {
+                a: {b: round(float(matrix[i, j]), 4) for j, b in enumerate(features)}
+                for i, a in enumerate(features)
+            }
+        return out
+
+    def save(self, run_dir: Path) -> None:
+        state = {
+            "encoder": asdict(self.encoder),
+            "classes": list(self.classes),
+            "target_stats": list(self.target_stats),
+        }
+        (run_dir / "tabular.json").write_text(json.dumps(state, indent=2) + "\n")
+
+    def load(self, run_dir: Path) -> None:
+        path = run_dir / "tabular.json"
+        state = read_json(path)
+        try:
+            enc = state["encoder"]
+            self.encoder = Encoder(
+                [str(f) for f in enc["features"]],
+                {str(k): (float(m), float(s)) for k, (m, s) in enc["numeric"].items()},
+                {str(k): [str(c) for c in v] for k, v in enc["categories"].items()},
+                bool(enc["impute"]),
+            )
+            self.classes = tuple(str(c) for c in state["classes"])
+            mean, std = state["target_stats"]
+            self.target_stats = (float(mean), float(std))
+            known = all(
+                f in self.encoder.numeric or f in self.encoder.categories
+                for f in self.encoder.features
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            known = False
+        if not known:
+            raise UserError(f"{path}: not a dlrun tabular description (damaged?)")
+
+    def describe(self, split: str, i: int) -> str:
+        return ",".join(self.raw[split][i]) if split in self.raw else f"#{i}"
+
+    # -- model, loss, metrics ----------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        outputs = 1 if self.regression else len(self.classes)
+        return build_model(self.cfg["model"], inputs=self.encoder.width, outputs=outputs)
+
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(batch["x"])
+
+    def _regression_loss(self, model, batch, reduction: str = "mean") -> torch.Tensor:
+        mean, std = self.target_stats
+        pred = model(batch["x"])[:, 0].float()
+        target = (batch["label"] - mean) / std
+        m = self.cfg["model"]
+        if m["loss"] == "huber":
+            return F.huber_loss(pred, target, delta=m["delta"], reduction=reduction)
+        return F.mse_loss(pred, target, reduction=reduction)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (
+            self._regression_loss(model, batch) if self.regression else super().loss(model, batch)
+        )
+
+    def evaluate(
+        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
+    ) -> dict[str, float]:
+        if not self.regression:
+            metrics = super().evaluate(model, split, batch_size, dist)
+            return metrics
+        n = self.size(split)
+        device = self.splits[split]["label"].device
+        sums = {
+            k: torch.zeros((), dtype=torch.float64, device=device)
+            for k in ("loss", "sse", "sae", "y", "yy")
+        }
+        mean, std = self.target_stats
+        for _, b in self._batches(split, batch_size, dist.rows(n)):
+            sums["loss"] += self._regression_loss(model, b, reduction="sum").double()
+            err = (model(b["x"])[:, 0].double() * std + mean) - b["label"].double()
+            sums["sse"] += (err**2).sum()
+            sums["sae"] += err.abs().sum()
+            sums["y"] += b["label"].double().sum()
+            sums["yy"] += (b["label"].double() ** 2).sum()
+        s = {k: float(v) for k, v in dist.sum(sums).items()}
+        total = s["yy"] - s["y"] ** 2 / n
+        return {
+            "loss": s["loss"] / n,
+            "rmse": math.sqrt(s["sse"] / n),
+            "mae": s["sae"] / n,
+            "r2": 1 - s["sse"] / total if total > 0 else 0.0,
+        }
+
+    def _values(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.target_stats
+        return model(x)[:, 0].float() * std + mean
+
+    def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
+        if not self.regression:
+            return super().samples(model, split, n)
+        if n == 0 or split not in self.splits:
+            return []
+        pred = self._values(model, self.splits[split]["x"]).cpu()
+        target = self.splits[split]["label"].cpu()
+        tolerance = 0.1 * self.target_stats[1]
+        order = torch.argsort((pred - target).abs(), descending=True)[:n].tolist()
+        return [
+            {
+                # Within a tenth of the target's standard deviation counts as right.
+                "correct": abs(float(pred[i] - target[i])) <= tolerance,
+                "source": self.describe(split, i),
+                "target": f"{float(target[i]):.6g}",
+                "prediction": f"{float(pred[i]):.6g}",
+            }
+            for i in order
+        ]
+
+    def report(self, model: nn.Module, run_dir: Path) -> None:
+        from dlrun.engine.plots import plot_decision_boundary, plot_table
+
+        if not self.regression:
+            super().report(model, run_dir)
+        numeric = [f for f in self.encoder.features if f in self.encoder.numeric]
+        index = [self.encoder.features.index(f) for f in numeric]
+        values = [
+            [math.nan if _number(r[i]) is None else _number(r[i]) for i in index]
+            for r in self.raw["train"]
+        ]
+        colours = None if self.regression else self.splits["train"]["label"].cpu()
+        if numeric:
+            plot_table(numeric, values, colours, self.classes, run_dir / "data.png")
+        if len(self.encoder.features) == 2 and len(numeric) == 2 and not self.regression:
+            split = "test" if "test" in self.splits else "val"
+            points = torch.tensor([[_number(v) for v in r] for r in self.raw[split]])
+            x = self.splits[split]["x"]
+            pred = model(x).argmax(1).cpu()
+
+            def classify(grid: torch.Tensor) -> torch.Tensor:
+                encoded = self.encoder.encode(
+                    [[repr(float(a)), repr(float(b))] for a, b in grid.tolist()],
+                    ["grid"] * len(grid),
+                ).to(x.device)
+                return model(encoded).argmax(1).cpu()
+
+            plot_decision_boundary(
+                classify,
+                points,
+                self.splits[split]["label"].cpu(),
+                pred,
+                self.classes,
+                numeric,
+                run_dir / "decision_boundary.png",
+                f"decision regions and the {split} points (errors marked x)",
+            )
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
+        features = self.encoder.features
+        rows = [r for r in inputs if r.strip()]
+        if rows and _fields(rows[0]) == features:
+            rows = rows[1:]  # a header line naming the columns
+        parsed = []
+        for i, row in enumerate(rows, 1):
+            values = _fields(row)
+            if len(values) != len(features):
+                raise UserError(
+                    f"input {i}: {len(values)} values, expected {len(features)} "
+                    f"({', '.join(features)}), comma-separated"
+                )
+            parsed.append(values)
+        device = next(model.parameters()).device
+        out = []
+        for start in range(0, len(parsed), batch_size):
+            chunk = parsed[start : start + batch_size]
+            where = [f"input {start + k + 1}" for k in range(len(chunk))]
+            x = self.encoder.encode(chunk, where).to(device)
+            if self.regression:
+                out += [f"{v:.6g}" for v in self._values(model, x).tolist()]
+            else:
+                p, label = torch.softmax(model(x).float(), 1).max(1)
+                out += [f"{self.classes[c]}\t{q:.4f}" for c, q in zip(label.tolist(), p.tolist())]
+        return out
+
+
+def _fields(row: str) -> list[str]:
+    delimiter = "\t" if "\t" in row else ","
+    return [v.strip() for v in next(csv.reader([row], delimiter=delimiter))]
+
+
+def _target_number(value: str, where: str, column: str) -> float:
+    x = _number(value)
+    if x is None:
+        raise UserError(
+            f"{where}, column '{printable(column)}': '{printable(value, 40)}' is not a number; "
+            "regression needs a numeric target (or task.problem=classification)"
+        )
+    return x
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Numeric labels in numeric order ('2' before '10'), others alphabetically."""
+    if all(_number(v) is not None for v in labels):
+        return sorted(labels, key=lambda v: float(v))
+    return sorted(labels)
+
+
+def describe(values: list[float]) -> dict[str, float]:
+    """count, mean, std (n-1, as pandas), min, quartiles, max."""
+    t = torch.tensor(values, dtype=torch.float64)
+    q = torch.quantile(t, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    return {
+        "count": len(values),
+        "mean": round(float(t.mean()), 6),
+        "std": round(float(t.std()), 6) if len(values) > 1 else 0.0,
+        "min": round(float(t.min()), 6),
+        "25%": round(float(q[0]), 6),
+        "50%": round(float(q[1]), 6),
+        "75%": round(float(q[2]), 6),
+        "max": round(float(t.max()), 6),
+    }

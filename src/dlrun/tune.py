@@ -1,0 +1,478 @@
+"""Hyperparameter search on Optuna: the search space, the study, and a trial's pruning hook.
+
+The ``optuna`` Hydra sweeper (``hydra_plugins.dlrun_optuna``) drives a search:
+it reads Hydra's sweep syntax (``choice``, ``range``, ``interval``, ``tag(log,
+...)``) into Optuna distributions, asks the study for trials and launches each
+as an ordinary dlrun job. The study lives in the sweep directory
+(``optuna.journal``, Optuna's journal file: several processes can share it and
+a search started again on the same directory continues). A trial learns which
+study and trial it is through its config's ``tune`` section, which the sweeper
+sets; its trainer reports the monitored metric at every evaluation and stops
+once the study's pruner says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import UserError
+
+JOURNAL = "optuna.journal"
+STUDY = "dlrun"
+SAMPLERS = ("tpe", "random", "cmaes", "grid")
+PRUNERS = ("median", "hyperband", "none")
+INSTALL = "pip install 'dlrun[tune]'"
+
+
+def require_optuna():
+    """Optuna, or one line saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError(
+            f"hydra/sweeper=optuna needs Optuna, which is not installed; install it with: {INSTALL}"
+        ) from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+# -- the search space ----------------------------------------------------------------------
+
+
+@dataclass
+class Param:
+    """One searched key: Hydra's sweep text and what Optuna draws from."""
+
+    key: str
+    text: str  # as written: optimizer.lr=tag(log, interval(1e-4, 1e-1))
+    kind: str  # categorical, int, float
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+    def distribution(self):
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        if self.kind == "categorical":
+            return CategoricalDistribution(self.choices)
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=self.step or 1)
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
+    def extremes(self) -> list:
+        """The values to check before any trial: every choice, both ends of a range."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        cast = int if self.kind == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+    def grid(self) -> list:
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.step is None:
+            raise UserError(
+                f"{self.text}: the grid sampler needs a finite set of values; use choice(...) "
+                "or range(...), or another sampler (hydra.sweeper.sampler=tpe)"
+            )
+        n = int(round((self.high - self.low) / self.step))
+        cast = int if self.kind == "int" else float
+        return [cast(self.low + i * self.step) for i in range(n + 1)]
+
+
+def parse_param(override) -> Param:
+    """A Hydra sweep override (already parsed by Hydra's parser) as a ``Param``."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    key, value = override.get_key_element(), override.value()
+    text = override.input_line or f"{key}={override.get_value_element_as_str()}"
+    tags = set(value.tags or ())
+    log = "log" in tags
+    if isinstance(value, ChoiceSweep):
+        choices = tuple(value.list)
+        if not choices:
+            raise UserError(f"{text}: choice() needs at least one value")
+        bad = [c for c in choices if not isinstance(c, (str, int, float, bool))]
+        if bad:
+            raise UserError(f"{text}: choices must be numbers, booleans or names, not {bad[0]!r}")
+        return Param(key, text, "categorical", choices=choices)
+    if isinstance(value, RangeSweep):
+        values = list(override.sweep_iterator())  # as Hydra's basic sweeper runs it
+        if not values:
+            raise UserError(f"{text}: the range is empty (start must be below stop for step > 0)")
+        if not all(isinstance(v, int) for v in values):
+            # 0.1, 0.2, 0.30000000000000004...: the values as people wrote them.
+            choices = tuple(float(f"{v:.12g}") for v in values)
+            return Param(key, text, "categorical", choices=choices)
+        if log:
+            raise UserError(f"{text}: a log range takes no step; use tag(log, interval(a, b))")
+        values.sort()
+        step = abs(value.step)
+        return Param(key, text, "int", values[0], values[-1], step)
+    if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        if not low < high:
+            raise UserError(f"{text}: the interval is empty; write interval(LOW, HIGH), LOW < HIGH")
+        if log and low <= 0:
+            raise UserError(f"{text}: a log interval needs LOW > 0")
+        if "int" in tags:
+            if low != int(low) or high != int(high):
+                raise UserError(f"{text}: tag(int, ...) needs whole-number ends")
+            return Param(key, text, "int", int(low), int(high), None, log)
+        return Param(key, text, "float", float(low), float(high), None, log)
+    raise UserError(f"{text}: not a search range; use choice, range or interval")
+
+
+def split_overrides(overrides: list) -> tuple[list[str], dict[str, Param]]:
+    """Fixed overrides (text) and the searched keys, in command-line order.
+
+    A key given twice keeps its last form, so the command line wins over a
+    preset's ``hydra.sweeper.params``.
+    """
+    fixed: dict[str, str] = {}
+    space: dict[str, Param] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        fixed.pop(key, None)
+        space.pop(key, None)
+        if o.is_sweep_override():
+            space[key] = parse_param(o)
+        else:
+            fixed[key] = f"{key}={o.get_value_element_as_str()}"
+    return list(fixed.values()), space
+
+
+def override_text(key: str, value: Any) -> str:
+    """``key=value`` as Hydra parses it back to the same value."""
+    if isinstance(value, bool):
+        return f"{key}={'true' if value else 'false'}"
+    if isinstance(value, float):
+        return f"{key}={value!r}"
+    if isinstance(value, str) and any(c in value for c in " ,()[]{}'\"=:"):
+        escaped = value.replace("'", "\\'")
+        return f"{key}='{escaped}'"
+    return f"{key}={value}"
+
+
+def check_space(
+    space: dict[str, Param], sampler: str, compose: Callable[[list[str]], Any], fixed: list[str]
+) -> None:
+    """Refuse a search that some of its own values would make invalid, before any trial.
+
+    Every choice and both ends of every range are composed and validated, each
+    with the other keys at their first value: a misspelt key or a value
+    validation refuses ends the command in one line.
+    """
+    from dlrun.config import validate
+
+    if sampler not in SAMPLERS:
+        raise UserError(
+            f"hydra.sweeper.sampler={sampler}: unknown sampler; valid: {', '.join(SAMPLERS)}"
+        )
+    if not space:
+        raise UserError(
+            "hydra/sweeper=optuna: nothing to search; give ranges such as "
+            "'optimizer.lr=tag(log, interval(1e-4, 1e-1))' or 'dataset.batch_size=choice(32,64)'"
+        )
+    if sampler == "grid":
+        for p in space.values():
+            p.grid()
+    first = {k: override_text(k, p.extremes()[0]) for k, p in space.items()}
+    for key, param in space.items():
+        for value in param.extremes():
+            trial = {**first, key: override_text(key, value)}
+            try:
+                validate(compose([*fixed, *trial.values()]))
+            except UserError as exc:
+                raise UserError(f"search {param.text}: at {key}={value}: {exc}") from None
+
+
+def grid_size(space: dict[str, Param]) -> int:
+    return math.prod(len(p.grid()) for p in space.values())
+
+
+def enqueue_grid(study, space: dict[str, Param], seed: int | None) -> None:
+    """Queue every grid point the study has not seen yet, in a seeded random order."""
+    import itertools
+    import random
+
+    seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
+    points = [
+        dict(zip(space, values))
+        for values in itertools.product(*(p.grid() for p in space.values()))
+    ]
+    random.Random(seed).shuffle(points)
+    for point in points:
+        if tuple(sorted(point.items())) not in seen:
+            study.enqueue_trial(point)
+
+
+# -- the study ------------------------------------------------------------------------------
+
+
+def storage(path: Path | str):
+    optuna = require_optuna()
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def make_sampler(name: str, seed: int | None, space: dict[str, Param]):
+    optuna = require_optuna()
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401
+        except ImportError:
+            raise UserError(
+                f"hydra.sweeper.sampler=cmaes needs the cmaes package; install it with: {INSTALL}"
+            ) from None
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "grid":
+        # The sweeper enqueues every grid point itself (Optuna's GridSampler stops the study
+        # from inside tell(), which only works under study.optimize).
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UserError(f"hydra.sweeper.sampler={name}: unknown sampler; valid: {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, options: dict | None = None):
+    """``options``: ``n_startup_trials`` and ``n_warmup_steps`` (the sweeper's keys)."""
+    optuna = require_optuna()
+    options = dict(options or {})
+    startup, warmup = options.get("n_startup_trials", 5), options.get("n_warmup_steps", 0)
+    if name not in PRUNERS:
+        raise UserError(f"hydra.sweeper.pruner={name}: unknown pruner; valid: {', '.join(PRUNERS)}")
+    if not (isinstance(startup, int) and startup >= 0 and isinstance(warmup, int) and warmup >= 0):
+        raise UserError(
+            f"hydra.sweeper.n_startup_trials={startup}, n_warmup_steps={warmup}: "
+            "both must be whole numbers >= 0"
+        )
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup)
+    if name == "hyperband":
+        # min_resource="auto" is only resolved inside study.optimize: steps, explicitly.
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup))
+    return optuna.pruners.NopPruner()
+
+
+def pruning_hook(data: dict) -> Callable[[int, float], bool] | None:
+    """For a search's trial (``tune`` set by the sweeper): report and ask whether to stop.
+
+    Opens the study from its storage file, so it works in the sweeper's process
+    and in a launcher's separate ones alike. Returns None for any other run.
+    """
+    spec = data.get("tune")
+    if not spec or spec.get("trial") is None:
+        return None
+    optuna = require_optuna()
+    store = storage(spec["storage"])
+    name = spec.get("study") or STUDY
+    pruner = make_pruner(spec.get("pruner") or "none", spec.get("pruner_options"))
+    study = optuna.load_study(study_name=name, storage=store, pruner=pruner)
+    trial_id = store.get_trial_id_from_study_id_trial_number(
+        store.get_study_id_from_name(name), int(spec["trial"])
+    )
+    trial = optuna.trial.Trial(study, trial_id)
+
+    def report(step: int, value: float) -> bool:
+        # Step 0 (trainer.eval_at_start) is the untrained model: nothing to judge yet.
+        if step == 0 or not math.isfinite(value):
+            return False
+        trial.report(float(value), step)
+        return trial.should_prune()
+
+    return report
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def find_study(directory: Path):
+    """The study in a search directory, or None when it has no journal."""
+    path = Path(directory) / JOURNAL
+    if not path.is_file():
+        return None
+    optuna = require_optuna()
+    store = storage(path)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    if not names:
+        return None
+    return optuna.load_study(study_name=STUDY if STUDY in names else names[0], storage=store)
+
+
+def best_yaml(study) -> str | None:
+    """``best.yaml``: the best trial's value and parameters, as overrides to paste."""
+    import yaml
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not done:
+        return None
+    best = study.best_trial
+    attrs = study.user_attrs
+    overrides = [override_text(k, v) for k, v in best.params.items()]
+    fixed = attrs.get("fixed", [])
+    body = {
+        "metric": attrs.get("monitor"),
+        "direction": study.direction.name.lower(),
+        "value": best.value,
+        "trial": best.number,
+        "run_dir": best.user_attrs.get("run_dir"),
+        "params": dict(best.params),
+        "overrides": overrides,
+        "command": " ".join(["dlrun", *fixed, *overrides]),
+        "trials": {
+            "complete": len(done),
+            "pruned": sum(t.state == TrialState.PRUNED for t in study.trials),
+            "failed": sum(t.state == TrialState.FAIL for t in study.trials),
+        },
+    }
+    head = "# The best trial of this search; rerun it with the command below.\n"
+    return head + yaml.safe_dump(body, sort_keys=False, width=1000)
+
+
+def plot_study(study, out: Path) -> list[Path]:
+    """Optimization history, parameter importances, slices, and a contour for two params."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as vis
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not done:
+        return []
+    params = list(dict.fromkeys(k for t in done for k in t.params))
+    plots: list[tuple[str, Callable]] = [("search_history.png", vis.plot_optimization_history)]
+    if len(done) >= 2 and params:
+        plots.append(("search_slice.png", vis.plot_slice))
+        varied = [k for k in params if len({repr(t.params.get(k)) for t in done}) > 1]
+        if varied and len(done) >= 3:
+            plots.append(("search_importances.png", vis.plot_param_importances))
+        if len(params) == 2 and len(varied) == 2 and len(done) >= 3:
+            plots.append(("search_contour.png", _contour))  # Optuna's needs scipy
+    files = []
+    for name, draw in plots:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            drawn = draw(study)
+            first = drawn.flat[0] if hasattr(drawn, "flat") else drawn
+            fig = first.figure
+            for ax in fig.axes:  # log axes: labels at the decades only, not crowded between
+                if ax.get_xscale() == "log":
+                    ax.xaxis.set_minor_formatter(NullFormatter())
+            fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        files.append(out / name)
+    return files
+
+
+# -- the command-line check ----------------------------------------------------------------
+
+
+def check_search(
+    conf_dir: Path, parsed: list, overrides: list[str], compose: Callable[[list[str]], Any]
+) -> bool:
+    """``dlrun -m`` with the optuna sweeper (chosen on the command line or by a preset):
+    refuse a bad search in one line before Hydra starts. False for other sweepers."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    first, fixed = [], []
+    for o, text in zip(parsed, overrides):
+        if o.is_sweep_override():
+            if o.key_or_group.startswith(("hydra.", "hydra/")):
+                continue
+            value = parse_param(o).extremes()[0]
+            first.append(override_text(o.get_key_element(), value))
+        else:
+            first.append(text)
+            if not o.key_or_group.startswith(("hydra.", "hydra/")):
+                fixed.append(text)
+    from hydra.errors import HydraException
+
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        try:
+            cfg = hydra_compose("config", overrides=first, return_hydra_config=True)
+        except HydraException as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise UserError(lines[0] if lines else type(exc).__name__) from None
+    sweeper = cfg.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).startswith("hydra_plugins.dlrun_optuna."):
+        if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
+            raise UserError(
+                "interval(...) is a search range: choose the search with hydra/sweeper=optuna "
+                "(lists and choice()/range() make a grid)"
+            )
+        return False
+    require_optuna()
+    params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
+    searched = [f"{k}={v}" for k, v in params.items()]
+    searched += [t for o, t in zip(parsed, overrides) if o.is_sweep_override()]
+    preset_fixed, space = split_overrides(OverridesParser.create().parse_overrides(searched))
+    space = {k: p for k, p in space.items() if not k.startswith(("hydra.", "hydra/"))}
+    check_space(space, sweeper.sampler, compose, [*fixed, *preset_fixed])
+    if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
+        raise UserError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
+    make_pruner(sweeper.pruner, {k: sweeper[k] for k in ("n_startup_trials", "n_warmup_steps")})
+    return True
+
+
+def _contour(study):
+    """The objective over two parameters: filled contours between the trials, and the trials."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    keys = list(dict.fromkeys(k for t in done for k in t.params))
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    axes = []
+    for key in keys:
+        dist = done[0].distributions[key]
+        values = [t.params[key] for t in done]
+        if isinstance(dist, CategoricalDistribution):
+            labels = list(dict.fromkeys(map(str, dist.choices)))
+            axes.append((np.array([labels.index(str(v)) for v in values], float), labels, False))
+        else:
+            axes.append((np.array(values, float), None, bool(getattr(dist, "log", False))))
+    (x, xlabels, xlog), (y, ylabels, ylog) = axes
+    z = np.array([t.value for t in done], float)
+    px, py = (np.log10(x) if xlog else x), (np.log10(y) if ylog else y)
+    try:
+        filled = ax.tricontourf(px, py, z, levels=12, cmap="viridis", alpha=0.8)
+        fig.colorbar(filled, ax=ax, label=study.user_attrs.get("monitor") or "objective")
+    except (ValueError, RuntimeError):  # too few or collinear points: the trials alone
+        pass
+    ax.scatter(px, py, c=z, cmap="viridis", edgecolors="black", zorder=3)
+    for axis, labels, log, key in (
+        (ax.xaxis, xlabels, xlog, keys[0]),
+        (ax.yaxis, ylabels, ylog, keys[1]),
+    ):
+        axis.set_label_text(f"log10 {key}" if log else key)
+        if labels:
+            axis.set_ticks(range(len(labels)), labels)
+    ax.margins(0.05)
+    ax.set_title("Objective over two parameters")
+    return ax

@@ -1,0 +1,165 @@
+"""task=tabular: your own CSV/TSV table, classification and regression (seed 004)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+from conftest import save_run_config
+
+from dlrun.config import validate
+from dlrun.errors import UserError
+from dlrun.predict import load_run
+from dlrun.stats import format_stats
+from dlrun.tasks.tabular import TabularTask, read_table
+from dlrun.train import run
+
+
+def table(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "delimiter"),
+    [
+        ("a.csv", "x,y,label\n1,2,a\n3,4,b\n", ","),
+        ("a.txt", "x;y;label\n1;2;a\n3;4;b\n", ";"),
+        ("a.tsv", "x\ty\tlabel\n1\t2\ta\n3\t4\tb\n", "\t"),
+        ("a.dat", "x|y|label\n1|2|a\n\n3|4|b\n", "|"),
+    ],
+)
+def test_delimiters_are_detected(tmp_path, name, text, delimiter):
+    t = read_table(table(tmp_path, name, text))
+    assert (t.delimiter, t.header, t.rows) == (
+        delimiter,
+        ["x", "y", "label"],
+        [
+            ["1", "2", "a"],
+            ["3", "4", "b"],
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"empty file"),
+        ("x,y\n", r"no data rows"),
+        ("x,x\n1,2\n", r"distinct, non-empty column names"),
+        ("x,y,label\n1,2,a\n3,4\n", r"line 3: 2 values, the header has 3 columns"),
+    ],
+)
+def test_malformed_tables_are_one_line(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        read_table(table(tmp_path, "t.csv", text))
+
+
+def _task(tiny_cfg, path: Path, *overrides: str) -> TabularTask:
+    data = validate(tiny_cfg("task=tabular", f"dataset.path={path}", *overrides))
+    task = TabularTask(data)
+    task.prepare(path.parent)
+    return task
+
+
+def _rows(n: int, missing_at: int | None = None) -> str:
+    rng = random.Random(0)
+    lines = ["size,colour,price"]
+    for i in range(n):
+        size, colour = rng.uniform(0, 10), rng.choice(["red", "blue"])
+        price = 3 * size + (5 if colour == "red" else 0) + rng.gauss(0, 0.2)
+        cell = "" if i == missing_at else f"{size:.3f}"
+        lines.append(f"{cell},{colour},{price:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def test_missing_values_error_impute_or_drop(tiny_cfg, tmp_path):
+    path = table(tmp_path, "m.csv", _rows(200, missing_at=7))
+    args = ("dataset.target=price", "task.problem=regression")
+    with pytest.raises(
+        UserError, match=r"m.csv, line 9, column 'size': missing value; .*missing=mean"
+    ):
+        _task(tiny_cfg, path, *args)
+    imputed = _task(tiny_cfg, path, *args, "dataset.missing=mean")
+    dropped = _task(tiny_cfg, path, *args, "dataset.missing=drop")
+    total = lambda t: sum(t.size(s) for s in t.splits)  # noqa: E731
+    assert (total(imputed), total(dropped)) == (200, 199)
+    # size standardized, colour one-hot from the training split's categories
+    assert imputed.encoder.width == 3 and imputed.encoder.categories == {"colour": ["blue", "red"]}
+    x = imputed.splits["train"]["x"]
+    assert abs(float(x[:, 0].mean())) < 0.05 and set(x[:, 1:].sum(1).tolist()) == {1.0}
+
+
+def test_regression_learns_and_predicts(tiny_cfg, tmp_path):
+    path = table(tmp_path, "r.csv", _rows(300))
+    cfg = tiny_cfg(
+        "task=tabular",
+        f"dataset.path={path}",
+        "dataset.target=price",
+        "task.problem=regression",
+        "trainer.max_steps=400",
+        "trainer.eval_every=100",
+    )
+    result = run(cfg, tmp_path / "run")
+    assert result["test/r2"] > 0.95 and result["test/rmse"] < 3
+    save_run_config(cfg, tmp_path / "run")
+    task, model = load_run(tmp_path / "run")
+    (red, blue) = [float(v) for v in task.predict(model, ["4,red", "4,blue"], 8)]
+    assert red - blue == pytest.approx(5, abs=1.5) and blue == pytest.approx(12, abs=2)
+
+
+def test_classification_run_pictures_and_predict(tiny_cfg, corpora, tmp_path):
+    cfg = tiny_cfg("task=tabular", "dataset.features=[feature1,feature2]", "trainer.max_steps=60")
+    result = run(cfg, tmp_path)
+    assert result["test/accuracy"] >= 0.95
+    for name in ("decision_boundary.png", "data.png", "confusion_test.png"):
+        assert matplotlib.image.imread(tmp_path / name).shape[0] > 100
+    state = json.loads((tmp_path / "tabular.json").read_text())
+    assert state["classes"] == ["0", "1", "2"]
+    assert set(state["encoder"]["numeric"]) == {"feature1", "feature2"}
+    task, model = load_run(tmp_path)
+    rows = task.predict(model, ["feature1,feature2", "-1,-1", "1,-1", "0,1"], 8)
+    assert [r.split("\t")[0] for r in rows] == ["0", "1", "2"]
+    assert all(0.5 < float(r.split("\t")[1]) <= 1 for r in rows)
+    with pytest.raises(UserError, match=r"input 1: 1 values, expected 2 \(feature1, feature2\)"):
+        task.predict(model, ["0.5"], 8)
+    with pytest.raises(UserError, match=r"input 1, column 'feature2': 'abc' is not a number"):
+        task.predict(model, ["0.5,abc"], 8)
+
+
+def test_statistics_like_describe(tiny_cfg, corpora):
+    task = _task(tiny_cfg, corpora["tabular"], "dataset.target=labels")
+    stats = task.stats()
+    assert stats["classes"] == {"0": 100, "1": 100, "2": 100}
+    f1 = stats["columns"]["feature1"]
+    assert f1["count"] == 300 and f1["min"] <= f1["25%"] <= f1["50%"] <= f1["75%"] <= f1["max"]
+    assert abs(stats["correlation"]["feature1"]["feature2"]) < 0.3
+    assert stats["correlation"]["feature1"]["feature1"] == pytest.approx(1)
+    text = format_stats(stats)
+    assert "| feature1 | 300 |" in text and "correlation:" in text
+
+
+def test_label_and_config_mistakes(tiny_cfg, tmp_path):
+    single = table(tmp_path, "one.csv", "x,label\n" + "".join(f"{i},a\n" for i in range(30)))
+    with pytest.raises(UserError, match=r"one class in training"):
+        _task(tiny_cfg, single, "dataset.target=label")
+    with pytest.raises(UserError, match=r"no column 'nope'; its columns are x, label"):
+        _task(tiny_cfg, single, "dataset.target=nope")
+    with pytest.raises(UserError, match=r"dataset.target: name the label column"):
+        validate(tiny_cfg("task=tabular", f"dataset.path={single}", "dataset.target=null"))
+    with pytest.raises(UserError, match=r"task.monitor=val/accuracy: not a regression metric"):
+        validate(tiny_cfg("task=tabular", "task.problem=regression", "task.monitor=val/accuracy"))
+    with pytest.raises(UserError, match=r"task.problem=regression: task dates has one kind"):
+        validate(tiny_cfg("+task.problem=regression"))
+
+
+def test_separate_test_table(tiny_cfg, tmp_path, corpora):
+    lines = corpora["tabular"].read_text().splitlines()
+    train = table(tmp_path, "train.csv", "\n".join(lines[:251]) + "\n")
+    test = table(tmp_path, "test.csv", "\n".join([lines[0], *lines[251:]]) + "\n")
+    task = _task(tiny_cfg, train, f"dataset.test_path={test}")
+    assert task.size("test") == 50 and task.size("train") + task.size("val") == 250
