@@ -10,7 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from corpora import write_aclimdb, write_kmnist, write_points, write_text_pairs
+from corpora import (
+    write_aclimdb,
+    write_image_folder,
+    write_kmnist,
+    write_points,
+    write_text_pairs,
+)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -37,6 +43,7 @@ TINY_DATA = {
 }
 TINY_DATA["algebra"] = [*TINY_DATA["dates"], "dataset.extrapolate_size=50"]
 TINY_DATA["text_pairs"] = ["dataset.path={text_pairs}", "dataset.batch_size=32"]
+TINY_DATA["images"] = ["dataset.path={images}", "dataset.image_size=16", "dataset.batch_size=16"]
 TINY_DATA["tabular"] = ["dataset.path={tabular}", "dataset.target=labels", "dataset.batch_size=16"]
 
 
@@ -72,6 +79,7 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
         "imdb": write_aclimdb(root),
         "kmnist": write_kmnist(root / "KMNIST" / "raw"),
         "text_pairs": write_text_pairs(root / "pairs.tsv"),
+        "images": write_image_folder(root / "images"),
         "tabular": write_points(root / "points.csv"),
     }
 

@@ -83,6 +83,37 @@ def write_text_pairs(path: Path, n: int = 400, seed: int = 0) -> Path:
     return path
 
 
+def bar_image(label: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A noisy RGB image with a bright bar: vertical for class 0, horizontal for class 1."""
+    w, h = size
+    pixels = rng.integers(0, 70, (h, w, 3))
+    if label == 0:
+        pixels[:, w // 2 - w // 8 : w // 2 + w // 8] = (250, 240, 90)
+    else:
+        pixels[h // 2 - h // 8 : h // 2 + h // 8, :] = (90, 200, 250)
+    return pixels.astype(np.uint8)
+
+
+# (mode, extension) cycled through the files: every mode and format the images task reads.
+IMAGE_KINDS = [("RGB", "png"), ("L", "jpg"), ("RGBA", "png"), ("P", "gif"), ("RGB", "bmp")]
+
+
+def write_image_folder(root: Path, per_class: int = 30, seed: int = 0) -> Path:
+    """Class folders 'horizontal' and 'vertical' of bar images in mixed sizes, modes and
+    formats (PNG, JPEG, GIF, BMP; RGB, L, RGBA, P); returns ``root``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label, name in ((0, "vertical"), (1, "horizontal")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            mode, ext = IMAGE_KINDS[i % len(IMAGE_KINDS)]
+            size = (int(rng.integers(18, 48)), int(rng.integers(18, 48)))
+            img = Image.fromarray(bar_image(label, size, rng)).convert(mode)
+            img.save(root / name / f"{name}_{i}.{ext}")
+    return root
+
+
 def write_points(path: Path, n: int = 300, seed: int = 0) -> Path:
     """A CSV like seed 004's (labels, feature1, feature2) plus a text column: three
     well-separated blobs, and a shape word that agrees with the label 70% of the time."""

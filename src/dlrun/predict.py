@@ -65,12 +65,10 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(dataclasses.asdict(DeviceConfig(args.device, amp="none"))).device
         task, model = load_run(args.run_dir, str(device))
         inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin]
-        with torch.inference_mode():
-            for start in range(0, len(inputs), args.batch_size):
-                chunk = inputs[start : start + args.batch_size]
-                for prediction in task.predict(model, chunk, args.batch_size):
-                    # Fields stay tab-separated; anything else unprintable is escaped.
-                    print("\t".join(printable(f, 10_000) for f in prediction.split("\t")))
+        with torch.inference_mode():  # one call: the task batches, and sees every input
+            for prediction in task.predict(model, inputs, args.batch_size):
+                # Fields stay TAB-separated; control characters inside a field are escaped.
+                print("\t".join(printable(f, 10_000) for f in prediction.split("\t")))
     except UserError as exc:
         print(f"dlrun-predict: error: {exc}", file=sys.stderr)
         sys.exit(2)

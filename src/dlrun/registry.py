@@ -77,6 +77,7 @@ def _load_all() -> None:
     import dlrun.models.transformer  # noqa: F401
     import dlrun.tasks.algebra  # noqa: F401
     import dlrun.tasks.dates  # noqa: F401
+    import dlrun.tasks.images  # noqa: F401
     import dlrun.tasks.imdb  # noqa: F401
     import dlrun.tasks.kmnist  # noqa: F401
     import dlrun.tasks.tabular  # noqa: F401

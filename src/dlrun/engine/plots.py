@@ -171,6 +171,27 @@ def plot_grouped_bars(
     plt.close(fig)
 
 
+def plot_image_grid(images, labels: list[tuple[str, str]], out: Path, title: str) -> None:
+    """uint8 (N, H, W, C) images in a grid, each titled true/predicted (red when wrong)."""
+    n = len(images)
+    cols = min(8, max(1, n))
+    rows = max(1, (n + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, (true, pred)) in enumerate(zip(images, labels, strict=True)):
+        ax = axes[i // cols][i % cols]
+        pixels = image.numpy()
+        if pixels.shape[-1] == 1:
+            ax.imshow(pixels[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(pixels)
+        color = "black" if true == pred else "red"
+        shown = [s[:14].replace("$", r"\$") for s in (true, pred)]  # no mathtext
+        ax.set_title(f"true {shown[0]}\npred {shown[1]}", fontsize=7, color=color)
+    fig.suptitle(title, fontsize=9)
+
+
 def plot_table(names: list[str], values, labels, classes: tuple[str, ...], out: Path) -> None:
     """A histogram per column of ``values`` (N, len(names), NaN = missing) and a scatter of
     the first two, coloured by ``labels`` (class indices) when there are classes."""

@@ -32,13 +32,16 @@ class KmnistCNN(nn.Module):
     """
 
     kind = "image"
+    min_image_size = 8  # two poolings and a valid 3x3 convolution leave 1x1
 
     def __init__(self, cfg: KmnistCNNConfig, channels: int, classes: int, image_size: int):
         super().__init__()
+        if image_size < self.min_image_size:
+            raise ValueError(f"kmnist_cnn needs images of at least {self.min_image_size} px")
         self.conv1 = nn.Conv2d(channels, 8, kernel_size=5, padding="same")
         self.conv2 = nn.Conv2d(8, 16, kernel_size=3)
         self.pool = nn.MaxPool2d(2)
-        side = ((image_size // 2) - 2) // 2  # 28 -> 14 -> 12 -> 6
+        side = ((image_size // 2) - 2) // 2  # 28 -> 14 -> 12 -> 6; 8 -> 4 -> 2 -> 1
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(16 * side * side, 600),

@@ -233,9 +233,10 @@ class KmnistTask(ClassificationTask):
 
 
 def random_shift(images: torch.Tensor, shift: int) -> torch.Tensor:
-    """Each image translated by its own random (dy, dx) in [-shift, shift], zero-filled."""
-    b, h, w = images.shape
-    padded = F.pad(images, (shift, shift, shift, shift))
+    """Each image of (B, H, W) or (B, H, W, C) translated by its own random (dy, dx) in
+    [-shift, shift], zero-filled."""
+    b, h, w = images.shape[:3]
+    padded = F.pad(images, (0, 0) * (images.dim() - 3) + (shift, shift, shift, shift))
     dy = torch.randint(0, 2 * shift + 1, (b, 1, 1), device=images.device)
     dx = torch.randint(0, 2 * shift + 1, (b, 1, 1), device=images.device)
     rows = dy + torch.arange(h, device=images.device).view(1, h, 1)

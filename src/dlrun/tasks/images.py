@@ -1,0 +1,575 @@
+"""Your own images: a folder with one subfolder per class, or a folder and an annotations CSV.
+
+PNG, JPEG, BMP and GIF files of any size and mode are read with Pillow,
+converted to ``dataset.channels`` (1 or 3; transparency composited on black),
+resized to ``dataset.image_size`` square (default: chosen from the data and
+logged) and decoded once, in parallel worker processes, into one uint8 tensor
+(N, H, W, C) cached under ``paths.cache_dir`` and keyed by the data config and
+the file list (names, sizes, modification times), so epochs never touch the
+files. A seeded split stratified by class gives train/val/test; normalization
+(per-channel training mean and std) and augmentation (random shifts, flips)
+run on the device per batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlrun.config import spec
+from dlrun.data.cache import cache_key, cached
+from dlrun.data.text import read_text
+from dlrun.errors import UserError, printable
+from dlrun.models import build_model
+from dlrun.registry import TASKS, model_entry
+from dlrun.rundir import read_json
+from dlrun.tasks.classify import ClassificationTask
+from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
+
+log = logging.getLogger("dlrun")
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+PREP_VERSION = 1
+# dataset.image_size=null: the median shorter side of (a sample of) the images, within these.
+AUTO_SIZE = (16, 64)
+AUTO_SAMPLE = 512  # images whose headers are read to choose the size
+CHUNK = 256  # images per worker job
+# Workers start in about 2 s (they import torch): used only when the images left after
+# the first chunk would take longer than this to decode in this process.
+POOL_AFTER_S = 4.0
+SAMPLES_SHOWN = 32  # images in samples.png
+
+
+@dataclass
+class ImagesDataConfig:
+    name: str = spec("images")
+    path: str = spec("data/images")  # one subfolder per class, or the images of `annotations`
+    annotations: str | None = spec(None)  # CSV of file names (relative to path) and labels
+    filename_column: str = spec("filename")
+    label_column: str = spec("label")
+    channels: int = spec(3, choices=[1, 3])
+    image_size: int | None = spec(None, ge=4, le=1024)  # square side; null = from the data
+    val_fraction: float = spec(0.1, gt=0, lt=1)
+    test_fraction: float = spec(0.1, gt=0, lt=1)
+    seed: int = spec(0, ge=0)
+    shift: int = spec(2, ge=0, le=32)  # training only: random translation by up to this many px
+    flip: bool = spec(False)  # training only: random horizontal flips
+    skip_bad: bool = spec(False)  # skip unreadable images (counted in the log) instead of failing
+    workers: int | None = spec(None, ge=1)  # decoding processes; null = every core
+    batch_size: int = spec(64, ge=1)
+
+
+# Options that change how the cached tensor is used, not the tensor: not in the cache key.
+NOT_CACHED = (
+    "batch_size",
+    "val_fraction",
+    "test_fraction",
+    "seed",
+    "shift",
+    "flip",
+    "workers",
+)
+
+
+# -- listing the files ------------------------------------------------------------------
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+
+
+def list_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
+    """(classes, file names relative to ``root``, class ids) of an ImageFolder tree."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise UserError(
+            f"dataset.path={printable(str(root))}: no class subfolders; put each class's "
+            "images in a subfolder named after it, or give dataset.annotations=FILE.csv"
+        )
+    classes, names, labels = [], [], []
+    for folder in subdirs:
+        files = sorted(
+            p.relative_to(root).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and _is_image(p)
+        )
+        if not files:
+            raise UserError(
+                f"dataset.path={printable(str(root))}: class folder '{printable(folder.name)}' "
+                f"has no images ({', '.join(EXTENSIONS)}); add some or remove the folder"
+            )
+        labels += [len(classes)] * len(files)
+        classes.append(folder.name)
+        names += files
+    return classes, names, labels
+
+
+def annotations_file(d: dict) -> Path:
+    """``dataset.annotations`` as given, or relative to ``dataset.path`` if only found there."""
+    path = Path(d["annotations"]).expanduser()
+    inside = Path(d["path"]).expanduser() / path
+    return inside if not path.is_file() and inside.is_file() else path
+
+
+def _class_order(names: set[str]) -> list[str]:
+    """Sorted class names; numerically when every name is an integer (2 before 10)."""
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def list_annotations(root: Path, csv_path: Path, d: dict) -> tuple[list[str], list[str], list[int]]:
+    """(classes, file names relative to ``root``, class ids) of an annotations CSV."""
+    text = read_text(csv_path, "utf-8-sig")
+    head = text.split("\n", 1)[0]
+    delimiter = max(",;\t", key=head.count)
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    want = {"filename_column": d["filename_column"], "label_column": d["label_column"]}
+    missing = [f"dataset.{k}={v}" for k, v in want.items() if v not in columns]
+    if missing:
+        found = ", ".join(printable(c, 40) for c in columns[:12]) or "none (the file is empty)"
+        raise UserError(
+            f"{printable(str(csv_path))}: no column {' or '.join(missing)}; its columns are "
+            f"{found}; name the right ones with dataset.filename_column / dataset.label_column"
+        )
+    rows = []
+    for line, row in enumerate(reader, 2):
+        row = {(k or "").strip(): v for k, v in row.items()}
+        name, label = ((row.get(want[k]) or "").strip() for k in want)
+        if not name and not label:
+            continue  # a blank line
+        if not name or not label:
+            what = "file name" if not name else "label"
+            raise UserError(f"{printable(str(csv_path))}, line {line}: no {what}")
+        file = root / name
+        if not file.is_file():
+            raise UserError(
+                f"{printable(str(csv_path))}, line {line}: {printable(name)} does not exist "
+                f"in dataset.path={printable(str(root))}"
+            )
+        rows.append((name, label))
+    if not rows:
+        raise UserError(f"{printable(str(csv_path))}: no rows of file names and labels")
+    classes = _class_order({label for _, label in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    return classes, [n for n, _ in rows], [index[label] for _, label in rows]
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def decode_image(path: str, size: int, channels: int) -> np.ndarray:
+    """One image file as uint8 (size, size, channels): first frame, EXIF orientation applied,
+    transparency composited on black, resized (squashed) to a square with antialiasing."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        img.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at 1/2..1/8
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            img = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+            img.alpha_composite(rgba)
+        img = img.convert("L" if channels == 1 else "RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        return np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
+
+
+def _why(exc: BaseException) -> str:
+    text = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return printable(text or type(exc).__name__, 120)
+
+
+def _decode_chunk(job: tuple[list[str], int, int]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Images of ``job``'s files and (position, reason) of each unreadable one (zeros there)."""
+    files, size, channels = job
+    out = np.zeros((len(files), size, size, channels), dtype=np.uint8)
+    bad = []
+    for i, file in enumerate(files):
+        try:
+            out[i] = decode_image(file, size, channels)
+        except Exception as exc:  # anything a damaged file makes Pillow raise is the file's fault
+            bad.append((i, _why(exc)))
+    return out, bad
+
+
+def _init_worker() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the pool and says so once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def decode_all(
+    files: list[str], size: int, channels: int, workers: int
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Every file decoded; (images, bad files). The first chunk is timed here, and the
+    rest go to ``workers`` processes when that pays for starting them."""
+    from PIL import Image
+
+    Image.init()  # every format plugin imported before the timing starts
+    jobs = [(files[i : i + CHUNK], size, channels) for i in range(0, len(files), CHUNK)]
+    start = time.perf_counter()
+    results = [_decode_chunk(job) for job in jobs[:1]]
+    rest = jobs[1:]
+    if workers > 1 and rest and (time.perf_counter() - start) * len(rest) >= POOL_AFTER_S:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(workers, len(rest)), initializer=_init_worker) as pool:
+            results += pool.map(_decode_chunk, rest)
+    else:
+        results += [_decode_chunk(job) for job in rest]
+    images = np.concatenate([r[0] for r in results]) if results else np.zeros((0, size, size, 1))
+    bad = [(j * CHUNK + i, why) for j, (_, errors) in enumerate(results) for i, why in errors]
+    return images, bad
+
+
+def choose_size(files: list[str]) -> tuple[int, int]:
+    """(side, images measured): the median shorter side of up to AUTO_SAMPLE images
+    (evenly spaced; headers only), clipped to AUTO_SIZE."""
+    from PIL import Image
+
+    step = max(1, len(files) // AUTO_SAMPLE)
+    sides = []
+    for file in files[::step][:AUTO_SAMPLE]:
+        try:
+            with Image.open(file) as img:
+                sides.append(min(img.size))
+        except Exception:  # noqa: S112 - unreadable files are reported when decoding
+            continue
+    if not sides:
+        return AUTO_SIZE[1], 0
+    return int(np.clip(np.median(sides), *AUTO_SIZE)), len(sides)
+
+
+# -- splitting ---------------------------------------------------------------------------
+
+
+def stratified_split(
+    labels: np.ndarray, val: float, test: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Row indices of train/val/test: each class shuffled (seeded) and cut by the fractions."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        n_test, n_val = round(len(rows) * test), round(len(rows) * val)
+        parts["test"].append(rows[:n_test])
+        parts["val"].append(rows[n_test : n_test + n_val])
+        parts["train"].append(rows[n_test + n_val :])
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out["train"] = rng.permutation(out["train"])  # stored in random order (train_subset)
+    out["val"], out["test"] = np.sort(out["val"]), np.sort(out["test"])
+    return out
+
+
+# -- the task -----------------------------------------------------------------------------
+
+
+def min_image_size(model_cfg: dict) -> int:
+    """The smallest image side the configured model accepts."""
+    entry = model_entry(model_cfg["name"])
+    limit = getattr(entry.obj, "min_image_size", 1)
+    return limit(entry.schema(**model_cfg)) if callable(limit) else limit
+
+
+@TASKS.register("images", schema=ImagesDataConfig)
+class ImagesTask(ClassificationTask):
+    model_kind = "image"
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        self.classes: tuple[str, ...] = ()
+        self.names: dict[str, list[str]] = {}  # each split's file names, for samples
+        self.image_size = cfg["dataset"]["image_size"]
+        self.mean = torch.zeros(cfg["dataset"]["channels"])
+        self.std = torch.ones(cfg["dataset"]["channels"])
+        self._stats: dict[str, Any] = {}
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> list[str]:
+        problems = super().check_config(cfg)
+        d = cfg["dataset"]
+        if d["val_fraction"] + d["test_fraction"] >= 1:
+            problems.append(
+                f"dataset.val_fraction + dataset.test_fraction = "
+                f"{d['val_fraction'] + d['test_fraction']:g}: must leave images for training"
+            )
+        least = min_image_size(cfg["model"])
+        if d["image_size"] is not None and d["image_size"] < least:
+            problems.append(
+                f"dataset.image_size={d['image_size']}: model {cfg['model']['name']} needs "
+                f"images of at least {least}x{least}; raise it or choose model=resnet"
+            )
+        return problems
+
+    @classmethod
+    def check_data(cls, cfg: dict) -> list[str]:
+        d = cfg["dataset"]
+        root = Path(d["path"]).expanduser()
+        if not root.is_dir():
+            return [
+                f"dataset.path={printable(d['path'])}: no such folder; give a folder with one "
+                "subfolder of images per class (or the images of dataset.annotations=FILE.csv)"
+            ]
+        if d["annotations"] is not None and not annotations_file(d).is_file():
+            return [
+                f"dataset.annotations={printable(d['annotations'])}: no such file (looked "
+                f"here and in dataset.path); give the CSV of file names and labels"
+            ]
+        return []
+
+    # -- data ------------------------------------------------------------------------
+    def prepare(self, cache_dir: Path) -> None:
+        d = self.cfg["dataset"]
+        root = Path(d["path"]).expanduser().resolve()
+        if d["annotations"] is None:
+            classes, names, labels = list_folder(root)
+        else:
+            classes, names, labels = list_annotations(root, annotations_file(d), d)
+        if len(classes) < 2:
+            where = "dataset.path" if d["annotations"] is None else "dataset.annotations"
+            raise UserError(
+                f"{where}: only one class ('{printable(classes[0])}'); a classifier needs at "
+                "least two classes of images"
+            )
+        listing = hashlib.sha256()
+        for name in names:
+            st = (root / name).stat()
+            listing.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        key = {k: v for k, v in d.items() if k not in NOT_CACHED}
+        key.update(path=str(root), classes=classes, labels=labels, files=listing.hexdigest())
+        data, _ = cached(
+            Path(cache_dir).expanduser() / "images",
+            cache_key(key, PREP_VERSION),
+            lambda tmp: self._build(tmp, root, names, labels),
+            _load_cached,
+        )
+        meta = data["meta"]
+        self.classes, self.image_size = tuple(classes), meta["image_size"]
+        if meta["chosen_from"]:
+            log.info(
+                "images: %dx%d, the median shorter side of %d images clipped to %d..%d "
+                "(dataset.image_size=N sets it)",
+                self.image_size,
+                self.image_size,
+                meta["chosen_from"],
+                *AUTO_SIZE,
+            )
+        if meta["skipped"]:
+            log.warning(
+                "images: skipped %d unreadable images (dataset.skip_bad=true), e.g. %s",
+                len(meta["skipped"]),
+                meta["skipped"][0],
+            )
+        least = min_image_size(self.cfg["model"])
+        if self.image_size < least:
+            raise UserError(
+                f"images are {self.image_size}x{self.image_size} and model "
+                f"{self.cfg['model']['name']} needs at least {least}x{least}; set "
+                f"dataset.image_size={least} or more"
+            )
+        self._split(data["image"], data["label"], meta["names"])
+
+    def _build(self, out: Path, root: Path, names: list[str], labels: list[int]) -> None:
+        d = self.cfg["dataset"]
+        files = [str(root / n) for n in names]
+        size, chosen_from = d["image_size"], 0
+        if size is None:
+            size, chosen_from = choose_size(files)
+        workers = d["workers"] or len(os.sched_getaffinity(0))
+        images, bad = decode_all(files, size, d["channels"], workers)
+        if bad and not d["skip_bad"]:
+            i, why = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise UserError(
+                f"{printable(files[i], 200)}: not a readable image ({why}){more}; fix or remove "
+                "it, or add dataset.skip_bad=true to skip unreadable images"
+            )
+        keep = np.ones(len(files), dtype=bool)
+        keep[[i for i, _ in bad]] = False
+        torch.save(
+            {
+                "image": torch.from_numpy(images[keep]),
+                "label": torch.tensor(labels, dtype=torch.long)[torch.from_numpy(keep)],
+            },
+            out / "data.pt",
+        )
+        meta = {
+            "image_size": size,
+            "chosen_from": chosen_from,
+            "names": [n for n, k in zip(names, keep, strict=True) if k],
+            "skipped": [f"{printable(names[i])}: {why}" for i, why in bad],
+        }
+        (out / "meta.json").write_text(json.dumps(meta))
+
+    def _split(self, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> None:
+        d = self.cfg["dataset"]
+        parts = stratified_split(labels.numpy(), d["val_fraction"], d["test_fraction"], d["seed"])
+        if len(set(labels[parts["train"]].tolist())) < 2 or not all(map(len, parts.values())):
+            raise UserError(
+                f"dataset.path: {len(labels)} images are too few to split into train, val and "
+                "test with two classes left for training; add images or raise "
+                "dataset.val_fraction / dataset.test_fraction"
+            )
+        for split, rows in parts.items():
+            idx = torch.from_numpy(rows)
+            self.splits[split] = {"image": images[idx], "label": labels[idx]}
+            self.names[split] = [names[i] for i in rows]
+        self.mean, self.std = channel_stats(self.splits["train"]["image"])
+        k = len(self.classes)
+        self._stats = {
+            split: {
+                "examples": len(s["label"]),
+                **dict(zip(self._columns(), torch.bincount(s["label"], minlength=k).tolist())),
+            }
+            for split, s in self.splits.items()
+        }
+        self._stats["image_size"] = self.image_size
+        self._stats["channels"] = d["channels"]
+
+    def _columns(self) -> list[str]:
+        return [c if c != "examples" else "examples (class)" for c in self.classes]
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats
+
+    def save(self, run_dir: Path) -> None:
+        (run_dir / "classes.json").write_text(json.dumps(list(self.classes)) + "\n")
+        norm = {"mean": self.mean.tolist(), "std": self.std.tolist(), "image_size": self.image_size}
+        (run_dir / "normalization.json").write_text(json.dumps(norm) + "\n")
+
+    def load(self, run_dir: Path) -> None:
+        classes = read_json(run_dir / "classes.json", list)
+        if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            raise UserError(f"{run_dir / 'classes.json'}: expected a list of class names")
+        path = run_dir / "normalization.json"
+        norm = read_json(path)
+        c = self.cfg["dataset"]["channels"]
+        size = norm.get("image_size")
+        stats = [norm.get("mean"), norm.get("std")]
+        if not (
+            isinstance(size, int)
+            and size >= 1
+            and all(isinstance(s, list) and len(s) == c for s in stats)
+            and all(isinstance(v, (int, float)) and v == v for s in stats for v in s)
+        ):
+            raise UserError(
+                f"{path}: expected 'mean' and 'std' ({c} numbers each) and 'image_size'"
+            )
+        self.classes, self.image_size = tuple(classes), size
+        self.mean, self.std = torch.tensor(stats[0]), torch.tensor(stats[1])
+
+    def to(self, device: torch.device) -> None:
+        super().to(device)
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+
+    def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch = super().batch(split, idx)
+        d = self.cfg["dataset"]
+        if split == "train":
+            if d["shift"]:
+                batch["image"] = random_shift(batch["image"], d["shift"])
+            if d["flip"]:
+                images = batch["image"]
+                flip = torch.rand(len(images), device=images.device) < 0.5
+                batch["image"] = torch.where(flip.view(-1, 1, 1, 1), images.flip(2), images)
+        return batch
+
+    def describe(self, split: str, i: int) -> str:
+        names = self.names.get(split)
+        return printable(names[i], 120) if names else f"{split} image #{i}"
+
+    # -- model --------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        model = build_model(
+            self.cfg["model"],
+            channels=self.cfg["dataset"]["channels"],
+            classes=len(self.classes),
+            image_size=self.image_size,
+        )
+        if self.mean.device.type in CHANNELS_LAST:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, C) -> normalized float (B, C, H, W), channels_last in memory."""
+        x = images.permute(0, 3, 1, 2).float() / 255
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(self.inputs(batch["image"]))
+
+    def report(self, model: nn.Module, run_dir: Path) -> None:
+        from dlrun.engine.plots import plot_image_grid
+
+        super().report(model, run_dir)
+        _, _, pred = self._pass(model, "test", 1024)
+        label = self.splits["test"]["label"]
+        order = torch.argsort((pred == label).int(), stable=True)[:SAMPLES_SHOWN].cpu()
+        plot_image_grid(
+            self.splits["test"]["image"][order.to(label.device)].cpu(),
+            [
+                (self.classes[t], self.classes[p])
+                for t, p in zip(label.cpu()[order].tolist(), pred.cpu()[order].tolist())
+            ],
+            run_dir / "samples.png",
+            f"test images, errors first ({int((pred != label).sum())} of {len(label)} wrong)",
+        )
+
+    def encode(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        """Image files decoded as in training (mode, size)."""
+        c = self.cfg["dataset"]["channels"]
+        images = np.zeros((len(inputs), self.image_size, self.image_size, c), dtype=np.uint8)
+        for i, name in enumerate(inputs):
+            try:
+                images[i] = decode_image(name, self.image_size, c)
+            except Exception as exc:  # a missing or damaged file
+                raise UserError(f"{printable(name)}: not a readable image ({_why(exc)})") from None
+        return {"image": torch.from_numpy(images)}
+
+    def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
+        """``label<TAB>probability`` for one file; ``PATH<TAB>label<TAB>probability`` each
+        for several (blank inputs, such as a trailing empty line, are ignored)."""
+        inputs = [i for i in inputs if i.strip()]
+        rows = super().predict(model, inputs, batch_size)
+        if len(inputs) == 1:
+            return rows
+        return [f"{name}\t{row}" for name, row in zip(inputs, rows, strict=True)]
+
+
+def _load_cached(folder: Path) -> dict:
+    data = torch.load(folder / "data.pt", weights_only=True)
+    data["meta"] = json.loads((folder / "meta.json").read_text())
+    if data["image"].dim() != 4 or len(data["image"]) != len(data["meta"]["names"]):
+        raise ValueError("images and names do not match")
+    return data
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 (N, H, W, C) images scaled to [0, 1]."""
+    c = images.shape[-1]
+    total = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, len(images), 1024):  # no float copy of the whole set at once
+        x = images[start : start + 1024].reshape(-1, c).double() / 255
+        total += x.sum(0)
+        squares += (x * x).sum(0)
+    n = max(1, images[..., 0].numel())
+    mean = total / n
+    std = (squares / n - mean * mean).clamp(min=0).sqrt()
+    return mean.float(), std.clamp(min=1e-3).float()
