@@ -50,10 +50,7 @@ def test_predict_round_trip(trained, cache_dir):
 USER_ERRORS = [
     (
         ["task=nope"],
-        (
-            ["task=nope"],
-            r"unknown task 'nope'; valid: algebra, dates, images, imdb, kmnist, tabular, text_pairs",
-        ),
+        r"unknown task 'nope'; valid: algebra, dates, images, imdb, kmnist, tabular, text_pairs",
     ),
     (["model=gru_seq2sq"], r"unknown model 'gru_seq2sq'; valid: .*did you mean 'gru_seq2seq'"),
     (
