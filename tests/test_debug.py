@@ -59,6 +59,7 @@ def test_fast_runs_the_whole_pipeline_of_every_task(cache_dir, corpora, tmp_path
     assert {"train", "val", "test"} <= splits
 
 
+@pytest.mark.slow  # the longest of its kind; CI runs slow tests when time allows
 def test_overfit_says_whether_the_loss_fell_near_zero(cache_dir, corpora, tmp_path, caplog):
     # The preset as it is, with the default model's sizes: 300 steps.
     sizes = ["model.hidden_size=256", "model.embedding_size=64"]

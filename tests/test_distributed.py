@@ -135,6 +135,7 @@ def test_sweep_under_torchrun_is_one_clear_error(tmp_path, cache_dir, kmnist_arg
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
 
 
+@pytest.mark.slow  # the longest of its kind; CI runs slow tests when time allows
 def test_submitit_local_sweep(tmp_path, cache_dir, kmnist_args):
     """The launcher a SLURM sweep uses, on this machine: each job in its own process."""
     args = ["dlrun", "-m", "hydra/launcher=submitit_local", *kmnist_args, "optimizer.lr=1e-3,1e-2"]

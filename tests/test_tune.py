@@ -216,6 +216,7 @@ def test_a_pruned_search_marks_its_trials(tmp_path, cache_dir):
     assert list(rows.values())[0]["status"] == "ok"  # finished trials first
 
 
+@pytest.mark.slow  # the longest of its kind; CI runs slow tests when time allows
 def test_the_study_resumes_after_an_interruption(tmp_path, cache_dir):
     sweep = tmp_path / "S"
     done = run_cli(search_args(sweep, "hydra.sweeper.n_trials=1", LR), tmp_path, cache_dir)
@@ -234,6 +235,7 @@ def test_the_study_resumes_after_an_interruption(tmp_path, cache_dir):
     assert len(read_csv(sweep / "summary.csv")) == 3  # one directory per trial that ran
 
 
+@pytest.mark.slow  # the longest of its kind; CI runs slow tests when time allows
 def test_two_parallel_workers_share_one_study(tmp_path, cache_dir):
     args = search_args(
         tmp_path / "S", "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2", LR
