@@ -190,6 +190,9 @@ def plot_image_grid(images, labels: list[tuple[str, str]], out: Path, title: str
         shown = [s[:14].replace("$", r"\$") for s in (true, pred)]  # no mathtext
         ax.set_title(f"true {shown[0]}\npred {shown[1]}", fontsize=7, color=color)
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
 
 
 def plot_table(names: list[str], values, labels, classes: tuple[str, ...], out: Path) -> None:
