@@ -123,6 +123,8 @@ CASES = [
     ("dlrun", ["optimizer.lr=abc"], r"optimizer.lr='abc': expected float"),
     ("dlrun", ["trainer.max_steps=0"], r"trainer.max_steps=0: must be >= 1"),
     ("dlrun", ["device=tpu"], r"unknown device 'tpu'"),
+    ("dlrun", ["model=null"], r"model=null: the model group needs a choice; valid: "),
+    ("dlrun", ["hydra/launcher=null"], r"hydra/launcher=null: the hydra/launcher group needs"),
     ("dlrun", ["model=\x1b[31mred"], r"(unknown model|cannot parse).*\\x1b"),
     ("dlrun", [f"{LONG}=1"], r"unknown config key 'xxx.*\(1,000,000 characters\)"),
     ("dlrun", [f"model={LONG}"], r"unknown model 'xxx.*characters\)"),
@@ -615,6 +617,12 @@ def test_signals_anywhere_end_with_one_line(
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
     leftovers = [p for p in (tmp_path / "fresh_cache").rglob(".*") if p.is_dir()]
     assert leftovers == []  # no temporary cache folder left behind
+    if where == "final test":  # trained, not tested: the printed command finishes it
+        assert f"resume with: dlrun resume={run_dir}" in last
+        done = run_cli(["dlrun", f"resume={run_dir}"], tmp_path, tmp_path / "fresh_cache")
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "ok" and summary["steps"] == 20 and summary["test"]
 
 
 def test_torchrun_user_error_is_printed_once(tmp_path, cache_dir):

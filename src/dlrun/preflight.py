@@ -165,6 +165,11 @@ def _check_choices(parsed, options: dict[str, list[str]], conf_dir: Path) -> Non
         if key in options:
             values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else [o.value()]
             for value in values:
+                if value is None and not o.is_delete():
+                    raise UserError(
+                        f"{key}=null: the {key} group needs a choice; valid: "
+                        f"{', '.join(options[key])}"
+                    )
                 if value is not None and str(value) not in options[key]:
                     how = f"; choose one with {key}=NAME"
                     if str(value).startswith("submitit") and "submitit_local" not in options[key]:
@@ -305,7 +310,7 @@ def _compose(conf_dir: Path, overrides: list[str]):
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         try:
             return compose("config", overrides=overrides)
-        except HydraException as exc:
+        except (HydraException, ValueError) as exc:  # ValueError: Hydra on odd group values
             message = _first_line(exc)
     # Most often a misspelt key: say which keys exist there.
     base = _compose_groups_only(conf_dir, overrides)

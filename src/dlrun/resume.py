@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import UserError
-from dlrun.rundir import read_checkpoint, select
+from dlrun.rundir import read_checkpoint, read_json, select
 
 # How long, how often, where, and what is logged: all a resume may change.
 CONTINUE = (
@@ -63,9 +63,16 @@ def saved_checkpoint(run_dir: Path) -> dict:
 
 
 def check_unfinished(run_dir: Path, state: Any, cfg: dict) -> None:
-    """Refuse to resume a run whose limits are already reached: it would only test again."""
+    """Refuse to resume a finished run whose limits are already reached: it would only
+    test again. One stopped after training (in its test, say) resumes to finish."""
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise UserError(f"{run_dir}/checkpoints/last.pt: no training state inside")
+    try:
+        finished = read_json(run_dir / "summary.json").get("status") == "ok"
+    except UserError:  # no summary, or a damaged one: the run did not finish
+        finished = False
+    if not finished:
+        return
     t = cfg["trainer"]
     reached = None
     if t["max_steps"] and state["step"] >= t["max_steps"]:
