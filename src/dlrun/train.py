@@ -164,33 +164,37 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         if not dist.main:  # rank 0 tests and writes the rest
             distributed.shutdown(dist)
             return {}
-        if state.stop_reason == "pruned":  # a search's trial its pruner stopped: no test
-            return _pruned(run_dir, data, trainer, wall_start)
-        # Test the best checkpoint, not whatever the last step left.
-        best = run_dir / "checkpoints" / "best.pt"
-        if best.exists():
-            model.load_state_dict(checkpoint.load(best, dev.device)["model"])
-        tests = {split: trainer.evaluate(split, distributed.SINGLE) for split in task.test_splits}
+        # A search's trial that its pruner stopped is not tested.
+        pruned = state.stop_reason == "pruned"
+        tests = {}
+        if not pruned:
+            # Test the best checkpoint, not whatever the last step left.
+            best = run_dir / "checkpoints" / "best.pt"
+            if best.exists():
+                model.load_state_dict(checkpoint.load(best, dev.device)["model"])
+            tests = {s: trainer.evaluate(s, distributed.SINGLE) for s in task.test_splits}
         for split, metrics in tests.items():
             writer.log(
                 {"epoch": state.epoch, "split": split, "checkpoint": "best", **metrics}, state.step
             )
         test = {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()}
-        settings = {k: v for k, v in flat_hparams(data).items() if not k.startswith("paths.")}
-        writer.hparams(settings, test)
+        if not pruned:
+            settings = {k: v for k, v in flat_hparams(data).items() if not k.startswith("paths.")}
+            writer.hparams(settings, test)
     finally:
         writer.close()
 
-    model.eval()
-    with torch.inference_mode():
-        rows = task.samples(model, "test", data["trainer"]["num_samples"])
-        task.report(model, run_dir)
-    _write_samples(run_dir / "samples.txt", rows)
+    if not pruned:
+        model.eval()
+        with torch.inference_mode():
+            rows = task.samples(model, "test", data["trainer"]["num_samples"])
+            task.report(model, run_dir)
+        _write_samples(run_dir / "samples.txt", rows)
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
 
     best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
     summary = {
-        "status": "ok",
+        "status": "pruned" if pruned else "ok",
         "task": data["task"]["name"],
         "model": data["model"]["name"],
         "monitor": data["task"]["monitor"],
@@ -217,36 +221,9 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
-    print(f"run dir: {run_dir}\n{shown}", flush=True)
+    print(f"run dir: {run_dir}\n{shown or f'pruned at step {state.step}'}", flush=True)
     distributed.shutdown(dist)
     return {**best, **test}
-
-
-def _pruned(run_dir: Path, data: dict, trainer, wall_start: float) -> dict[str, float]:
-    """summary.json of a trial stopped by its search's pruner: the best so far, no test."""
-    from dlrun.engine.plots import plot_curves
-
-    state = trainer.state
-    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-    best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
-    summary = {
-        "status": "pruned",
-        "task": data["task"]["name"],
-        "model": data["model"]["name"],
-        "monitor": data["task"]["monitor"],
-        "mode": data["task"]["mode"],
-        "best": {"step": state.best_step, **best},
-        "test": {},
-        "steps": state.step,
-        "epochs": state.step * data["trainer"]["accumulate"] / trainer.batches_per_epoch,
-        "stop_reason": "pruned",
-        "train_time_s": round(state.train_time, 2),
-        "wall_time_s": round(time.monotonic() - wall_start, 2),
-        "dlrun": __version__,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"run dir: {run_dir}\npruned at step {state.step}", flush=True)
-    return best
 
 
 def _round(value: float | None, digits: int) -> float | None:
