@@ -140,10 +140,11 @@ class Encoder:
     impute: bool = False  # missing values: the training mean / no category
 
     @classmethod
-    def fit(cls, header: list[str], rows: list[list[str]], features: list[str], impute: bool):
+    def fit(cls, rows: list[list[str]], features: list[str], impute: bool) -> Encoder:
+        """From the training rows, whose values are the ``features`` in that order."""
         enc = cls(features, impute=impute)
-        for name in features:
-            values = [r[header.index(name)] for r in rows]
+        for i, name in enumerate(features):
+            values = [r[i] for r in rows]
             present = [v for v in values if not is_missing(v)]
             numbers = [_number(v) for v in present]
             if present and all(x is not None for x in numbers):
@@ -279,7 +280,7 @@ class TabularTask(ClassificationTask):
                 )
         index = [table.header.index(f) for f in features]
         train_rows = [[r[i] for i in index] for r, _ in splits["train"]]
-        self.encoder = Encoder.fit(features, train_rows, features, d["missing"] == "mean")
+        self.encoder = Encoder.fit(train_rows, features, d["missing"] == "mean")
         labels = {s: [r[target] for r, _ in rows] for s, rows in splits.items()}
         where = {s: [w for _, w in rows] for s, rows in splits.items()}
         for s in splits:
@@ -420,8 +421,7 @@ class TabularTask(ClassificationTask):
         self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
     ) -> dict[str, float]:
         if not self.regression:
-            metrics = super().evaluate(model, split, batch_size, dist)
-            return metrics
+            return super().evaluate(model, split, batch_size, dist)
         n = self.size(split)
         device = self.splits[split]["label"].device
         sums = {
