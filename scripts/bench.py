@@ -30,6 +30,7 @@ the command, to a file (BENCHMARKS.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import platform
@@ -49,7 +50,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 import dlrun
-from dlrun.config import validate
+from dlrun.config import conf_dir, validate
 from dlrun.data.vocab import Vocab
 from dlrun.engine.device import resolve_device
 from dlrun.engine.device import synchronize as sync
@@ -57,7 +58,6 @@ from dlrun.engine.trainer import Trainer, build_optimizer
 from dlrun.models import build_model
 from dlrun.registry import task_entry
 from dlrun.tasks.classify import classification_loss
-from dlrun.train import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def compose(overrides: list[str]) -> dict:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return validate(hydra_compose("config", overrides=overrides))
 
 
@@ -148,7 +148,7 @@ class DenseOneHotMLP(nn.Module):
 def baseline_parts(task, cfg: dict, cpu: dict[str, torch.Tensor], kind: str):
     """(dataset, collate, model, loss_fn) of the naive baseline for one task."""
     n = len(cpu["label"] if "label" in cpu else cpu["src"])
-    torch.manual_seed(cfg["trainer"]["seed"])
+    torch.manual_seed(cfg.trainer.seed)
     if kind == "kmnist":
         mean, std = float(task.mean), float(task.std)
 
@@ -162,7 +162,7 @@ def baseline_parts(task, cfg: dict, cpu: dict[str, torch.Tensor], kind: str):
             return classification_loss(model(batch[0]), batch[1])
 
         # The seed's network in PyTorch's default (NCHW) layout.
-        model = build_model(cfg["model"], channels=1, classes=10, image_size=28)
+        model = build_model(cfg.model, channels=1, classes=10, image_size=28)
         return OneAtATime(n, get), None, model, loss_fn
     if kind == "imdb":
         rows = torch.split(cpu["ids"], cpu["lengths"].tolist())
@@ -173,8 +173,8 @@ def baseline_parts(task, cfg: dict, cpu: dict[str, torch.Tensor], kind: str):
             one_hot[rows[i]] = 1.0
             return one_hot, cpu["label"][i]
 
-        m = cfg["model"]
-        model = DenseOneHotMLP(vocab, m["hidden_size"], m["outputs"])
+        m = cfg.model
+        model = DenseOneHotMLP(vocab, m.hidden_size, m.outputs)
 
         def loss_fn(model, batch):
             return classification_loss(model(batch[0]), batch[1])
@@ -217,12 +217,10 @@ def baseline_parts(task, cfg: dict, cpu: dict[str, torch.Tensor], kind: str):
 def baseline_step(task, cfg: dict, dev, cpu: dict[str, torch.Tensor], kind: str):
     dataset, collate, model, loss_fn = baseline_parts(task, cfg, cpu, kind)
     model = model.to(dev.device).train()
-    plain = {**cfg["optimizer"], "fused": False}
+    plain = dataclasses.replace(cfg.optimizer, fused=False)
     opt = build_optimizer(model.parameters(), plain, dev.device)
-    loader = forever(
-        DataLoader(dataset, cfg["dataset"]["batch_size"], shuffle=True, collate_fn=collate)
-    )
-    clip = cfg["trainer"]["grad_clip"]
+    loader = forever(DataLoader(dataset, cfg.dataset.batch_size, shuffle=True, collate_fn=collate))
+    clip = cfg.trainer.grad_clip
 
     def step():
         batch = [t.to(dev.device) for t in next(loader)]  # the per-step copy
@@ -340,25 +338,25 @@ def bench_task(name: str, args, work: Path) -> dict:
     if name == "kmnist":
         overrides.append(f"dataset.path={synthetic_kmnist(work / 'KMNIST' / 'raw')}")
     cfg = compose(overrides)
-    dev = resolve_device(cfg["device"])
-    task = task_entry(cfg["task"]["name"]).obj(cfg)
-    task.prepare(Path(cfg["paths"]["cache_dir"]).expanduser())
+    dev = resolve_device(cfg.device)
+    task = task_entry(cfg.task.name).obj(cfg)
+    task.prepare(Path(cfg.paths.cache_dir).expanduser())
     everything = torch.arange(task.size("train"))
     cpu = task.batch("train", everything)  # host copies for the baseline's Dataset
     if spec.kind == "imdb":
         cpu["lengths"] = task.splits["train"]["length"]
     task.to(dev.device)
-    torch.manual_seed(cfg["trainer"]["seed"])
+    torch.manual_seed(cfg.trainer.seed)
     model = task.build_model().to(dev.device)
     trainer = Trainer(task, model, cfg, dev, work / "unused")
     model.train()
-    batch = cfg["dataset"]["batch_size"]
-    row = {"task": name, "model": cfg["model"]["name"], "batch": batch}
+    batch = cfg.dataset.batch_size
+    row = {"task": name, "model": cfg.model.name, "batch": batch}
     row["dlrun"] = timed(trainer.train_step, dev.device, args.steps, batch)
     step, base_model = baseline_step(task, cfg, dev, cpu, spec.kind)
     row["baseline"] = timed(step, dev.device, args.steps, batch)
     if spec.kind == "seq2seq":
-        row["decode"] = decode_rates(task, model, dev, cfg["trainer"]["eval_batch_size"])
+        row["decode"] = decode_rates(task, model, dev, cfg.trainer.eval_batch_size)
     del trainer, model, base_model, task
     if not args.no_target:
         row.update(real_run(overrides + spec.extra, spec.target, args.target_time, work))

@@ -16,14 +16,13 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from dlrun.config import validate
+from dlrun.config import conf_dir, validate
 from dlrun.tasks.images import ImagesTask
-from dlrun.train import CONF_DIR
 
 
 def main() -> None:
     folder, overrides = sys.argv[1], sys.argv[2:]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=["task=images", f"dataset.path={folder}", *overrides])
     data = validate(cfg)
     with tempfile.TemporaryDirectory() as cache:

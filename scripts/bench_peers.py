@@ -71,9 +71,9 @@ def measured(cmd: list[str], cwd: Path) -> dict:
 def dataset_settings(overrides: list[str]) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from dlrun.train import CONF_DIR
+    from dlrun.config import conf_dir
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     return {"seed": cfg.dataset.seed, "val_size": cfg.dataset.val_size}
 

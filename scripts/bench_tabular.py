@@ -61,11 +61,10 @@ def run_sklearn(points: Path) -> dict:
     from hydra import compose, initialize_config_dir
     from sklearn.neural_network import MLPClassifier
 
-    from dlrun.config import validate
+    from dlrun.config import conf_dir, validate
     from dlrun.tasks.tabular import TabularTask
-    from dlrun.train import CONF_DIR
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=["task=tabular", f"dataset.path={points}", "dataset.target=labels"],

@@ -20,7 +20,7 @@ from corpora import (
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlrun.train import CONF_DIR
+from dlrun.config import conf_dir
 
 # Small enough that a run takes seconds on a 2-core CPU.
 TINY = [
@@ -91,7 +91,7 @@ def task_of(overrides: tuple[str, ...]) -> str:
         if key == "task":
             return value
         if key == "experiment":
-            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            with initialize_config_dir(str(conf_dir()), version_base="1.3"):
                 return compose("config", overrides=[o]).task.name
     return "dates"
 
@@ -100,11 +100,22 @@ def make_cfg(cache_dir: Path, corpora: dict[str, Path], *overrides: str):
     chosen = {o.split("=")[0] for o in overrides}
     sizes = [] if chosen & {"model", "task", "experiment"} else TINY_GRU
     data = [o.format(**corpora) for o in TINY_DATA[task_of(overrides)]]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose(
             "config",
             overrides=[*TINY, *data, *sizes, f"paths.cache_dir={cache_dir}", *overrides],
         )
+
+
+def model_cfg(option: str, **changes):
+    """The typed config of model option ``option`` (conf/model/OPTION.yaml), with ``changes``."""
+    from dlrun.config import typed
+    from dlrun.registry import model_entry
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        node = OmegaConf.to_container(compose("config", overrides=[f"model={option}"]).model)
+    node.update(changes)
+    return typed(model_entry(node["name"]).schema, node)
 
 
 @pytest.fixture

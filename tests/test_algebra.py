@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -81,8 +82,8 @@ def test_generation_is_byte_identical_across_processes(tmp_path):
         "extrapolate_size": 6,
         "seed": 3,
     }
-    generate(tmp_path / "a", {**d, "workers": 1})
-    generate(tmp_path / "b", {**d, "workers": 2})
+    generate(tmp_path / "a", SimpleNamespace(**d, workers=1))
+    generate(tmp_path / "b", SimpleNamespace(**d, workers=2))
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.txt"))
     assert [str(f) for f in files] == [
         "extrapolate/numbers__place_value_big.txt",
@@ -101,7 +102,7 @@ def test_generation_is_byte_identical_across_processes(tmp_path):
     assert len(lines) == 24 and lines[0].startswith("Solve ")
     big = (tmp_path / "a" / "extrapolate" / "numbers__place_value_big.txt").read_text()
     assert len(big.splitlines()) == 12
-    generate(tmp_path / "c", {**d, "workers": 2, "seed": 4})
+    generate(tmp_path / "c", SimpleNamespace(**{**d, "seed": 4}, workers=2))
     assert (tmp_path / "c" / "interpolate" / "algebra__linear_1d.txt").read_text() != "\n".join(
         lines
     ) + "\n"

@@ -8,6 +8,7 @@ import re
 import pytest
 from conftest import TINY, TINY_DATA, TINY_GRU, run_cli
 
+from dlrun.config import DeviceConfig
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
 from dlrun.train import _unique_dir
@@ -106,7 +107,7 @@ def test_cuda_missing_is_a_user_error(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = {"type": "cuda", "amp": "auto", "compile": False, "threads": None, "tf32": True}
+    cfg = DeviceConfig(type="cuda", amp="auto", compile=False, threads=None, tf32=True)
     with pytest.raises(UserError, match="device=cuda but .* sees no CUDA GPU; use device=cpu"):
         resolve_device(cfg)
 

@@ -5,21 +5,20 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from dlrun.config import validate
+from dlrun.config import conf_dir, validate
 from dlrun.preflight import groups
 from dlrun.registry import list_tasks, model_entry, task_entry
-from dlrun.train import CONF_DIR
 
 CHOICES = [
-    (group, choice) for group, choices in sorted(groups(CONF_DIR).items()) for choice in choices
+    (group, choice) for group, choices in sorted(groups(conf_dir()).items()) for choice in choices
 ]
 
 
 def test_every_yaml_is_a_choice():
-    yamls = sorted(p.relative_to(CONF_DIR) for p in CONF_DIR.rglob("*.yaml"))
+    yamls = sorted(p.relative_to(conf_dir()) for p in conf_dir().rglob("*.yaml"))
     listed = sorted(
         [p for p in yamls if len(p.parts) == 1]
-        + [CONF_DIR.joinpath(g, f"{c}.yaml").relative_to(CONF_DIR) for g, c in CHOICES]
+        + [conf_dir().joinpath(g, f"{c}.yaml").relative_to(conf_dir()) for g, c in CHOICES]
     )
     assert yamls == listed
 
@@ -30,7 +29,7 @@ def test_each_choice_composes_and_validates(tiny_cfg, group, choice):
     # is composed with the first task whose kind of model it is.
     overrides = [f"task={choice}" if group == "dataset" else f"{group}={choice}"]
     if group == "model":
-        name = OmegaConf.load(CONF_DIR / "model" / f"{choice}.yaml").name
+        name = OmegaConf.load(conf_dir() / "model" / f"{choice}.yaml").name
         kind = model_entry(name).kind
         overrides.append(
             next(f"task={t}" for t in list_tasks() if task_entry(t).obj.model_kind == kind)
@@ -41,15 +40,15 @@ def test_each_choice_composes_and_validates(tiny_cfg, group, choice):
         return
     data = validate(cfg)
     if group in ("task", "dataset", "optimizer", "scheduler"):
-        assert data[group]["name"] == choice
+        assert getattr(data, group).name == choice
     elif group == "model":  # several presets of one registered model, e.g. transformer_seq2seq_cpu
-        assert choice.startswith(data[group]["name"])
+        assert choice.startswith(getattr(data, group).name)
     elif group == "device":
-        assert data[group]["type"] == choice
+        assert getattr(data, group).type == choice
 
 
 def test_every_yaml_starts_with_a_comment():
-    for path in CONF_DIR.rglob("*.yaml"):
+    for path in conf_dir().rglob("*.yaml"):
         assert path.read_text().startswith("#"), path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 
 from babel.dates import format_date
 
@@ -12,13 +13,13 @@ from dlrun.tasks.dates import SEED_FORMATS, DatesTask, generate, normalize
 
 
 def small(tiny_cfg, *overrides):
-    return validate(tiny_cfg(*overrides))["dataset"]
+    return validate(tiny_cfg(*overrides)).dataset
 
 
 def test_generation_is_deterministic(tiny_cfg):
     d = small(tiny_cfg)
     assert generate(d) == generate(d)
-    assert generate(d) != generate({**d, "seed": d["seed"] + 1})
+    assert generate(d) != generate(replace(d, seed=d.seed + 1))
 
 
 def year_of(text: str, target: str) -> int | None:
@@ -101,5 +102,5 @@ def test_prepare_caches_on_disk(tiny_cfg, tmp_path, monkeypatch):
     again.prepare(tmp_path)
     assert again.texts["test"] == task.texts["test"]
     # batch_size does not change the data, so it shares the cache entry.
-    DatesTask({**d, "dataset": {**d["dataset"], "batch_size": 32}}).prepare(tmp_path)
+    DatesTask(replace(d, dataset=replace(d.dataset, batch_size=32))).prepare(tmp_path)
     assert len(list((tmp_path / "dates").iterdir())) == 1

@@ -10,9 +10,10 @@ import torch
 from conftest import TINY_DATA
 from hydra import compose, initialize_config_dir
 
+from dlrun.config import conf_dir
 from dlrun.engine.writers import read_jsonl
 from dlrun.registry import list_tasks
-from dlrun.train import CONF_DIR, run
+from dlrun.train import run
 
 # Small models, so that a step costs little; the debug preset sets the trainer.
 SMALL = {
@@ -27,7 +28,7 @@ SMALL = {
 def debug_cfg(cache_dir, corpora, task: str, *overrides: str):
     """A config with the task's tiny data and the debug preset's own trainer settings."""
     data = [o.format(**corpora) for o in TINY_DATA[task]]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose(
             "config",
             overrides=[

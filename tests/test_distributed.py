@@ -10,6 +10,7 @@ import pytest
 from conftest import TINY, TINY_DATA, merged, read_csv, run_cli, sweep_dir
 
 from dlrun.engine.distributed import SINGLE, Dist
+from dlrun.engine.evaluate import evaluate
 
 
 def test_shards_cover_the_batch_once():
@@ -40,12 +41,12 @@ def _evaluate_as_rank(rank: int, world: int, cfg: dict, init_file: str, out: str
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
     )
     try:
-        task = task_entry(cfg["task"]["name"]).obj(cfg)
-        task.prepare(cfg["paths"]["cache_dir"])
+        task = task_entry(cfg.task.name).obj(cfg)
+        task.prepare(cfg.paths.cache_dir)
         torch.manual_seed(0)
         model = task.build_model().eval()
         with torch.inference_mode():
-            metrics = task.evaluate(model, "val", 5, Dist(rank, world))
+            metrics = evaluate(task, model, "val", 5, Dist(rank, world))
         Path(out, f"{rank}.json").write_text(json.dumps(metrics))
     finally:
         torch_dist.destroy_process_group()
@@ -61,11 +62,11 @@ def test_evaluation_split_across_ranks_equals_one_process(tiny_cfg, tmp_path, ta
 
     cfg = validate(tiny_cfg(f"task={task}"))
     whole = task_entry(task).obj(cfg)
-    whole.prepare(cfg["paths"]["cache_dir"])  # fills the cache the ranks read
+    whole.prepare(cfg.paths.cache_dir)  # fills the cache the ranks read
     torch.manual_seed(0)
     model = whole.build_model().eval()
     with torch.inference_mode():
-        expected = whole.evaluate(model, "val", 5)
+        expected = evaluate(whole, model, "val", 5)
     world = 3  # the split's rows do not divide evenly, nor do the batches of 5
     assert whole.size("val") % world and whole.size("val") // world % 5
     mp.spawn(_evaluate_as_rank, (world, cfg, str(tmp_path / "rendezvous"), str(tmp_path)), world)

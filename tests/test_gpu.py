@@ -175,9 +175,9 @@ def test_kmnist_runs_channels_last_on_cuda(tiny_cfg, tmp_path, cache_dir):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert model(x).shape == (4, 10)
     # The loop keeps each epoch's order on the host, pinned, for asynchronous copies.
-    dev = resolve_device(data["device"])
+    dev = resolve_device(data.device)
     trainer = Trainer(task, model, data, dev, tmp_path / "direct")
-    idx = trainer._next_indices()
+    idx = trainer.order.next(trainer.state)
     assert idx.device.type == "cpu" and idx.is_pinned()
 
     metrics = run(cfg, tmp_path / "run")

@@ -474,7 +474,7 @@ def test_resume_equal_values_are_not_changes(finished, tmp_path, monkeypatch, ca
 
     run = _copy(finished["dates"], tmp_path / "run")
     monkeypatch.setenv("DLRUN_CACHE_DIR", str(cache_dir))
-    argv = preflight([f"resume={run}", *merged(*DATES, "trainer.max_steps=30")], train.CONF_DIR)
+    argv = preflight([f"resume={run}", *merged(*DATES, "trainer.max_steps=30")], train.conf_dir())
     assert f"hydra.run.dir={run}" in argv and "trainer.max_steps=30" in argv
     assert not any(a.startswith("dataset.") for a in argv)  # equal values: not passed on
 
@@ -483,7 +483,7 @@ def test_sweep_validates_a_presets_params_before_any_job(tmp_path):
     """hydra.sweeper.params of an experiment are checked like the command line's."""
     from dlrun.preflight import preflight
 
-    conf = shutil.copytree(train.CONF_DIR, tmp_path / "conf")
+    conf = shutil.copytree(train.conf_dir(), tmp_path / "conf")
     (conf / "experiment" / "bad_lr.yaml").write_text(
         "# @package _global_\nhydra:\n  sweeper:\n    params:\n      optimizer.lr: 1e-3,-2\n"
     )
@@ -691,7 +691,7 @@ def test_any_override_of_real_keys_is_valid_or_one_line():
         try:
             preflight(
                 [*argv, "device=cpu"] if not any(a.startswith("device") for a in argv) else argv,
-                train.CONF_DIR,
+                train.conf_dir(),
             )
         except UserError as exc:
             message = str(exc)

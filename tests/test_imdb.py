@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import save_run_config
+from conftest import model_cfg, save_run_config
 
 from dlrun.config import validate
 from dlrun.data.text import WordVocab
@@ -111,7 +112,7 @@ def test_distinct_ids_maps_unknown_tokens_to_zero():
 def test_embedding_bag_equals_the_dense_one_hot_mlp(outputs, weighted):
     torch.manual_seed(0)
     vocab = 50
-    model = build_model({**BOW, "outputs": outputs}, vocab_size=vocab)
+    model = build_model(model_cfg("bow_mlp", **{**BOW, "outputs": outputs}), vocab_size=vocab)
     dense_first = torch.nn.Linear(vocab, 16)
     dense_first.weight.data = model.first.weight.detach().T.clone()
     dense_first.bias.data = model.bias.detach().clone()
@@ -149,7 +150,10 @@ def test_sparse_gradient_step_equals_the_dense_one(weighted):
     ids, offsets = torch.tensor([3, 7, 9, 1, 3]), torch.tensor([0, 3])
     weights = torch.rand(5) if weighted else None
     label = torch.tensor([1.0, 0.0])
-    models = [build_model({**BOW, "sparse_grad": s}, vocab_size=12) for s in (False, True)]
+    models = [
+        build_model(model_cfg("bow_mlp", **{**BOW, "sparse_grad": s}), vocab_size=12)
+        for s in (False, True)
+    ]
     models[1].load_state_dict(models[0].state_dict())
     for model in models:
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -236,10 +240,10 @@ def test_unshuffled_training_visits_stored_order(tiny_cfg, tmp_path):
     data = validate(tiny_cfg("task=imdb", "trainer.shuffle=false"))
     task = ImdbTask(data)
     task.prepare(tmp_path)
-    dev = resolve_device(data["device"])
+    dev = resolve_device(data.device)
     trainer = Trainer(task, task.build_model(), data, dev, tmp_path)
-    assert trainer._next_indices().tolist() == list(range(16))
-    assert trainer._next_indices().tolist() == list(range(16, 32))
+    assert trainer.order.next(trainer.state).tolist() == list(range(16))
+    assert trainer.order.next(trainer.state).tolist() == list(range(16, 32))
 
 
 @pytest.mark.parametrize(
@@ -263,7 +267,7 @@ def test_array_build_equals_the_list_of_strings_build(corpora, tmp_path, ngrams,
         "seed": 3,
     }
     task = ImdbTask.__new__(ImdbTask)
-    task.cfg = {"dataset": d}
+    task.cfg = SimpleNamespace(dataset=SimpleNamespace(**d))
     task._build(tmp_path, corpora["imdb"])
     data = torch.load(tmp_path / "data.pt", weights_only=True)
     stats = json.loads((tmp_path / "stats.json").read_text())

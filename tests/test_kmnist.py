@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import save_run_config
+from conftest import model_cfg, save_run_config
 from corpora import idx_bytes, synthetic_images, write_kmnist
 
 from dlrun.config import ConfigError, validate
@@ -106,9 +106,7 @@ def test_random_shift_translates_each_image_within_bounds():
 
 
 def test_seed_cnn_has_the_seed_layers():
-    model = build_model(
-        {"name": "kmnist_cnn", "dropout": 0.3}, channels=1, classes=10, image_size=28
-    )
+    model = build_model(model_cfg("kmnist_cnn", dropout=0.3), channels=1, classes=10, image_size=28)
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [
         (8, 1, 5, 5),
@@ -129,7 +127,7 @@ def test_seed_cnn_has_the_seed_layers():
 
 @pytest.mark.parametrize(("width", "stages", "blocks"), [(8, 1, 1), (16, 3, 2)])
 def test_resnet_shapes(width, stages, blocks):
-    cfg = {"name": "resnet", "width": width, "stages": stages, "blocks": blocks, "dropout": 0.0}
+    cfg = model_cfg("resnet", width=width, stages=stages, blocks=blocks, dropout=0.0)
     model = build_model(cfg, channels=1, classes=10, image_size=28)
     x = torch.randn(2, 1, 28, 28)
     assert model(x).shape == (2, 10)

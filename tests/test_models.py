@@ -8,6 +8,7 @@ import torch
 from dlrun.config import validate
 from dlrun.models import build_model
 from dlrun.models.seq2seq import Seq2Seq
+from dlrun.registry import model_entry
 
 PAD, SOS, EOS = 0, 1, 2
 
@@ -58,7 +59,7 @@ IDS = [
 
 def make(name: str, **kw) -> Seq2Seq:
     torch.manual_seed(0)
-    cfg = {"name": name, **BASE[name], **kw}
+    cfg = model_entry(name).schema(name=name, **{**BASE[name], **kw})
     return build_model(cfg, src_vocab=20, tgt_vocab=15, pad_id=PAD, sos_id=SOS, eos_id=EOS)
 
 
@@ -158,9 +159,7 @@ def test_greedy_stops_when_every_row_has_eos():
 
 def test_schema_matches_the_yaml(tiny_cfg):
     data = validate(tiny_cfg())
-    model = build_model(
-        data["model"], src_vocab=10, tgt_vocab=10, pad_id=PAD, sos_id=SOS, eos_id=EOS
-    )
+    model = build_model(data.model, src_vocab=10, tgt_vocab=10, pad_id=PAD, sos_id=SOS, eos_id=EOS)
     assert model.cfg.hidden_size == 32
 
 

@@ -13,16 +13,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from dlrun import tune
-from dlrun.config import validate
+from dlrun.config import conf_dir, validate
 from dlrun.preflight import groups
-from dlrun.train import CONF_DIR, run
+from dlrun.train import run
 
-PRESETS = groups(CONF_DIR)["experiment"]
+PRESETS = groups(conf_dir())["experiment"]
 DATES = [*TINY, *TINY_GRU, *TINY_DATA["dates"]]  # dataset.batch_size last
 
 
 def sweep_params(preset: str) -> dict[str, list[str]]:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params or {}
     parser = OverridesParser.create()
@@ -39,7 +39,7 @@ def sweep_params(preset: str) -> dict[str, list[str]]:
 
 def test_each_preset_opens_with_the_command_that_runs_it():
     for preset in PRESETS:
-        lines = (CONF_DIR / "experiment" / f"{preset}.yaml").read_text().splitlines()
+        lines = (conf_dir() / "experiment" / f"{preset}.yaml").read_text().splitlines()
         command = next(line for line in lines if line.startswith("# dlrun"))
         assert f"experiment={preset}" in command
         # A preset that sweeps says so with -m.

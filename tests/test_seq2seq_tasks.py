@@ -99,7 +99,7 @@ def test_batches_cut_to_their_longest_row_change_nothing(tiny_cfg, place_value_d
 
     cfg = validate(tiny_cfg(*task_overrides("algebra", place_value_dir), f"model={model}"))
     task = task_entry("algebra").obj(cfg)
-    task.prepare(cfg["paths"]["cache_dir"])
+    task.prepare(cfg.paths.cache_dir)
     full = task.splits["train"]
     # The shortest questions: their batch is narrower than the split.
     idx = torch.argsort((full["src"] != 0).sum(1))[:16]

@@ -15,9 +15,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
 from dlrun import tune
+from dlrun.config import conf_dir
 from dlrun.errors import UserError
 from dlrun.preflight import preflight
-from dlrun.train import CONF_DIR, run
+from dlrun.train import run
 
 # char_accuracy moves within 20 steps on the tiny dates data (exact match stays at 0).
 DATES = [*TINY, *TINY_DATA["dates"], *TINY_GRU, "task.monitor=val/char_accuracy"]
@@ -143,7 +144,7 @@ def test_a_bad_search_is_refused_in_one_line_before_any_trial(tmp_path, cache_di
 def test_without_optuna_choosing_the_sweeper_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna fails
     with pytest.raises(UserError, match=r"needs Optuna.*pip install 'dlrun\[tune\]'"):
-        preflight(["-m", "hydra/sweeper=optuna", LR], CONF_DIR)
+        preflight(["-m", "hydra/sweeper=optuna", LR], conf_dir())
 
 
 def test_hydra_sweep_syntax_to_optuna_distributions():

@@ -19,7 +19,7 @@ def problems(cfg) -> list[str]:
 
 def test_valid_tiny_config_passes(tiny_cfg):
     data = validate(tiny_cfg())
-    assert data["dataset"]["train_size"] == 768
+    assert data.dataset.train_size == 768
 
 
 def test_all_problems_reported_together(tiny_cfg):
@@ -111,7 +111,8 @@ def test_model_that_does_not_fit_the_task(tiny_cfg, monkeypatch):
         name: str = "toy_classifier"
 
     monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
-    registry.MODELS.register("toy_classifier", schema=ToyConfig, kind="image_classifier")(object)
+    toy = type("Toy", (), {"kind": "image_classifier"})  # a model's kind is its class attribute
+    registry.MODELS.register("toy_classifier", schema=ToyConfig)(toy)
     found = problems(tiny_cfg("model.name=toy_classifier"))
     assert any(
         "a image_classifier model does not fit task 'dates'" in p and "gru_seq2seq" in p

@@ -9,11 +9,13 @@ task (``Task.check_config``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import math
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -22,121 +24,136 @@ from dlrun.errors import ConfigError, UserError
 from dlrun.registry import closest, model_entry, task_entry
 
 
-def spec(default: Any = None, **limits: Any) -> Any:
-    """A dataclass field with a default and range limits for validation."""
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=limits)
-    return field(default=default, metadata=limits)
+@functools.cache
+def conf_dir() -> Path:
+    """dlrun's config tree: inside the wheel as dlrun/conf, top-level in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parents[1] / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError(f"dlrun's config tree is missing (looked in {here}/conf and ../../conf)")
 
 
-@dataclass
+def spec(**limits: Any) -> Any:
+    """A schema field: its type comes from the annotation, its limits from here.
+
+    No default: every value is written once, in the group's YAML under conf/.
+    """
+    return field(metadata=limits)
+
+
+@dataclass(frozen=True)
 class TaskConfig:
-    name: str = spec("dates")
-    monitor: str = spec("val/exact_match")  # metric that picks best.pt and drives early stopping
-    mode: str = spec("max", choices=["max", "min"])
-    # task=tabular: classification (default) or regression; other tasks have one kind.
-    problem: str | None = spec(None, choices=["classification", "regression"])
+    name: str = spec()
+    monitor: str = spec()  # metric that picks best.pt and drives early stopping
+    mode: str = spec(choices=["max", "min"])
+    # task=tabular: classification or regression; other tasks have one kind (null).
+    problem: str | None = spec(choices=["classification", "regression"])
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = spec("adam", choices=["adam", "adamw", "sgd"])
-    lr: float = spec(1e-3, gt=0)
-    weight_decay: float = spec(0.0, ge=0)
-    betas: list[float] = spec([0.9, 0.999])
-    momentum: float = spec(0.0, ge=0, lt=1)
-    nesterov: bool = spec(False)
-    # Fused Adam/AdamW kernels where the device supports them (CUDA); null = automatic.
-    fused: bool | None = spec(None)
+    name: str = spec(choices=["adam", "adamw", "sgd"])
+    lr: float = spec(gt=0)
+    weight_decay: float = spec(ge=0)
+    betas: list[float] = spec()
+    momentum: float = spec(ge=0, lt=1)
+    nesterov: bool = spec()
+    fused: bool | None = spec()  # fused Adam/AdamW kernels; null: where supported (CUDA)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SchedulerConfig:
-    name: str = spec("none", choices=["none", "cosine"])
-    warmup_steps: int = spec(0, ge=0)
-    min_lr_ratio: float = spec(0.0, ge=0, le=1)
+    name: str = spec(choices=["none", "cosine"])
+    warmup_steps: int = spec(ge=0)
+    min_lr_ratio: float = spec(ge=0, le=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DeviceConfig:
-    type: str = spec("auto", choices=["auto", "cpu", "cuda", "mps"])
-    # auto: bf16 autocast on CUDA, off elsewhere. fp16 adds a GradScaler.
-    amp: str = spec("auto", choices=["auto", "none", "bf16", "fp16"])
-    compile: bool = spec(False)
-    threads: int | None = spec(None, ge=1)  # torch intra-op threads; null keeps torch's default
-    tf32: bool = spec(True)
+    type: str = spec(choices=["auto", "cpu", "cuda", "mps"])
+    amp: str = spec(choices=["auto", "none", "bf16", "fp16"])
+    compile: bool = spec()
+    threads: int | None = spec(ge=1)
+    tf32: bool = spec()
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainerConfig:
-    max_steps: int | None = spec(None, ge=1)
-    max_epochs: int | None = spec(None, ge=1)
-    max_time: float | None = spec(None, gt=0)  # seconds of training, evaluation included
-    seed: int = spec(0, ge=0)
-    eval_every: int | None = spec(None, ge=1)  # optimizer steps; null = once per epoch
-    eval_batch_size: int = spec(1024, ge=1)
-    log_every: int = spec(50, ge=1)
-    grad_clip: float | None = spec(None, gt=0)
-    accumulate: int = spec(1, ge=1)
-    patience: int | None = spec(None, ge=1)  # evaluations without improvement before stopping
-    stop_at: float | None = spec(None)  # stop once the monitored metric reaches this value
-    num_samples: int = spec(50, ge=0)  # lines in samples.txt
-    # Training examples evaluated beside validation at each evaluation (0 = none).
-    train_eval_size: int = spec(0, ge=0)
-    # More splits evaluated at each evaluation, e.g. [test] for time-to-target
-    # benchmarks; only the monitored split ever selects the best checkpoint.
-    also_eval: list[str] = spec([])
-    shuffle: bool = spec(True)  # false: every epoch visits the training data in stored order
-    eval_at_start: bool = spec(False)  # also evaluate the untrained model (logged at step 0)
+    max_steps: int | None = spec(ge=1)
+    max_epochs: int | None = spec(ge=1)
+    max_time: float | None = spec(gt=0)
+    seed: int = spec(ge=0)
+    eval_every: int | None = spec(ge=1)
+    eval_batch_size: int = spec(ge=1)
+    log_every: int = spec(ge=1)
+    grad_clip: float | None = spec(gt=0)
+    accumulate: int = spec(ge=1)
+    patience: int | None = spec(ge=1)
+    stop_at: float | None = spec()
+    num_samples: int = spec(ge=0)
+    train_eval_size: int = spec(ge=0)
+    also_eval: list[str] = spec()
+    shuffle: bool = spec()
+    eval_at_start: bool = spec()
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodeConfig:
-    beam_size: int = spec(1, ge=1)  # 1 = greedy; used for evaluation and prediction
+    beam_size: int = spec(ge=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PathsConfig:
-    output_dir: str = spec("outputs")
-    data_dir: str = spec("data")
-    cache_dir: str = spec("~/.cache/dlrun")
+    output_dir: str = spec()
+    data_dir: str = spec()
+    cache_dir: str = spec()
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoggerConfig:
-    # Metrics always go to metrics.jsonl; tensorboard also writes event files (an extra).
-    name: str = spec("none", choices=["none", "tensorboard"])
+    name: str = spec(choices=["none", "tensorboard"])
 
 
-@dataclass
+@dataclass(frozen=True)
 class DebugConfig:
-    """conf/debug/: whole-pipeline checks. The defaults change nothing."""
-
-    name: str = spec("none", choices=["none", "fast", "overfit", "profile", "anomaly"])
-    # Each evaluated split (test, samples and reports included) keeps its first N batches.
-    eval_batches: int | None = spec(None, ge=1)
-    # Training keeps its first N batches, visited again and again (debug=overfit).
-    train_batches: int | None = spec(None, ge=1)
-    overfit_loss: float = spec(0.1, gt=0)  # debug=overfit: "near zero" is below this
-    profile_steps: int = spec(0, ge=0)  # training steps traced by torch.profiler
-    anomaly: bool = spec(False)  # torch.autograd anomaly detection for the whole run
+    name: str = spec(choices=["none", "fast", "overfit", "profile", "anomaly"])
+    eval_batches: int | None = spec(ge=1)
+    train_batches: int | None = spec(ge=1)
+    overfit_loss: float = spec(gt=0)
+    profile_steps: int = spec(ge=0)
+    anomaly: bool = spec()
 
 
-@dataclass
-class RootConfig:
-    task: TaskConfig = spec(None)
-    dataset: Any = spec(None)
-    model: Any = spec(None)
-    optimizer: OptimizerConfig = spec(None)
-    scheduler: SchedulerConfig = spec(None)
-    device: DeviceConfig = spec(None)
-    trainer: TrainerConfig = spec(None)
-    paths: PathsConfig = spec(None)
-    decode: DecodeConfig = spec(None)
-    logger: LoggerConfig = spec(None)
-    debug: DebugConfig = spec(None)
-    resume: str | None = spec(None)
-    tune: Any = spec(None)  # set by the optuna sweeper: the study and trial of a search
+@dataclass(frozen=True)
+class TuneConfig:
+    """Set by the optuna sweeper (``hydra/sweeper=optuna``): the study a trial reports to."""
+
+    storage: str = spec()
+    study: str = spec()
+    trial: int = spec(ge=0)
+    pruner: str = spec()
+    pruner_options: dict | None = spec()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole validated run config; ``dataset`` and ``model`` have their task's and
+    model's schemas."""
+
+    task: TaskConfig = spec()
+    dataset: Any = spec()
+    model: Any = spec()
+    optimizer: OptimizerConfig = spec()
+    scheduler: SchedulerConfig = spec()
+    device: DeviceConfig = spec()
+    trainer: TrainerConfig = spec()
+    paths: PathsConfig = spec()
+    decode: DecodeConfig = spec()
+    logger: LoggerConfig = spec()
+    debug: DebugConfig = spec()
+    resume: str | None = spec()
+    tune: TuneConfig | None = spec()
 
 
 def _type_name(tp: Any) -> str:
@@ -191,7 +208,8 @@ def _limits_problem(value: Any, meta: dict) -> str | None:
 
 
 def check_section(prefix: str, node: Any, schema: type) -> list[str]:
-    """Problems with one config section: unknown keys, wrong types, values out of range."""
+    """Problems with one config section: unknown or missing keys, wrong types, values out
+    of range."""
     if not isinstance(node, dict):
         return [f"{prefix}: expected a mapping of keys, got {node!r}"]
     hints = typing.get_type_hints(schema)
@@ -206,6 +224,7 @@ def check_section(prefix: str, node: Any, schema: type) -> list[str]:
             )
     for name, f in fields.items():
         if name not in node:
+            problems.append(f"{prefix}.{name}: missing; set it with {prefix}.{name}=VALUE")
             continue
         value, tp = node[name], hints[name]
         if dataclasses.is_dataclass(tp):
@@ -223,74 +242,81 @@ def check_section(prefix: str, node: Any, schema: type) -> list[str]:
     return problems
 
 
-def to_dict(cfg: DictConfig | dict) -> dict:
-    """A plain, resolved dict of the config (what checkpoints and summaries store)."""
+def typed(schema: type, node: dict) -> Any:
+    """The frozen ``schema`` object of a section that ``check_section`` accepted."""
+    hints = typing.get_type_hints(schema)
+    values = {}
+    for f in dataclasses.fields(schema):
+        value = node[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            value = typed(hints[f.name], value)
+        values[f.name] = value
+    return schema(**values)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, resolved dict of a config (what checkpoints and summaries store)."""
     if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    if dataclasses.is_dataclass(cfg):
+        out = dataclasses.asdict(cfg)
+        if isinstance(cfg, RunConfig) and cfg.tune is None:
+            del out["tune"]  # a search's trials alone have the section, as in their YAML
+        return out
     return cfg
 
 
-def fill_defaults(node: dict, schema: type) -> None:
-    """Add the schema's default for every key ``node`` lacks.
+# Sections whose schema is the same for every run; dataset and model depend on the
+# task and model chosen, tune exists in a search's trials only.
+SECTIONS = {
+    "task": TaskConfig,
+    "optimizer": OptimizerConfig,
+    "scheduler": SchedulerConfig,
+    "device": DeviceConfig,
+    "trainer": TrainerConfig,
+    "paths": PathsConfig,
+    "decode": DecodeConfig,
+    "logger": LoggerConfig,
+    "debug": DebugConfig,
+}
 
-    A run directory written before a key existed then still loads (predict, resume).
-    """
-    for f in dataclasses.fields(schema):
-        if f.name not in node:
-            if f.default is not dataclasses.MISSING:
-                node[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                node[f.name] = f.default_factory()
 
-
-def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
+def validate(cfg: Any, check_data: bool = True) -> RunConfig:
     """Check the whole config; raise one ConfigError listing every problem.
 
     Cross-field checks run for every section whose own keys are valid, so one
     call reports as much as can be known. ``check_data=False`` skips the
     task's checks that its data exist (prediction needs none). Returns the
-    resolved config as a dict, missing keys filled with their defaults.
+    typed, frozen config.
     """
     try:
         data = to_dict(cfg)
     except Exception as exc:  # interpolation errors, missing env vars
         raise ConfigError([f"cannot resolve config: {exc}".splitlines()[0]]) from None
-    hints = typing.get_type_hints(RootConfig)
+    fields = [f.name for f in dataclasses.fields(RunConfig)]
     problems: list[str] = []
     for key in data:
-        if key not in hints:
-            guess = closest(key, sorted(hints))
+        if key not in fields:
+            guess = closest(key, fields)
             problems.append(
                 f"{key}: unknown key" + (f" (did you mean '{guess}'?)" if guess else "")
             )
-    ok: dict[str, bool] = {}
-    data.setdefault("logger", {"name": "none"})  # run directories from before the logger group
-    if data.get("debug") is None:  # no debug mode chosen
-        data["debug"] = {}
+    sections: dict[str, Any] = {}
 
     def check(name: str, schema: type | None) -> None:
         found = [f"{name}: missing section"] if name not in data else []
         if schema is not None and not found:
             found = check_section(name, data[name], schema)
-        ok[name] = schema is not None and not found
-        if ok[name]:
-            fill_defaults(data[name], schema)
+        if schema is not None and not found:
+            sections[name] = typed(schema, data[name])
         problems.extend(found)
 
-    for name in (
-        "task",
-        "optimizer",
-        "scheduler",
-        "device",
-        "trainer",
-        "paths",
-        "decode",
-        "logger",
-        "debug",
-    ):
-        check(name, hints[name])
+    for name, schema in SECTIONS.items():
+        check(name, schema)
     if data.get("resume") is not None and not isinstance(data["resume"], str):
         problems.append(f"resume={data['resume']!r}: expected a run directory path")
+    if data.get("tune") is not None:
+        check("tune", TuneConfig)
 
     task_cls = _lookup(task_entry, "task", data, problems)
     dataset = data.get("dataset")
@@ -301,11 +327,11 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
             f"dataset={named} is the data of task={named}, not of task={task_cls.name}; "
             f"choose it with task={named}"
         )
-        ok["dataset"] = False
     else:
         check("dataset", task_cls.schema if task_cls else None)
     model = _lookup(model_entry, "model", data, problems)
-    check("model", model.schema if model else None)
+    if model:
+        check("model", model.schema)
     if task_cls and model and model.kind != task_cls.obj.model_kind:
         from dlrun.registry import MODELS
 
@@ -315,27 +341,21 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
             f"model.name={model.name}: a {model.kind} model does not fit task "
             f"'{task_cls.name}'; models for it: {', '.join(fitting)}"
         )
-        ok["model"] = False
+        sections.pop("model", None)
 
-    if ok["trainer"]:
-        t = data["trainer"]
-        if all(t[k] is None for k in ("max_steps", "max_epochs", "max_time")):
-            problems.append(
-                "trainer: set at least one of trainer.max_steps, trainer.max_epochs, "
-                "trainer.max_time"
-            )
-        if ok["scheduler"] and data["scheduler"]["name"] != "none":
-            if t["max_steps"] is None and t["max_epochs"] is None:
-                problems.append(
-                    f"scheduler={data['scheduler']['name']}: needs trainer.max_steps or "
-                    "trainer.max_epochs to know where training ends"
-                )
-    if task_cls and all(ok[k] for k in ("task", "dataset", "model")):
-        problems += task_cls.obj.check_config(data)
-        problems += getattr(model.obj, "check_config", lambda _: [])(data)
+    # Cross-field checks see the sections that are valid on their own (None: not valid).
+    view = RunConfig(
+        **{name: sections.get(name) for name in fields if name not in ("resume", "tune")},
+        resume=data.get("resume"),
+        tune=sections.get("tune"),
+    )
+    problems += _check_run(view)
+    if task_cls and view.task and view.dataset and view.model:
+        problems += task_cls.obj.check_config(view)
+        problems += getattr(model.obj, "check_config", lambda _: [])(view)
         if check_data:
-            problems += task_cls.obj.check_data(data)
-    if check_data and ok["logger"] and data["logger"]["name"] == "tensorboard":
+            problems += task_cls.obj.check_data(view)
+    if check_data and view.logger and view.logger.name == "tensorboard":
         if importlib.util.find_spec("tensorboard") is None:
             problems.append(
                 "logger=tensorboard: the tensorboard package is not installed; "
@@ -343,7 +363,35 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
             )
     if problems:
         raise ConfigError(problems)
-    return data
+    return view
+
+
+def _check_run(cfg: RunConfig) -> list[str]:
+    """Checks across the sections every run has."""
+    problems = []
+    t = cfg.trainer
+    if t and t.max_steps is None and t.max_epochs is None and t.max_time is None:
+        problems.append(
+            "trainer: set at least one of trainer.max_steps, trainer.max_epochs, trainer.max_time"
+        )
+    if t and cfg.scheduler and cfg.scheduler.name != "none":
+        if t.max_steps is None and t.max_epochs is None:
+            problems.append(
+                f"scheduler={cfg.scheduler.name}: needs trainer.max_steps or "
+                "trainer.max_epochs to know where training ends"
+            )
+    # A model whose config has sparse_grad=true (bow_mlp) emits sparse gradient rows.
+    if cfg.model and cfg.optimizer and t and getattr(cfg.model, "sparse_grad", False):
+        o = cfg.optimizer
+        if o.name != "sgd" or o.momentum or o.weight_decay or t.grad_clip:
+            # Sparse gradient rows are what plain SGD alone can apply as they are.
+            problems.append(
+                "model.sparse_grad=true works with plain SGD only (optimizer=sgd, no "
+                "momentum, no weight_decay, trainer.grad_clip=null); add "
+                f"model.sparse_grad=false for optimizer={o.name} (momentum={o.momentum}, "
+                f"weight_decay={o.weight_decay}, grad_clip={t.grad_clip})"
+            )
+    return problems
 
 
 def _lookup(find, group: str, data: dict, problems: list[str]):

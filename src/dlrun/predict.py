@@ -30,7 +30,7 @@ def load_run(run_dir: Path, device: str = "cpu"):
         data = validate(ckpt["config"], check_data=False)
     except ConfigError as exc:
         raise UserError(f"{path}: the run's saved config is not valid here ({exc})") from None
-    task = task_entry(data["task"]["name"]).obj(data)
+    task = task_entry(data.task.name).obj(data)
     task.load(run_dir)
     model = task.build_model()
     try:
@@ -55,15 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.batch_size < 1:
             raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
-        import dataclasses
-
         import torch
 
-        from dlrun.config import DeviceConfig
-        from dlrun.engine.device import resolve_device
+        from dlrun.engine.device import pick
 
-        device = resolve_device(dataclasses.asdict(DeviceConfig(args.device, amp="none"))).device
-        task, model = load_run(args.run_dir, str(device))
+        task, model = load_run(args.run_dir, pick(args.device))
         inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin]
         with torch.inference_mode():  # one call: the task batches, and sees every input
             for prediction in task.predict(model, inputs, args.batch_size):

@@ -119,7 +119,7 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
         # every value of every swept key.
         if not check_search(conf_dir, parsed, overrides, lambda o: _compose(conf_dir, o)):
             _check_sweep(conf_dir, parsed, first)
-    _check_writable(data["paths"])
+    _check_writable(data.paths)
     return argv
 
 
@@ -133,7 +133,7 @@ def _validate(cfg) -> dict:
     from dlrun.engine.device import resolve_device
 
     data = validate(cfg)
-    resolve_device(data["device"])
+    resolve_device(data.device)
     return data
 
 
@@ -188,10 +188,10 @@ def _check_hydra_dirs(parsed) -> None:
                 _writable_dir(Path(fixed), o.key_or_group)
 
 
-def _check_writable(paths: dict) -> None:
+def _check_writable(paths) -> None:
     """The output and cache folders can be created and written, before anything starts."""
     for key in ("output_dir", "cache_dir"):
-        _writable_dir(Path(str(paths[key])).expanduser(), f"paths.{key}")
+        _writable_dir(Path(str(getattr(paths, key))).expanduser(), f"paths.{key}")
 
 
 def _writable_dir(path: Path, key: str) -> None:
@@ -261,7 +261,7 @@ def _resume_overrides(conf_dir: Path, run_dir: Path, parsed, options) -> list[st
     keys = [o.key_or_group for o in kept]
     data = _validate(resumed_config(ckpt["config"], run_dir, to_dict(cfg), keys))
     check_unfinished(run_dir, ckpt.get("state"), data)
-    _check_writable(data["paths"])
+    _check_writable(data.paths)
     return texts
 
 

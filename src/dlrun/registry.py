@@ -40,13 +40,13 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(
-        self, name: str, *, schema: type | None = None, kind: str | None = None
-    ) -> Callable[[Any], Any]:
+    def register(self, name: str, *, schema: type | None = None) -> Callable[[Any], Any]:
+        """Register ``obj`` under ``name``; a model's kind is its class attribute ``kind``."""
+
         def deco(obj: Any) -> Any:
             if name in self._entries:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._entries[name] = Entry(name, obj, schema, kind)
+            self._entries[name] = Entry(name, obj, schema, getattr(obj, "kind", None))
             return obj
 
         return deco

@@ -359,10 +359,6 @@ def _plots(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path
 
 # -- the sweep hook ---------------------------------------------------------------------
 
-# The report of the last sweep that ended in this process: ``dlrun`` exits non-zero
-# when some of its jobs failed.
-last_sweep: list[Report] = []
-
 
 def _is_multirun(config) -> bool:
     from hydra.types import RunMode
@@ -385,7 +381,15 @@ class SweepSummary(Callback):
         report = write_report([sweep], sweep)
         print(f"\nsweep summary ({report.total} jobs, {report.failed} failed): {sweep}")
         print(report.table.markdown(), flush=True)
-        last_sweep[:] = [report]
+        if report.failed:
+            # The sweep's last word: Hydra returns nothing from a multirun, and SystemExit
+            # passes through its error reporting, so ``dlrun -m`` exits 1 here.
+            print(
+                f"dlrun: {report.failed} of {report.total} jobs did not finish; see "
+                f"{report.out / 'summary.md'}",
+                file=sys.stderr,
+            )
+            sys.exit(1)
 
 
 # -- dlrun-report ------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def saved_checkpoint(run_dir: Path) -> dict:
     return read_checkpoint(path)
 
 
-def check_unfinished(run_dir: Path, state: Any, cfg: dict) -> None:
+def check_unfinished(run_dir: Path, state: Any, cfg) -> None:
     """Refuse to resume a finished run whose limits are already reached: it would only
     test again. One stopped after training (in its test, say) resumes to finish."""
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
@@ -73,14 +73,14 @@ def check_unfinished(run_dir: Path, state: Any, cfg: dict) -> None:
         finished = False
     if not finished:
         return
-    t = cfg["trainer"]
+    t = cfg.trainer
     reached = None
-    if t["max_steps"] and state["step"] >= t["max_steps"]:
-        reached = f"step {state['step']} of trainer.max_steps={t['max_steps']}"
-    elif t["max_epochs"] and state.get("epoch", 0) >= t["max_epochs"]:
-        reached = f"epoch {state['epoch']} of trainer.max_epochs={t['max_epochs']}"
-    elif t["max_time"] and state.get("train_time", 0) >= t["max_time"]:
-        reached = f"{state['train_time']:.0f}s of trainer.max_time={t['max_time']}"
+    if t.max_steps and state["step"] >= t.max_steps:
+        reached = f"step {state['step']} of trainer.max_steps={t.max_steps}"
+    elif t.max_epochs and state.get("epoch", 0) >= t.max_epochs:
+        reached = f"epoch {state['epoch']} of trainer.max_epochs={t.max_epochs}"
+    elif t.max_time and state.get("train_time", 0) >= t.max_time:
+        reached = f"{state['train_time']:.0f}s of trainer.max_time={t.max_time}"
     if reached:
         raise UserError(
             f"resume={run_dir}: the run has already finished ({reached}); raise "

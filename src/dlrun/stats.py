@@ -53,11 +53,10 @@ def _cell(value) -> str:
 def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
 
-    from dlrun.config import validate
+    from dlrun.config import conf_dir, validate
     from dlrun.errors import UserError
     from dlrun.preflight import preflight
     from dlrun.registry import task_entry
-    from dlrun.train import CONF_DIR
 
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in args):
@@ -70,11 +69,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{flags[0]}: dlrun-stats takes overrides only (key=value), no flags; it prints "
                 "the statistics of one config (no sweeps: -m, nor --cfg: use dlrun --cfg job)"
             )
-        overrides = preflight(args, CONF_DIR)
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        overrides = preflight(args, conf_dir())
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
             data = validate(compose("config", overrides=overrides))
-        task = task_entry(data["task"]["name"]).obj(data)
-        task.prepare(Path(data["paths"]["cache_dir"]).expanduser())
+        task = task_entry(data.task.name).obj(data)
+        task.prepare(Path(data.paths.cache_dir).expanduser())
     except UserError as exc:
         print(f"dlrun-stats: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -8,7 +8,6 @@ task function then calls ``run(cfg, run_dir)``, which tests call directly.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -22,23 +21,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun import __version__
-from dlrun.config import validate
+from dlrun.config import conf_dir, to_dict, validate
 from dlrun.errors import Interrupted, Terminated, UserError
+from dlrun.outputs import write_failure, write_samples, write_summary
 from dlrun.resume import resume_command
 
 log = logging.getLogger("dlrun")
-
-
-def find_conf_dir() -> Path:
-    """conf/ ships inside the wheel as dlrun/conf; in a source checkout it is top-level."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parents[1] / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise RuntimeError(f"dlrun's config tree is missing (looked in {here}/conf and ../../conf)")
-
-
-CONF_DIR = find_conf_dir()
 _claimed: dict[str, str] = {}
 
 
@@ -61,21 +49,24 @@ def _unique_dir(base: str) -> str:
     return _claimed[base]
 
 
-def _register_sweeper() -> None:
-    """``hydra/sweeper=optuna``: Hydra finds plugins by listing the ``hydra_plugins``
-    package, which an editable install (``pip install -e .``) hides from it."""
+def _register() -> None:
+    """Registration, the one thing importing this module does.
+
+    ``hydra/sweeper=optuna``: Hydra finds plugins by listing the ``hydra_plugins``
+    package, which an editable install (``pip install -e .``) hides from it, so
+    dlrun registers its sweeper itself. ``use_cache``: Hydra copies resolver
+    caches into each sweep job's config, so a job resolved in another process (a
+    launcher plugin) gets the same directory.
+    """
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.dlrun_optuna.optuna_sweeper import OptunaSweeper
 
     Plugins.instance().register(OptunaSweeper)
+    OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True, use_cache=True)
 
 
-_register_sweeper()
-
-# use_cache: Hydra copies resolver caches into each sweep job's config, so a job
-# resolved in another process (a launcher plugin) gets the same directory.
-OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True, use_cache=True)
+_register()
 
 
 def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
@@ -83,156 +74,167 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
 
     Returns the headline metrics, e.g. ``{"val/exact_match": ..., "test/exact_match": ...}``.
     """
-    import torch
-
-    from dlrun.engine import checkpoint, debug, distributed
-    from dlrun.engine.device import peak_memory_mb, resolve_device
-    from dlrun.engine.plots import plot_curves
-    from dlrun.engine.trainer import Trainer
-    from dlrun.engine.writers import JsonlWriter, TensorBoardWriter, Writers, flat_hparams
-    from dlrun.registry import task_entry
+    from dlrun.engine import distributed
+    from dlrun.engine.device import resolve_device
 
     wall_start = time.monotonic()
-    data = validate(cfg)
+    cfg = validate(cfg)
     dist = distributed.from_env()
-    dev = resolve_device(data["device"], dist.local_rank if dist.enabled else None)
+    dev = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     distributed.init(dist, dev.device)
     run_dir = Path(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
     if dist.main:  # the others write nothing there
         run_dir.mkdir(parents=True, exist_ok=True)
-    seed = data["trainer"]["seed"]
-    checkpoint.seed_everything(seed)
-    resume = _resume_checkpoint(data["resume"])
-
-    task = task_entry(data["task"]["name"]).obj(data)
-    t0 = time.monotonic()
-    with dist.main_first():  # rank 0 fills the data cache, the others read it
-        task.prepare(Path(data["paths"]["cache_dir"]).expanduser())
-    data_time = time.monotonic() - t0
-    sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
-    log.info("data: %s (%.1fs)", sizes, data_time)
-    task.add_train_subset(data["trainer"]["train_eval_size"])
-    if dist.main:
-        (run_dir / "stats.json").write_text(json.dumps(task.stats(), indent=2) + "\n")
-        task.save(run_dir)
-    debug.limit_splits(task, data)
-    task.to(dev.device)
-    model = task.build_model().to(dev.device)
-    params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "task %s, model %s (%s parameters) on %s%s",
-        data["task"]["name"],
-        data["model"]["name"],
-        f"{params:,}",
-        dev.describe(),
-        f", {dist.world} processes (torchrun)" if dist.enabled else "",
-    )
-
-    trainer = Trainer(task, model, data, dev, run_dir, dist)
-    from dlrun.tune import pruning_hook
-
-    trainer.on_eval = pruning_hook(data)  # None unless this is a search's trial
-    if resume:
-        trainer.restore(resume)
-        if trainer.state.halt == "pruned":  # a search's pruned trial continues as a plain run
-            trainer.state.halt = None
-        log.info("resumed from %s at step %d", resume, trainer.state.step)
-    if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
-        torch.manual_seed(seed + 1_000_003 * dist.rank + trainer.state.step)
-    writers = []
-    if dist.main:
-        keep = trainer.state.step if resume else None
-        writers.append(JsonlWriter(run_dir / "metrics.jsonl", keep_until_step=keep))
-        if data["logger"]["name"] == "tensorboard":
-            writers.append(TensorBoardWriter(run_dir / "tensorboard"))
-    writer = Writers(writers)
-    dbg = data["debug"]
-    try:
-        try:
-            with (
-                torch.autograd.set_detect_anomaly(dbg["anomaly"]),
-                debug.profiled(dbg["profile_steps"], run_dir, dev.device) as trainer.profiler,
-            ):
-                state = trainer.fit(writer)
-        except UserError:
-            if not resume and trainer.state.step == 0:  # nothing trained: nothing to keep
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            raise
-        trainer.profiler = None
-        if dbg["train_batches"] and dist.main:
-            debug.overfit_verdict(trainer.train_losses, dbg["overfit_loss"])
-        if not dist.main:  # rank 0 tests and writes the rest
-            distributed.shutdown(dist)
-            return {}
-        # A search's trial that its pruner stopped is not tested.
-        pruned = state.stop_reason == "pruned"
-        tests = {}
-        if not pruned:
-            # Test the best checkpoint, not whatever the last step left.
-            best = run_dir / "checkpoints" / "best.pt"
-            if best.exists():
-                model.load_state_dict(checkpoint.load(best, dev.device)["model"])
-            tests = {s: trainer.evaluate(s, distributed.SINGLE) for s in task.test_splits}
-        for split, metrics in tests.items():
-            writer.log(
-                {"epoch": state.epoch, "split": split, "checkpoint": "best", **metrics}, state.step
-            )
-        test = {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()}
-        if not pruned:
-            settings = {k: v for k, v in flat_hparams(data).items() if not k.startswith("paths.")}
-            writer.hparams(settings, test)
-    finally:
-        writer.close()
-
-    if not pruned:
-        model.eval()
-        with torch.inference_mode():
-            rows = task.samples(model, "test", data["trainer"]["num_samples"])
-            task.report(model, run_dir)
-        _write_samples(run_dir / "samples.txt", rows)
-    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-
+    task, data_time = _prepare(cfg, dev, dist, run_dir)
+    trainer = _trainer(cfg, task, dev, dist, run_dir)
+    state, test = _train_and_test(cfg, trainer, run_dir)
+    if not dist.main:  # rank 0 tests and writes the rest
+        distributed.shutdown(dist)
+        return {}
+    pruned = state.stop_reason == "pruned"  # a search's trial its pruner stopped
+    _write_outputs(cfg, task, trainer.model, run_dir, tested=not pruned)
     best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
-    summary = {
-        "status": "pruned" if pruned else "ok",
-        "task": data["task"]["name"],
-        "model": data["model"]["name"],
-        "monitor": data["task"]["monitor"],
-        "mode": data["task"]["mode"],
-        "best": {"step": state.best_step, **best},
-        "test": test,
-        "steps": state.step,
-        "epochs": state.step * data["trainer"]["accumulate"] / trainer.batches_per_epoch,
-        "samples": state.samples,
-        "stop_reason": state.stop_reason,
-        "train_time_s": round(state.train_time, 2),
-        "data_time_s": round(data_time, 2),
-        "wall_time_s": round(time.monotonic() - wall_start, 2),
-        # From the first training step's start (Unix time) and its length, compilation
-        # included: the benchmark harness derives start-up time from them.
-        "first_step_at": trainer.first_step_at,
-        "first_step_s": _round(trainer.first_step_s, 4),
-        "peak_memory_mb": round(peak_memory_mb(dev.device), 1),
-        "world_size": dist.world,
-        "parameters": params,
-        "device": dev.describe(),
-        "torch": torch.__version__,
-        "dlrun": __version__,
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
+    write_summary(run_dir, _summary(cfg, trainer, dev, dist, best, test, times))
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {run_dir}\n{shown or f'pruned at step {state.step}'}", flush=True)
     distributed.shutdown(dist)
     return {**best, **test}
 
 
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
+def _prepare(cfg, dev, dist, run_dir: Path):
+    """The task with its data on the device; the seconds its data took."""
+    from dlrun.engine import checkpoint, debug
+    from dlrun.registry import task_entry
+
+    checkpoint.seed_everything(cfg.trainer.seed)
+    task = task_entry(cfg.task.name).obj(cfg)
+    t0 = time.monotonic()
+    with dist.main_first():  # rank 0 fills the data cache, the others read it
+        task.prepare(Path(cfg.paths.cache_dir).expanduser())
+    data_time = time.monotonic() - t0
+    sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
+    log.info("data: %s (%.1fs)", sizes, data_time)
+    task.add_train_subset(cfg.trainer.train_eval_size)
+    if dist.main:
+        import json
+
+        (run_dir / "stats.json").write_text(json.dumps(task.stats(), indent=2) + "\n")
+        task.save(run_dir)
+    debug.limit_splits(task, cfg)
+    task.to(dev.device)
+    return task, data_time
 
 
-def _resume_checkpoint(resume: str | None) -> Path | None:
-    if not resume:
-        return None
+def _trainer(cfg, task, dev, dist, run_dir: Path):
+    """The trainer of a new model, or of the run ``cfg.resume`` continues."""
+    import torch
+
+    from dlrun.engine.trainer import Trainer
+    from dlrun.tune import pruning_hook
+
+    model = task.build_model().to(dev.device)
+    params = sum(p.numel() for p in model.parameters())
+    world = f", {dist.world} processes (torchrun)" if dist.enabled else ""
+    log.info(
+        "task %s, model %s (%s parameters) on %s%s",
+        *(cfg.task.name, cfg.model.name, f"{params:,}", dev.describe(), world),
+    )
+    trainer = Trainer(task, model, cfg, dev, run_dir, dist)
+    trainer.on_eval = pruning_hook(cfg.tune)  # None unless this is a search's trial
+    if cfg.resume:
+        path = _resume_checkpoint(cfg.resume)
+        trainer.restore(path)
+        if trainer.state.halt == "pruned":  # a search's pruned trial continues as a plain run
+            trainer.state.halt = None
+        log.info("resumed from %s at step %d", path, trainer.state.step)
+    if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
+        torch.manual_seed(cfg.trainer.seed + 1_000_003 * dist.rank + trainer.state.step)
+    return trainer
+
+
+def _train_and_test(cfg, trainer, run_dir: Path):
+    """Fit (with the debug modes' tools), then test the best checkpoint on rank 0: the
+    state and the test metrics as ``{"test/accuracy": ...}``."""
+    import torch
+
+    from dlrun.engine import debug
+    from dlrun.engine.writers import flat_hparams, open_writers
+
+    dbg, dist = cfg.debug, trainer.dist
+    keep = trainer.state.step if cfg.resume else None  # a resume drops later records
+    with open_writers(cfg, run_dir, dist.main, keep) as writer:
+        try:
+            with (
+                torch.autograd.set_detect_anomaly(dbg.anomaly),
+                debug.profiled(dbg.profile_steps, run_dir, trainer.dev.device) as trainer.profiler,
+            ):
+                state = trainer.fit(writer)
+        except UserError:
+            if not cfg.resume and trainer.state.step == 0:  # nothing trained: nothing to keep
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            raise
+        trainer.profiler = None
+        if dbg.train_batches and dist.main:
+            debug.overfit_verdict(trainer.train_losses, dbg.overfit_loss)
+        if not dist.main or state.stop_reason == "pruned":
+            return state, {}
+        tests = trainer.test(writer)
+        test = {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()}
+        flat = flat_hparams(to_dict(cfg))
+        writer.hparams({k: v for k, v in flat.items() if not k.startswith("paths.")}, test)
+    return state, test
+
+
+def _write_outputs(cfg, task, model, run_dir: Path, tested: bool) -> None:
+    """samples.txt and the task's report (a tested run), and the curves."""
+    import torch
+
+    from dlrun.engine.plots import plot_curves
+
+    if tested:
+        model.eval()
+        with torch.inference_mode():
+            rows = task.samples(model, "test", cfg.trainer.num_samples)
+            task.report(model, run_dir)
+        write_samples(run_dir / "samples.txt", rows)
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+
+
+def _summary(cfg, trainer, dev, dist, best: dict, test: dict, times: dict) -> dict:
+    import torch
+
+    from dlrun.engine.device import peak_memory_mb
+
+    state = trainer.state
+    return {
+        "status": "pruned" if state.stop_reason == "pruned" else "ok",
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "monitor": cfg.task.monitor,
+        "mode": cfg.task.mode,
+        "best": {"step": state.best_step, **best},
+        "test": test,
+        "steps": state.step,
+        "epochs": state.step * cfg.trainer.accumulate / trainer.batches_per_epoch,
+        "samples": state.samples,
+        "stop_reason": state.stop_reason,
+        "train_time_s": round(state.train_time, 2),
+        **{k: round(v, 2) for k, v in times.items()},
+        # From the first training step's start (Unix time) and its length, compilation
+        # included: the benchmark harness derives start-up time from them.
+        "first_step_at": trainer.first_step_at,
+        "first_step_s": None if trainer.first_step_s is None else round(trainer.first_step_s, 4),
+        "peak_memory_mb": round(peak_memory_mb(dev.device), 1),
+        "world_size": dist.world,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "device": dev.describe(),
+        "torch": torch.__version__,
+        "dlrun": __version__,
+    }
+
+
+def _resume_checkpoint(resume: str) -> Path:
     path = Path(resume).expanduser() / "checkpoints" / "last.pt"
     if not path.is_file():
         raise UserError(
@@ -242,21 +244,7 @@ def _resume_checkpoint(resume: str | None) -> Path | None:
     return path
 
 
-def _write_samples(path: Path, rows: list[dict]) -> None:
-    wrong = sum(not r["correct"] for r in rows)
-    lines = [
-        f"# {len(rows)} test examples, {wrong} wrong, wrong ones first",
-        "ok\tsource\ttarget\tprediction",
-    ]
-    lines += [
-        f"{'✓' if r['correct'] else '✗'}\t{r['source']}\t{r['target']}\t{r['prediction']}"
-        for r in rows
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
+def _job(cfg: DictConfig) -> dict[str, float] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -268,7 +256,7 @@ def hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
     try:
         return run(_job_config(cfg, hc.overrides.task) if resumed else cfg, run_dir)
     except UserError as exc:
-        _write_failure(run_dir, "failed", str(exc))
+        write_failure(run_dir, "failed", str(exc))
         if from_env().main:  # under torchrun, one rank says it
             log.error("dlrun: error: %s (run directory: %s)", exc, run_dir)
         if hc.mode == RunMode.MULTIRUN:
@@ -281,12 +269,12 @@ def hydra_entry(cfg: DictConfig) -> dict[str, float] | None:
         message = str(exc) or f"stopped by {signal.Signals(code - 128).name}"
         if not isinstance(exc, Interrupted) and (run_dir / "checkpoints" / "last.pt").is_file():
             message += f"; resume with: {resume_command(run_dir)}"
-        _write_failure(run_dir, "interrupted", message)
+        write_failure(run_dir, "interrupted", message)
         if from_env().main:
             log.warning("dlrun: %s", message)
         sys.exit(code)
     except Exception as exc:  # a bug: recorded for the sweep's table, then raised
-        _write_failure(run_dir, "failed", f"{type(exc).__name__}: {exc}")
+        write_failure(run_dir, "failed", f"{type(exc).__name__}: {exc}")
         raise
 
 
@@ -300,25 +288,6 @@ def _job_config(cfg: DictConfig, overrides: list[str]) -> dict:
     run_dir = Path(str(cfg.resume)).expanduser()
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
     return resumed_config(saved_checkpoint(run_dir)["config"], run_dir, to_dict(cfg), keys)
-
-
-def _write_failure(run_dir: Path, status: str, error: str) -> None:
-    """summary.json of a run that did not finish, with the first line of the reason.
-
-    A finished run's summary is never replaced: a failed or interrupted resume
-    of it is recorded in the log only.
-    """
-    from dlrun.engine.writers import write_text_atomic
-
-    summary_file = run_dir / "summary.json"
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        if json.loads(summary_file.read_text()).get("status") == "ok":
-            return
-    if not run_dir.is_dir():
-        return
-    first = next((line for line in error.splitlines() if line.strip()), error)
-    summary = {"status": status, "error": first.strip()}
-    write_text_atomic(summary_file, json.dumps(summary, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -354,31 +323,27 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         try:
-            sys.argv[1:] = preflight(sys.argv[1:], CONF_DIR)
+            sys.argv[1:] = preflight(sys.argv[1:], conf_dir())
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 with _torchrun_rank() as overrides:
                     sys.argv[1:] += overrides
-                    hydra_entry()
+                    _hydra_main()
                 return
         except UserError as exc:
             if from_env().main:  # under torchrun, one rank says it
                 print(f"dlrun: error: {exc}", file=sys.stderr)
             sys.exit(2)
-        hydra_entry()
+        _hydra_main()
     except KeyboardInterrupt as exc:  # before or after a run: nothing to save
         code = getattr(exc, "exit_code", 130)
         print(f"dlrun: stopped by {signal.Signals(code - 128).name}", file=sys.stderr)
         sys.exit(code)
-    from dlrun.report import last_sweep
 
-    if last_sweep and last_sweep[0].failed:
-        report = last_sweep[0]
-        print(
-            f"dlrun: {report.failed} of {report.total} jobs did not finish; see "
-            f"{report.out / 'summary.md'}",
-            file=sys.stderr,
-        )
-        sys.exit(1)
+
+def _hydra_main() -> None:
+    """Hydra's main on dlrun's config tree; a sweep with failed jobs exits 1 (its summary
+    callback, dlrun.report.SweepSummary, says so)."""
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_job)()
 
 
 def _terminate(signum, frame) -> None:

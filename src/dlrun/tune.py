@@ -267,22 +267,21 @@ def make_pruner(name: str, options: dict | None = None):
     return optuna.pruners.NopPruner()
 
 
-def pruning_hook(data: dict) -> Callable[[int, float], bool] | None:
+def pruning_hook(spec) -> Callable[[int, float], bool] | None:
     """For a search's trial (``tune`` set by the sweeper): report and ask whether to stop.
 
     Opens the study from its storage file, so it works in the sweeper's process
     and in a launcher's separate ones alike. Returns None for any other run.
     """
-    spec = data.get("tune")
-    if not spec or spec.get("trial") is None:
+    if spec is None:
         return None
     optuna = require_optuna()
-    store = storage(spec["storage"])
-    name = spec.get("study") or STUDY
-    pruner = make_pruner(spec.get("pruner") or "none", spec.get("pruner_options"))
+    store = storage(spec.storage)
+    name = spec.study or STUDY
+    pruner = make_pruner(spec.pruner or "none", spec.pruner_options)
     study = optuna.load_study(study_name=name, storage=store, pruner=pruner)
     trial_id = store.get_trial_id_from_study_id_trial_number(
-        store.get_study_id_from_name(name), int(spec["trial"])
+        store.get_study_id_from_name(name), spec.trial
     )
     trial = optuna.trial.Trial(study, trial_id)
 

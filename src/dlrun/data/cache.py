@@ -9,6 +9,7 @@ the next run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,15 +18,18 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("dlrun")
 T = TypeVar("T")
 MANIFEST = ".manifest.json"
 
 
-def cache_key(config: dict, version: int) -> str:
-    """A short stable hash of the config that determines the data."""
+def cache_key(config: Any, version: int) -> str:
+    """A short stable hash of the config (a dict, list or config object) that determines
+    the data."""
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.asdict(config)
     blob = json.dumps({"config": config, "version": version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

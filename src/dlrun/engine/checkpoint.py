@@ -25,6 +25,23 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def of(parts: dict[str, Any], state: dict, config: dict) -> dict:
+    """A training checkpoint: the state dict of each part (None stays None), the
+    progress ``state``, every RNG and the run's config, all plain data."""
+    ckpt = {name: p.state_dict() if p is not None else None for name, p in parts.items()}
+    return ckpt | {"state": state, "rng": rng_states(), "config": config}
+
+
+def restore(path: Path, device: torch.device, parts: dict[str, Any]) -> dict:
+    """Load ``path`` into ``parts`` and the RNGs; returns the saved progress state."""
+    ckpt = load(path, device)
+    for name, part in parts.items():
+        if part is not None and ckpt.get(name) is not None:
+            part.load_state_dict(ckpt[name])
+    set_rng_states(ckpt["rng"])
+    return ckpt["state"]
+
+
 def rng_states() -> dict:
     """Every RNG the run draws from, in a form ``weights_only`` loading accepts."""
     np_state = np.random.get_state()

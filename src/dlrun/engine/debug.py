@@ -8,19 +8,19 @@ from pathlib import Path
 
 import torch
 
-from dlrun.tasks.base import Task
+from dlrun.engine.evaluate import TaskLike
 
 log = logging.getLogger("dlrun")
 
 
-def limit_splits(task: Task, cfg: dict) -> None:
+def limit_splits(task: TaskLike, cfg) -> None:
     """Keep the first ``debug.train_batches`` training batches and the first
     ``debug.eval_batches`` evaluation batches of every other split."""
-    debug = cfg["debug"]
-    if debug["train_batches"]:
-        task.keep_first("train", debug["train_batches"] * cfg["dataset"]["batch_size"])
-    if debug["eval_batches"]:
-        n = debug["eval_batches"] * cfg["trainer"]["eval_batch_size"]
+    debug = cfg.debug
+    if debug.train_batches:
+        task.keep_first("train", debug.train_batches * task.batch_size)
+    if debug.eval_batches:
+        n = debug.eval_batches * cfg.trainer.eval_batch_size
         for split in task.splits:
             if split != "train":
                 task.keep_first(split, n)

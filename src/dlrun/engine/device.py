@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -28,12 +29,8 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
-def resolve_device(cfg: dict, index: int | None = None) -> DeviceInfo:
-    """``auto`` picks cuda, then mps, then cpu; asking for a missing device is a user error.
-
-    ``index`` picks one of several GPUs (torchrun's LOCAL_RANK).
-    """
-    kind = cfg["type"]
+def pick(kind: str) -> str:
+    """``auto`` picks cuda, then mps, then cpu; asking for a missing device is a user error."""
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     if kind == "cuda" and not torch.cuda.is_available():
@@ -43,14 +40,23 @@ def resolve_device(cfg: dict, index: int | None = None) -> DeviceInfo:
         )
     if kind == "mps" and not _mps_available():
         raise UserError("device=mps but MPS is not available here; use device=cpu or device=auto")
-    amp = cfg["amp"]
+    return kind
+
+
+def resolve_device(cfg, index: int | None = None) -> DeviceInfo:
+    """The device and precision ``cfg`` (the device section) asks for.
+
+    ``index`` picks one of several GPUs (torchrun's LOCAL_RANK).
+    """
+    kind = pick(cfg.type)
+    amp = cfg.amp
     if amp == "auto":
         amp = "bf16" if kind == "cuda" else "none"
     if amp == "fp16" and kind != "cuda":
         raise UserError(f"device.amp=fp16 needs a CUDA device, not {kind}; use device.amp=none")
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-    if kind == "cuda" and cfg["tf32"]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if kind == "cuda" and cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
@@ -58,7 +64,7 @@ def resolve_device(cfg: dict, index: int | None = None) -> DeviceInfo:
     if kind == "cuda" and index is not None:
         device = torch.device(kind, index)
         torch.cuda.set_device(device)
-    return DeviceInfo(device, dtype, amp == "fp16", cfg["compile"])
+    return DeviceInfo(device, dtype, amp == "fp16", cfg.compile)
 
 
 def synchronize(device: torch.device) -> None:
@@ -76,3 +82,23 @@ def peak_memory_mb(device: torch.device) -> float:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes vs KiB
+
+
+def for_training(model: torch.nn.Module, dev: DeviceInfo, dist) -> torch.nn.Module:
+    """The model as training calls it: in DistributedDataParallel under torchrun, compiled
+    with device.compile (RNNs excepted: Dynamo does not trace them)."""
+    compilable = getattr(model, "compilable", True)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [dev.device.index] if dev.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=ids)
+    if dev.compile:
+        if compilable:
+            return torch.compile(model)
+        logging.getLogger("dlrun").warning(
+            "device.compile: %s is built on RNNs, which torch.compile does not trace; "
+            "running it eagerly",
+            type(model).__name__,
+        )
+    return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -140,3 +141,19 @@ def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = str(value)
     return out
+
+
+@contextlib.contextmanager
+def open_writers(cfg, run_dir: Path, main: bool, keep_until_step: int | None):
+    """The run's writers (none on ranks other than 0): metrics.jsonl always, and the
+    loggers ``cfg.logger`` names; closed however the run ends."""
+    writers: list = []
+    if main:
+        writers.append(JsonlWriter(run_dir / "metrics.jsonl", keep_until_step))
+        if cfg.logger.name == "tensorboard":
+            writers.append(TensorBoardWriter(run_dir / "tensorboard"))
+    writer = Writers(writers)
+    try:
+        yield writer
+    finally:
+        writer.close()

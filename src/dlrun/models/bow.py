@@ -13,16 +13,16 @@ from dlrun.config import spec
 from dlrun.registry import MODELS
 
 
-@dataclass
+@dataclass(frozen=True)
 class BowMLPConfig:
-    name: str = spec("bow_mlp")
-    hidden_size: int = spec(200, ge=1)
+    name: str = spec()
+    hidden_size: int = spec(ge=1)
     # 1: one logit with BCEWithLogits; 2: two logits with cross-entropy (seed 003, V.3).
-    outputs: int = spec(1, ge=1, le=2)
-    dropout: float = spec(0.0, ge=0, lt=1)  # on the hidden layer; the seed has none
+    outputs: int = spec(ge=1, le=2)
+    dropout: float = spec(ge=0, lt=1)  # on the hidden layer; the seed has none
     # Gradients of the first layer only for the rows a batch uses: several times
     # faster (BENCHMARKS.md); needs plain SGD (no momentum, weight decay or clipping).
-    sparse_grad: bool = spec(True)
+    sparse_grad: bool = spec()
 
 
 def argsort_ids(ids: torch.Tensor) -> torch.Tensor:
@@ -33,7 +33,7 @@ def argsort_ids(ids: torch.Tensor) -> torch.Tensor:
     takes 0.65 ms.
     """
     keys = ids.numpy()
-    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16))
     if keys.size and keys.max() >= 2**16:
         high = (keys[order] >> 16).astype(np.uint16)
         order = order[np.argsort(high, kind="stable")]
@@ -80,7 +80,7 @@ class BagSum(torch.autograd.Function):
         return coalesced, None, None, None
 
 
-@MODELS.register("bow_mlp", schema=BowMLPConfig, kind="bag_of_words")
+@MODELS.register("bow_mlp", schema=BowMLPConfig)
 class BowMLP(nn.Module):
     """The seed's one-hot MLP (vocab -> hidden -> ReLU -> outputs), without the one-hot matrix.
 
@@ -91,19 +91,6 @@ class BowMLP(nn.Module):
     """
 
     kind = "bag_of_words"
-
-    @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
-        o, clip = cfg["optimizer"], cfg["trainer"]["grad_clip"]
-        plain_sgd = o["name"] == "sgd" and not (o["momentum"] or o["weight_decay"] or clip)
-        if cfg["model"]["sparse_grad"] and not plain_sgd:
-            return [
-                "model.sparse_grad=true works with plain SGD only (optimizer=sgd, no momentum, "
-                "no weight_decay, trainer.grad_clip=null); add model.sparse_grad=false for "
-                f"optimizer={o['name']} (momentum={o['momentum']}, weight_decay="
-                f"{o['weight_decay']}, grad_clip={clip})"
-            ]
-        return []
 
     def __init__(self, cfg: BowMLPConfig, vocab_size: int):
         super().__init__()

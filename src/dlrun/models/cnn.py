@@ -16,13 +16,13 @@ from dlrun.config import spec
 from dlrun.registry import MODELS
 
 
-@dataclass
+@dataclass(frozen=True)
 class KmnistCNNConfig:
-    name: str = spec("kmnist_cnn")
-    dropout: float = spec(0.3, ge=0, lt=1)
+    name: str = spec()
+    dropout: float = spec(ge=0, lt=1)
 
 
-@MODELS.register("kmnist_cnn", schema=KmnistCNNConfig, kind="image")
+@MODELS.register("kmnist_cnn", schema=KmnistCNNConfig)
 class KmnistCNN(nn.Module):
     """Seed 002, 2.4: conv 8@5x5 same, ReLU, pool; conv 16@3x3 valid, ReLU, pool;
     linear 576->600, ReLU, dropout; linear 600->120, ReLU; linear 120->classes.
@@ -61,13 +61,13 @@ class KmnistCNN(nn.Module):
         return self.head(x)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ResNetConfig:
-    name: str = spec("resnet")
-    width: int = spec(32, ge=1)  # channels of the first stage; doubled at each later stage
-    stages: int = spec(3, ge=1, le=4)  # each after the first halves the resolution
-    blocks: int = spec(2, ge=1)  # residual blocks per stage
-    dropout: float = spec(0.0, ge=0, lt=1)  # before the classifier
+    name: str = spec()
+    width: int = spec(ge=1)  # channels of the first stage; doubled at each later stage
+    stages: int = spec(ge=1, le=4)  # each after the first halves the resolution
+    blocks: int = spec(ge=1)  # residual blocks per stage
+    dropout: float = spec(ge=0, lt=1)  # before the classifier
 
 
 class PreActBlock(nn.Module):
@@ -93,7 +93,7 @@ class PreActBlock(nn.Module):
         return out + skip
 
 
-@MODELS.register("resnet", schema=ResNetConfig, kind="image")
+@MODELS.register("resnet", schema=ResNetConfig)
 class PreActResNet(nn.Module):
     kind = "image"
 

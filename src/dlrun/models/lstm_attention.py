@@ -13,17 +13,17 @@ from dlrun.models.seq2seq import Seq2Seq
 from dlrun.registry import MODELS
 
 
-@dataclass
+@dataclass(frozen=True)
 class LSTMAttentionConfig:
-    name: str = spec("lstm_attention_seq2seq")
-    embedding_size: int = spec(32, ge=1)
-    hidden_size: int = spec(128, ge=1)  # per direction in the encoder; the decoder's size
-    num_layers: int = spec(1, ge=1)
-    dropout: float = spec(0.0, ge=0, lt=1)
-    attention: str = spec("bilinear", choices=["bilinear", "none"])
+    name: str = spec()
+    embedding_size: int = spec(ge=1)
+    hidden_size: int = spec(ge=1)  # per direction in the encoder; the decoder's size
+    num_layers: int = spec(ge=1)
+    dropout: float = spec(ge=0, lt=1)
+    attention: str = spec(choices=["bilinear", "none"])
 
 
-@MODELS.register("lstm_attention_seq2seq", schema=LSTMAttentionConfig, kind="seq2seq")
+@MODELS.register("lstm_attention_seq2seq", schema=LSTMAttentionConfig)
 class LSTMAttentionSeq2Seq(Seq2Seq):
     """Decoder query q attends over encoder states h_i with s_i = (W_q q)^T h_i.
 

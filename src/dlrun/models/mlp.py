@@ -13,19 +13,19 @@ from dlrun.registry import MODELS
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
-@dataclass
+@dataclass(frozen=True)
 class MLPConfig:
-    name: str = spec("mlp")
-    depth: int = spec(2, ge=0)  # hidden layers (0: a linear model)
-    width: int = spec(64, ge=1)  # units per hidden layer
-    activation: str = spec("relu", choices=list(ACTIVATIONS))
-    dropout: float = spec(0.0, ge=0, lt=1)  # after each hidden layer
-    batch_norm: bool = spec(False)  # before each hidden layer's activation
-    loss: str = spec("mse", choices=["mse", "huber"])  # regression (task.problem=regression)
-    delta: float = spec(1.0, gt=0)  # Huber's delta, in standardized target units
+    name: str = spec()
+    depth: int = spec(ge=0)  # hidden layers (0: a linear model)
+    width: int = spec(ge=1)  # units per hidden layer
+    activation: str = spec(choices=list(ACTIVATIONS))
+    dropout: float = spec(ge=0, lt=1)  # after each hidden layer
+    batch_norm: bool = spec()  # before each hidden layer's activation
+    loss: str = spec(choices=["mse", "huber"])  # regression (task.problem=regression)
+    delta: float = spec(gt=0)  # Huber's delta, in standardized target units
 
 
-@MODELS.register("mlp", schema=MLPConfig, kind="tabular")
+@MODELS.register("mlp", schema=MLPConfig)
 class MLP(nn.Module):
     """inputs -> [Linear, (BatchNorm), activation, (Dropout)] x depth -> Linear -> outputs."""
 

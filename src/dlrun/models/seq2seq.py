@@ -129,23 +129,23 @@ class Seq2Seq(nn.Module):
         return seqs.index_select(0, best)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GRUSeq2SeqConfig:
-    name: str = spec("gru_seq2seq")
-    embedding_size: int = spec(64, ge=1)
-    hidden_size: int = spec(256, ge=1)
-    num_layers: int = spec(1, ge=1)
-    dropout: float = spec(0.0, ge=0, lt=1)
-    bidirectional: bool = spec(False)
+    name: str = spec()
+    embedding_size: int = spec(ge=1)
+    hidden_size: int = spec(ge=1)
+    num_layers: int = spec(ge=1)
+    dropout: float = spec(ge=0, lt=1)
+    bidirectional: bool = spec()
     # Concatenate the encoder's final state to the decoder input at every step
     # (Cho et al., 2014): still a fixed context, no attention.
-    feed_context: bool = spec(False)
+    feed_context: bool = spec()
     # 1.0 feeds the targets to the decoder in one call; below 1.0 each row feeds
     # back its own prediction with probability 1 - teacher_forcing at each step.
-    teacher_forcing: float = spec(1.0, ge=0, le=1)
+    teacher_forcing: float = spec(ge=0, le=1)
 
 
-@MODELS.register("gru_seq2seq", schema=GRUSeq2SeqConfig, kind="seq2seq")
+@MODELS.register("gru_seq2seq", schema=GRUSeq2SeqConfig)
 class GRUSeq2Seq(Seq2Seq):
     """GRU encoder whose final state initializes a GRU decoder; no attention."""
 

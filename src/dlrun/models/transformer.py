@@ -14,18 +14,18 @@ from dlrun.models.seq2seq import Seq2Seq
 from dlrun.registry import MODELS
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransformerSeq2SeqConfig:
-    name: str = spec("transformer_seq2seq")
-    d_model: int = spec(256, ge=1)
-    nhead: int = spec(8, ge=1)
-    num_encoder_layers: int = spec(3, ge=1)
-    num_decoder_layers: int = spec(2, ge=1)
-    dim_feedforward: int = spec(1024, ge=1)
-    dropout: float = spec(0.1, ge=0, lt=1)
-    positions: str = spec("sinusoidal", choices=["sinusoidal", "learned"])
-    max_positions: int = spec(512, ge=1)  # longest source or target sequence it can read
-    norm_first: bool = spec(True)  # pre-LayerNorm: trains stably without long warmup
+    name: str = spec()
+    d_model: int = spec(ge=1)
+    nhead: int = spec(ge=1)
+    num_encoder_layers: int = spec(ge=1)
+    num_decoder_layers: int = spec(ge=1)
+    dim_feedforward: int = spec(ge=1)
+    dropout: float = spec(ge=0, lt=1)
+    positions: str = spec(choices=["sinusoidal", "learned"])
+    max_positions: int = spec(ge=1)  # longest source or target sequence it can read
+    norm_first: bool = spec()  # pre-LayerNorm: trains stably without long warmup
 
 
 def sinusoidal(n: int, d: int) -> torch.Tensor:
@@ -37,7 +37,7 @@ def sinusoidal(n: int, d: int) -> torch.Tensor:
     return table
 
 
-@MODELS.register("transformer_seq2seq", schema=TransformerSeq2SeqConfig, kind="seq2seq")
+@MODELS.register("transformer_seq2seq", schema=TransformerSeq2SeqConfig)
 class TransformerSeq2Seq(Seq2Seq):
     """Token embeddings + positions -> nn.TransformerEncoder / nn.TransformerDecoder -> logits.
 
@@ -53,16 +53,16 @@ class TransformerSeq2Seq(Seq2Seq):
 
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
-        m, d = cfg["model"], cfg["dataset"]
+        m, d = cfg.model, cfg.dataset
         problems = []
-        if m["d_model"] % m["nhead"]:
+        if m.d_model % m.nhead:
             problems.append(
-                f"model.d_model={m['d_model']}: must be divisible by model.nhead={m['nhead']}"
+                f"model.d_model={m.d_model}: must be divisible by model.nhead={m.nhead}"
             )
-        longest = max(d.get("max_src_len", 0), d.get("max_tgt_len", 0) + 1)
-        if m["max_positions"] < longest:
+        longest = max(getattr(d, "max_src_len", 0), getattr(d, "max_tgt_len", 0) + 1)
+        if m.max_positions < longest:
             problems.append(
-                f"model.max_positions={m['max_positions']}: must be >= {longest}, the longest "
+                f"model.max_positions={m.max_positions}: must be >= {longest}, the longest "
                 "sequence dataset.max_src_len / max_tgt_len allows"
             )
         return problems

@@ -79,24 +79,24 @@ def extrapolate_modules(module: str) -> list[str]:
     return [m for m in EXTRAPOLATE_MODULES if m in {module + s for s in suffixes}]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AlgebraDataConfig:
-    name: str = spec("algebra")
-    source: str = spec("generate", choices=["generate", "deepmind", "course"])
-    modules: list[str] = spec(["numbers__place_value"])
-    path: str | None = spec(None)  # the deepmind or course layout's root folder
-    difficulties: list[str] = spec(DIFFICULTIES)  # training files mixed in equal parts
-    train_size: int = spec(100_000, ge=1)  # per module, before held-out questions are removed
-    val_size: int = spec(2_000, ge=1)  # per module, held out of the training files
-    test_size: int = spec(5_000, ge=1)  # per module, from interpolate
+    name: str = spec()
+    source: str = spec(choices=["generate", "deepmind", "course"])
+    modules: list[str] = spec()
+    path: str | None = spec()  # the deepmind or course layout's root folder
+    difficulties: list[str] = spec()  # training files mixed in equal parts
+    train_size: int = spec(ge=1)  # per module, before held-out questions are removed
+    val_size: int = spec(ge=1)  # per module, held out of the training files
+    test_size: int = spec(ge=1)  # per module, from interpolate
     # Per module, where DeepMind defines an extrapolation set (0 = none). Small by
     # default: generating comparison__sort_more takes about 1.75 s a problem here.
-    extrapolate_size: int = spec(200, ge=0)
-    seed: int = spec(1, ge=0)
-    workers: int | None = spec(None, ge=1)  # generation processes; null = every core
-    batch_size: int = spec(256, ge=1)
-    max_src_len: int = spec(160, ge=1)  # DeepMind caps questions at 160 characters
-    max_tgt_len: int = spec(31, ge=1)  # and answers at 30, + EOS
+    extrapolate_size: int = spec(ge=0)
+    seed: int = spec(ge=0)
+    workers: int | None = spec(ge=1)  # generation processes; null = every core
+    batch_size: int = spec(ge=1)
+    max_src_len: int = spec(ge=1)  # DeepMind caps questions at 160 characters
+    max_tgt_len: int = spec(ge=1)  # and answers at 30, + EOS
 
 
 @TASKS.register("algebra", schema=AlgebraDataConfig)
@@ -104,47 +104,46 @@ class AlgebraTask(Seq2SeqTask):
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
-        d = cfg["dataset"]
-        if not d["modules"]:
+        d = cfg.dataset
+        if not d.modules:
             problems.append(
                 "dataset.modules: needs at least one module, e.g. [numbers__place_value]"
             )
-        for module in d["modules"]:
+        for module in d.modules:
             if module not in MODULES:
                 guess = closest(module, MODULES)
                 problems.append(
                     f"dataset.modules: unknown module '{module}'"
                     + (f" (did you mean '{guess}'?)" if guess else "; see mathematics_dataset")
                 )
-        for diff in d["difficulties"]:
+        for diff in d.difficulties:
             if diff not in DIFFICULTIES:
                 problems.append(f"dataset.difficulties: '{diff}' is not one of {DIFFICULTIES}")
-        if d["source"] == "course" and d["difficulties"] != DIFFICULTIES:
+        if d.source == "course" and d.difficulties != DIFFICULTIES:
             problems.append("dataset.difficulties: the course layout has one train file per module")
-        if d["batch_size"] > d["train_size"]:
+        if d.batch_size > d.train_size:
             problems.append(
-                f"dataset.batch_size={d['batch_size']}: larger than dataset.train_size="
-                f"{d['train_size']}"
+                f"dataset.batch_size={d.batch_size}: larger than dataset.train_size={d.train_size}"
             )
         return problems
 
     @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
-        d = cfg["dataset"]
-        return _check_files(d) if d["source"] != "generate" else []
+        d = cfg.dataset
+        return _check_files(d) if d.source != "generate" else []
 
     def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
-        d = self.cfg["dataset"]
-        read = read_course if d["source"] == "course" else read_deepmind
+        d = self.cfg.dataset
+        read = read_course if d.source == "course" else read_deepmind
 
         def read_all(root: Path) -> dict[str, dict[str, list[tuple[str, str]]]]:
-            return {module: read(root, module, d) for module in d["modules"]}
+            return {module: read(root, module, d) for module in d.modules}
 
-        if d["source"] != "generate":
-            files = read_all(Path(d["path"]).expanduser())
+        if d.source != "generate":
+            files = read_all(Path(d.path).expanduser())
         else:
             key = {
-                k: d[k]
+                k: getattr(d, k)
                 for k in (
                     "modules",
                     "difficulties",
@@ -162,11 +161,11 @@ class AlgebraTask(Seq2SeqTask):
                 read_all,
             )
         labelled: dict[str, list[tuple[tuple[str, str], str]]] = {}
-        for module in d["modules"]:
+        for module in d.modules:
             for name, pairs in held_out_splits(files[module], d).items():
                 labelled.setdefault(name, []).extend((pair, module) for pair in pairs)
         # Interleave the modules of a mixture, so any slice of train (train_subset) has them all.
-        random.Random(d["seed"]).shuffle(labelled["train"])
+        random.Random(d.seed).shuffle(labelled["train"])
         self.groups = {name: [m for _, m in rows] for name, rows in labelled.items()}
         return {name: [pair for pair, _ in rows] for name, rows in labelled.items()}
 
@@ -174,47 +173,47 @@ class AlgebraTask(Seq2SeqTask):
 def held_out_splits(files: dict[str, list[tuple[str, str]]], d: dict):
     """train/val/test/extrapolate from one module's files; held-out questions leave train."""
     pool = list(files["train"])
-    random.Random(d["seed"]).shuffle(pool)  # mixes the difficulties before val is taken
-    out = {"test": files["interpolate"][: d["test_size"]]}
-    if files.get("extrapolate") and d["extrapolate_size"]:
-        out["extrapolate"] = files["extrapolate"][: d["extrapolate_size"]]
+    random.Random(d.seed).shuffle(pool)  # mixes the difficulties before val is taken
+    out = {"test": files["interpolate"][: d.test_size]}
+    if files.get("extrapolate") and d.extrapolate_size:
+        out["extrapolate"] = files["extrapolate"][: d.extrapolate_size]
     held = {q for split in out.values() for q, _ in split}
     val, train = [], []
     for q, a in pool:
         if q in held:
             continue
-        if len(val) < d["val_size"]:
+        if len(val) < d.val_size:
             val.append((q, a))
             held.add(q)
-        elif len(train) < d["train_size"]:
+        elif len(train) < d.train_size:
             train.append((q, a))
     return {"train": train, "val": val, **out}
 
 
 def _check_files(d: dict) -> list[str]:
-    if not d["path"]:
+    if not d.path:
         return [
-            f"dataset.path: required with dataset.source={d['source']} (the folder that holds "
+            f"dataset.path: required with dataset.source={d.source} (the folder that holds "
             "the data)"
         ]
-    root = Path(d["path"]).expanduser()
+    root = Path(d.path).expanduser()
     if not root.is_dir():
-        return [f"dataset.path={d['path']}: no such folder"]
+        return [f"dataset.path={d.path}: no such folder"]
     missing = []
-    for module in d["modules"]:
+    for module in d.modules:
         if module not in MODULES:
             continue
-        if d["source"] == "course":
+        if d.source == "course":
             names = [
                 f"{module}/{f}" for f in ("train.x", "train.y", "interpolate.x", "interpolate.y")
             ]
         else:
-            names = [f"{diff}/{module}.txt" for diff in d["difficulties"]]
+            names = [f"{diff}/{module}.txt" for diff in d.difficulties]
             names.append(f"interpolate/{module}.txt")
         missing += [n for n in names if not (root / n).is_file()]
     if missing:
         return [
-            f"dataset.path={d['path']}: missing {', '.join(missing[:4])}"
+            f"dataset.path={d.path}: missing {', '.join(missing[:4])}"
             + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         ]
     return []
@@ -233,11 +232,9 @@ def _read_alternating(path: Path, limit: int | None = None) -> list[tuple[str, s
 def read_deepmind(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, str]]]:
     """One module's files in DeepMind's released layout."""
     # Enough of each difficulty for train + val, in equal parts.
-    per = math.ceil((d["train_size"] + d["val_size"]) / len(d["difficulties"]))
+    per = math.ceil((d.train_size + d.val_size) / len(d.difficulties))
     train = [
-        p
-        for diff in d["difficulties"]
-        for p in _read_alternating(root / diff / f"{module}.txt", per)
+        p for diff in d.difficulties for p in _read_alternating(root / diff / f"{module}.txt", per)
     ]
     files = {
         "train": train,
@@ -270,32 +267,32 @@ def read_course(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, s
 
 
 def generate(root: Path, d: dict) -> None:
-    """Write DeepMind's layout for ``d['modules']`` under ``root``, reproducibly.
+    """Write DeepMind's layout for ``d.modules`` under ``root``, reproducibly.
 
     Work is cut into fixed chunks, each seeded from (seed, file, chunk), and run
     by worker processes started with PYTHONHASHSEED fixed (linear_1d samples
     from a set), so the files are byte-identical whatever the number of workers.
     """
-    per = math.ceil((d["train_size"] + d["val_size"]) / len(d["difficulties"]))
-    files = [(diff, m, per) for m in d["modules"] for diff in d["difficulties"]]
-    files += [("interpolate", m, d["test_size"]) for m in d["modules"]]
+    per = math.ceil((d.train_size + d.val_size) / len(d.difficulties))
+    files = [(diff, m, per) for m in d.modules for diff in d.difficulties]
+    files += [("interpolate", m, d.test_size) for m in d.modules]
     files += [
-        ("extrapolate", e, d["extrapolate_size"])
-        for m in d["modules"]
+        ("extrapolate", e, d.extrapolate_size)
+        for m in d.modules
         for e in extrapolate_modules(m)
-        if d["extrapolate_size"]
+        if d.extrapolate_size
     ]
     jobs = []
     for regime, module, count in files:
         for i, start in enumerate(range(0, count, CHUNK)):
             n = min(CHUNK, count - start)
-            seed = int(cache_key([d["seed"], regime, module, i], 0), 16) % 2**31
+            seed = int(cache_key([d.seed, regime, module, i], 0), 16) % 2**31
             jobs.append((regime, module, n, seed))
-    workers = d["workers"] or len(os.sched_getaffinity(0))
+    workers = d.workers or len(os.sched_getaffinity(0))
     results: dict[tuple[str, str], list[str]] = {}
     total = sum(j[2] for j in jobs)
     with (
-        _hash_seed(str(d["seed"])),
+        _hash_seed(str(d.seed)),
         tqdm(total=total, desc="generating problems", unit="problem", disable=None) as bar,
     ):
         ctx = multiprocessing.get_context("spawn")

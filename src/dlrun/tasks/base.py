@@ -8,8 +8,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from dlrun.engine.distributed import SINGLE, Dist
-
 
 class Task:
     """One experiment family. Subclasses register with ``TASKS.register``.
@@ -36,14 +34,14 @@ class Task:
     def check_config(cls, cfg: dict) -> list[str]:
         """Cross-field problems with a config whose sections are individually valid."""
         problems = []
-        monitor = cfg["task"]["monitor"]
+        monitor = cfg.task.monitor
         valid = [f"{s}/{m}" for s in ("val",) for m in ("loss", *cls.metric_names)]
         if monitor not in valid:
             problems.append(f"task.monitor={monitor}: must be one of {', '.join(valid)}")
-        problem = cfg["task"].get("problem")
+        problem = cfg.task.problem
         if problem is not None and problem not in cls.problems:
             problems.append(
-                f"task.problem={problem}: task {cfg['task']['name']} has one kind of problem; "
+                f"task.problem={problem}: task {cfg.task.name} has one kind of problem; "
                 "leave task.problem out"
             )
         return problems
@@ -70,6 +68,11 @@ class Task:
             name: {k: v.to(device, non_blocking=True) for k, v in split.items()}
             for name, split in self.splits.items()
         }
+
+    @property
+    def batch_size(self) -> int:
+        """Training examples per optimizer step (``dataset.batch_size``)."""
+        return self.cfg.dataset.batch_size
 
     @property
     def test_splits(self) -> list[str]:
@@ -109,14 +112,21 @@ class Task:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def evaluate(
-        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
-    ) -> dict[str, float]:
-        """``loss`` and every name in ``metric_names`` on a whole split.
+    def eval_order(self, split: str, rows: range) -> torch.Tensor:
+        """The order in which the engine evaluates ``rows`` of ``split`` (default: as stored)."""
+        return torch.arange(rows.start, rows.stop)
 
-        Under torchrun each rank takes its ``dist.rows`` and ``dist.sum`` adds the
-        ranks' totals before they become metrics.
+    def eval_sums(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], split: str
+    ) -> dict[str, torch.Tensor]:
+        """What one evaluation batch adds up to: summed losses and counts, as tensors.
+
+        The engine adds them over the batches of a split and over the ranks.
         """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        """``loss`` and every name in ``metric_names``, from a whole split's ``eval_sums``."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.tasks.base import Task
 
 
@@ -60,47 +59,42 @@ class ClassificationTask(Task):
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return classification_loss(self.logits(model, batch), batch["label"])
 
-    def _batches(self, split: str, batch_size: int, rows: range | None = None):
-        rows = range(self.size(split)) if rows is None else rows
-        device = self.splits[split]["label"].device
-        for start in range(rows.start, rows.stop, batch_size):
-            idx = torch.arange(start, min(start + batch_size, rows.stop), device=device)
-            yield idx, self.batch(split, idx)
-
-    def _pass(self, model: nn.Module, split: str, batch_size: int, rows: range | None = None):
-        """Summed loss, confusion matrix (true x predicted) and predictions of ``rows``
-        (default: the whole split), on the device."""
+    def eval_sums(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], split: str
+    ) -> dict[str, torch.Tensor]:
+        """Summed loss and the confusion matrix (true x predicted, flattened)."""
         k = len(self.classes)
-        device = self.splits[split]["label"].device
-        loss = torch.zeros((), device=device)
-        confusion = torch.zeros(k * k, dtype=torch.long, device=device)
-        predictions = [torch.zeros(0, dtype=torch.long, device=device)]  # a rank may have none
-        for _, b in self._batches(split, batch_size, rows):
-            logits = self.logits(model, b)
-            loss += classification_loss(logits, b["label"], reduction="sum")
-            pred = probabilities(logits).argmax(1)
-            confusion += torch.bincount(b["label"] * k + pred, minlength=k * k)
-            predictions.append(pred)
-        return loss, confusion.view(k, k), torch.cat(predictions)
+        logits = self.logits(model, batch)
+        pred = probabilities(logits).argmax(1)
+        return {
+            "loss": classification_loss(logits, batch["label"], reduction="sum"),
+            "confusion": torch.bincount(batch["label"] * k + pred, minlength=k * k),
+        }
 
-    def evaluate(
-        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
-    ) -> dict[str, float]:
-        n = self.size(split)
-        loss, confusion, _ = self._pass(model, split, batch_size, dist.rows(n))
-        loss, confusion = dist.sum({"loss": loss, "confusion": confusion}).values()
-        mean = (loss / n).item()
+    def metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        confusion = totals["confusion"]
+        n = confusion.sum().clamp(min=1)
+        mean = (totals["loss"] / n).item()
         # Perplexity exp(cross-entropy in nats): 2 for a coin flip between two classes.
         return {
             "loss": mean,
-            "accuracy": (confusion.trace() / n).item(),
+            "accuracy": (confusion.view(len(self.classes), -1).trace() / n).item(),
             "perplexity": math.exp(min(mean, 700.0)),
         }
+
+    def _predictions(self, model: nn.Module, split: str, batch_size: int = 1024) -> torch.Tensor:
+        """The predicted class of every example of ``split``, in stored order."""
+        device = self.splits[split]["label"].device
+        out = [torch.zeros(0, dtype=torch.long, device=device)]
+        for start in range(0, self.size(split), batch_size):
+            idx = torch.arange(start, min(start + batch_size, self.size(split)))
+            out.append(probabilities(self.logits(model, self.batch(split, idx))).argmax(1))
+        return torch.cat(out)
 
     def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
         if n == 0 or split not in self.splits:
             return []
-        _, _, pred = self._pass(model, split, 1024)
+        pred = self._predictions(model, split)
         label = self.splits[split]["label"]
         order = torch.argsort((pred == label).int(), stable=True)[:n].tolist()
         pred, label = pred.tolist(), label.tolist()
@@ -116,12 +110,13 @@ class ClassificationTask(Task):
 
     def report(self, model: nn.Module, run_dir: Path) -> None:
         """Per-class accuracy (per_class.json) and a confusion-matrix figure per test split."""
+        from dlrun.engine.evaluate import totals
         from dlrun.engine.plots import plot_confusion
 
         out = {}
+        k = len(self.classes)
         for split in self.test_splits:
-            _, confusion, _ = self._pass(model, split, 1024)
-            confusion = confusion.cpu()
+            confusion = totals(self, model, split, 1024)["confusion"].view(k, k).cpu()
             totals = confusion.sum(1).clamp(min=1)
             out[split] = {
                 "per_class_accuracy": dict(

@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,23 +54,23 @@ POOL_AFTER_S = 4.0
 SAMPLES_SHOWN = 32  # images in samples.png
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImagesDataConfig:
-    name: str = spec("images")
-    path: str = spec("data/images")  # one subfolder per class, or the images of `annotations`
-    annotations: str | None = spec(None)  # CSV of file names (relative to path) and labels
-    filename_column: str = spec("filename")
-    label_column: str = spec("label")
-    channels: int = spec(3, choices=[1, 3])
-    image_size: int | None = spec(None, ge=4, le=1024)  # square side; null = from the data
-    val_fraction: float = spec(0.1, gt=0, lt=1)
-    test_fraction: float = spec(0.1, gt=0, lt=1)
-    seed: int = spec(0, ge=0)
-    shift: int = spec(2, ge=0, le=32)  # training only: random translation by up to this many px
-    flip: bool = spec(False)  # training only: random horizontal flips
-    skip_bad: bool = spec(False)  # skip unreadable images (counted in the log) instead of failing
-    workers: int | None = spec(None, ge=1)  # decoding processes; null = every core
-    batch_size: int = spec(64, ge=1)
+    name: str = spec()
+    path: str = spec()  # one subfolder per class, or the images of `annotations`
+    annotations: str | None = spec()  # CSV of file names (relative to path) and labels
+    filename_column: str = spec()
+    label_column: str = spec()
+    channels: int = spec(choices=[1, 3])
+    image_size: int | None = spec(ge=4, le=1024)  # square side; null = from the data
+    val_fraction: float = spec(gt=0, lt=1)
+    test_fraction: float = spec(gt=0, lt=1)
+    seed: int = spec(ge=0)
+    shift: int = spec(ge=0, le=32)  # training only: random translation by up to this many px
+    flip: bool = spec()  # training only: random horizontal flips
+    skip_bad: bool = spec()  # skip unreadable images (counted in the log) instead of failing
+    workers: int | None = spec(ge=1)  # decoding processes; null = every core
+    batch_size: int = spec(ge=1)
 
 
 # Options that change how the cached tensor is used, not the tensor: not in the cache key.
@@ -120,8 +120,8 @@ def list_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
 
 def annotations_file(d: dict) -> Path:
     """``dataset.annotations`` as given, or relative to ``dataset.path`` if only found there."""
-    path = Path(d["annotations"]).expanduser()
-    inside = Path(d["path"]).expanduser() / path
+    path = Path(d.annotations).expanduser()
+    inside = Path(d.path).expanduser() / path
     return inside if not path.is_file() and inside.is_file() else path
 
 
@@ -139,7 +139,7 @@ def list_annotations(root: Path, csv_path: Path, d: dict) -> tuple[list[str], li
     delimiter = max(",;\t", key=head.count)
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     columns = [c.strip() for c in reader.fieldnames or []]
-    want = {"filename_column": d["filename_column"], "label_column": d["label_column"]}
+    want = {"filename_column": d.filename_column, "label_column": d.label_column}
     missing = [f"dataset.{k}={v}" for k, v in want.items() if v not in columns]
     if missing:
         found = ", ".join(printable(c, 40) for c in columns[:12]) or "none (the file is empty)"
@@ -279,11 +279,11 @@ def stratified_split(
 # -- the task -----------------------------------------------------------------------------
 
 
-def min_image_size(model_cfg: dict) -> int:
+def min_image_size(model_cfg: Any) -> int:
     """The smallest image side the configured model accepts."""
-    entry = model_entry(model_cfg["name"])
+    entry = model_entry(model_cfg.name)
     limit = getattr(entry.obj, "min_image_size", 1)
-    return limit(entry.schema(**model_cfg)) if callable(limit) else limit
+    return limit(model_cfg) if callable(limit) else limit
 
 
 @TASKS.register("images", schema=ImagesDataConfig)
@@ -294,54 +294,54 @@ class ImagesTask(ClassificationTask):
         super().__init__(cfg)
         self.classes: tuple[str, ...] = ()
         self.names: dict[str, list[str]] = {}  # each split's file names, for samples
-        self.image_size = cfg["dataset"]["image_size"]
-        self.mean = torch.zeros(cfg["dataset"]["channels"])
-        self.std = torch.ones(cfg["dataset"]["channels"])
+        self.image_size = cfg.dataset.image_size
+        self.mean = torch.zeros(cfg.dataset.channels)
+        self.std = torch.ones(cfg.dataset.channels)
         self._stats: dict[str, Any] = {}
 
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
-        d = cfg["dataset"]
-        if d["val_fraction"] + d["test_fraction"] >= 1:
+        d = cfg.dataset
+        if d.val_fraction + d.test_fraction >= 1:
             problems.append(
                 f"dataset.val_fraction + dataset.test_fraction = "
-                f"{d['val_fraction'] + d['test_fraction']:g}: must leave images for training"
+                f"{d.val_fraction + d.test_fraction:g}: must leave images for training"
             )
-        least = min_image_size(cfg["model"])
-        if d["image_size"] is not None and d["image_size"] < least:
+        least = min_image_size(cfg.model)
+        if d.image_size is not None and d.image_size < least:
             problems.append(
-                f"dataset.image_size={d['image_size']}: model {cfg['model']['name']} needs "
+                f"dataset.image_size={d.image_size}: model {cfg.model.name} needs "
                 f"images of at least {least}x{least}; raise it or choose model=resnet"
             )
         return problems
 
     @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
-        d = cfg["dataset"]
-        root = Path(d["path"]).expanduser()
+        d = cfg.dataset
+        root = Path(d.path).expanduser()
         if not root.is_dir():
             return [
-                f"dataset.path={printable(d['path'])}: no such folder; give a folder with one "
+                f"dataset.path={printable(d.path)}: no such folder; give a folder with one "
                 "subfolder of images per class (or the images of dataset.annotations=FILE.csv)"
             ]
-        if d["annotations"] is not None and not annotations_file(d).is_file():
+        if d.annotations is not None and not annotations_file(d).is_file():
             return [
-                f"dataset.annotations={printable(d['annotations'])}: no such file (looked "
+                f"dataset.annotations={printable(d.annotations)}: no such file (looked "
                 f"here and in dataset.path); give the CSV of file names and labels"
             ]
         return []
 
     # -- data ------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
-        d = self.cfg["dataset"]
-        root = Path(d["path"]).expanduser().resolve()
-        if d["annotations"] is None:
+        d = self.cfg.dataset
+        root = Path(d.path).expanduser().resolve()
+        if d.annotations is None:
             classes, names, labels = list_folder(root)
         else:
             classes, names, labels = list_annotations(root, annotations_file(d), d)
         if len(classes) < 2:
-            where = "dataset.path" if d["annotations"] is None else "dataset.annotations"
+            where = "dataset.path" if d.annotations is None else "dataset.annotations"
             raise UserError(
                 f"{where}: only one class ('{printable(classes[0])}'); a classifier needs at "
                 "least two classes of images"
@@ -350,7 +350,7 @@ class ImagesTask(ClassificationTask):
         for name in names:
             st = (root / name).stat()
             listing.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        key = {k: v for k, v in d.items() if k not in NOT_CACHED}
+        key = {k: v for k, v in asdict(d).items() if k not in NOT_CACHED}
         key.update(path=str(root), classes=classes, labels=labels, files=listing.hexdigest())
         data, _ = cached(
             Path(cache_dir).expanduser() / "images",
@@ -375,24 +375,24 @@ class ImagesTask(ClassificationTask):
                 len(meta["skipped"]),
                 meta["skipped"][0],
             )
-        least = min_image_size(self.cfg["model"])
+        least = min_image_size(self.cfg.model)
         if self.image_size < least:
             raise UserError(
                 f"images are {self.image_size}x{self.image_size} and model "
-                f"{self.cfg['model']['name']} needs at least {least}x{least}; set "
+                f"{self.cfg.model.name} needs at least {least}x{least}; set "
                 f"dataset.image_size={least} or more"
             )
         self._split(data["image"], data["label"], meta["names"])
 
     def _build(self, out: Path, root: Path, names: list[str], labels: list[int]) -> None:
-        d = self.cfg["dataset"]
+        d = self.cfg.dataset
         files = [str(root / n) for n in names]
-        size, chosen_from = d["image_size"], 0
+        size, chosen_from = d.image_size, 0
         if size is None:
             size, chosen_from = choose_size(files)
-        workers = d["workers"] or len(os.sched_getaffinity(0))
-        images, bad = decode_all(files, size, d["channels"], workers)
-        if bad and not d["skip_bad"]:
+        workers = d.workers or len(os.sched_getaffinity(0))
+        images, bad = decode_all(files, size, d.channels, workers)
+        if bad and not d.skip_bad:
             i, why = bad[0]
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise UserError(
@@ -417,8 +417,8 @@ class ImagesTask(ClassificationTask):
         (out / "meta.json").write_text(json.dumps(meta))
 
     def _split(self, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> None:
-        d = self.cfg["dataset"]
-        parts = stratified_split(labels.numpy(), d["val_fraction"], d["test_fraction"], d["seed"])
+        d = self.cfg.dataset
+        parts = stratified_split(labels.numpy(), d.val_fraction, d.test_fraction, d.seed)
         if len(set(labels[parts["train"]].tolist())) < 2 or not all(map(len, parts.values())):
             raise UserError(
                 f"dataset.path: {len(labels)} images are too few to split into train, val and "
@@ -439,7 +439,7 @@ class ImagesTask(ClassificationTask):
             for split, s in self.splits.items()
         }
         self._stats["image_size"] = self.image_size
-        self._stats["channels"] = d["channels"]
+        self._stats["channels"] = d.channels
 
     def _columns(self) -> list[str]:
         return [c if c != "examples" else "examples (class)" for c in self.classes]
@@ -458,7 +458,7 @@ class ImagesTask(ClassificationTask):
             raise UserError(f"{run_dir / 'classes.json'}: expected a list of class names")
         path = run_dir / "normalization.json"
         norm = read_json(path)
-        c = self.cfg["dataset"]["channels"]
+        c = self.cfg.dataset.channels
         size = norm.get("image_size")
         stats = [norm.get("mean"), norm.get("std")]
         if not (
@@ -479,11 +479,11 @@ class ImagesTask(ClassificationTask):
 
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = super().batch(split, idx)
-        d = self.cfg["dataset"]
+        d = self.cfg.dataset
         if split == "train":
-            if d["shift"]:
-                batch["image"] = random_shift(batch["image"], d["shift"])
-            if d["flip"]:
+            if d.shift:
+                batch["image"] = random_shift(batch["image"], d.shift)
+            if d.flip:
                 images = batch["image"]
                 flip = torch.rand(len(images), device=images.device) < 0.5
                 batch["image"] = torch.where(flip.view(-1, 1, 1, 1), images.flip(2), images)
@@ -496,8 +496,8 @@ class ImagesTask(ClassificationTask):
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         model = build_model(
-            self.cfg["model"],
-            channels=self.cfg["dataset"]["channels"],
+            self.cfg.model,
+            channels=self.cfg.dataset.channels,
             classes=len(self.classes),
             image_size=self.image_size,
         )
@@ -518,7 +518,7 @@ class ImagesTask(ClassificationTask):
         from dlrun.engine.plots import plot_image_grid
 
         super().report(model, run_dir)
-        _, _, pred = self._pass(model, "test", 1024)
+        pred = self._predictions(model, "test")
         label = self.splits["test"]["label"]
         order = torch.argsort((pred == label).int(), stable=True)[:SAMPLES_SHOWN].cpu()
         plot_image_grid(
@@ -533,7 +533,7 @@ class ImagesTask(ClassificationTask):
 
     def encode(self, inputs: list[str]) -> dict[str, torch.Tensor]:
         """Image files decoded as in training (mode, size)."""
-        c = self.cfg["dataset"]["channels"]
+        c = self.cfg.dataset.channels
         images = np.zeros((len(inputs), self.image_size, self.image_size, c), dtype=np.uint8)
         for i, name in enumerate(inputs):
             try:

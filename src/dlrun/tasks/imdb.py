@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +36,22 @@ PREP_VERSION = 1  # the array-based build writes the same files as version 1
 SHOWN_CHARS = 120  # of each test review, kept for samples.txt
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImdbDataConfig:
-    name: str = spec("imdb")
-    path: str = spec("data/aclImdb_v1.tar.gz")  # the aclImdb folder or the official tarball
-    download: bool = spec(False)  # fetch the official tarball to `path` if it is missing
-    tokenizer: str = spec("basic_english", choices=list(TOKENIZERS))
-    ngrams: int = spec(1, ge=1, le=3)  # 2 adds bigrams, 3 trigrams
-    vocab_size: int = spec(20_000, ge=1)  # most frequent training tokens; id 0 = the rest
-    val_size: int = spec(1_000, ge=1)  # held out of the training reviews
-    train_samples: int | None = spec(None, ge=2)  # balanced subsample (seed I.3.b: 200)
-    seed: int = spec(0, ge=0)
-    batch_size: int = spec(128, ge=1)
+    name: str = spec()
+    path: str = spec()  # the aclImdb folder or the official tarball
+    download: bool = spec()  # fetch the official tarball to `path` if it is missing
+    tokenizer: str = spec(choices=list(TOKENIZERS))
+    ngrams: int = spec(ge=1, le=3)  # 2 adds bigrams, 3 trigrams
+    vocab_size: int = spec(ge=1)  # most frequent training tokens; id 0 = the rest
+    val_size: int = spec(ge=1)  # held out of the training reviews
+    train_samples: int | None = spec(ge=2)  # balanced subsample (seed I.3.b: 200)
+    seed: int = spec(ge=0)
+    batch_size: int = spec(ge=1)
     # none: each distinct token counts 1 (the seed's one-hot input); nb: it counts its
     # naive-Bayes log-count ratio from the training split (NBSVM, Wang & Manning 2012).
-    feature_weights: str = spec("none", choices=["none", "nb"])
-    nb_alpha: float = spec(1.0, gt=0)  # smoothing of the counts behind the nb ratios
+    feature_weights: str = spec(choices=["none", "nb"])
+    nb_alpha: float = spec(gt=0)  # smoothing of the counts behind the nb ratios
 
 
 # Options that change how the cached data are used, not the data: not in the cache key.
@@ -90,20 +90,20 @@ class ImdbTask(ClassificationTask):
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
-        d = cfg["dataset"]
-        if d["download"] and not d["path"].endswith(".tar.gz"):
+        d = cfg.dataset
+        if d.download and not d.path.endswith(".tar.gz"):
             problems.append(
                 f"dataset.download=true needs dataset.path to name the tarball to write "
-                f"(…/aclImdb_v1.tar.gz), not {d['path']}"
+                f"(…/aclImdb_v1.tar.gz), not {d.path}"
             )
         return problems
 
     @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
-        d = cfg["dataset"]
-        if not d["download"] and not Path(d["path"]).expanduser().exists():
+        d = cfg.dataset
+        if not d.download and not Path(d.path).expanduser().exists():
             return [
-                f"dataset.path={d['path']}: not found; point it at the aclImdb folder or "
+                f"dataset.path={d.path}: not found; point it at the aclImdb folder or "
                 "aclImdb_v1.tar.gz, or add dataset.download=true to fetch the official "
                 "tarball (84 MB) to that path"
             ]
@@ -111,12 +111,12 @@ class ImdbTask(ClassificationTask):
 
     # -- data ------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
-        d = self.cfg["dataset"]
-        path = Path(d["path"]).expanduser().resolve()
-        if d["download"]:
+        d = self.cfg.dataset
+        path = Path(d.path).expanduser().resolve()
+        if d.download:
             download(URL, path, MD5)
         stat = path.stat()
-        key = {k: v for k, v in d.items() if k not in NOT_CACHED}
+        key = {k: v for k, v in asdict(d).items() if k not in NOT_CACHED}
         key.update(path=str(path), size=stat.st_size, mtime=stat.st_mtime)
         data, _ = cached(
             Path(cache_dir).expanduser() / "imdb",
@@ -127,37 +127,37 @@ class ImdbTask(ClassificationTask):
         for split, tensors in data.items():
             self.flat[split] = tensors.pop("ids")
             self.splits[split] = tensors
-        if d["feature_weights"] == "nb":
+        if d.feature_weights == "nb":
             train = self.splits["train"]
             self.feature_weights = nb_ratios(
-                self.flat["train"], train["label"], train["length"], len(self.vocab), d["nb_alpha"]
+                self.flat["train"], train["label"], train["length"], len(self.vocab), d.nb_alpha
             )
 
     def _build(self, out: Path, path: Path) -> None:
-        d = self.cfg["dataset"]
+        d = self.cfg.dataset
         reviews = read_aclimdb(path)
         train = list(reviews["train"])
-        random.Random(d["seed"]).shuffle(train)
-        val, train = train[: d["val_size"]], train[d["val_size"] :]
+        random.Random(d.seed).shuffle(train)
+        val, train = train[: d.val_size], train[d.val_size :]
         if len({label for _, label, _ in train}) < 2:
             raise UserError(
                 f"{path}: {len(reviews['train'])} training reviews leave too few for training "
-                f"after dataset.val_size={d['val_size']} (both classes are needed); lower "
+                f"after dataset.val_size={d.val_size} (both classes are needed); lower "
                 "dataset.val_size"
             )
-        if d["train_samples"]:
-            half = d["train_samples"] // 2
+        if d.train_samples:
+            half = d.train_samples // 2
             train = [r for r in train if r[1] == 1][:half] + [r for r in train if r[1] == 0][:half]
-            random.Random(d["seed"]).shuffle(train)
+            random.Random(d.seed).shuffle(train)
         splits = {"train": train, "val": val, "test": reviews["test"]}
         # Words become ids once; n-grams are int64 keys of those ids, counted by numpy.
         index = WordIndex()
-        tokenize = TOKENIZERS[d["tokenizer"]]
+        tokenize = TOKENIZERS[d.tokenizer]
         words = {s: index.encode((t for t, _, _ in rows), tokenize) for s, rows in splits.items()}
-        grams = NgramKeys(max(1, len(index.index)), d["ngrams"])
+        grams = NgramKeys(max(1, len(index.index)), d.ngrams)
         keys = {s: grams.of(w) for s, w in words.items()}
         vocab_keys, _ = ranked(keys["train"][0])
-        vocab_keys = vocab_keys[: d["vocab_size"]]
+        vocab_keys = vocab_keys[: d.vocab_size]
         itos = index.words()
         vocab = WordVocab(grams.texts(vocab_keys, itos))
         data, oov = {}, {}
@@ -200,7 +200,7 @@ class ImdbTask(ClassificationTask):
         if not tokens or not all(isinstance(t, str) for t in tokens):
             raise UserError(f"{run_dir / 'vocab.json'}: not a dlrun vocabulary (a list of words)")
         self.vocab = WordVocab(tokens[1:])
-        if self.cfg["dataset"]["feature_weights"] != "none":
+        if self.cfg.dataset.feature_weights != "none":
             weights = read_torch(run_dir / "feature_weights.pt")
             if not isinstance(weights, torch.Tensor) or weights.shape != (len(self.vocab),):
                 raise UserError(
@@ -245,14 +245,14 @@ class ImdbTask(ClassificationTask):
 
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return build_model(self.cfg["model"], vocab_size=len(self.vocab))
+        return build_model(self.cfg.model, vocab_size=len(self.vocab))
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["ids"], batch["offsets"], batch.get("weights"))
 
     def encode(self, inputs: list[str]) -> dict[str, torch.Tensor]:
-        d = self.cfg["dataset"]
-        docs = [tokens(text, d["tokenizer"], d["ngrams"]) for text in inputs]
+        d = self.cfg.dataset
+        docs = [tokens(text, d.tokenizer, d.ngrams) for text in inputs]
         flat = distinct_ids(docs, self.vocab)
         batch = {"ids": flat["ids"], "offsets": flat["start"]}
         if self.feature_weights is not None:

@@ -45,15 +45,15 @@ NPZ_FILES = (
 CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 
 
-@dataclass
+@dataclass(frozen=True)
 class KmnistDataConfig:
-    name: str = spec("kmnist")
-    path: str = spec("data/KMNIST/raw")  # folder with the four IDX .gz or the four .npz files
-    download: bool = spec(False)  # fetch the IDX files from the official mirror if missing
-    val_size: int = spec(5_000, ge=1)  # held out of the 60,000 training images
-    seed: int = spec(0, ge=0)
-    shift: int = spec(0, ge=0, le=8)  # training only: random translation by up to this many px
-    batch_size: int = spec(128, ge=1)
+    name: str = spec()
+    path: str = spec()  # folder with the four IDX .gz or the four .npz files
+    download: bool = spec()  # fetch the IDX files from the official mirror if missing
+    val_size: int = spec(ge=1)  # held out of the 60,000 training images
+    seed: int = spec(ge=0)
+    shift: int = spec(ge=0, le=8)  # training only: random translation by up to this many px
+    batch_size: int = spec(ge=1)
 
 
 def find_files(folder: Path) -> tuple[list[Path], str] | None:
@@ -115,27 +115,27 @@ class KmnistTask(ClassificationTask):
 
     @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
-        d = cfg["dataset"]
-        if not d["download"] and find_files(Path(d["path"]).expanduser()) is None:
-            return [missing_message(Path(d["path"]))]
+        d = cfg.dataset
+        if not d.download and find_files(Path(d.path).expanduser()) is None:
+            return [missing_message(Path(d.path))]
         return []
 
     # -- data ------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
-        d = self.cfg["dataset"]
-        folder = Path(d["path"]).expanduser()
-        if d["download"] and find_files(folder) is None:
+        d = self.cfg.dataset
+        folder = Path(d.path).expanduser()
+        if d.download and find_files(folder) is None:
             for name, md5 in IDX_FILES.items():
                 download(MIRROR + name, folder / name, md5)
         data = read_kmnist(folder)
         images, labels = map(torch.from_numpy, data["train"])
-        if d["val_size"] >= len(images):
+        if d.val_size >= len(images):
             raise UserError(
-                f"dataset.val_size={d['val_size']}: must be smaller than the "
+                f"dataset.val_size={d.val_size}: must be smaller than the "
                 f"{len(images)} training images"
             )
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(d["seed"]))
-        val, train = order[: d["val_size"]], order[d["val_size"] :]
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(d.seed))
+        val, train = order[: d.val_size], order[d.val_size :]
         self.splits = {
             "train": {"image": images[train], "label": labels[train]},
             "val": {"image": images[val], "label": labels[val]},
@@ -174,7 +174,7 @@ class KmnistTask(ClassificationTask):
 
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = super().batch(split, idx)
-        shift = self.cfg["dataset"]["shift"]
+        shift = self.cfg.dataset.shift
         if split == "train" and shift:
             batch["image"] = random_shift(batch["image"], shift)
         return batch
@@ -184,7 +184,7 @@ class KmnistTask(ClassificationTask):
 
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        model = build_model(self.cfg["model"], channels=1, classes=len(CLASSES), image_size=28)
+        model = build_model(self.cfg.model, channels=1, classes=len(CLASSES), image_size=28)
         if self.device.type in CHANNELS_LAST:
             model = model.to(memory_format=torch.channels_last)
         return model

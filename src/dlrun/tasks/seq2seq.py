@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.data.vocab import Vocab
-from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.errors import UserError, printable
 from dlrun.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 from dlrun.models import build_model
@@ -46,11 +45,11 @@ class Seq2SeqTask(Task):
 
     @property
     def max_src_len(self) -> int:
-        return self.cfg["dataset"]["max_src_len"]
+        return self.cfg.dataset.max_src_len
 
     @property
     def max_tgt_len(self) -> int:
-        return self.cfg["dataset"]["max_tgt_len"]
+        return self.cfg.dataset.max_tgt_len
 
     def prepare(self, cache_dir: Path) -> None:
         pairs = self.load_pairs(cache_dir)
@@ -119,7 +118,7 @@ class Seq2SeqTask(Task):
 
     def build_model(self) -> nn.Module:
         return build_model(
-            self.cfg["model"],
+            self.cfg.model,
             src_vocab=len(self.src_vocab),
             tgt_vocab=len(self.tgt_vocab),
             pad_id=Vocab.pad_id,
@@ -171,45 +170,30 @@ class Seq2SeqTask(Task):
         return min(self.max_tgt_len, self.splits[split]["tgt"].shape[1] + self.DECODE_MARGIN)
 
     def _decode(self, model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
-        return model.generate(src, max_len, self.cfg["decode"]["beam_size"])
+        return model.generate(src, max_len, self.cfg.decode.beam_size)
 
-    def _by_width(self, split: str, rows: range) -> torch.Tensor:
+    def eval_order(self, split: str, rows: range) -> torch.Tensor:
         """``rows`` ordered by source width: evaluation batches then carry little padding."""
         widths = self._widths(split)["src"][rows.start : rows.stop]
         return torch.argsort(widths, stable=True) + rows.start
 
-    def evaluate(
-        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
-    ) -> dict[str, float]:
-        data = self.splits[split]
-        # Integer zeros: counts stay integers, the loss becomes float; a rank may have no rows.
-        zero = torch.zeros((), dtype=torch.long, device=data["src"].device)
-        names = ("loss", "chars_correct", "chars_total", "exact", "count", "edits", "target_chars")
-        totals = dict.fromkeys(names, zero)
+    def eval_sums(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], split: str
+    ) -> dict[str, torch.Tensor]:
+        src, tgt = batch["src"], batch["tgt"]
+        beam = self.cfg.decode.beam_size
+        logits, pred = model.score_and_generate(
+            src, self.decoder_input(tgt), self.decode_len(split), beam
+        )
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(), tgt.flatten(), ignore_index=Vocab.pad_id, reduction="sum"
+        )
+        tgt_len = lengths_to_eos(tgt, Vocab.eos_id)
+        edits = levenshtein(pred, lengths_to_eos(pred, Vocab.eos_id), tgt, tgt_len).sum()
+        counts = sequence_counts(pred, tgt, Vocab.pad_id, Vocab.eos_id)
+        return {"loss": loss, **counts, "edits": edits, "target_chars": tgt_len.sum()}
 
-        def add(name: str, value: torch.Tensor) -> None:
-            totals[name] = totals[name] + value
-
-        order = self._by_width(split, dist.rows(self.size(split)))
-        max_len, beam = self.decode_len(split), self.cfg["decode"]["beam_size"]
-        for start in range(0, order.numel(), batch_size):
-            rows = order[start : start + batch_size]
-            batch = self.batch(split, rows)
-            src, tgt = batch["src"], batch["tgt"]
-            logits, pred = model.score_and_generate(src, self.decoder_input(tgt), max_len, beam)
-            loss = F.cross_entropy(
-                logits.flatten(0, 1).float(),
-                tgt.flatten(),
-                ignore_index=Vocab.pad_id,
-                reduction="sum",
-            )
-            add("loss", loss)
-            for k, v in sequence_counts(pred, tgt, Vocab.pad_id, Vocab.eos_id).items():
-                add(k, v)
-            tgt_len = lengths_to_eos(tgt, Vocab.eos_id)
-            add("edits", levenshtein(pred, lengths_to_eos(pred, Vocab.eos_id), tgt, tgt_len).sum())
-            add("target_chars", tgt_len.sum())
-        totals = dist.sum(totals)
+    def metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
         return {
             # Per target token (characters + EOS); padding excluded.
             "loss": (totals["loss"] / totals["chars_total"]).item(),

@@ -27,7 +27,6 @@ from torch import nn
 
 from dlrun.config import spec
 from dlrun.data.text import read_text
-from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS
@@ -39,20 +38,20 @@ DELIMITERS = ",\t;|"
 PROBLEMS = ("classification", "regression")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TabularDataConfig:
-    name: str = spec("tabular")
-    path: str = spec("data/table.csv")  # CSV or TSV with a header row
-    test_path: str | None = spec(None)  # a separate test table with the same columns
-    target: str | None = spec(None)  # the label (or value) column
-    features: list[str] | None = spec(None)  # null: every other column
-    delimiter: str | None = spec(None)  # null: detected (comma, tab, semicolon, pipe)
-    missing: str = spec("error", choices=["error", "mean", "drop"])
-    encoding: str = spec("utf-8")
-    val_fraction: float = spec(0.1, gt=0, lt=1)
-    test_fraction: float = spec(0.1, gt=0, lt=1)  # unused with test_path
-    seed: int = spec(0, ge=0)
-    batch_size: int = spec(32, ge=1)
+    name: str = spec()
+    path: str = spec()  # CSV or TSV with a header row
+    test_path: str | None = spec()  # a separate test table with the same columns
+    target: str | None = spec()  # the label (or value) column
+    features: list[str] | None = spec()  # null: every other column
+    delimiter: str | None = spec()  # null: detected (comma, tab, semicolon, pipe)
+    missing: str = spec(choices=["error", "mean", "drop"])
+    encoding: str = spec()
+    val_fraction: float = spec(gt=0, lt=1)
+    test_fraction: float = spec(gt=0, lt=1)  # unused with test_path
+    seed: int = spec(ge=0)
+    batch_size: int = spec(ge=1)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -216,34 +215,34 @@ class TabularTask(ClassificationTask):
 
     @property
     def regression(self) -> bool:
-        return self.cfg["task"]["problem"] == "regression"
+        return self.cfg.task.problem == "regression"
 
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
-        d, problem = cfg["dataset"], cfg["task"]["problem"] or "classification"
-        if d["target"] is None:
+        d, problem = cfg.dataset, cfg.task.problem or "classification"
+        if d.target is None:
             problems.append("dataset.target: name the label column, e.g. dataset.target=label")
-        monitor = cfg["task"]["monitor"].partition("/")[2]
+        monitor = cfg.task.monitor.partition("/")[2]
         if monitor not in ("loss", *cls.METRICS[problem]):
             problems.append(
-                f"task.monitor={cfg['task']['monitor']}: not a {problem} metric; choose one of "
+                f"task.monitor={cfg.task.monitor}: not a {problem} metric; choose one of "
                 + ", ".join(f"val/{m}" for m in ("loss", *cls.METRICS[problem]))
             )
-        if d["test_path"] is None and d["val_fraction"] + d["test_fraction"] >= 1:
+        if d.test_path is None and d.val_fraction + d.test_fraction >= 1:
             problems.append("dataset.val_fraction + dataset.test_fraction: must be below 1")
-        if d["delimiter"] is not None and len(d["delimiter"]) != 1:
-            problems.append(f"dataset.delimiter={d['delimiter']!r}: must be one character")
+        if d.delimiter is not None and len(d.delimiter) != 1:
+            problems.append(f"dataset.delimiter={d.delimiter!r}: must be one character")
         try:
-            codecs.lookup(d["encoding"])
+            codecs.lookup(d.encoding)
         except LookupError:
-            problems.append(f"dataset.encoding={d['encoding']}: unknown encoding")
+            problems.append(f"dataset.encoding={d.encoding}: unknown encoding")
         return problems
 
     @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
-        d = cfg["dataset"]
-        paths = [("dataset.path", d["path"]), ("dataset.test_path", d["test_path"])]
+        d = cfg.dataset
+        paths = [("dataset.path", d.path), ("dataset.test_path", d.test_path)]
         return [
             f"{key}={value}: no such file; give a CSV or TSV table with a header row"
             for key, value in paths
@@ -252,21 +251,21 @@ class TabularTask(ClassificationTask):
 
     # -- data ----------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
-        d = self.cfg["dataset"]
-        table = read_table(Path(d["path"]).expanduser(), d["delimiter"], d["encoding"])
-        target = table.column(d["target"])
-        features = d["features"] or [h for h in table.header if h != d["target"]]
+        d = self.cfg.dataset
+        table = read_table(Path(d.path).expanduser(), d.delimiter, d.encoding)
+        target = table.column(d.target)
+        features = d.features or [h for h in table.header if h != d.target]
         for name in features:
             table.column(name)
-        if d["target"] in features:
-            raise UserError(f"dataset.features: the target '{d['target']}' is also a feature")
+        if d.target in features:
+            raise UserError(f"dataset.features: the target '{d.target}' is also a feature")
         splits = self._split(table, d)
-        if d["test_path"] is not None:
-            test = read_table(Path(d["test_path"]).expanduser(), d["delimiter"], d["encoding"])
+        if d.test_path is not None:
+            test = read_table(Path(d.test_path).expanduser(), d.delimiter, d.encoding)
             if test.header != table.header:
                 raise UserError(f"{test.path}: its columns differ from {table.path}'s")
             splits["test"] = list(zip(test.rows, (f"{test.path}, line {n}" for n in test.lines)))
-        if d["missing"] == "drop":
+        if d.missing == "drop":
             used = [table.header.index(f) for f in features] + [target]
             splits = {
                 s: [(r, w) for r, w in rows if not any(is_missing(r[i]) for i in used)]
@@ -280,16 +279,16 @@ class TabularTask(ClassificationTask):
                 )
         index = [table.header.index(f) for f in features]
         train_rows = [[r[i] for i in index] for r, _ in splits["train"]]
-        self.encoder = Encoder.fit(train_rows, features, d["missing"] == "mean")
+        self.encoder = Encoder.fit(train_rows, features, d.missing == "mean")
         labels = {s: [r[target] for r, _ in rows] for s, rows in splits.items()}
         where = {s: [w for _, w in rows] for s, rows in splits.items()}
         for s in splits:
             for value, w in zip(labels[s], where[s]):
                 if is_missing(value):
-                    raise UserError(_missing(w, d["target"]))
+                    raise UserError(_missing(w, d.target))
         if self.regression:
             y = {
-                s: [_target_number(v, w, d["target"]) for v, w in zip(labels[s], where[s])]
+                s: [_target_number(v, w, d.target) for v, w in zip(labels[s], where[s])]
                 for s in splits
             }
             mean = sum(y["train"]) / len(y["train"])
@@ -308,7 +307,7 @@ class TabularTask(ClassificationTask):
                 )
             if len(self.classes) < 2:
                 raise UserError(
-                    f"{table.path}: column '{d['target']}' has one class in training; "
+                    f"{table.path}: column '{d.target}' has one class in training; "
                     "classification needs two or more (task.problem=regression for numbers)"
                 )
             targets = {s: torch.tensor([self.classes.index(v) for v in labels[s]]) for s in splits}
@@ -322,10 +321,10 @@ class TabularTask(ClassificationTask):
 
     def _split(self, table: Table, d: dict) -> dict[str, list[tuple[list[str], str]]]:
         rows = list(zip(table.rows, (f"{table.path}, line {n}" for n in table.lines)))
-        random.Random(d["seed"]).shuffle(rows)
+        random.Random(d.seed).shuffle(rows)
         n = len(rows)
-        n_test = 0 if d["test_path"] is not None else max(1, round(n * d["test_fraction"]))
-        n_val = max(1, round(n * d["val_fraction"]))
+        n_test = 0 if d.test_path is not None else max(1, round(n * d.test_fraction))
+        n_val = max(1, round(n * d.val_fraction))
         out = {"test": rows[:n_test], "val": rows[n_test : n_test + n_val]}
         out["train"] = rows[n_test + n_val :]
         return {k: out[k] for k in ("train", "val", "test") if k != "test" or n_test}
@@ -344,7 +343,7 @@ class TabularTask(ClassificationTask):
         if not self.regression:
             counts: dict[str, int] = {}
             for r in table.rows:
-                label = r[table.header.index(self.cfg["dataset"]["target"])]
+                label = r[table.header.index(self.cfg.dataset.target)]
                 counts[label] = counts.get(label, 0) + 1
             out["classes"] = {k: counts[k] for k in _sorted_labels(set(counts))}
         features = [f for f in self.encoder.features if f in numeric]
@@ -398,7 +397,7 @@ class TabularTask(ClassificationTask):
     # -- model, loss, metrics ----------------------------------------------------------------
     def build_model(self) -> nn.Module:
         outputs = 1 if self.regression else len(self.classes)
-        return build_model(self.cfg["model"], inputs=self.encoder.width, outputs=outputs)
+        return build_model(self.cfg.model, inputs=self.encoder.width, outputs=outputs)
 
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["x"])
@@ -407,9 +406,9 @@ class TabularTask(ClassificationTask):
         mean, std = self.target_stats
         pred = model(batch["x"])[:, 0].float()
         target = (batch["label"] - mean) / std
-        m = self.cfg["model"]
-        if m["loss"] == "huber":
-            return F.huber_loss(pred, target, delta=m["delta"], reduction=reduction)
+        m = self.cfg.model
+        if m.loss == "huber":
+            return F.huber_loss(pred, target, delta=m.delta, reduction=reduction)
         return F.mse_loss(pred, target, reduction=reduction)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -417,26 +416,28 @@ class TabularTask(ClassificationTask):
             self._regression_loss(model, batch) if self.regression else super().loss(model, batch)
         )
 
-    def evaluate(
-        self, model: nn.Module, split: str, batch_size: int, dist: Dist = SINGLE
-    ) -> dict[str, float]:
+    def eval_sums(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], split: str
+    ) -> dict[str, torch.Tensor]:
         if not self.regression:
-            return super().evaluate(model, split, batch_size, dist)
-        n = self.size(split)
-        device = self.splits[split]["label"].device
-        sums = {
-            k: torch.zeros((), dtype=torch.float64, device=device)
-            for k in ("loss", "sse", "sae", "y", "yy")
-        }
+            return super().eval_sums(model, batch, split)
         mean, std = self.target_stats
-        for _, b in self._batches(split, batch_size, dist.rows(n)):
-            sums["loss"] += self._regression_loss(model, b, reduction="sum").double()
-            err = (model(b["x"])[:, 0].double() * std + mean) - b["label"].double()
-            sums["sse"] += (err**2).sum()
-            sums["sae"] += err.abs().sum()
-            sums["y"] += b["label"].double().sum()
-            sums["yy"] += (b["label"].double() ** 2).sum()
-        s = {k: float(v) for k, v in dist.sum(sums).items()}
+        y = batch["label"].double()
+        err = (model(batch["x"])[:, 0].double() * std + mean) - y
+        return {
+            "loss": self._regression_loss(model, batch, reduction="sum").double(),
+            "sse": (err**2).sum(),
+            "sae": err.abs().sum(),
+            "y": y.sum(),
+            "yy": (y**2).sum(),
+            "count": torch.tensor(y.numel(), dtype=torch.float64, device=y.device),
+        }
+
+    def metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        if not self.regression:
+            return super().metrics(totals)
+        s = {k: float(v) for k, v in totals.items()}
+        n = max(s["count"], 1.0)
         total = s["yy"] - s["y"] ** 2 / n
         return {
             "loss": s["loss"] / n,

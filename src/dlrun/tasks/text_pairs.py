@@ -24,20 +24,20 @@ from dlrun.tasks.seq2seq import Seq2SeqTask
 log = logging.getLogger("dlrun")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TextPairsDataConfig:
-    name: str = spec("text_pairs")
-    path: str = spec("data/pairs.tsv")
-    reverse: bool = spec(False)  # true: the second column is the source
-    lowercase: bool = spec(False)
-    max_pairs: int | None = spec(None, ge=3)  # the first N pairs of the file (null: all)
-    val_fraction: float = spec(0.1, gt=0, lt=1)
-    test_fraction: float = spec(0.1, gt=0, lt=1)
-    seed: int = spec(0, ge=0)
-    batch_size: int = spec(64, ge=1)
-    max_src_len: int = spec(100, ge=1)
-    max_tgt_len: int = spec(101, ge=2)  # characters + the end token
-    encoding: str = spec("utf-8")  # of the TSV file (latin-1, cp1252...)
+    name: str = spec()
+    path: str = spec()
+    reverse: bool = spec()  # true: the second column is the source
+    lowercase: bool = spec()
+    max_pairs: int | None = spec(ge=3)  # the first N pairs of the file (null: all)
+    val_fraction: float = spec(gt=0, lt=1)
+    test_fraction: float = spec(gt=0, lt=1)
+    seed: int = spec(ge=0)
+    batch_size: int = spec(ge=1)
+    max_src_len: int = spec(ge=1)
+    max_tgt_len: int = spec(ge=2)  # characters + the end token
+    encoding: str = spec()  # of the TSV file (latin-1, cp1252...)
 
 
 def read_pairs(path: Path, reverse: bool = False, encoding: str = "utf-8") -> list[tuple[str, str]]:
@@ -64,23 +64,23 @@ class TextPairsTask(Seq2SeqTask):
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
-        d = cfg["dataset"]
+        d = cfg.dataset
         try:
-            codecs.lookup(d["encoding"])
+            codecs.lookup(d.encoding)
         except LookupError:
             problems.append(
-                f"dataset.encoding={d['encoding']}: unknown encoding; e.g. utf-8, latin-1, cp1252"
+                f"dataset.encoding={d.encoding}: unknown encoding; e.g. utf-8, latin-1, cp1252"
             )
-        if d["val_fraction"] + d["test_fraction"] >= 1:
+        if d.val_fraction + d.test_fraction >= 1:
             problems.append(
                 f"dataset.val_fraction + dataset.test_fraction = "
-                f"{d['val_fraction'] + d['test_fraction']:g}: must leave some pairs for training"
+                f"{d.val_fraction + d.test_fraction:g}: must leave some pairs for training"
             )
         return problems
 
     @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
-        path = Path(cfg["dataset"]["path"]).expanduser()
+        path = Path(cfg.dataset.path).expanduser()
         if path.is_file():
             return []
         return [
@@ -90,17 +90,17 @@ class TextPairsTask(Seq2SeqTask):
 
     def normalize(self, text: str) -> str:
         text = " ".join(text.split())
-        return text.lower() if self.cfg["dataset"]["lowercase"] else text
+        return text.lower() if self.cfg.dataset.lowercase else text
 
     def load_pairs(self, cache_dir: Path) -> dict[str, list[tuple[str, str]]]:
-        d = self.cfg["dataset"]
-        path = Path(d["path"]).expanduser()
-        pairs = read_pairs(path, d["reverse"], d["encoding"])[: d["max_pairs"]]
+        d = self.cfg.dataset
+        path = Path(d.path).expanduser()
+        pairs = read_pairs(path, d.reverse, d.encoding)[: d.max_pairs]
         pairs = [(self.normalize(s), self.normalize(t)) for s, t in pairs]
         kept = [
             (s, t)
             for s, t in pairs
-            if s and t and len(s) <= d["max_src_len"] and len(t) < d["max_tgt_len"]
+            if s and t and len(s) <= d.max_src_len and len(t) < d.max_tgt_len
         ]
         if len(kept) < len(pairs):
             log.info(
@@ -108,13 +108,13 @@ class TextPairsTask(Seq2SeqTask):
                 "max_tgt_len=%d (or empty)",
                 len(pairs) - len(kept),
                 len(pairs),
-                d["max_src_len"],
-                d["max_tgt_len"],
+                d.max_src_len,
+                d.max_tgt_len,
             )
         order = list(range(len(kept)))
-        random.Random(d["seed"]).shuffle(order)
-        n_test = max(1, round(len(kept) * d["test_fraction"]))
-        n_val = max(1, round(len(kept) * d["val_fraction"]))
+        random.Random(d.seed).shuffle(order)
+        n_test = max(1, round(len(kept) * d.test_fraction))
+        n_val = max(1, round(len(kept) * d.val_fraction))
         if len(kept) < n_test + n_val + 1:
             raise UserError(
                 f"{path}: {len(kept)} usable pairs are too few to split into train, val and test"

@@ -1,0 +1,124 @@
+"""Where training stands: its saved state, the order it visits data in, stop signals."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from dlrun.errors import UserError
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a resumed run needs besides weights and RNGs."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # micro-batches consumed in the current epoch
+    samples: int = 0
+    train_time: float = 0.0  # seconds spent in fit() across resumes
+    best_value: float | None = None
+    best_step: int | None = None
+    best_metrics: dict | None = None  # every metric of the best evaluation
+    bad_evals: int = 0  # evaluations since the monitored metric last improved
+    last_eval_step: int = -1
+    halt: str | None = None  # early_stopping, stop_at or pruned: survives a resume
+    stop_reason: str | None = None  # why the last fit() ended
+
+    def evaluated(
+        self, value: float, maximize: bool, patience: int | None, stop_at: float | None
+    ) -> bool:
+        """Record an evaluation's monitored ``value``: best, early stopping, target.
+        True if it is a new best."""
+        better = self.best_value is None or (
+            value > self.best_value if maximize else value < self.best_value
+        )
+        if better:
+            self.best_value, self.best_step, self.bad_evals = value, self.step, 0
+        else:
+            self.bad_evals += 1
+        if patience and self.bad_evals >= patience:
+            self.halt = "early_stopping"
+        if stop_at is not None and (value >= stop_at if maximize else value <= stop_at):
+            self.halt = "stop_at"
+        return better
+
+
+class DataOrder:
+    """The training indices of each micro-batch, on the host.
+
+    Each epoch's order comes from a generator seeded by (seed, epoch), so a
+    resumed run rebuilds the same order from the saved position alone. The
+    order stays on the host (pinned next to a GPU, so the task's copy of a
+    batch's indices is asynchronous): tasks read host-side facts about a
+    batch, such as its longest row, without a device sync.
+    """
+
+    def __init__(self, n: int, batch_size: int, world: int, trainer, pin: bool):
+        self.n, self.batch_size, self.pin = n, batch_size, pin
+        self.seed, self.shuffle = trainer.seed, trainer.shuffle
+        self.batches = math.ceil(n / batch_size)  # micro-batches in an epoch
+        if 0 < n % batch_size < world:
+            # A last batch smaller than the number of ranks would leave one without data.
+            self.batches -= 1
+        self._perm: torch.Tensor | None = None
+
+    def next(self, s: TrainState) -> torch.Tensor:
+        """The next micro-batch's indices; advances ``s`` (its epoch and position)."""
+        if self._perm is None:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + s.epoch)
+                self._perm = torch.randperm(self.n, generator=g)
+            else:
+                self._perm = torch.arange(self.n)
+            if self.pin:
+                self._perm = self._perm.pin_memory()
+        b = s.batch_in_epoch
+        idx = self._perm[b * self.batch_size : (b + 1) * self.batch_size]
+        s.batch_in_epoch += 1
+        if s.batch_in_epoch == self.batches:
+            s.epoch += 1
+            s.batch_in_epoch = 0
+            self._perm = None
+        return idx
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM ask training to stop after the current step (``received``);
+    a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
+def check_finite(first_bad: torch.Tensor) -> None:
+    """Stop at a NaN/inf loss; the checkpoints on disk still hold the last good state."""
+    step = int(first_bad)  # the one host sync, at logging cadence
+    if step >= 0:
+        raise UserError(
+            f"the training loss became NaN or infinite at step {step}; lower optimizer.lr, "
+            "set trainer.grad_clip, or use device.amp=none (run directory keeps the last good "
+            "checkpoints)"
+        )
