@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from corpora import (
-    write_aclimdb,
-    write_image_folder,
-    write_kmnist,
-    write_points,
-    write_text_pairs,
-)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from dlrun.registry import list_tasks, task_entry
 from dlrun.train import CONF_DIR
 
 # Small enough that a run takes seconds on a 2-core CPU.
@@ -30,21 +28,17 @@ TINY = [
     "trainer.log_every=5",
     "trainer.num_samples=5",
 ]
-# Per task; {imdb} and {kmnist} are the tiny corpora the session writes.
-TINY_DATA = {
-    "dates": [
-        "dataset.train_size=768",
-        "dataset.val_size=128",
-        "dataset.test_size=128",
-        "dataset.batch_size=64",
-    ],
-    "imdb": ["dataset.path={imdb}", "dataset.val_size=40", "dataset.batch_size=16"],
-    "kmnist": ["dataset.path={kmnist}", "dataset.val_size=100", "dataset.batch_size=32"],
-}
-TINY_DATA["algebra"] = [*TINY_DATA["dates"], "dataset.extrapolate_size=50"]
-TINY_DATA["text_pairs"] = ["dataset.path={text_pairs}", "dataset.batch_size=32"]
-TINY_DATA["images"] = ["dataset.path={images}", "dataset.image_size=16", "dataset.batch_size=16"]
-TINY_DATA["tabular"] = ["dataset.path={tabular}", "dataset.target=labels", "dataset.batch_size=16"]
+_CORPORA: list[Path] = []  # the session's folder of tiny data sets, made on first use
+
+
+@functools.cache
+def tiny_data(task: str) -> tuple[str, ...]:
+    """The task's own settings for a seconds-long run (``Task.tiny``); a task that reads
+    files writes its tiny data set once per session."""
+    if not _CORPORA:
+        _CORPORA.append(Path(tempfile.mkdtemp(prefix="dlrun-corpora-")))
+        atexit.register(shutil.rmtree, _CORPORA[0], ignore_errors=True)
+    return tuple(task_entry(task).obj.tiny(_CORPORA[0] / task))
 
 
 def merged(*overrides: str) -> list[str]:
@@ -72,16 +66,15 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpora(tmp_path_factory) -> dict[str, Path]:
-    """A tiny aclImdb tree, tiny KMNIST IDX files and a parallel TSV, written once per session."""
-    root = tmp_path_factory.mktemp("corpora")
-    return {
-        "imdb": write_aclimdb(root),
-        "kmnist": write_kmnist(root / "KMNIST" / "raw"),
-        "text_pairs": write_text_pairs(root / "pairs.tsv"),
-        "images": write_image_folder(root / "images"),
-        "tabular": write_points(root / "points.csv"),
-    }
+def corpora() -> dict[str, Path]:
+    """The tiny data set of each task that reads files (the ``dataset.path`` of its tiny())."""
+    paths = {}
+    for task in list_tasks():
+        for override in tiny_data(task):
+            key, _, value = override.partition("=")
+            if key == "dataset.path":
+                paths[task] = Path(value)
+    return paths
 
 
 def task_of(overrides: tuple[str, ...]) -> str:
@@ -96,10 +89,10 @@ def task_of(overrides: tuple[str, ...]) -> str:
     return "dates"
 
 
-def make_cfg(cache_dir: Path, corpora: dict[str, Path], *overrides: str):
+def make_cfg(cache_dir: Path, *overrides: str):
     chosen = {o.split("=")[0] for o in overrides}
     sizes = [] if chosen & {"model", "task", "experiment"} else TINY_GRU
-    data = [o.format(**corpora) for o in TINY_DATA[task_of(overrides)]]
+    data = tiny_data(task_of(overrides))
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose(
             "config",
@@ -108,9 +101,9 @@ def make_cfg(cache_dir: Path, corpora: dict[str, Path], *overrides: str):
 
 
 @pytest.fixture
-def tiny_cfg(cache_dir, corpora):
+def tiny_cfg(cache_dir):
     """A factory: tiny_cfg('optimizer.lr=1e-2', ...) -> composed DictConfig."""
-    return lambda *overrides: make_cfg(cache_dir, corpora, *overrides)
+    return lambda *overrides: make_cfg(cache_dir, *overrides)
 
 
 def save_run_config(cfg, run_dir: Path) -> None:

@@ -6,7 +6,7 @@ import multiprocessing
 import re
 
 import pytest
-from conftest import TINY, TINY_DATA, TINY_GRU, run_cli
+from conftest import TINY, TINY_GRU, run_cli, tiny_data
 
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
@@ -17,7 +17,7 @@ from dlrun.train import _unique_dir
 def trained(tmp_path_factory, cache_dir):
     """One tiny run through the `dlrun` console script, shared by the predict tests."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = run_cli(["dlrun", *TINY, *TINY_DATA["dates"], *TINY_GRU], cwd, cache_dir)
+    result = run_cli(["dlrun", *TINY, *tiny_data("dates"), *TINY_GRU], cwd, cache_dir)
     assert result.returncode == 0, result.stderr
     run_dir = re.search(r"run dir: (.+)", result.stdout).group(1)
     return cwd, run_dir, result

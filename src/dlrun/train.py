@@ -61,17 +61,20 @@ def _unique_dir(base: str) -> str:
     return _claimed[base]
 
 
-def _register_sweeper() -> None:
-    """``hydra/sweeper=optuna``: Hydra finds plugins by listing the ``hydra_plugins``
-    package, which an editable install (``pip install -e .``) hides from it."""
+def _register_hydra_plugins() -> None:
+    """``hydra/sweeper=optuna`` and the search path of installed task plugins' YAML:
+    Hydra finds plugins by listing the ``hydra_plugins`` package, which an editable
+    install (``pip install -e .``) hides from it."""
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.dlrun_optuna.optuna_sweeper import OptunaSweeper
+    from hydra_plugins.dlrun_searchpath.searchpath import DlrunPluginsSearchPath
 
     Plugins.instance().register(OptunaSweeper)
+    Plugins.instance().register(DlrunPluginsSearchPath)
 
 
-_register_sweeper()
+_register_hydra_plugins()
 
 # use_cache: Hydra copies resolver caches into each sweep job's config, so a job
 # resolved in another process (a launcher plugin) gets the same directory.
