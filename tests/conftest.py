@@ -113,10 +113,15 @@ def save_run_config(cfg, run_dir: Path) -> None:
 
 
 def run_cli(
-    args: list[str], cwd: Path, cache_dir: Path, stdin: str | None = None, timeout: float = 240
+    args: list[str],
+    cwd: Path,
+    cache_dir: Path,
+    stdin: str | None = None,
+    timeout: float = 240,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a console script the way a user would, in ``cwd``."""
-    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir)}
+    """Run a console script the way a user would, in ``cwd`` (``env``: more variables)."""
+    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir), **(env or {})}
     bindir = Path(sys.executable).parent
     exe = args[0] if os.path.isabs(args[0]) else str(bindir / args[0])
     if not Path(exe).exists():  # console scripts may live elsewhere on PATH

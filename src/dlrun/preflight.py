@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
-from dlrun.registry import closest, plugin_conf_dirs, unknown_name_message
+from dlrun.registry import closest, missing_yaml_hint, plugin_conf_dirs, unknown_name_message
 
 # Hydra flags after which we leave the command line to Hydra alone.
 PASS_THROUGH = {
@@ -183,6 +183,7 @@ def _check_choices(parsed, options: dict[str, list[str]], conf_dir: Path) -> Non
                     how = f"; choose one with {key}=NAME"
                     if str(value).startswith("submitit") and "submitit_local" not in options[key]:
                         how += " (the submitit launchers: pip install 'dlrun[submitit]')"
+                    how += missing_yaml_hint(key, str(value))
                     raise UserError(
                         unknown_name_message(key, _shown(str(value)), options[key], how)
                     )

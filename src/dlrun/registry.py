@@ -149,6 +149,18 @@ def distribution(ep: EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "an installed package"
 
 
+def missing_yaml_hint(group: str, name: str) -> str:
+    """Where the YAML of a name that an installed plugin declares belongs ("" if none does)."""
+    declared = [ep for ep in plugin_entry_points(GROUPS.get(group, "")) if ep.name == name]
+    if not declared:
+        return ""
+    ep = declared[0]
+    return (
+        f" ({distribution(ep)} declares {group} '{name}' but ships no conf/{group}/{name}.yaml "
+        f"beside {ep.module})"
+    )
+
+
 def plugin_conf_dirs() -> list[Path]:
     """The ``conf/`` folder beside each plugin module, found without importing anything.
 
