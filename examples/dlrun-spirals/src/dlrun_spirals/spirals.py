@@ -26,8 +26,8 @@ from dlrun.tasks.classify import ClassificationTask
 class SpiralsDataConfig:
     name: str = spec("spirals")
     arms: int = spec(3, ge=2, le=10)  # classes
-    turns: float = spec(1.0, gt=0)  # how far each arm winds around the centre
-    noise: float = spec(0.03, ge=0)  # standard deviation of the jitter added to each point
+    turns: float = spec(1.5, gt=0)  # how far each arm winds around the centre
+    noise: float = spec(0.05, ge=0)  # standard deviation of the jitter added to each point
     train_size: int = spec(6000, ge=1)
     val_size: int = spec(1000, ge=1)
     test_size: int = spec(1000, ge=1)
