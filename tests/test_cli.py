@@ -10,6 +10,7 @@ from conftest import TINY, TINY_GRU, run_cli, tiny_data
 
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
+from dlrun.registry import list_tasks
 from dlrun.train import _unique_dir
 
 
@@ -50,7 +51,7 @@ def test_predict_round_trip(trained, cache_dir):
 USER_ERRORS = [
     (
         ["task=nope"],
-        r"unknown task 'nope'; valid: algebra, dates, images, imdb, kmnist, tabular, text_pairs",
+        rf"unknown task 'nope'; valid: {', '.join(list_tasks())}; choose one with task=NAME",
     ),
     (["model=gru_seq2sq"], r"unknown model 'gru_seq2sq'; valid: .*did you mean 'gru_seq2seq'"),
     (

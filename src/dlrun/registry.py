@@ -21,7 +21,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from dlrun.errors import UserError
+from dlrun.errors import UserError, printable
 
 
 def closest(name: str, options: list[str]) -> str | None:
@@ -122,8 +122,8 @@ class Registry:
         except Exception as exc:  # anything the plugin's code raises: not dlrun's bug
             first = (str(exc).strip().splitlines() or [""])[0]
             raise UserError(
-                f"{where}: importing {ep.module} failed ({type(exc).__name__}: {first[:200]}); "
-                f"fix or uninstall that package"
+                f"{where}: importing {ep.module} failed ({type(exc).__name__}: "
+                f"{printable(first, 200)}); fix or uninstall that package"
             ) from None
         if ep.name not in self._entries:
             raise UserError(
@@ -166,7 +166,7 @@ def plugin_conf_dirs() -> list[Path]:
 
     A plugin ships ``conf/task/NAME.yaml`` and ``conf/dataset/NAME.yaml`` (and
     ``conf/model/NAME.yaml``) in the package that holds its module: for the
-    entry point ``spirals = dlrun_spirals.task`` that is ``dlrun_spirals/conf/``.
+    entry point ``spirals = dlrun_spirals.spirals`` that is ``dlrun_spirals/conf/``.
     Only the top-level package is looked up (``find_spec`` of a top-level name
     runs no code); a broken plugin cannot break composing another task's config.
     """
