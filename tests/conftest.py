@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
+import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from corpora import (
-    write_aclimdb,
-    write_image_folder,
-    write_kmnist,
-    write_points,
-    write_text_pairs,
-)
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dlrun.config import conf_dir
+from dlrun.registry import list_tasks, task_entry
 
 # Small enough that a run takes seconds on a 2-core CPU.
 TINY = [
@@ -30,21 +28,17 @@ TINY = [
     "trainer.log_every=5",
     "trainer.num_samples=5",
 ]
-# Per task; {imdb} and {kmnist} are the tiny corpora the session writes.
-TINY_DATA = {
-    "dates": [
-        "dataset.train_size=768",
-        "dataset.val_size=128",
-        "dataset.test_size=128",
-        "dataset.batch_size=64",
-    ],
-    "imdb": ["dataset.path={imdb}", "dataset.val_size=40", "dataset.batch_size=16"],
-    "kmnist": ["dataset.path={kmnist}", "dataset.val_size=100", "dataset.batch_size=32"],
-}
-TINY_DATA["algebra"] = [*TINY_DATA["dates"], "dataset.extrapolate_size=50"]
-TINY_DATA["text_pairs"] = ["dataset.path={text_pairs}", "dataset.batch_size=32"]
-TINY_DATA["images"] = ["dataset.path={images}", "dataset.image_size=16", "dataset.batch_size=16"]
-TINY_DATA["tabular"] = ["dataset.path={tabular}", "dataset.target=labels", "dataset.batch_size=16"]
+_CORPORA: list[Path] = []  # the session's folder of tiny data sets, made on first use
+
+
+@functools.cache
+def tiny_data(task: str) -> tuple[str, ...]:
+    """The task's own settings for a seconds-long run (``Task.tiny``); a task that reads
+    files writes its tiny data set once per session."""
+    if not _CORPORA:
+        _CORPORA.append(Path(tempfile.mkdtemp(prefix="dlrun-corpora-")))
+        atexit.register(shutil.rmtree, _CORPORA[0], ignore_errors=True)
+    return tuple(task_entry(task).obj.tiny(_CORPORA[0] / task))
 
 
 def merged(*overrides: str) -> list[str]:
@@ -72,16 +66,15 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpora(tmp_path_factory) -> dict[str, Path]:
-    """A tiny aclImdb tree, tiny KMNIST IDX files and a parallel TSV, written once per session."""
-    root = tmp_path_factory.mktemp("corpora")
-    return {
-        "imdb": write_aclimdb(root),
-        "kmnist": write_kmnist(root / "KMNIST" / "raw"),
-        "text_pairs": write_text_pairs(root / "pairs.tsv"),
-        "images": write_image_folder(root / "images"),
-        "tabular": write_points(root / "points.csv"),
-    }
+def corpora() -> dict[str, Path]:
+    """The tiny data set of each task that reads files (the ``dataset.path`` of its tiny())."""
+    paths = {}
+    for task in list_tasks():
+        for override in tiny_data(task):
+            key, _, value = override.partition("=")
+            if key == "dataset.path":
+                paths[task] = Path(value)
+    return paths
 
 
 def task_of(overrides: tuple[str, ...]) -> str:
@@ -96,10 +89,10 @@ def task_of(overrides: tuple[str, ...]) -> str:
     return "dates"
 
 
-def make_cfg(cache_dir: Path, corpora: dict[str, Path], *overrides: str):
+def make_cfg(cache_dir: Path, *overrides: str):
     chosen = {o.split("=")[0] for o in overrides}
     sizes = [] if chosen & {"model", "task", "experiment"} else TINY_GRU
-    data = [o.format(**corpora) for o in TINY_DATA[task_of(overrides)]]
+    data = tiny_data(task_of(overrides))
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose(
             "config",
@@ -119,9 +112,9 @@ def model_cfg(option: str, **changes):
 
 
 @pytest.fixture
-def tiny_cfg(cache_dir, corpora):
+def tiny_cfg(cache_dir):
     """A factory: tiny_cfg('optimizer.lr=1e-2', ...) -> composed DictConfig."""
-    return lambda *overrides: make_cfg(cache_dir, corpora, *overrides)
+    return lambda *overrides: make_cfg(cache_dir, *overrides)
 
 
 def save_run_config(cfg, run_dir: Path) -> None:
@@ -131,10 +124,15 @@ def save_run_config(cfg, run_dir: Path) -> None:
 
 
 def run_cli(
-    args: list[str], cwd: Path, cache_dir: Path, stdin: str | None = None, timeout: float = 240
+    args: list[str],
+    cwd: Path,
+    cache_dir: Path,
+    stdin: str | None = None,
+    timeout: float = 240,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run a console script the way a user would, in ``cwd``."""
-    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir)}
+    """Run a console script the way a user would, in ``cwd`` (``env``: more variables)."""
+    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir), **(env or {})}
     bindir = Path(sys.executable).parent
     exe = args[0] if os.path.isabs(args[0]) else str(bindir / args[0])
     if not Path(exe).exists():  # console scripts may live elsewhere on PATH

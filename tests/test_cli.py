@@ -6,11 +6,12 @@ import multiprocessing
 import re
 
 import pytest
-from conftest import TINY, TINY_DATA, TINY_GRU, run_cli
+from conftest import TINY, TINY_GRU, run_cli, tiny_data
 
 from dlrun.config import DeviceConfig
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
+from dlrun.registry import list_tasks
 from dlrun.train import _unique_dir
 
 
@@ -18,7 +19,7 @@ from dlrun.train import _unique_dir
 def trained(tmp_path_factory, cache_dir):
     """One tiny run through the `dlrun` console script, shared by the predict tests."""
     cwd = tmp_path_factory.mktemp("cli")
-    result = run_cli(["dlrun", *TINY, *TINY_DATA["dates"], *TINY_GRU], cwd, cache_dir)
+    result = run_cli(["dlrun", *TINY, *tiny_data("dates"), *TINY_GRU], cwd, cache_dir)
     assert result.returncode == 0, result.stderr
     run_dir = re.search(r"run dir: (.+)", result.stdout).group(1)
     return cwd, run_dir, result
@@ -51,7 +52,7 @@ def test_predict_round_trip(trained, cache_dir):
 USER_ERRORS = [
     (
         ["task=nope"],
-        r"unknown task 'nope'; valid: algebra, dates, images, imdb, kmnist, tabular, text_pairs",
+        rf"unknown task 'nope'; valid: {', '.join(list_tasks())}; choose one with task=NAME",
     ),
     (["model=gru_seq2sq"], r"unknown model 'gru_seq2sq'; valid: .*did you mean 'gru_seq2seq'"),
     (

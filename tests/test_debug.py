@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from conftest import TINY_DATA
+from conftest import tiny_data
 from hydra import compose, initialize_config_dir
 
 from dlrun.config import conf_dir
@@ -25,9 +25,9 @@ SMALL = {
 }
 
 
-def debug_cfg(cache_dir, corpora, task: str, *overrides: str):
+def debug_cfg(cache_dir, task: str, *overrides: str):
     """A config with the task's tiny data and the debug preset's own trainer settings."""
-    data = [o.format(**corpora) for o in TINY_DATA[task]]
+    data = tiny_data(task)
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         return compose(
             "config",
@@ -43,8 +43,8 @@ def debug_cfg(cache_dir, corpora, task: str, *overrides: str):
 
 
 @pytest.mark.parametrize("task", list_tasks())
-def test_fast_runs_the_whole_pipeline_of_every_task(cache_dir, corpora, tmp_path, task):
-    cfg = debug_cfg(cache_dir, corpora, task, "debug=fast", "trainer.eval_batch_size=4")
+def test_fast_runs_the_whole_pipeline_of_every_task(cache_dir, tmp_path, task):
+    cfg = debug_cfg(cache_dir, task, "debug=fast", "trainer.eval_batch_size=4")
     metrics = run(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["steps"] == 1
@@ -61,10 +61,10 @@ def test_fast_runs_the_whole_pipeline_of_every_task(cache_dir, corpora, tmp_path
 
 
 @pytest.mark.slow  # the longest of its kind; CI runs slow tests when time allows
-def test_overfit_says_whether_the_loss_fell_near_zero(cache_dir, corpora, tmp_path, caplog):
+def test_overfit_says_whether_the_loss_fell_near_zero(cache_dir, tmp_path, caplog):
     # The preset as it is, with the default model's sizes: 300 steps.
     sizes = ["model.hidden_size=256", "model.embedding_size=64"]
-    cfg = debug_cfg(cache_dir, corpora, "dates", "debug=overfit", *sizes)
+    cfg = debug_cfg(cache_dir, "dates", "debug=overfit", *sizes)
     with caplog.at_level(logging.INFO, logger="dlrun"):
         run(cfg, tmp_path / "ok")
     verdict = [r.getMessage() for r in caplog.records if r.getMessage().startswith("overfit")]
@@ -74,7 +74,7 @@ def test_overfit_says_whether_the_loss_fell_near_zero(cache_dir, corpora, tmp_pa
     assert summary["samples"] == 300 * 64 and summary["epochs"] == pytest.approx(75)
     caplog.clear()
     cfg = debug_cfg(
-        cache_dir, corpora, "dates", "debug=overfit", "trainer.max_steps=10", "trainer.log_every=5"
+        cache_dir, "dates", "debug=overfit", "trainer.max_steps=10", "trainer.log_every=5"
     )
     with caplog.at_level(logging.INFO, logger="dlrun"):
         run(cfg, tmp_path / "short")
@@ -82,8 +82,8 @@ def test_overfit_says_whether_the_loss_fell_near_zero(cache_dir, corpora, tmp_pa
     assert len(verdict) == 1 and verdict[0].startswith("overfit: FAILED"), verdict
 
 
-def test_profile_writes_a_trace_and_the_top_operators(cache_dir, corpora, tmp_path):
-    run(debug_cfg(cache_dir, corpora, "imdb", "debug=profile"), tmp_path)
+def test_profile_writes_a_trace_and_the_top_operators(cache_dir, tmp_path):
+    run(debug_cfg(cache_dir, "imdb", "debug=profile"), tmp_path)
     traces = list((tmp_path / "profile").glob("*.pt.trace.json"))
     assert len(traces) == 1
     events = json.loads(traces[0].read_text())["traceEvents"]
@@ -92,7 +92,7 @@ def test_profile_writes_a_trace_and_the_top_operators(cache_dir, corpora, tmp_pa
     assert "aten::" in table and "Self CPU" in table
 
 
-def test_anomaly_detection_is_on_while_training(cache_dir, corpora, tmp_path, monkeypatch):
+def test_anomaly_detection_is_on_while_training(cache_dir, tmp_path, monkeypatch):
     from dlrun.tasks.seq2seq import Seq2SeqTask
 
     seen = []
@@ -103,6 +103,6 @@ def test_anomaly_detection_is_on_while_training(cache_dir, corpora, tmp_path, mo
         return loss(self, model, batch)
 
     monkeypatch.setattr(Seq2SeqTask, "loss", spy)
-    run(debug_cfg(cache_dir, corpora, "dates", "debug=anomaly", "trainer.max_steps=2"), tmp_path)
+    run(debug_cfg(cache_dir, "dates", "debug=anomaly", "trainer.max_steps=2"), tmp_path)
     assert seen == [True, True]
     assert not torch.is_anomaly_enabled()  # only for the run

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_DATA, merged, read_csv, run_cli, sweep_dir
+from conftest import TINY, merged, read_csv, run_cli, sweep_dir, tiny_data
 
 from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.engine.evaluate import evaluate
@@ -87,9 +87,9 @@ def _only_run_dir(cwd: Path) -> Path:
 
 
 @pytest.fixture
-def kmnist_args(corpora):
+def kmnist_args():
     # 600 - 100 images = 500 for training: the last batch of each epoch is partial.
-    data = [o.format(**corpora) for o in TINY_DATA["kmnist"]]
+    data = tiny_data("kmnist")
     # No dropout: ranks draw their own dropout masks, a single process draws others.
     return merged("task=kmnist", *TINY, *data, "model.dropout=0", "trainer.max_steps=24")
 

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, TINY_DATA, TINY_GRU, merged, run_cli
-from corpora import idx_bytes, synthetic_images, write_aclimdb, write_kmnist
+from conftest import TINY, TINY_GRU, merged, run_cli, tiny_data
 
 from dlrun import predict, report, stats, train
+from dlrun.data.fake import idx_bytes, synthetic_images, write_aclimdb, write_kmnist
 from dlrun.errors import UserError
 
-DATES = [*TINY, *TINY_DATA["dates"], *TINY_GRU]
+DATES = [*TINY, *tiny_data("dates"), *TINY_GRU]
 ENTRIES = {"dlrun": train.main, "dlrun-predict": predict.main, "dlrun-report": report.main}
 ENTRIES["dlrun-stats"] = stats.main
 
@@ -46,10 +46,10 @@ def _finished_run(root: Path, cache_dir: Path, args: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, cache_dir, corpora) -> dict[str, Path]:
+def finished(tmp_path_factory, cache_dir) -> dict[str, Path]:
     """A finished tiny dates run and a finished tiny imdb run, made once (never modified)."""
     root = tmp_path_factory.mktemp("finished")
-    imdb = ["task=imdb", *TINY, *(o.format(**corpora) for o in TINY_DATA["imdb"])]
+    imdb = ["task=imdb", *TINY, *tiny_data("imdb")]
     return {
         "dates": _finished_run(root / "dates", cache_dir, DATES),
         "imdb": _finished_run(root / "imdb", cache_dir, imdb),

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli, save_run_config
-from corpora import bar_image, write_image_folder
 from PIL import Image
 
 from dlrun import predict, stats
 from dlrun.config import ConfigError, validate
+from dlrun.data.fake import bar_image, write_image_folder
 from dlrun.errors import UserError
 from dlrun.tasks import images
 from dlrun.train import run
@@ -189,14 +189,13 @@ def test_shift_and_flip_move_training_images_only(tiny_cfg, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir, corpora):
+def trained(tmp_path_factory, cache_dir):
     """A short run on the two bar classes, with its .hydra config, made once."""
     from conftest import make_cfg
 
     run_dir = tmp_path_factory.mktemp("images_run")
     cfg = make_cfg(
         cache_dir,
-        corpora,
         "task=images",
         "trainer.max_steps=40",
         "trainer.eval_every=20",

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import model_cfg, save_run_config
-from corpora import idx_bytes, synthetic_images, write_kmnist
 
 from dlrun.config import ConfigError, validate
 from dlrun.data.download import md5sum
+from dlrun.data.fake import idx_bytes, synthetic_images, write_kmnist
 from dlrun.data.images import read_idx, read_npz
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import UserError

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_DATA, TINY_GRU, read_csv, run_cli, sweep_dir, task_of
+from conftest import TINY, TINY_GRU, read_csv, run_cli, sweep_dir, task_of, tiny_data
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -18,7 +18,7 @@ from dlrun.preflight import groups
 from dlrun.train import run
 
 PRESETS = groups(conf_dir())["experiment"]
-DATES = [*TINY, *TINY_GRU, *TINY_DATA["dates"]]  # dataset.batch_size last
+DATES = [*TINY, *TINY_GRU, *tiny_data("dates")]  # dataset.batch_size last
 
 
 def sweep_params(preset: str) -> dict[str, list[str]]:
@@ -73,8 +73,8 @@ def test_each_preset_runs_a_few_steps(tiny_cfg, tmp_path, preset):
     assert (tmp_path / "summary.json").is_file()
 
 
-def test_a_sweep_preset_runs_its_jobs(tmp_path, cache_dir, corpora):
-    data = [o.format(**corpora) for o in TINY_DATA["imdb"]]
+def test_a_sweep_preset_runs_its_jobs(tmp_path, cache_dir):
+    data = tiny_data("imdb")
     args = ["dlrun", "-m", "experiment=imdb_logits", "device=cpu", *data]
     result = run_cli([*args, "trainer.max_epochs=2"], tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr
@@ -100,8 +100,8 @@ def run_script(args: list[str], cwd: Path, cache_dir: Path, **env: str):
     )
 
 
-def test_run_presets_script_collects_the_tables(tmp_path, cache_dir, corpora):
-    data = [o.format(**corpora) for o in TINY_DATA["imdb"]]
+def test_run_presets_script_collects_the_tables(tmp_path, cache_dir):
+    data = tiny_data("imdb")
     result = run_script(
         [str(SCRIPTS / "run_presets.sh"), "device=cpu", "trainer.max_epochs=1", *data],
         tmp_path,

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from conftest import TINY, TINY_DATA, TINY_GRU, merged, read_csv, run_cli, sweep_dir
+from conftest import TINY, TINY_GRU, merged, read_csv, run_cli, sweep_dir, tiny_data
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
 from dlrun.report import build_table, find_runs, load_run, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-DATES = [*TINY, *TINY_DATA["dates"], *TINY_GRU]
+DATES = [*TINY, *tiny_data("dates"), *TINY_GRU]
 
 
 def assert_png(path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, TINY_DATA, merged, run_cli
+from conftest import TINY, merged, run_cli, tiny_data
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -118,12 +118,12 @@ def test_no_option_restates_a_value_it_would_have_anyway(tmp_path, group, choice
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory, cache_dir, corpora) -> dict[str, tuple[dict, Path]]:
+def tiny_runs(tmp_path_factory, cache_dir) -> dict[str, tuple[dict, Path]]:
     """One tiny trained run per task: (its composed config as a dict, its run directory)."""
     root = tmp_path_factory.mktemp("single_source")
     out = {}
     for task in list_tasks():
-        data = [o.format(**corpora) for o in TINY_DATA[task]]
+        data = list(tiny_data(task))
         overrides = merged(f"task={task}", *TINY, "trainer.max_steps=2", "trainer.eval_every=2")
         cfg = _compose(conf_dir(), [*overrides, *data, f"paths.cache_dir={cache_dir}"])
         run(cfg, root / task)
@@ -142,8 +142,8 @@ def test_run_directory_predict_and_resume_agree_with_the_composed_config(tiny_ru
     assert to_dict(validate(resumed)) == {**composed, "resume": str(run_dir)}
 
 
-def test_the_recorded_hydra_config_agrees_too(tmp_path, cache_dir, corpora):
-    args = merged(*TINY, "trainer.max_steps=2", "trainer.eval_every=2", *TINY_DATA["dates"])
+def test_the_recorded_hydra_config_agrees_too(tmp_path, cache_dir):
+    args = merged(*TINY, "trainer.max_steps=2", "trainer.eval_every=2", *tiny_data("dates"))
     args += [f"paths.cache_dir={cache_dir}", "hydra.run.dir=run"]
     done = run_cli(["dlrun", *args], tmp_path, cache_dir)
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import TINY, TINY_DATA, TINY_GRU, merged, read_csv, run_cli
+from conftest import TINY, TINY_GRU, merged, read_csv, run_cli, tiny_data
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
@@ -21,7 +21,7 @@ from dlrun.preflight import preflight
 from dlrun.train import run
 
 # char_accuracy moves within 20 steps on the tiny dates data (exact match stays at 0).
-DATES = [*TINY, *TINY_DATA["dates"], *TINY_GRU, "task.monitor=val/char_accuracy"]
+DATES = [*TINY, *tiny_data("dates"), *TINY_GRU, "task.monitor=val/char_accuracy"]
 SEARCH = ["hydra/sweeper=optuna", "hydra.sweeper.seed=0", "trainer.eval_every=5"]
 LR = "optimizer.lr=tag(log, interval(1e-3, 1e-1))"
 
@@ -257,8 +257,8 @@ def test_two_parallel_workers_share_one_study(tmp_path, cache_dir):
     assert a0 < b1 and b0 < a1  # they ran at the same time
 
 
-def test_a_search_preset_runs_its_trials(tmp_path, cache_dir, corpora):
-    data = [o.format(**corpora) for o in TINY_DATA["imdb"]]
+def test_a_search_preset_runs_its_trials(tmp_path, cache_dir):
+    data = tiny_data("imdb")
     args = ["dlrun", "-m", "experiment=imdb_tune", "device=cpu", *data, "trainer.max_epochs=2"]
     done = run_cli(
         [*args, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'S'}"],
@@ -269,7 +269,7 @@ def test_a_search_preset_runs_its_trials(tmp_path, cache_dir, corpora):
     rows = read_csv(tmp_path / "S" / "summary.csv")
     assert len(rows) == 2 and {r["status"] for r in rows} == {"ok"}
     # The preset searches lr, batch size and hidden units; the command line's
-    # dataset.batch_size=16 (TINY_DATA) wins over the preset's range.
+    # dataset.batch_size=16 (its tiny data) wins over the preset's range.
     for trial in tune.find_study(tmp_path / "S").trials:
         assert set(trial.params) == {"optimizer.lr", "model.hidden_size"}
         config = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra/config.yaml").open())

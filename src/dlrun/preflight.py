@@ -16,7 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
-from dlrun.registry import closest, unknown_name_message
+from dlrun.registry import closest, missing_yaml_hint, plugin_conf_dirs, unknown_name_message
 
 # Hydra flags after which we leave the command line to Hydra alone.
 PASS_THROUGH = {
@@ -64,6 +64,15 @@ def groups(conf_dir: Path) -> dict[str, list[str]]:
     }
 
 
+def all_groups(conf_dir: Path) -> dict[str, list[str]]:
+    """``groups(conf_dir)`` with the choices installed plugins ship (``dlrun.registry``)."""
+    options = groups(conf_dir)
+    for conf in plugin_conf_dirs():
+        for group, choices in groups(conf).items():
+            options[group] = sorted({*options.get(group, []), *choices})
+    return options
+
+
 def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
     """Choices of one of Hydra's own groups (hydra/launcher...), installed plugins included."""
     from hydra._internal.config_repository import ConfigRepository
@@ -96,7 +105,7 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     for o in parsed:  # Hydra would look a long one up as a file name first
         if len(o.key_or_group) > 200:
             raise UserError(f"unknown config key '{_shown(o.key_or_group)}'")
-    options = groups(conf_dir)
+    options = all_groups(conf_dir)
     _check_choices(parsed, options, conf_dir)
     _check_hydra_dirs(parsed)
 
@@ -174,6 +183,7 @@ def _check_choices(parsed, options: dict[str, list[str]], conf_dir: Path) -> Non
                     how = f"; choose one with {key}=NAME"
                     if str(value).startswith("submitit") and "submitit_local" not in options[key]:
                         how += " (the submitit launchers: pip install 'dlrun[submitit]')"
+                    how += missing_yaml_hint(key, str(value))
                     raise UserError(
                         unknown_name_message(key, _shown(str(value)), options[key], how)
                     )
@@ -344,7 +354,7 @@ def _compose(conf_dir: Path, overrides: list[str]):
 
 
 def _compose_groups_only(conf_dir: Path, overrides: list[str]):
-    opts = groups(conf_dir)
+    opts = all_groups(conf_dir)
     chosen = [t for t in overrides if t.split("=", 1)[0] in opts]
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         return compose("config", overrides=chosen)

@@ -52,17 +52,20 @@ def _unique_dir(base: str) -> str:
 def _register() -> None:
     """Registration, the one thing importing this module does.
 
-    ``hydra/sweeper=optuna``: Hydra finds plugins by listing the ``hydra_plugins``
-    package, which an editable install (``pip install -e .``) hides from it, so
-    dlrun registers its sweeper itself. ``use_cache``: Hydra copies resolver
-    caches into each sweep job's config, so a job resolved in another process (a
-    launcher plugin) gets the same directory.
+    ``hydra/sweeper=optuna`` and the search path of installed task plugins' YAML:
+    Hydra finds plugins by listing the ``hydra_plugins`` package, which an
+    editable install (``pip install -e .``) hides from it, so dlrun registers
+    them itself. ``use_cache``: Hydra copies resolver caches into each sweep
+    job's config, so a job resolved in another process (a launcher plugin) gets
+    the same directory.
     """
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.dlrun_optuna.optuna_sweeper import OptunaSweeper
+    from hydra_plugins.dlrun_searchpath.searchpath import DlrunPluginsSearchPath
 
     Plugins.instance().register(OptunaSweeper)
+    Plugins.instance().register(DlrunPluginsSearchPath)
     OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True, use_cache=True)
 
 

@@ -47,6 +47,13 @@ class Task:
         return problems
 
     @classmethod
+    def tiny(cls, root: Path) -> list[str]:
+        """Overrides of the task's own keys (data sizes, batch size) for a seconds-long
+        run: the tests' and CI's. A task that reads files writes a tiny synthetic set
+        under ``root`` first (``dlrun.data.fake``) and points ``dataset.path`` at it."""
+        raise NotImplementedError(f"{cls.__name__} has no tiny() settings for the tests")
+
+    @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
         """Problems finding the data a run would read (skipped when only predicting)."""
         return []

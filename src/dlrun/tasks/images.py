@@ -300,6 +300,13 @@ class ImagesTask(ClassificationTask):
         self._stats: dict[str, Any] = {}
 
     @classmethod
+    def tiny(cls, root: Path) -> list[str]:
+        from dlrun.data.fake import write_image_folder
+
+        path = write_image_folder(root / "images")
+        return [f"dataset.path={path}", "dataset.image_size=16", "dataset.batch_size=16"]
+
+    @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset

@@ -88,6 +88,13 @@ class ImdbTask(ClassificationTask):
         self.feature_weights: torch.Tensor | None = None  # per token id, dataset.feature_weights
 
     @classmethod
+    def tiny(cls, root: Path) -> list[str]:
+        from dlrun.data.fake import write_aclimdb
+
+        path = write_aclimdb(root)
+        return [f"dataset.path={path}", "dataset.val_size=40", "dataset.batch_size=16"]
+
+    @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset

@@ -114,6 +114,13 @@ class KmnistTask(ClassificationTask):
         self.device = torch.device("cpu")
 
     @classmethod
+    def tiny(cls, root: Path) -> list[str]:
+        from dlrun.data.fake import write_kmnist
+
+        path = write_kmnist(root / "KMNIST" / "raw")
+        return [f"dataset.path={path}", "dataset.val_size=100", "dataset.batch_size=32"]
+
+    @classmethod
     def check_data(cls, cfg: dict) -> list[str]:
         d = cfg.dataset
         if not d.download and find_files(Path(d.path).expanduser()) is None:

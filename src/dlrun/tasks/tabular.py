@@ -218,6 +218,13 @@ class TabularTask(ClassificationTask):
         return self.cfg.task.problem == "regression"
 
     @classmethod
+    def tiny(cls, root: Path) -> list[str]:
+        from dlrun.data.fake import write_points
+
+        path = write_points(root / "points.csv")
+        return [f"dataset.path={path}", "dataset.target=labels", "dataset.batch_size=16"]
+
+    @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
         d, problem = cfg.dataset, cfg.task.problem or "classification"

@@ -62,6 +62,12 @@ def read_pairs(path: Path, reverse: bool = False, encoding: str = "utf-8") -> li
 @TASKS.register("text_pairs", schema=TextPairsDataConfig)
 class TextPairsTask(Seq2SeqTask):
     @classmethod
+    def tiny(cls, root: Path) -> list[str]:
+        from dlrun.data.fake import write_text_pairs
+
+        return [f"dataset.path={write_text_pairs(root / 'pairs.tsv')}", "dataset.batch_size=32"]
+
+    @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset

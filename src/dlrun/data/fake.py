@@ -1,4 +1,9 @@
-"""Tiny datasets the tests write themselves: an aclImdb tree, KMNIST files, a parallel TSV."""
+"""Tiny synthetic corpora in the layouts the file-reading tasks read.
+
+An aclImdb tree, KMNIST files, a parallel TSV, image folders and a CSV table,
+each learnable in a few steps. Tasks write them in ``Task.tiny`` (the tests'
+and CI's seconds-long runs); the tests also build damaged variants from them.
+"""
 
 from __future__ import annotations
 
