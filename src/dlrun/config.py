@@ -103,9 +103,34 @@ class PathsConfig:
 
 
 @dataclass
+class TensorBoardLogger:
+    """logger=tensorboard: event files in RUN_DIR/tensorboard/ (no settings)."""
+
+
+@dataclass
+class MlflowLogger:
+    # null: $MLFLOW_TRACKING_URI, else SQLite in <paths.output_dir>/mlflow/ (engine/trackers.py).
+    tracking_uri: str | None = spec(None)
+    experiment: str = spec("dlrun")
+    log_checkpoints: bool = spec(False)
+
+
+@dataclass
+class WandbLogger:
+    project: str = spec("dlrun")
+    entity: str | None = spec(None)
+    # auto: online with a configured key (WANDB_API_KEY, wandb login), else offline.
+    mode: str = spec("auto", choices=["auto", "online", "offline", "disabled"])
+    log_checkpoints: bool = spec(False)
+
+
+@dataclass
 class LoggerConfig:
-    # Metrics always go to metrics.jsonl; tensorboard also writes event files (an extra).
-    name: str = spec("none", choices=["none", "tensorboard"])
+    # Metrics always go to metrics.jsonl; each chosen tracker (an extra) is a key:
+    # logger=[tensorboard,mlflow] gives {tensorboard: {}, mlflow: {...}}, logger=none {}.
+    tensorboard: TensorBoardLogger | None = spec(None)
+    mlflow: MlflowLogger | None = spec(None)
+    wandb: WandbLogger | None = spec(None)
 
 
 @dataclass
@@ -211,6 +236,9 @@ def check_section(prefix: str, node: Any, schema: type) -> list[str]:
         if dataclasses.is_dataclass(tp):
             problems += check_section(f"{prefix}.{name}", value, tp)
             continue
+        if _optional_section(tp) and isinstance(value, dict):  # logger.mlflow: {...} or null
+            problems += check_section(f"{prefix}.{name}", value, _optional_section(tp))
+            continue
         if not _matches(value, tp):
             problems.append(f"{prefix}.{name}={value!r}: expected {_type_name(tp)}")
             continue
@@ -221,6 +249,15 @@ def check_section(prefix: str, node: Any, schema: type) -> list[str]:
                 problems.append(f"{prefix}.{name}={value!r}: {problem}")
                 break
     return problems
+
+
+def _optional_section(tp: Any) -> type | None:
+    """``X`` for a field typed ``X | None`` where ``X`` is a section's dataclass."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return inner[0]
+    return None
 
 
 def to_dict(cfg: DictConfig | dict) -> dict:
@@ -235,12 +272,15 @@ def fill_defaults(node: dict, schema: type) -> None:
 
     A run directory written before a key existed then still loads (predict, resume).
     """
+    hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         if f.name not in node:
             if f.default is not dataclasses.MISSING:
                 node[f.name] = f.default
             elif f.default_factory is not dataclasses.MISSING:
                 node[f.name] = f.default_factory()
+        elif _optional_section(hints[f.name]) and isinstance(node[f.name], dict):
+            fill_defaults(node[f.name], _optional_section(hints[f.name]))
 
 
 def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
@@ -264,7 +304,7 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
                 f"{key}: unknown key" + (f" (did you mean '{guess}'?)" if guess else "")
             )
     ok: dict[str, bool] = {}
-    data.setdefault("logger", {"name": "none"})  # run directories from before the logger group
+    data["logger"] = _logger_section(data.get("logger"))
     if data.get("debug") is None:  # no debug mode chosen
         data["debug"] = {}
 
@@ -335,15 +375,24 @@ def validate(cfg: DictConfig | dict, check_data: bool = True) -> dict:
         problems += getattr(model.obj, "check_config", lambda _: [])(data)
         if check_data:
             problems += task_cls.obj.check_data(data)
-    if check_data and ok["logger"] and data["logger"]["name"] == "tensorboard":
-        if importlib.util.find_spec("tensorboard") is None:
+    for name in ("tensorboard", "mlflow", "wandb") if check_data and ok["logger"] else ():
+        if data["logger"][name] is not None and importlib.util.find_spec(name) is None:
             problems.append(
-                "logger=tensorboard: the tensorboard package is not installed; "
-                "pip install 'dlrun[tensorboard]' (or choose logger=none)"
+                f"logger={name}: the {name} package is not installed; "
+                f"pip install 'dlrun[{name}]' (or choose logger=none)"
             )
     if problems:
         raise ConfigError(problems)
     return data
+
+
+def _logger_section(node: Any) -> Any:
+    """Run directories from before several trackers say ``logger: {name: X}``: ``{X: {}}``."""
+    if node is None:  # from before the logger group
+        return {}
+    if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
+        return {} if node["name"] == "none" else {node["name"]: {}}
+    return node
 
 
 def _lookup(find, group: str, data: dict, problems: list[str]):

@@ -89,6 +89,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     from dlrun.engine.device import peak_memory_mb, resolve_device
     from dlrun.engine.plots import plot_curves
     from dlrun.engine.trainer import Trainer
+    from dlrun.engine.trackers import open_trackers
     from dlrun.engine.writers import JsonlWriter, TensorBoardWriter, Writers, flat_hparams
     from dlrun.registry import task_entry
 
@@ -139,12 +140,14 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         log.info("resumed from %s at step %d", resume, trainer.state.step)
     if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
         torch.manual_seed(seed + 1_000_003 * dist.rank + trainer.state.step)
-    writers = []
+    writers, trackers = [], None
     if dist.main:
         keep = trainer.state.step if resume else None
         writers.append(JsonlWriter(run_dir / "metrics.jsonl", keep_until_step=keep))
-        if data["logger"]["name"] == "tensorboard":
+        if data["logger"]["tensorboard"] is not None:
             writers.append(TensorBoardWriter(run_dir / "tensorboard"))
+        trackers = open_trackers(data, run_dir)  # logger=mlflow, wandb: None if neither
+        writers += [trackers] if trackers else []
     writer = Writers(writers)
     dbg = data["debug"]
     try:
@@ -220,6 +223,8 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         "dlrun": __version__,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if trackers:  # after the files it sends them: summary, curves, samples
+        trackers.finish(run_dir, summary["status"])
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {run_dir}\n{shown or f'pruned at step {state.step}'}", flush=True)
     distributed.shutdown(dist)
@@ -308,8 +313,10 @@ def _write_failure(run_dir: Path, status: str, error: str) -> None:
     A finished run's summary is never replaced: a failed or interrupted resume
     of it is recorded in the log only.
     """
+    from dlrun.engine.trackers import end_open
     from dlrun.engine.writers import write_text_atomic
 
+    end_open(status)  # logger=mlflow, wandb: their runs end failed (or killed)
     summary_file = run_dir / "summary.json"
     with contextlib.suppress(OSError, ValueError, AttributeError):
         if json.loads(summary_file.read_text()).get("status") == "ok":
