@@ -88,8 +88,8 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     from dlrun.engine import checkpoint, debug, distributed
     from dlrun.engine.device import peak_memory_mb, resolve_device
     from dlrun.engine.plots import plot_curves
-    from dlrun.engine.trainer import Trainer
     from dlrun.engine.trackers import open_trackers
+    from dlrun.engine.trainer import Trainer
     from dlrun.engine.writers import JsonlWriter, TensorBoardWriter, Writers, flat_hparams
     from dlrun.registry import task_entry
 

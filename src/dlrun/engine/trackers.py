@@ -1,4 +1,4 @@
-"""Experiment trackers: ``logger=mlflow``, ``logger=wandb`` (several: ``logger=[tensorboard,mlflow]``).
+"""Experiment trackers: ``logger=mlflow``, ``logger=wandb``, or several (``logger=[a,b]``).
 
 Each tracker gets what the run directory gets: the flattened config as
 parameters, every metrics record as ``<split>/<metric>`` at its step, tags
@@ -47,9 +47,10 @@ def chosen(data: dict) -> list[str]:
 def scalars(metrics: dict[str, Any]) -> dict[str, float]:
     """A metrics record as ``{"<split>/<metric>": value}``, as TensorBoard gets it."""
     split = metrics.get("split", "train")
+    skip = TensorBoardWriter.SKIP | (TensorBoardWriter.TRAIN_ONLY if split != "train" else set())
     out = {}
     for key, value in metrics.items():
-        if key in TensorBoardWriter.SKIP or (split != "train" and key in TensorBoardWriter.TRAIN_ONLY):
+        if key in skip:
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[f"{split}/{key}"] = float(value)
