@@ -457,6 +457,7 @@ class WandbTracker:
 
     def __init__(self, data: dict, run_dir: Path, previous: dict | None, sweep: dict | None):
         wandb = _require("wandb")
+        _quiet("wandb")
         settings = data["logger"]["wandb"]
         self.log_checkpoints = settings["log_checkpoints"]
         mode = wandb_mode(settings["mode"])
