@@ -142,11 +142,11 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         torch.manual_seed(seed + 1_000_003 * dist.rank + trainer.state.step)
     writers, trackers = [], None
     if dist.main:
+        trackers = open_trackers(data, run_dir)  # logger=mlflow, wandb: None if neither
         keep = trainer.state.step if resume else None
         writers.append(JsonlWriter(run_dir / "metrics.jsonl", keep_until_step=keep))
         if data["logger"]["tensorboard"] is not None:
             writers.append(TensorBoardWriter(run_dir / "tensorboard"))
-        trackers = open_trackers(data, run_dir)  # logger=mlflow, wandb: None if neither
         writers += [trackers] if trackers else []
     writer = Writers(writers)
     dbg = data["debug"]
