@@ -17,6 +17,7 @@ from dlrun.config import validate
 from dlrun.engine import trackers
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import ConfigError
+from dlrun.report import find_runs
 from dlrun.train import run
 
 
@@ -127,8 +128,7 @@ def test_a_sweep_is_a_parent_run_with_nested_children(tmp_path, cache_dir, kind)
     assert all(c.info.status == "FINISHED" for c in children + [parent])
     # The sweep's end gave the parent the sweep's table.
     assert {"summary.csv", "summary.md"} <= {a.path for a in client.list_artifacts(parent_id)}
-    # dlrun-report still finds two runs, not the trackers' copies of their files.
-    assert "2 jobs" in done.stdout
+    assert "sweep summary (2 jobs, 0 failed)" in done.stdout
 
 
 def wandb_records(path: Path) -> list:
@@ -199,6 +199,7 @@ def test_wandb_offline_run_has_config_metrics_tags_and_files(tiny_cfg, tmp_path)
     assert {"summary.json", "curves.png", "samples.txt"} <= logged["files"]
     (files,) = run_dir.glob("wandb/offline-run-*/files")
     assert json.loads((files / "summary.json").read_text())["status"] == "ok"
+    assert find_runs([tmp_path]) == [run_dir.resolve()]  # not W&B's copy of summary.json
 
 
 def test_resume_continues_the_same_wandb_run(tiny_cfg, tmp_path):
