@@ -131,6 +131,20 @@ def test_a_sweep_is_a_parent_run_with_nested_children(tmp_path, cache_dir, kind)
     assert "sweep summary (2 jobs, 0 failed)" in done.stdout
 
 
+def test_a_failed_or_interrupted_run_ends_its_tracker_runs(tiny_cfg, tmp_path):
+    out = tmp_path / "out"
+    for n, (status, mlflow_status) in enumerate([("failed", "FAILED"), ("interrupted", "KILLED")]):
+        data = validate(tiny_cfg("logger=mlflow", f"paths.output_dir={out}"))
+        opened = trackers.open_trackers(data, tmp_path / f"run{n}")
+        opened.log({"split": "train", "loss": 1.5, "lr": 0.1}, step=3)
+        trackers.end_open(status)  # what the entrypoint does on an error or Ctrl-C
+        client = mlflow_client(out)
+        found = client.get_run(opened.trackers[0].run_id)
+        assert (found.info.status, found.data.tags["dlrun.status"]) == (mlflow_status, status)
+        assert history(client, found.info.run_id, "train/loss") == {3: 1.5}
+    assert trackers._open == []
+
+
 def wandb_records(path: Path) -> list:
     """The records of a W&B ``.wandb`` file (a LevelDB-style log of ``Record`` protos)."""
     data = path.read_bytes()

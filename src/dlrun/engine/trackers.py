@@ -225,20 +225,28 @@ except ImportError:  # pragma: no cover - Hydra is a dependency
 
 class SweepTrackers(Callback):
     """Hydra callback: at a sweep's end, its parent tracker runs get the sweep's
-    summary table and plots and are ended."""
+    summary table and plots and are ended; a sweep started again on the same
+    directory (a search that continues) reopens them."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self._parent(config, lambda record, sweep: MlflowTracker.reopen_parent(record))
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        self._parent(config, MlflowTracker.end_parent)
+
+    @staticmethod
+    def _parent(config, act) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
         if not (sweep / RECORD).is_file():
             return
         from dlrun.rundir import read_json
 
-        record = read_json(sweep / RECORD)
-        if isinstance(record.get("mlflow"), dict):
-            try:
-                MlflowTracker.end_parent(record["mlflow"], sweep)
-            except Exception as exc:
-                log.warning("dlrun: mlflow: could not end the sweep's run (%s)", _brief(exc))
+        try:
+            record = read_json(sweep / RECORD)
+            if isinstance(record.get("mlflow"), dict):
+                act(record["mlflow"], sweep)
+        except Exception as exc:  # the sweep's jobs matter more than its parent run
+            log.warning("dlrun: mlflow: the sweep's parent run: %s", _brief(exc))
 
 
 # -- MLflow ----------------------------------------------------------------------------
@@ -363,6 +371,13 @@ class MlflowTracker:
         tags = {"dlrun.sweep_dir": str(sweep), "dlrun_version": __version__}
         run = client.create_run(experiment, run_name=_run_name(sweep), tags=tags)
         return {"id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment}
+
+    @staticmethod
+    def reopen_parent(record: dict) -> None:
+        from mlflow import MlflowClient
+
+        _quiet("mlflow", "alembic")
+        MlflowClient(str(record["tracking_uri"])).update_run(str(record["id"]), status="RUNNING")
 
     @staticmethod
     def end_parent(record: dict, sweep: Path) -> None:
