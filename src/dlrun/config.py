@@ -111,8 +111,32 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class TensorBoardLogger:
+    """logger=tensorboard: event files in RUN_DIR/tensorboard/ (no settings)."""
+
+
+@dataclass(frozen=True)
+class MlflowLogger:
+    tracking_uri: str | None = spec()
+    experiment: str = spec()
+    log_checkpoints: bool = spec()
+
+
+@dataclass(frozen=True)
+class WandbLogger:
+    project: str = spec()
+    entity: str | None = spec()
+    mode: str = spec(choices=["auto", "online", "offline", "disabled"])
+    log_checkpoints: bool = spec()
+
+
+@dataclass(frozen=True)
 class LoggerConfig:
-    name: str = spec(choices=["none", "tensorboard"])
+    # Metrics always go to metrics.jsonl; each chosen tracker (an extra) is a section:
+    # logger=[tensorboard,mlflow] sets tensorboard: {} and mlflow: {...}; the others stay null.
+    tensorboard: TensorBoardLogger | None = spec()
+    mlflow: MlflowLogger | None = spec()
+    wandb: WandbLogger | None = spec()
 
 
 @dataclass(frozen=True)
@@ -227,8 +251,9 @@ def check_section(prefix: str, node: Any, schema: type) -> list[str]:
             problems.append(f"{prefix}.{name}: missing; set it with {prefix}.{name}=VALUE")
             continue
         value, tp = node[name], hints[name]
-        if dataclasses.is_dataclass(tp):
-            problems += check_section(f"{prefix}.{name}", value, tp)
+        section = _section_type(tp)
+        if section is not None and (value is not None or section is tp):
+            problems += check_section(f"{prefix}.{name}", value, section)
             continue
         if not _matches(value, tp):
             problems.append(f"{prefix}.{name}={value!r}: expected {_type_name(tp)}")
@@ -247,11 +272,21 @@ def typed(schema: type, node: dict) -> Any:
     hints = typing.get_type_hints(schema)
     values = {}
     for f in dataclasses.fields(schema):
-        value = node[f.name]
-        if dataclasses.is_dataclass(hints[f.name]):
-            value = typed(hints[f.name], value)
+        value, section = node[f.name], _section_type(hints[f.name])
+        if section is not None and value is not None:
+            value = typed(section, value)
         values[f.name] = value
     return schema(**values)
+
+
+def _section_type(tp: Any) -> type | None:
+    """The dataclass of a nested section typed ``Section`` or ``Section | None``."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -293,6 +328,7 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
         data = to_dict(cfg)
     except Exception as exc:  # interpolation errors, missing env vars
         raise ConfigError([f"cannot resolve config: {exc}".splitlines()[0]]) from None
+    data = migrate(data)
     fields = [f.name for f in dataclasses.fields(RunConfig)]
     problems: list[str] = []
     for key in data:
@@ -355,15 +391,28 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
         problems += getattr(model.obj, "check_config", lambda _: [])(view)
         if check_data:
             problems += task_cls.obj.check_data(view)
-    if check_data and view.logger and view.logger.name == "tensorboard":
-        if importlib.util.find_spec("tensorboard") is None:
+    for name in ("tensorboard", "mlflow", "wandb") if check_data and view.logger else ():
+        if getattr(view.logger, name) is not None and importlib.util.find_spec(name) is None:
             problems.append(
-                "logger=tensorboard: the tensorboard package is not installed; "
-                "pip install 'dlrun[tensorboard]' (or choose logger=none)"
+                f"logger={name}: the {name} package is not installed; "
+                f"pip install 'dlrun[{name}]' (or choose logger=none)"
             )
     if problems:
         raise ConfigError(problems)
     return view
+
+
+def migrate(data: dict) -> dict:
+    """A config recorded by an earlier dlrun, in today's shape (tested on a 0.1.0 run).
+
+    0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
+    now a section of its own, null when not chosen.
+    """
+    node = data.get("logger")
+    if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
+        chosen = {"tensorboard": {}} if node["name"] == "tensorboard" else {}
+        data = {**data, "logger": {k: chosen.get(k) for k in ("tensorboard", "mlflow", "wandb")}}
+    return data
 
 
 def _check_run(cfg: RunConfig) -> list[str]:

@@ -173,6 +173,8 @@ def _check_choices(parsed, options: dict[str, list[str]], conf_dir: Path) -> Non
             options[key] = hydra_group_options(conf_dir, key)
         if key in options:
             values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else [o.value()]
+            if len(values) == 1 and isinstance(values[0], list):  # logger=[tensorboard,mlflow]
+                values = values[0]
             for value in values:
                 if value is None and not o.is_delete():
                     raise UserError(

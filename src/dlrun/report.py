@@ -94,6 +94,8 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             raise UserError(f"{path}: no such directory; pass run or sweep directories")
         marks = [*path.rglob("summary.json"), *path.rglob(".hydra/config.yaml")]
+        # Trackers' copies (RUN_DIR/wandb/.../files/summary.json, outputs/mlflow/artifacts/...).
+        marks = [m for m in marks if not set(m.relative_to(path).parts[:-1]) & {"mlflow", "wandb"}]
         dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
         found += sorted(dirs, key=lambda d: _natural(str(d)))
     return list(dict.fromkeys(found))

@@ -79,6 +79,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     """
     from dlrun.engine import distributed
     from dlrun.engine.device import resolve_device
+    from dlrun.engine.trackers import open_trackers
 
     wall_start = time.monotonic()
     cfg = validate(cfg)
@@ -90,15 +91,22 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         run_dir.mkdir(parents=True, exist_ok=True)
     task, data_time = _prepare(cfg, dev, dist, run_dir)
     trainer = _trainer(cfg, task, dev, dist, run_dir)
-    state, test = _train_and_test(cfg, trainer, run_dir)
     if not dist.main:  # rank 0 tests and writes the rest
+        _train_and_test(cfg, trainer, run_dir, None)
         distributed.shutdown(dist)
         return {}
-    pruned = state.stop_reason == "pruned"  # a search's trial its pruner stopped
-    _write_outputs(cfg, task, trainer.model, run_dir, tested=not pruned)
-    best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
-    times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
-    write_summary(run_dir, _summary(cfg, trainer, dev, dist, best, test, times))
+    # logger=mlflow/wandb, opened before a resume trims metrics.jsonl (a tracker that
+    # cannot start leaves the run's files as they were); a run that raises ends them.
+    with open_trackers(cfg, run_dir) or contextlib.nullcontext() as trackers:
+        state, test = _train_and_test(cfg, trainer, run_dir, trackers)
+        pruned = state.stop_reason == "pruned"  # a search's trial its pruner stopped
+        _write_outputs(cfg, task, trainer.model, run_dir, tested=not pruned)
+        best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
+        times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
+        summary = _summary(cfg, trainer, dev, dist, best, test, times)
+        write_summary(run_dir, summary)
+        if trackers:  # after the files they send: summary, curves, samples
+            trackers.finish(run_dir, summary["status"])
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {run_dir}\n{shown or f'pruned at step {state.step}'}", flush=True)
     distributed.shutdown(dist)
@@ -156,7 +164,7 @@ def _trainer(cfg, task, dev, dist, run_dir: Path):
     return trainer
 
 
-def _train_and_test(cfg, trainer, run_dir: Path):
+def _train_and_test(cfg, trainer, run_dir: Path, trackers):
     """Fit (with the debug modes' tools), then test the best checkpoint on rank 0: the
     state and the test metrics as ``{"test/accuracy": ...}``."""
     import torch
@@ -166,7 +174,7 @@ def _train_and_test(cfg, trainer, run_dir: Path):
 
     dbg, dist = cfg.debug, trainer.dist
     keep = trainer.state.step if cfg.resume else None  # a resume drops later records
-    with open_writers(cfg, run_dir, dist.main, keep) as writer:
+    with open_writers(cfg, run_dir, dist.main, keep, trackers) as writer:
         try:
             with (
                 torch.autograd.set_detect_anomaly(dbg.anomaly),

@@ -144,14 +144,15 @@ def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def open_writers(cfg, run_dir: Path, main: bool, keep_until_step: int | None):
-    """The run's writers (none on ranks other than 0): metrics.jsonl always, and the
-    loggers ``cfg.logger`` names; closed however the run ends."""
+def open_writers(cfg, run_dir: Path, main: bool, keep_until_step: int | None, trackers=None):
+    """The run's writers (none on ranks other than 0): metrics.jsonl always, TensorBoard
+    and the ``trackers`` that ``cfg.logger`` chose; closed however the run ends."""
     writers: list = []
     if main:
         writers.append(JsonlWriter(run_dir / "metrics.jsonl", keep_until_step))
-        if cfg.logger.name == "tensorboard":
+        if cfg.logger.tensorboard is not None:
             writers.append(TensorBoardWriter(run_dir / "tensorboard"))
+        writers += [trackers] if trackers else []
     writer = Writers(writers)
     try:
         yield writer

@@ -1,0 +1,292 @@
+"""logger=mlflow and logger=wandb against the real libraries: what a run, a sweep and a
+resume leave in each tracker's own store, read back with the tracker's own reader."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from conftest import TINY, TINY_GRU, merged, run_cli, tiny_data
+from mlflow import MlflowClient
+from wandb.proto import wandb_internal_pb2
+
+from dlrun.config import to_dict, validate
+from dlrun.engine import trackers
+from dlrun.engine.writers import read_jsonl
+from dlrun.errors import ConfigError, UserError
+from dlrun.report import find_runs
+from dlrun.train import run
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No network, no user settings: W&B offline, its own directories under tmp_path."""
+    for key in ("MLFLOW_TRACKING_URI", "WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for key in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(key, str(tmp_path / "wandb_home" / key.lower()))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no.netrc"))
+
+
+def mlflow_client(output_dir: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{output_dir / 'mlflow' / 'mlflow.db'}")
+
+
+def only_run(client: MlflowClient):
+    (found,) = client.search_runs([client.get_experiment_by_name("dlrun").experiment_id])
+    return found
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    """``{step: value}`` of one metric."""
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def jsonl_history(run_dir: Path, split: str, key: str) -> dict[int, float]:
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    return {r["step"]: r[key] for r in records if r["split"] == split}
+
+
+def test_mlflow_run_has_params_metrics_tags_and_artifacts(tiny_cfg, tmp_path):
+    out = tmp_path / "out"
+    cfg = tiny_cfg("logger=mlflow", f"paths.output_dir={out}", "optimizer.lr=0.002")
+    metrics = run(cfg, tmp_path / "run")
+    client = mlflow_client(out)
+    found = only_run(client)
+    assert found.info.status == "FINISHED"
+    assert json.loads((tmp_path / "run" / "trackers.json").read_text())["mlflow"]["id"] == (
+        found.info.run_id
+    )
+    params = found.data.params
+    assert params["optimizer.lr"] == "0.002" and params["model.hidden_size"] == "32"
+    assert params["task.name"] == "dates" and params["trainer.max_steps"] == "20"
+    tags = found.data.tags
+    assert (tags["task"], tags["model"], tags["dlrun.status"]) == ("dates", "gru_seq2seq", "ok")
+    assert tags["dlrun_version"] == trackers.__version__
+    # Every step of every split, the same numbers as metrics.jsonl.
+    run_id = found.info.run_id
+    for split, key in [("train", "loss"), ("val", "loss"), ("val", "exact_match")]:
+        expected = jsonl_history(tmp_path / "run", split, key)
+        assert history(client, run_id, f"{split}/{key}") == pytest.approx(expected)
+    assert sorted(history(client, run_id, "train/loss")) == [5, 10, 15, 20]
+    assert history(client, run_id, "test/exact_match") == {20: metrics["test/exact_match"]}
+    assert "train/lr" in found.data.metrics and "val/lr" not in found.data.metrics
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert names == {"summary.json", "curves.png", "samples.txt"}  # no checkpoints by default
+    local = Path(client.download_artifacts(run_id, "summary.json", str(tmp_path)))
+    assert json.loads(local.read_text())["status"] == "ok"
+
+
+def test_resume_continues_the_same_mlflow_run(tiny_cfg, tmp_path):
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    common = ["logger=mlflow", f"paths.output_dir={out}", "logger.mlflow.log_checkpoints=true"]
+    run(tiny_cfg(*merged(*TINY, *common, "trainer.max_steps=10")), run_dir)
+    first = only_run(mlflow_client(out))
+    run(tiny_cfg(*merged(*TINY, *common, "trainer.max_steps=20", f"resume={run_dir}")), run_dir)
+    client = mlflow_client(out)
+    found = only_run(client)  # still one run
+    assert found.info.run_id == first.info.run_id and found.info.status == "FINISHED"
+    assert sorted(history(client, found.info.run_id, "val/loss")) == [10, 20]
+    assert found.data.params["trainer.max_steps"] == "10"  # as it started (MLflow keeps params)
+    checkpoints = {a.path for a in client.list_artifacts(found.info.run_id, "checkpoints")}
+    assert checkpoints == {"checkpoints/best.pt", "checkpoints/last.pt"}
+
+
+SWEEPS = {
+    "grid": ["optimizer.lr=1e-3,2e-3"],
+    "optuna": [
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=2",
+        "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SWEEPS))
+def test_a_sweep_is_a_parent_run_with_nested_children(tmp_path, cache_dir, kind):
+    out, sweep = tmp_path / "out", tmp_path / "S"
+    common = [*TINY, *tiny_data("dates"), *TINY_GRU, "trainer.max_steps=10", "logger=mlflow"]
+    where = [f"paths.output_dir={out}", f"hydra.sweep.dir={sweep}"]
+    done = run_cli(["dlrun", "-m", *merged(*common, *where, *SWEEPS[kind])], tmp_path, cache_dir)
+    assert done.returncode == 0, done.stderr
+    client = mlflow_client(out)
+    runs = client.search_runs([client.get_experiment_by_name("dlrun").experiment_id])
+    parent_id = json.loads((sweep / "trackers.json").read_text())["mlflow"]["id"]
+    (parent,) = [r for r in runs if r.info.run_id == parent_id]
+    children = [r for r in runs if r.info.run_id != parent_id]
+    assert len(children) == 2
+    assert all(c.data.tags["mlflow.parentRunId"] == parent_id for c in children)
+    if kind == "grid":
+        assert sorted(c.data.params["optimizer.lr"] for c in children) == ["0.001", "0.002"]
+    else:  # each trial says which it is
+        assert sorted(c.data.tags["optuna_trial"] for c in children) == ["0", "1"]
+    assert all(c.info.status == "FINISHED" for c in children + [parent])
+    # The sweep's end gave the parent the sweep's table.
+    assert {"summary.csv", "summary.md"} <= {a.path for a in client.list_artifacts(parent_id)}
+    assert "sweep summary (2 jobs, 0 failed)" in done.stdout
+
+
+def test_a_failed_or_interrupted_run_ends_its_tracker_runs(tiny_cfg, tmp_path):
+    out = tmp_path / "out"
+    cases = [("failed", "FAILED", UserError("bad")), ("interrupted", "KILLED", KeyboardInterrupt())]
+    for n, (status, mlflow_status, raised) in enumerate(cases):
+        data = validate(tiny_cfg("logger=mlflow", f"paths.output_dir={out}"))
+        with pytest.raises(type(raised)):  # what run() does on an error or Ctrl-C
+            with trackers.open_trackers(data, tmp_path / f"run{n}") as opened:
+                opened.log({"split": "train", "loss": 1.5, "lr": 0.1}, step=3)
+                run_id = opened.trackers[0].run_id
+                raise raised
+        assert opened.trackers == []  # ended, once
+        client = mlflow_client(out)
+        found = client.get_run(run_id)
+        assert (found.info.status, found.data.tags["dlrun.status"]) == (mlflow_status, status)
+        assert history(client, found.info.run_id, "train/loss") == {3: 1.5}
+
+
+def wandb_records(path: Path) -> list:
+    """The records of a W&B ``.wandb`` file (a LevelDB-style log of ``Record`` protos)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pending += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)  # W&B writes "train/loss" either way
+
+
+def read_wandb_run(run_dir: Path) -> dict:
+    """History, config, tags and files of the offline W&B run(s) in ``run_dir/wandb``."""
+    out = {"ids": set(), "history": {}, "config": {}, "tags": set(), "files": set(), "group": ""}
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        for record in wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                out["ids"].add(record.run.run_id)
+                out["tags"].update(record.run.tags)
+                out["group"] = record.run.run_group
+                for item in record.run.config.update:
+                    out["config"][_key(item)] = json.loads(item.value_json)
+            elif kind == "config":
+                for item in record.config.update:
+                    out["config"][_key(item)] = json.loads(item.value_json)
+            elif kind == "history":
+                items = {_key(i): json.loads(i.value_json) for i in record.history.item}
+                for key, value in items.items():
+                    if "/" in key:
+                        out["history"].setdefault(key, {})[items["_step"]] = value
+            elif kind == "files":
+                out["files"].update(f.path for f in record.files.files)
+    return out
+
+
+def test_wandb_offline_run_has_config_metrics_tags_and_files(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = tiny_cfg("logger=wandb", f"paths.output_dir={tmp_path / 'out'}", "optimizer.lr=0.002")
+    metrics = run(cfg, run_dir)
+    record = json.loads((run_dir / "trackers.json").read_text())["wandb"]
+    assert record["mode"] == "offline"
+    logged = read_wandb_run(run_dir)
+    assert logged["ids"] == {record["id"]}
+    assert logged["config"]["optimizer.lr"] == "0.002"
+    assert logged["config"]["model.hidden_size"] == "32"
+    assert {"dates", "gru_seq2seq"} <= logged["tags"]
+    for split, key in [("train", "loss"), ("val", "loss"), ("val", "exact_match")]:
+        expected = jsonl_history(run_dir, split, key)
+        assert logged["history"][f"{split}/{key}"] == pytest.approx(expected)
+    assert logged["history"]["test/exact_match"] == {20: metrics["test/exact_match"]}
+    assert "val/lr" not in logged["history"]
+    assert {"summary.json", "curves.png", "samples.txt"} <= logged["files"]
+    (files,) = run_dir.glob("wandb/offline-run-*/files")
+    assert json.loads((files / "summary.json").read_text())["status"] == "ok"
+    assert find_runs([tmp_path]) == [run_dir.resolve()]  # not W&B's copy of summary.json
+
+
+def test_resume_continues_the_same_wandb_run(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    run(tiny_cfg(*merged(*TINY, "logger=wandb", "trainer.max_steps=10")), run_dir)
+    first = json.loads((run_dir / "trackers.json").read_text())["wandb"]["id"]
+    run(tiny_cfg(*merged(*TINY, "logger=wandb", f"resume={run_dir}")), run_dir)
+    assert json.loads((run_dir / "trackers.json").read_text())["wandb"]["id"] == first
+    logged = read_wandb_run(run_dir)
+    assert logged["ids"] == {first}  # two offline segments of one run (wandb sync joins them)
+    assert sorted(logged["history"]["val/loss"]) == [10, 20]
+
+
+def test_tensorboard_and_mlflow_at_once(tiny_cfg, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "out"
+    cfg = tiny_cfg("logger=[tensorboard,mlflow]", f"paths.output_dir={out}")
+    logger = validate(cfg).logger
+    assert logger.tensorboard is not None and logger.mlflow is not None and logger.wandb is None
+    run(cfg, tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    found = only_run(mlflow_client(out))
+    assert "val/loss" in events.Tags()["scalars"] and "val/loss" in found.data.metrics
+    assert not (tmp_path / "run" / "wandb").exists()
+
+
+def test_old_run_directories_logger_name_still_loads(tiny_cfg):
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(tiny_cfg(), resolve=True)
+    for old, new in [({"name": "none"}, {}), ({"name": "tensorboard"}, {"tensorboard": {}})]:
+        data["logger"] = old
+        logger = to_dict(validate(data).logger)
+        assert {k for k, v in logger.items() if v is not None} == set(new)
+
+
+@pytest.mark.parametrize("name", ["mlflow", "wandb"])
+def test_a_missing_tracker_is_one_line_with_the_pip_command(tiny_cfg, monkeypatch, name):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda mod, *a: None if mod == name else real(mod, *a)
+    )
+    with pytest.raises(ConfigError, match=rf"logger={name}: .*pip install 'dlrun\[{name}\]'"):
+        validate(tiny_cfg(f"logger={name}"))
+
+
+def test_a_misspelt_tracker_key_is_one_line_exit_2(tmp_path, cache_dir):
+    # Each tracker's section has a schema: a typo is caught before anything runs.
+    done = run_cli(["dlrun", "logger=mlflow", "logger.mlflow.experimnt=x"], tmp_path, cache_dir)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "dlrun: error: unknown config key 'logger.mlflow.experimnt' "
+        "(did you mean 'logger.mlflow.experiment'?)"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_wandb_mode_is_offline_without_a_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE")
+    assert trackers.wandb_mode("auto") == "offline"
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert trackers.wandb_mode("auto") == "online"  # `wandb login` stored a key
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert trackers.wandb_mode("auto") == "online"
+    assert trackers.wandb_mode("offline") == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert trackers.wandb_mode("auto") is None  # wandb's own setting wins
