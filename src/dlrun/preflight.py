@@ -75,10 +75,10 @@ def all_groups(conf_dir: Path) -> dict[str, list[str]]:
 
 def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
     """Choices of one of Hydra's own groups (hydra/launcher...), installed plugins included."""
-    from hydra._internal.config_repository import ConfigRepository
-    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
 
-    return ConfigRepository(create_config_search_path(str(conf_dir))).get_group_options(group)
+    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+        return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
 def preflight(argv: list[str], conf_dir: Path) -> list[str]:
