@@ -86,7 +86,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     import torch
 
     from dlrun.engine import checkpoint, debug, distributed
-    from dlrun.engine.device import peak_memory_mb, resolve_device
+    from dlrun.engine.device import amp_for_model, peak_memory_mb, resolve_device
     from dlrun.engine.plots import plot_curves
     from dlrun.engine.trainer import Trainer
     from dlrun.engine.writers import JsonlWriter, TensorBoardWriter, Writers, flat_hparams
@@ -118,6 +118,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
     debug.limit_splits(task, data)
     task.to(dev.device)
     model = task.build_model().to(dev.device)
+    dev = amp_for_model(dev, model, data["device"]["amp"])
     params = sum(p.numel() for p in model.parameters())
     log.info(
         "task %s, model %s (%s parameters) on %s%s",
@@ -186,7 +187,8 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
 
     if not pruned:
         model.eval()
-        with torch.inference_mode():
+        amp = dict(dtype=dev.amp_dtype, enabled=dev.amp_dtype is not None)
+        with torch.inference_mode(), torch.autocast(dev.device.type, **amp):  # as the test
             rows = task.samples(model, "test", data["trainer"]["num_samples"])
             task.report(model, run_dir)
         _write_samples(run_dir / "samples.txt", rows)
