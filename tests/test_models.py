@@ -48,6 +48,7 @@ VARIANTS = [
     ("gru_seq2seq", {"teacher_forcing": 0.5}),
     ("transformer_seq2seq", {}),
     ("transformer_seq2seq", {"positions": "learned", "norm_first": False}),
+    ("transformer_seq2seq", {"src_positions": "end"}),
     ("lstm_attention_seq2seq", {}),
     ("lstm_attention_seq2seq", {"attention": "none", "num_layers": 2}),
 ]
@@ -282,3 +283,26 @@ def test_auto_amp_on_a_cpu_is_bf16_for_transformers_with_amx(monkeypatch, amx):
     )
     assert device.amp_for_model(dev, gru, "auto").amp_dtype is None
     assert device.amp_for_model(dev, transformer, "none").amp_dtype is None
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_transformer_source_positions_can_count_from_the_end(positions):
+    model = make("transformer_seq2seq", positions=positions, src_positions="end")
+    short = torch.tensor([[5, 6, 7, PAD, PAD]])
+    long = torch.tensor([[9, 8, 5, 6, 7]])  # the same last three characters, two more before
+    with torch.no_grad():
+        a = model._embed(model.src_embed, short)
+        b = model._embed(model.src_embed, long)
+        assert torch.equal(a[0, :3], b[0, 2:])  # positions 2, 1, 0 from the end in both
+        start = make("transformer_seq2seq", positions=positions)
+        assert not torch.equal(
+            start._embed(start.src_embed, short)[0, :3], start._embed(start.src_embed, long)[0, 2:]
+        )
+
+
+def test_transformer_token_embeddings_have_unit_size_once_scaled():
+    model = make("transformer_seq2seq", d_model=64, nhead=4)
+    for embed in (model.src_embed, model.tgt_embed):
+        scaled = embed.weight[1:] * 64**0.5
+        assert 0.8 < scaled.std().item() < 1.2  # like the sinusoids, not 8 times larger
+        assert torch.equal(embed.weight[PAD], torch.zeros(64))

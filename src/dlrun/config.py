@@ -60,7 +60,8 @@ class SchedulerConfig:
 @dataclass
 class DeviceConfig:
     type: str = spec("auto", choices=["auto", "cpu", "cuda", "mps"])
-    # auto: bf16 autocast on CUDA, off elsewhere. fp16 adds a GradScaler.
+    # auto: bf16 autocast on CUDA and for a Transformer on a CPU with AMX (amp_for_model),
+    # off elsewhere. fp16 adds a GradScaler.
     amp: str = spec("auto", choices=["auto", "none", "bf16", "fp16"])
     compile: bool = spec(False)
     threads: int | None = spec(None, ge=1)  # torch intra-op threads; null keeps torch's default

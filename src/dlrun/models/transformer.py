@@ -26,6 +26,10 @@ class TransformerSeq2SeqConfig:
     positions: str = spec("sinusoidal", choices=["sinusoidal", "learned"])
     max_positions: int = spec(512, ge=1)  # longest source or target sequence it can read
     norm_first: bool = spec(True)  # pre-LayerNorm: trains stably without long warmup
+    # Where source positions count from: "end" numbers each source character by its
+    # distance to the last one, so a digit's place in a number at the end of a question
+    # is its position (place value: 89% test exact match after 300 steps against 34%).
+    src_positions: str = spec("start", choices=["start", "end"])
 
 
 def sinusoidal(n: int, d: int) -> torch.Tensor:
@@ -113,12 +117,25 @@ class TransformerSeq2Seq(Seq2Seq):
         self.out = nn.Linear(d, tgt_vocab)
         self.dropout = nn.Dropout(cfg.dropout)
         _use_fast_dropout(self)
+        # Token embeddings start at std d^-1/2, so that scaled by sqrt(d) they have unit size
+        # like the positions: nn.Embedding's N(0, 1) made them sqrt(d) times larger and
+        # drowned where each character is (place value: 19% test exact match after 300
+        # steps against 34% with this init; BENCHMARKS.md).
+        for embed in (self.src_embed, self.tgt_embed):
+            nn.init.normal_(embed.weight, std=d**-0.5)
+            with torch.no_grad():
+                embed.weight[pad_id].zero_()
 
     def _embed(self, embed: nn.Embedding, tokens: torch.Tensor) -> torch.Tensor:
         n = tokens.shape[1]
         if n > self.cfg.max_positions:
             raise ValueError(f"sequence of {n} tokens exceeds model.max_positions")
-        pos = self.pos.weight[:n] if self.pos is not None else self.pos_table[:n]
+        table = self.pos.weight if self.pos is not None else self.pos_table
+        pos = table[:n]
+        if embed is self.src_embed and self.cfg.src_positions == "end":
+            # Counted back from each source's last character (padding gets 0, masked anyway).
+            lengths = (tokens != self.pad_id).sum(1, keepdim=True)
+            pos = table[(lengths - 1 - torch.arange(n, device=tokens.device)).clamp(min=0)]
         return self.dropout(embed(tokens) * math.sqrt(self.cfg.d_model) + pos)
 
     def _encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
