@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrun.config import validate
+from dlrun.config import DeviceConfig, validate
 from dlrun.models import build_model
 from dlrun.models.seq2seq import Seq2Seq
 from dlrun.registry import model_entry
@@ -32,6 +32,7 @@ BASE = {
         "positions": "sinusoidal",
         "max_positions": 64,
         "norm_first": True,
+        "src_positions": "start",
     },
     "lstm_attention_seq2seq": {
         "embedding_size": 8,
@@ -49,6 +50,7 @@ VARIANTS = [
     ("gru_seq2seq", {"teacher_forcing": 0.5}),
     ("transformer_seq2seq", {}),
     ("transformer_seq2seq", {"positions": "learned", "norm_first": False}),
+    ("transformer_seq2seq", {"src_positions": "end"}),
     ("lstm_attention_seq2seq", {}),
     ("lstm_attention_seq2seq", {"attention": "none", "num_layers": 2}),
 ]
@@ -238,3 +240,69 @@ def test_score_and_generate_equals_forward_and_generate(name, kw):
         logits, pred = model.score_and_generate(src, tgt_in, 9, 2)
         assert torch.allclose(logits, model(src, tgt_in), atol=1e-5)
         assert torch.equal(pred, model.generate(src, 9, 2))
+
+
+def test_fast_dropout_drops_p_and_keeps_the_expectation():
+    from dlrun.models.transformer import FastDropout
+
+    torch.manual_seed(0)
+    drop = FastDropout(0.3)
+    x = torch.full((500, 401), 2.0, requires_grad=True)  # an odd count: not a multiple of 4
+    y = drop(x)
+    zeros = (y == 0).float().mean().item()
+    assert abs(zeros - 0.3) < 0.005
+    assert abs(y.mean().item() - 2.0) < 0.02  # kept values scaled by 1 / (1 - p)
+    assert torch.allclose(y[y != 0], torch.tensor(2.0 / 0.7))
+    y.sum().backward()  # the gradient flows through the same mask
+    assert torch.equal(x.grad == 0, y == 0)
+    assert not torch.equal(drop(x), drop(x))  # a new mask each call
+    drop.eval()
+    assert torch.equal(drop(x), x)
+
+
+def test_transformer_uses_fast_dropout_everywhere():
+    from dlrun.models.transformer import FastDropout
+
+    model = make("transformer_seq2seq", dropout=0.1)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 1 + 2 * 3 + 1 * 4  # embeddings, 2 encoder + 1 decoder layers
+    assert all(type(m) is FastDropout and m.p == 0.1 for m in dropouts)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_amp_on_a_cpu_is_bf16_for_transformers_with_amx(monkeypatch, amx):
+    from dlrun.engine import device
+
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: amx)
+    cfg = DeviceConfig(type="cpu", amp="auto", compile=False, threads=None, tf32=True)
+    dev = device.resolve_device(cfg)
+    assert dev.amp_dtype is None
+    transformer, gru = make("transformer_seq2seq"), make("gru_seq2seq")
+    assert device.amp_for_model(dev, transformer, "auto").amp_dtype == (
+        torch.bfloat16 if amx else None
+    )
+    assert device.amp_for_model(dev, gru, "auto").amp_dtype is None
+    assert device.amp_for_model(dev, transformer, "none").amp_dtype is None
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_transformer_source_positions_can_count_from_the_end(positions):
+    model = make("transformer_seq2seq", positions=positions, src_positions="end")
+    short = torch.tensor([[5, 6, 7, PAD, PAD]])
+    long = torch.tensor([[9, 8, 5, 6, 7]])  # the same last three characters, two more before
+    with torch.no_grad():
+        a = model._embed(model.src_embed, short)
+        b = model._embed(model.src_embed, long)
+        assert torch.equal(a[0, :3], b[0, 2:])  # positions 2, 1, 0 from the end in both
+        start = make("transformer_seq2seq", positions=positions)
+        assert not torch.equal(
+            start._embed(start.src_embed, short)[0, :3], start._embed(start.src_embed, long)[0, 2:]
+        )
+
+
+def test_transformer_token_embeddings_have_unit_size_once_scaled():
+    model = make("transformer_seq2seq", d_model=64, nhead=4)
+    for embed in (model.src_embed, model.tgt_embed):
+        scaled = embed.weight[1:] * 64**0.5
+        assert 0.8 < scaled.std().item() < 1.2  # like the sinusoids, not 8 times larger
+        assert torch.equal(embed.weight[PAD], torch.zeros(64))

@@ -287,8 +287,12 @@ def migrate(data: dict) -> dict:
     """A config recorded by an earlier dlrun, in today's shape (tested on a 0.1.0 run).
 
     0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
-    now a section of its own, null when not chosen.
+    now a section of its own, null when not chosen. Its Transformers counted source
+    positions from the start (``model.src_positions`` came later).
     """
+    model = data.get("model")
+    if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
+        data = {**data, "model": {"src_positions": "start", **model}}
     node = data.get("logger")
     if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
         chosen = {"tensorboard": {}} if node["name"] == "tensorboard" else {}

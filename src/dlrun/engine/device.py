@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -65,6 +65,23 @@ def resolve_device(cfg, index: int | None = None) -> DeviceInfo:
         device = torch.device(kind, index)
         torch.cuda.set_device(device)
     return DeviceInfo(device, dtype, amp == "fp16", cfg.compile)
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True on CPUs with AMX matrix units (bf16 matrix products about ten times fp32's)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe is not None and probe() and torch.backends.mkldnn.is_available())
+
+
+def amp_for_model(dev: DeviceInfo, model: torch.nn.Module, amp: str) -> DeviceInfo:
+    """``device.amp=auto`` on a CPU: bf16 autocast for a model that gains from it
+    (``cpu_bf16 = True``: its time is in large matrix products, e.g. a Transformer)
+    where the CPU has AMX; otherwise ``dev`` unchanged."""
+    if amp != "auto" or dev.device.type != "cpu" or dev.amp_dtype is not None:
+        return dev
+    if getattr(model, "cpu_bf16", False) and cpu_has_amx_bf16():
+        return replace(dev, amp_dtype=torch.bfloat16)
+    return dev
 
 
 def synchronize(device: torch.device) -> None:
