@@ -7,7 +7,7 @@ import torch
 
 from dlrun.config import DeviceConfig, validate
 from dlrun.models import build_model
-from dlrun.models.seq2seq import Seq2Seq
+from dlrun.models.seq2seq import Seq2Seq, Tokens
 from dlrun.registry import model_entry
 
 PAD, SOS, EOS = 0, 1, 2
@@ -62,7 +62,7 @@ IDS = [
 def make(name: str, **kw) -> Seq2Seq:
     torch.manual_seed(0)
     cfg = model_entry(name).schema(name=name, **{**BASE[name], **kw})
-    return build_model(cfg, src_vocab=20, tgt_vocab=15, pad_id=PAD, sos_id=SOS, eos_id=EOS)
+    return build_model(cfg, tokens=Tokens(20, 15, PAD, SOS, EOS))
 
 
 @pytest.mark.parametrize(("name", "kw"), VARIANTS, ids=IDS)
@@ -125,7 +125,7 @@ class Scripted(Seq2Seq):
     A, B, X, Y, Z = 3, 4, 5, 6, 7
 
     def __init__(self):
-        super().__init__(PAD, SOS, EOS)
+        super().__init__(None, Tokens(20, 20, PAD, SOS, EOS))
         table = torch.full((8, 8), 1e-9)
         table[SOS, self.A], table[SOS, self.B] = 0.6, 0.4
         table[self.A, self.X], table[self.A, self.Y] = 0.5, 0.5
@@ -161,7 +161,7 @@ def test_greedy_stops_when_every_row_has_eos():
 
 def test_schema_matches_the_yaml(tiny_cfg):
     data = validate(tiny_cfg())
-    model = build_model(data.model, src_vocab=10, tgt_vocab=10, pad_id=PAD, sos_id=SOS, eos_id=EOS)
+    model = build_model(data.model, tokens=Tokens(10, 10, PAD, SOS, EOS))
     assert model.cfg.hidden_size == 32
 
 

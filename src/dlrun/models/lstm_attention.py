@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dlrun.config import spec
-from dlrun.models.seq2seq import Seq2Seq
+from dlrun.models.seq2seq import Seq2Seq, Tokens
 from dlrun.registry import MODELS
 
 
@@ -36,17 +36,9 @@ class LSTMAttentionSeq2Seq(Seq2Seq):
 
     compilable = False
 
-    def __init__(
-        self,
-        cfg: LSTMAttentionConfig,
-        src_vocab: int,
-        tgt_vocab: int,
-        pad_id: int,
-        sos_id: int,
-        eos_id: int,
-    ):
-        super().__init__(pad_id, sos_id, eos_id)
-        self.cfg = cfg
+    def __init__(self, cfg: LSTMAttentionConfig, tokens: Tokens):
+        super().__init__(cfg, tokens)
+        src_vocab, tgt_vocab, pad_id = tokens.src_vocab, tokens.tgt_vocab, tokens.pad_id
         e, h, n = cfg.embedding_size, cfg.hidden_size, cfg.num_layers
         inner = cfg.dropout if n > 1 else 0.0
         self.src_embed = nn.Embedding(src_vocab, e, padding_idx=pad_id)

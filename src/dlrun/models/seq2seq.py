@@ -19,6 +19,17 @@ def select_rows(tree: Any, idx: torch.Tensor) -> Any:
     return tree_map(lambda x: x.index_select(0, idx) if isinstance(x, torch.Tensor) else x, tree)
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """What a sequence model knows of its task's vocabularies: their sizes, special ids."""
+
+    src_vocab: int
+    tgt_vocab: int
+    pad_id: int
+    sos_id: int
+    eos_id: int
+
+
 class Seq2Seq(nn.Module):
     """Interface shared by sequence models, so that tasks and decoding are model-agnostic.
 
@@ -33,9 +44,10 @@ class Seq2Seq(nn.Module):
     # Dynamo does not trace RNN modules; models built on them set this to False.
     compilable = True
 
-    def __init__(self, pad_id: int, sos_id: int, eos_id: int):
+    def __init__(self, cfg: Any, tokens: Tokens):
         super().__init__()
-        self.pad_id, self.sos_id, self.eos_id = pad_id, sos_id, eos_id
+        self.cfg, self.tokens = cfg, tokens
+        self.pad_id, self.sos_id, self.eos_id = tokens.pad_id, tokens.sos_id, tokens.eos_id
 
     def encode(self, src: torch.Tensor) -> tuple[Any, Any]:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -151,17 +163,9 @@ class GRUSeq2Seq(Seq2Seq):
 
     compilable = False
 
-    def __init__(
-        self,
-        cfg: GRUSeq2SeqConfig,
-        src_vocab: int,
-        tgt_vocab: int,
-        pad_id: int,
-        sos_id: int,
-        eos_id: int,
-    ):
-        super().__init__(pad_id, sos_id, eos_id)
-        self.cfg = cfg
+    def __init__(self, cfg: GRUSeq2SeqConfig, tokens: Tokens):
+        super().__init__(cfg, tokens)
+        src_vocab, tgt_vocab, pad_id = tokens.src_vocab, tokens.tgt_vocab, tokens.pad_id
         h, e, n = cfg.hidden_size, cfg.embedding_size, cfg.num_layers
         inner_dropout = cfg.dropout if n > 1 else 0.0
         self.src_embed = nn.Embedding(src_vocab, e, padding_idx=pad_id)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.config import spec
-from dlrun.models.seq2seq import Seq2Seq
+from dlrun.models.seq2seq import Seq2Seq, Tokens
 from dlrun.registry import MODELS
 
 
@@ -74,19 +74,11 @@ class TransformerSeq2Seq(Seq2Seq):
             )
         return problems
 
-    def __init__(
-        self,
-        cfg: TransformerSeq2SeqConfig,
-        src_vocab: int,
-        tgt_vocab: int,
-        pad_id: int,
-        sos_id: int,
-        eos_id: int,
-    ):
-        super().__init__(pad_id, sos_id, eos_id)
+    def __init__(self, cfg: TransformerSeq2SeqConfig, tokens: Tokens):
+        super().__init__(cfg, tokens)
+        src_vocab, tgt_vocab, pad_id = tokens.src_vocab, tokens.tgt_vocab, tokens.pad_id
         if cfg.d_model % cfg.nhead:
             raise ValueError("d_model must be divisible by nhead")  # checked in check_config
-        self.cfg = cfg
         d = cfg.d_model
         self.src_embed = nn.Embedding(src_vocab, d, padding_idx=pad_id)
         self.tgt_embed = nn.Embedding(tgt_vocab, d, padding_idx=pad_id)

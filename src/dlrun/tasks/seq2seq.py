@@ -13,6 +13,7 @@ from dlrun.data.vocab import Vocab
 from dlrun.errors import UserError, printable
 from dlrun.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 from dlrun.models import build_model
+from dlrun.models.seq2seq import Tokens
 from dlrun.tasks.base import Task
 
 
@@ -117,14 +118,9 @@ class Seq2SeqTask(Task):
         self.tgt_vocab = Vocab.load(run_dir / "vocab_tgt.json")
 
     def build_model(self) -> nn.Module:
-        return build_model(
-            self.cfg.model,
-            src_vocab=len(self.src_vocab),
-            tgt_vocab=len(self.tgt_vocab),
-            pad_id=Vocab.pad_id,
-            sos_id=Vocab.sos_id,
-            eos_id=Vocab.eos_id,
-        )
+        sizes = len(self.src_vocab), len(self.tgt_vocab)
+        tokens = Tokens(*sizes, Vocab.pad_id, Vocab.sos_id, Vocab.eos_id)
+        return build_model(self.cfg.model, tokens=tokens)
 
     @staticmethod
     def decoder_input(tgt: torch.Tensor) -> torch.Tensor:
