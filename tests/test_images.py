@@ -17,6 +17,7 @@ from PIL import Image
 
 from dlrun import predict, stats
 from dlrun.config import ConfigError, validate
+from dlrun.data import image_files
 from dlrun.data.fake import bar_image, write_image_folder
 from dlrun.errors import UserError
 from dlrun.tasks import images
@@ -56,10 +57,10 @@ def test_decode_converts_modes_and_transparency(tmp_path):
     rgba[..., :3] = 255
     rgba[:, :10, 3] = 255  # left half opaque white, right half transparent white
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    out = images.decode_image(str(tmp_path / "a.png"), 8, 3)
+    out = image_files.decode_image(str(tmp_path / "a.png"), 8, 3)
     assert out.shape == (8, 8, 3) and out[:, 0].min() == 255 and out[:, -1].max() == 0
     Image.fromarray(np.full((5, 5), 128, np.uint8), "L").convert("P").save(tmp_path / "p.gif")
-    assert images.decode_image(str(tmp_path / "p.gif"), 6, 1).shape == (6, 6, 1)
+    assert image_files.decode_image(str(tmp_path / "p.gif"), 6, 1).shape == (6, 6, 1)
 
 
 def test_stats_print_splits_class_counts_and_size(corpora, tmp_path, capsys):
@@ -146,8 +147,8 @@ def test_cache_is_reused_and_rebuilt_when_damaged_or_files_change(
 ):
     root = write_image_folder(tmp_path / "d", per_class=10)
     decoded = []
-    real = images.decode_all
-    monkeypatch.setattr(images, "decode_all", lambda *a: decoded.append(1) or real(*a))
+    real = image_files.decode_all
+    monkeypatch.setattr(image_files, "decode_all", lambda *a: decoded.append(1) or real(*a))
     first = prepared(tiny_cfg, tmp_path / "c", f"dataset.path={root}")
     again = prepared(tiny_cfg, tmp_path / "c", f"dataset.path={root}", "dataset.shift=0")
     assert len(decoded) == 1  # augmentation settings are not part of the key
@@ -167,10 +168,10 @@ def test_cache_is_reused_and_rebuilt_when_damaged_or_files_change(
 
 def test_worker_processes_decode_the_same_tensor(monkeypatch, corpora):
     files = [str(p) for p in sorted(corpora["images"].rglob("*.*"))]
-    alone, bad = images.decode_all(files, 20, 3, workers=1)
-    monkeypatch.setattr(images, "POOL_AFTER_S", 0)
-    monkeypatch.setattr(images, "CHUNK", 16)
-    pooled, bad_pooled = images.decode_all(files, 20, 3, workers=2)
+    alone, bad = image_files.decode_all(files, 20, 3, workers=1)
+    monkeypatch.setattr(image_files, "POOL_AFTER_S", 0)
+    monkeypatch.setattr(image_files, "CHUNK", 16)
+    pooled, bad_pooled = image_files.decode_all(files, 20, 3, workers=2)
     assert bad == bad_pooled == [] and np.array_equal(alone, pooled) and len(alone) == 60
 
 

@@ -11,10 +11,11 @@ import pytest
 from conftest import save_run_config
 
 from dlrun.config import validate
+from dlrun.data.table import read_table
 from dlrun.errors import UserError
 from dlrun.predict import load_run
 from dlrun.stats import format_stats
-from dlrun.tasks.tabular import TabularTask, read_table
+from dlrun.tasks.tabular import TabularTask
 from dlrun.train import run
 
 

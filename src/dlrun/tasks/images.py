@@ -13,15 +13,9 @@ run on the device per batch.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
-import multiprocessing
-import os
-import signal
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +26,18 @@ from torch import nn
 
 from dlrun.config import spec
 from dlrun.data.cache import cache_key, cached
-from dlrun.data.text import read_text
+from dlrun.data.image_files import (
+    AUTO_SIZE,
+    annotations_file,
+    channel_stats,
+    decode_image,
+    list_annotations,
+    list_folder,
+    load_cache,
+    stratified_split,
+    why_unreadable,
+    write_cache,
+)
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS, model_entry
@@ -42,15 +47,7 @@ from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
 
 log = logging.getLogger("dlrun")
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 PREP_VERSION = 1
-# dataset.image_size=null: the median shorter side of (a sample of) the images, within these.
-AUTO_SIZE = (16, 64)
-AUTO_SAMPLE = 512  # images whose headers are read to choose the size
-CHUNK = 256  # images per worker job
-# Workers start in about 2 s (they import torch): used only when the images left after
-# the first chunk would take longer than this to decode in this process.
-POOL_AFTER_S = 4.0
 SAMPLES_SHOWN = 32  # images in samples.png
 
 
@@ -83,197 +80,6 @@ NOT_CACHED = (
     "flip",
     "workers",
 )
-
-
-# -- listing the files ------------------------------------------------------------------
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
-
-
-def list_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
-    """(classes, file names relative to ``root``, class ids) of an ImageFolder tree."""
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not subdirs:
-        raise UserError(
-            f"dataset.path={printable(str(root))}: no class subfolders; put each class's "
-            "images in a subfolder named after it, or give dataset.annotations=FILE.csv"
-        )
-    classes, names, labels = [], [], []
-    for folder in subdirs:
-        files = sorted(
-            p.relative_to(root).as_posix()
-            for p in folder.rglob("*")
-            if p.is_file() and _is_image(p)
-        )
-        if not files:
-            raise UserError(
-                f"dataset.path={printable(str(root))}: class folder '{printable(folder.name)}' "
-                f"has no images ({', '.join(EXTENSIONS)}); add some or remove the folder"
-            )
-        labels += [len(classes)] * len(files)
-        classes.append(folder.name)
-        names += files
-    return classes, names, labels
-
-
-def annotations_file(d: dict) -> Path:
-    """``dataset.annotations`` as given, or relative to ``dataset.path`` if only found there."""
-    path = Path(d.annotations).expanduser()
-    inside = Path(d.path).expanduser() / path
-    return inside if not path.is_file() and inside.is_file() else path
-
-
-def _class_order(names: set[str]) -> list[str]:
-    """Sorted class names; numerically when every name is an integer (2 before 10)."""
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
-
-
-def list_annotations(root: Path, csv_path: Path, d: dict) -> tuple[list[str], list[str], list[int]]:
-    """(classes, file names relative to ``root``, class ids) of an annotations CSV."""
-    text = read_text(csv_path, "utf-8-sig")
-    head = text.split("\n", 1)[0]
-    delimiter = max(",;\t", key=head.count)
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    columns = [c.strip() for c in reader.fieldnames or []]
-    want = {"filename_column": d.filename_column, "label_column": d.label_column}
-    missing = [f"dataset.{k}={v}" for k, v in want.items() if v not in columns]
-    if missing:
-        found = ", ".join(printable(c, 40) for c in columns[:12]) or "none (the file is empty)"
-        raise UserError(
-            f"{printable(str(csv_path))}: no column {' or '.join(missing)}; its columns are "
-            f"{found}; name the right ones with dataset.filename_column / dataset.label_column"
-        )
-    rows = []
-    for line, row in enumerate(reader, 2):
-        row = {(k or "").strip(): v for k, v in row.items()}
-        name, label = ((row.get(want[k]) or "").strip() for k in want)
-        if not name and not label:
-            continue  # a blank line
-        if not name or not label:
-            what = "file name" if not name else "label"
-            raise UserError(f"{printable(str(csv_path))}, line {line}: no {what}")
-        file = root / name
-        if not file.is_file():
-            raise UserError(
-                f"{printable(str(csv_path))}, line {line}: {printable(name)} does not exist "
-                f"in dataset.path={printable(str(root))}"
-            )
-        rows.append((name, label))
-    if not rows:
-        raise UserError(f"{printable(str(csv_path))}: no rows of file names and labels")
-    classes = _class_order({label for _, label in rows})
-    index = {c: i for i, c in enumerate(classes)}
-    return classes, [n for n, _ in rows], [index[label] for _, label in rows]
-
-
-# -- decoding -------------------------------------------------------------------------------
-
-
-def decode_image(path: str, size: int, channels: int) -> np.ndarray:
-    """One image file as uint8 (size, size, channels): first frame, EXIF orientation applied,
-    transparency composited on black, resized (squashed) to a square with antialiasing."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at 1/2..1/8
-        img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-            rgba = img.convert("RGBA")
-            img = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-            img.alpha_composite(rgba)
-        img = img.convert("L" if channels == 1 else "RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        return np.asarray(img, dtype=np.uint8).reshape(size, size, channels)
-
-
-def _why(exc: BaseException) -> str:
-    text = next((line for line in str(exc).splitlines() if line.strip()), "")
-    return printable(text or type(exc).__name__, 120)
-
-
-def _decode_chunk(job: tuple[list[str], int, int]) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Images of ``job``'s files and (position, reason) of each unreadable one (zeros there)."""
-    files, size, channels = job
-    out = np.zeros((len(files), size, size, channels), dtype=np.uint8)
-    bad = []
-    for i, file in enumerate(files):
-        try:
-            out[i] = decode_image(file, size, channels)
-        except Exception as exc:  # anything a damaged file makes Pillow raise is the file's fault
-            bad.append((i, _why(exc)))
-    return out, bad
-
-
-def _init_worker() -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the pool and says so once.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def decode_all(
-    files: list[str], size: int, channels: int, workers: int
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Every file decoded; (images, bad files). The first chunk is timed here, and the
-    rest go to ``workers`` processes when that pays for starting them."""
-    from PIL import Image
-
-    Image.init()  # every format plugin imported before the timing starts
-    jobs = [(files[i : i + CHUNK], size, channels) for i in range(0, len(files), CHUNK)]
-    start = time.perf_counter()
-    results = [_decode_chunk(job) for job in jobs[:1]]
-    rest = jobs[1:]
-    if workers > 1 and rest and (time.perf_counter() - start) * len(rest) >= POOL_AFTER_S:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(workers, len(rest)), initializer=_init_worker) as pool:
-            results += pool.map(_decode_chunk, rest)
-    else:
-        results += [_decode_chunk(job) for job in rest]
-    images = np.concatenate([r[0] for r in results]) if results else np.zeros((0, size, size, 1))
-    bad = [(j * CHUNK + i, why) for j, (_, errors) in enumerate(results) for i, why in errors]
-    return images, bad
-
-
-def choose_size(files: list[str]) -> tuple[int, int]:
-    """(side, images measured): the median shorter side of up to AUTO_SAMPLE images
-    (evenly spaced; headers only), clipped to AUTO_SIZE."""
-    from PIL import Image
-
-    step = max(1, len(files) // AUTO_SAMPLE)
-    sides = []
-    for file in files[::step][:AUTO_SAMPLE]:
-        try:
-            with Image.open(file) as img:
-                sides.append(min(img.size))
-        except Exception:  # noqa: S112 - unreadable files are reported when decoding
-            continue
-    if not sides:
-        return AUTO_SIZE[1], 0
-    return int(np.clip(np.median(sides), *AUTO_SIZE)), len(sides)
-
-
-# -- splitting ---------------------------------------------------------------------------
-
-
-def stratified_split(
-    labels: np.ndarray, val: float, test: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Row indices of train/val/test: each class shuffled (seeded) and cut by the fractions."""
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        n_test, n_val = round(len(rows) * test), round(len(rows) * val)
-        parts["test"].append(rows[:n_test])
-        parts["val"].append(rows[n_test : n_test + n_val])
-        parts["train"].append(rows[n_test + n_val :])
-    out = {k: np.concatenate(v) for k, v in parts.items()}
-    out["train"] = rng.permutation(out["train"])  # stored in random order (train_subset)
-    out["val"], out["test"] = np.sort(out["val"]), np.sort(out["test"])
-    return out
 
 
 # -- the task -----------------------------------------------------------------------------
@@ -362,8 +168,8 @@ class ImagesTask(ClassificationTask):
         data, _ = cached(
             Path(cache_dir).expanduser() / "images",
             cache_key(key, PREP_VERSION),
-            lambda tmp: self._build(tmp, root, names, labels),
-            _load_cached,
+            lambda tmp: write_cache(tmp, root, names, labels, d),
+            load_cache,
         )
         meta = data["meta"]
         self.classes, self.image_size = tuple(classes), meta["image_size"]
@@ -390,38 +196,6 @@ class ImagesTask(ClassificationTask):
                 f"dataset.image_size={least} or more"
             )
         self._split(data["image"], data["label"], meta["names"])
-
-    def _build(self, out: Path, root: Path, names: list[str], labels: list[int]) -> None:
-        d = self.cfg.dataset
-        files = [str(root / n) for n in names]
-        size, chosen_from = d.image_size, 0
-        if size is None:
-            size, chosen_from = choose_size(files)
-        workers = d.workers or len(os.sched_getaffinity(0))
-        images, bad = decode_all(files, size, d.channels, workers)
-        if bad and not d.skip_bad:
-            i, why = bad[0]
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise UserError(
-                f"{printable(files[i], 200)}: not a readable image ({why}){more}; fix or remove "
-                "it, or add dataset.skip_bad=true to skip unreadable images"
-            )
-        keep = np.ones(len(files), dtype=bool)
-        keep[[i for i, _ in bad]] = False
-        torch.save(
-            {
-                "image": torch.from_numpy(images[keep]),
-                "label": torch.tensor(labels, dtype=torch.long)[torch.from_numpy(keep)],
-            },
-            out / "data.pt",
-        )
-        meta = {
-            "image_size": size,
-            "chosen_from": chosen_from,
-            "names": [n for n, k in zip(names, keep, strict=True) if k],
-            "skipped": [f"{printable(names[i])}: {why}" for i, why in bad],
-        }
-        (out / "meta.json").write_text(json.dumps(meta))
 
     def _split(self, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> None:
         d = self.cfg.dataset
@@ -546,7 +320,9 @@ class ImagesTask(ClassificationTask):
             try:
                 images[i] = decode_image(name, self.image_size, c)
             except Exception as exc:  # a missing or damaged file
-                raise UserError(f"{printable(name)}: not a readable image ({_why(exc)})") from None
+                raise UserError(
+                    f"{printable(name)}: not a readable image ({why_unreadable(exc)})"
+                ) from None
         return {"image": torch.from_numpy(images)}
 
     def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
@@ -557,26 +333,3 @@ class ImagesTask(ClassificationTask):
         if len(inputs) == 1:
             return rows
         return [f"{name}\t{row}" for name, row in zip(inputs, rows, strict=True)]
-
-
-def _load_cached(folder: Path) -> dict:
-    data = torch.load(folder / "data.pt", weights_only=True)
-    data["meta"] = json.loads((folder / "meta.json").read_text())
-    if data["image"].dim() != 4 or len(data["image"]) != len(data["meta"]["names"]):
-        raise ValueError("images and names do not match")
-    return data
-
-
-def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 (N, H, W, C) images scaled to [0, 1]."""
-    c = images.shape[-1]
-    total = torch.zeros(c, dtype=torch.float64)
-    squares = torch.zeros(c, dtype=torch.float64)
-    for start in range(0, len(images), 1024):  # no float copy of the whole set at once
-        x = images[start : start + 1024].reshape(-1, c).double() / 255
-        total += x.sum(0)
-        squares += (x * x).sum(0)
-    n = max(1, images[..., 0].numel())
-    mean = total / n
-    std = (squares / n - mean * mean).clamp(min=0).sqrt()
-    return mean.float(), std.clamp(min=1e-3).float()
