@@ -13,8 +13,9 @@ from conftest import TINY, TINY_GRU, merged, run_cli, tiny_data
 from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
+from dlrun import __version__
 from dlrun.config import to_dict, validate
-from dlrun.engine import trackers
+from dlrun.engine import trackers, trackers_wandb
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import ConfigError, UserError
 from dlrun.report import find_runs
@@ -67,7 +68,7 @@ def test_mlflow_run_has_params_metrics_tags_and_artifacts(tiny_cfg, tmp_path):
     assert params["task.name"] == "dates" and params["trainer.max_steps"] == "20"
     tags = found.data.tags
     assert (tags["task"], tags["model"], tags["dlrun.status"]) == ("dates", "gru_seq2seq", "ok")
-    assert tags["dlrun_version"] == trackers.__version__
+    assert tags["dlrun_version"] == __version__
     # Every step of every split, the same numbers as metrics.jsonl.
     run_id = found.info.run_id
     for split, key in [("train", "loss"), ("val", "loss"), ("val", "exact_match")]:
@@ -278,15 +279,15 @@ def test_a_misspelt_tracker_key_is_one_line_exit_2(tmp_path, cache_dir):
 
 def test_wandb_mode_is_offline_without_a_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE")
-    assert trackers.wandb_mode("auto") == "offline"
+    assert trackers_wandb.wandb_mode("auto") == "offline"
     netrc = tmp_path / "netrc"
     netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
-    assert trackers.wandb_mode("auto") == "online"  # `wandb login` stored a key
+    assert trackers_wandb.wandb_mode("auto") == "online"  # `wandb login` stored a key
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    assert trackers.wandb_mode("auto") == "online"
-    assert trackers.wandb_mode("offline") == "offline"
+    assert trackers_wandb.wandb_mode("auto") == "online"
+    assert trackers_wandb.wandb_mode("offline") == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert trackers.wandb_mode("auto") is None  # wandb's own setting wins
+    assert trackers_wandb.wandb_mode("auto") is None  # wandb's own setting wins

@@ -14,6 +14,9 @@ them; also runs made separately) and writes into ``DIR``:
   against the step, overlaid;
 - ``summary_bars.png``: a grouped bar chart when two keys vary.
 
+The plots are drawn in ``dlrun.report_plots``; a search directory's
+``best.yaml`` and the study's plots come from ``dlrun.tune_results``.
+
 A sweep (``dlrun -m ...``) does the same by itself: Hydra's callbacks get no
 job results, so each job writes its own ``summary.json`` and ``SweepSummary``
 rescans the sweep directory when a job ends (tables) and when the sweep ends
@@ -263,100 +266,14 @@ def write_report(
     files = [out / "summary.csv", out / "summary.md"]
     ok = [r for r in runs if r.status == "ok"]
     if plots and ok:
-        files += _plots(ok, table, out, x)
-    files += _search_outputs(paths, out, plots)
+        from dlrun.report_plots import plot_runs
+
+        files += plot_runs(ok, table, out, x)
+    from dlrun.tune_results import search_outputs
+
+    files += search_outputs(paths, out, plots)
     failed = sum(r.status not in ("ok", "pruned") for r in runs)
     return Report(out, table, files, failed, len(runs))
-
-
-def _search_outputs(paths: list[Path], out: Path, plots: bool) -> list[Path]:
-    """A search directory (``optuna.journal``): ``best.yaml`` and the study's own plots."""
-    from dlrun import tune
-
-    roots = [Path(p).expanduser() for p in paths]
-    searches = [p for p in roots if (p / tune.JOURNAL).is_file()]
-    if len(searches) != 1:
-        return []
-    study = tune.find_study(searches[0])
-    if study is None:
-        return []
-    files = []
-    text = tune.best_yaml(study)
-    if text is not None:
-        write_text_atomic(out / "best.yaml", text)
-        files.append(out / "best.yaml")
-    if plots:
-        files += tune.plot_study(study, out)
-    return files
-
-
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _plots(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path]:
-    from dlrun.engine.plots import plot_grouped_bars, plot_metric_vs, plot_overlaid_curves
-
-    files = []
-    metric = table.sort_metric
-    base = metric.rpartition("/")[2] if metric else None
-    # Among the runs that finished: a key that varied only through failed runs is constant here.
-    keys = [k for k in table.keys if len({r.value(k) for r in runs}) > 1]
-
-    def describe(run: Run, keys: list[str]) -> str:
-        return ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in keys)
-
-    def is_numeric(key: str) -> bool:
-        return all(_number(r.value(key)) is not None for r in runs)
-
-    if base:
-        curves = [(describe(r, keys) or r.path.name, r.path / "metrics.jsonl") for r in runs]
-        val_split = (metric.partition("/")[0]) if "/" in metric else "val"
-        path = out / "summary_curves.png"
-        plot_overlaid_curves(curves, val_split, base, path)
-        files.append(path)
-    if not (keys or x) or not base:
-        return files
-    x = x or next((k for k in keys if is_numeric(k)), keys[0])
-    others = [k for k in keys if k != x]
-    val = list(dict.fromkeys(k for r in runs for k in r.summary.get("best", {})))
-    test = list(dict.fromkeys(k for r in runs for k in r.summary.get("test", {})))
-    splits = [k for k in [*val, *test] if k.endswith("/" + base)]
-    # The one number per run when lines or bars are grouped: the first test split's.
-    headline = next((k for k in test if k.endswith("/" + base)), metric)
-    is_num = is_numeric(x)
-    xs = [r.value(x) for r in runs]
-    values = [_number(v) for v in xs] if is_num else xs
-    positive = is_num and all(v > 0 for v in values)
-    logx = positive and (
-        x.rpartition(".")[2] in ("lr", "weight_decay") or max(values) / min(values) >= 100
-    )
-    series: dict[str, list[tuple[Any, float]]] = {}
-    for run, xv in zip(runs, values):
-        group = describe(run, others)
-        for split in splits if not others else [headline]:
-            y = run.metrics().get(split)
-            if isinstance(y, (int, float)):
-                name = f"{split} ({group})" if group else split
-                series.setdefault(name, []).append((xv, y))
-    path = out / f"summary_{base}_vs_{x.replace('/', '_')}.png"
-    plot_metric_vs(series, x, base, path, logx=logx, categorical=not is_num)
-    files.append(path)
-    if others:
-        group_key = others[0]
-        bars = {}
-        for run in runs:
-            y = run.metrics().get(headline)
-            if isinstance(y, (int, float)):
-                bars[(run.value(x), run.value(group_key))] = y
-        path = out / "summary_bars.png"
-        plot_grouped_bars(bars, x, group_key, headline, path)
-        files.append(path)
-    return files
 
 
 # -- the sweep hook ---------------------------------------------------------------------

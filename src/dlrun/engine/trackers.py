@@ -11,6 +11,9 @@ sweeper or launcher) keeps its parent run's id, or its W&B group, in the
 sweep directory's ``trackers.json``: jobs in other processes find it there;
 the first job creates it under a file lock, :class:`SweepTrackers` (a Hydra
 callback) closes it when the sweep ends.
+
+This module chooses and drives the trackers; each one lives in its own module
+(``trackers_mlflow``, ``trackers_wandb``), imported only when a run chooses it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Any
 
-from dlrun import __version__
 from dlrun.config import to_dict
 from dlrun.engine.writers import TensorBoardWriter, flat_hparams, write_text_atomic
 from dlrun.errors import Interrupted, UserError
@@ -117,6 +117,9 @@ def open_trackers(cfg, run_dir: Path) -> Trackers | None:
         return None
     previous = _previous(run_dir) if data.get("resume") else {}
     sweep = sweep_record(run_dir, data, names)
+    from dlrun.engine.trackers_mlflow import MlflowTracker
+    from dlrun.engine.trackers_wandb import WandbTracker
+
     opened = []
     try:
         for name in names:
@@ -151,6 +154,24 @@ def _brief(exc: BaseException) -> str:
 def _quiet(*names: str) -> None:
     for name in names:  # their INFO lines (database setup, run links) are not the run's news
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _require(name: str):
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise UserError(
+            f"logger={name}: the {name} package is not installed; {INSTALL[name]} "
+            "(or choose logger=none)"
+        ) from None
+
+
+def _run_name(path: Path) -> str:
+    """``2026-01-02/03-04-05`` or a sweep job's ``0_optimizer.lr=0.001``."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 # -- sweeps ----------------------------------------------------------------------------
@@ -199,6 +220,8 @@ def sweep_record(run_dir: Path, data: dict, names: list[str]) -> dict:
     sweep = _sweep_dir(run_dir)
     if sweep is None:
         return {}
+    from dlrun.engine.trackers_mlflow import MlflowTracker
+    from dlrun.engine.trackers_wandb import WandbTracker
     from dlrun.rundir import read_json
 
     path = sweep / RECORD
@@ -227,9 +250,13 @@ class SweepTrackers(Callback):
     directory (a search that continues) reopens them."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from dlrun.engine.trackers_mlflow import MlflowTracker
+
         self._parent(config, lambda record, sweep: MlflowTracker.reopen_parent(record))
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        from dlrun.engine.trackers_mlflow import MlflowTracker
+
         self._parent(config, MlflowTracker.end_parent)
 
     @staticmethod
@@ -245,281 +272,3 @@ class SweepTrackers(Callback):
                 act(record["mlflow"], sweep)
         except Exception as exc:  # the sweep's jobs matter more than its parent run
             log.warning("dlrun: mlflow: the sweep's parent run: %s", _brief(exc))
-
-
-# -- MLflow ----------------------------------------------------------------------------
-
-
-def _require(name: str):
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise UserError(
-            f"logger={name}: the {name} package is not installed; {INSTALL[name]} "
-            "(or choose logger=none)"
-        ) from None
-
-
-def mlflow_store(settings: dict, output_dir: str) -> tuple[str, str | None]:
-    """(tracking URI, artifact location for a new experiment).
-
-    ``logger.mlflow.tracking_uri`` if set, else ``$MLFLOW_TRACKING_URI``, else a
-    SQLite store in ``<paths.output_dir>/mlflow/`` (MLflow 3 refuses new file
-    stores), its artifacts beside it.
-    """
-    uri = settings.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return str(uri), None
-    root = Path(output_dir).expanduser().resolve() / "mlflow"
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
-
-
-class MlflowTracker:
-    """One MLflow run, through ``MlflowClient`` (explicit run ids, no global active run)."""
-
-    name = "mlflow"
-    BATCH = 100  # MLflow's limit on params (and tags) in one log_batch
-
-    def __init__(self, data: dict, run_dir: Path, previous: dict | None, sweep: dict | None):
-        _require("mlflow")
-        _quiet("mlflow", "alembic")
-        settings = data["logger"]["mlflow"]
-        self.log_checkpoints = settings["log_checkpoints"]
-        uri, artifacts = mlflow_store(settings, data["paths"]["output_dir"])
-        self.client, experiment = _mlflow_experiment(uri, settings["experiment"], artifacts)
-        self.run_id = None
-        if previous:
-            self.run_id = self._reopen(previous["id"], uri)
-        if self.run_id is None:
-            tags = {
-                "task": data["task"]["name"],
-                "model": data["model"]["name"],
-                "dlrun_version": __version__,
-                "dlrun.run_dir": str(Path(run_dir).resolve()),
-            }
-            if sweep:
-                tags["mlflow.parentRunId"] = sweep["id"]
-            if (data.get("tune") or {}).get("trial") is not None:
-                tags["optuna_trial"] = str(data["tune"]["trial"])
-            run = _mlflow_call(
-                uri,
-                lambda: self.client.create_run(experiment, run_name=_run_name(run_dir), tags=tags),
-            )
-            self.run_id = run.info.run_id
-        self.record = {"id": self.run_id, "tracking_uri": uri, "experiment_id": experiment}
-        self._log_params(run_params(data))
-
-    def _reopen(self, run_id: str, uri: str) -> str | None:
-        try:
-            run = self.client.get_run(run_id)
-        except Exception:
-            log.warning(
-                "dlrun: mlflow: run %s is not in %s; this resume starts a new MLflow run",
-                run_id,
-                uri,
-            )
-            return None
-        if run.info.lifecycle_stage == "deleted":
-            log.warning("dlrun: mlflow: run %s was deleted; starting a new MLflow run", run_id)
-            return None
-        self.client.update_run(run_id, status="RUNNING")
-        return run_id
-
-    def _log_params(self, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
-        # A resumed run keeps the values it started with (MLflow refuses changes).
-        have = self.client.get_run(self.run_id).data.params
-        new = [Param(k, v[:6000]) for k, v in params.items() if k not in have]
-        for i in range(0, len(new), self.BATCH):
-            self.client.log_batch(self.run_id, params=new[i : i + self.BATCH])
-
-    def log(self, values: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in values.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
-
-    def finish(self, run_dir: Path, status: str) -> None:
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / name))
-        if self.log_checkpoints:
-            for path in sorted((run_dir / "checkpoints").glob("*.pt")):
-                self.client.log_artifact(self.run_id, str(path), artifact_path="checkpoints")
-        self.client.set_tag(self.run_id, "dlrun.status", status)
-        self.client.set_terminated(self.run_id, "FINISHED")
-
-    def fail(self, status: str) -> None:
-        self.client.set_tag(self.run_id, "dlrun.status", status)
-        self.client.set_terminated(self.run_id, "KILLED" if status == "interrupted" else "FAILED")
-
-    @staticmethod
-    def parent(data: dict, sweep: Path) -> dict:
-        """A sweep's parent run (its jobs are nested under it)."""
-        _require("mlflow")
-        _quiet("mlflow", "alembic")
-        settings = data["logger"]["mlflow"]
-        uri, artifacts = mlflow_store(settings, data["paths"]["output_dir"])
-        client, experiment = _mlflow_experiment(uri, settings["experiment"], artifacts)
-        tags = {"dlrun.sweep_dir": str(sweep), "dlrun_version": __version__}
-        run = client.create_run(experiment, run_name=_run_name(sweep), tags=tags)
-        return {"id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment}
-
-    @staticmethod
-    def reopen_parent(record: dict) -> None:
-        from mlflow import MlflowClient
-
-        _quiet("mlflow", "alembic")
-        MlflowClient(str(record["tracking_uri"])).update_run(str(record["id"]), status="RUNNING")
-
-    @staticmethod
-    def end_parent(record: dict, sweep: Path) -> None:
-        from mlflow import MlflowClient
-
-        _quiet("mlflow", "alembic")
-        client = MlflowClient(str(record["tracking_uri"]))
-        run_id = str(record["id"])
-        for path in sorted(sweep.glob("summary.*")) + sorted(sweep.glob("*.png")):
-            client.log_artifact(run_id, str(path))
-        client.set_terminated(run_id, "FINISHED")
-
-
-def _mlflow_call(uri: str, call):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return call()
-    except (MlflowException, OSError) as exc:
-        raise UserError(
-            f"logger=mlflow: cannot use the tracking store {uri} ({_brief(exc)}); set "
-            "logger.mlflow.tracking_uri to a store you can reach"
-        ) from None
-
-
-def _mlflow_experiment(uri: str, name: str, artifacts: str | None):
-    """A client of ``uri`` and the id of experiment ``name`` (created on first use)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(uri)
-
-    def find() -> str:
-        found = client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        try:
-            return client.create_experiment(name, artifact_location=artifacts)
-        except Exception:  # another job created it in between
-            found = client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
-
-    return client, _mlflow_call(uri, find)
-
-
-def _run_name(path: Path) -> str:
-    """``2026-01-02/03-04-05`` or a sweep job's ``0_optimizer.lr=0.001``."""
-    path = Path(path)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
-
-
-# -- Weights & Biases --------------------------------------------------------------------
-
-
-def wandb_mode(mode: str) -> str | None:
-    """``auto``: online with a configured key, else offline; ``WANDB_MODE`` wins over auto."""
-    if mode != "auto":
-        return mode
-    if os.environ.get("WANDB_MODE"):
-        return None  # wandb reads it itself
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return "online"
-    return "online" if _netrc_key() else "offline"
-
-
-def _netrc_key() -> bool:
-    """Whether ``wandb login`` stored a key (in ~/.netrc, or $NETRC) for the W&B host."""
-    import netrc
-    from urllib.parse import urlparse
-
-    hosts = {"api.wandb.ai"}
-    if os.environ.get("WANDB_BASE_URL"):
-        hosts.add(urlparse(os.environ["WANDB_BASE_URL"]).hostname or "")
-    else:
-        with contextlib.suppress(Exception):
-            import wandb
-
-            hosts.add(urlparse(wandb.Settings().base_url).hostname or "")
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-    try:
-        entries = netrc.netrc(path)
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return any(entries.authenticators(h) for h in hosts if h)
-
-
-class WandbTracker:
-    """One W&B run, its files under ``RUN_DIR/wandb/``."""
-
-    name = "wandb"
-
-    def __init__(self, data: dict, run_dir: Path, previous: dict | None, sweep: dict | None):
-        wandb = _require("wandb")
-        _quiet("wandb")
-        settings = data["logger"]["wandb"]
-        self.log_checkpoints = settings["log_checkpoints"]
-        mode = wandb_mode(settings["mode"])
-        tags = [data["task"]["name"], data["model"]["name"], f"dlrun-{__version__}"]
-        try:
-            self.run = wandb.init(
-                project=settings["project"],
-                entity=settings["entity"],
-                dir=str(run_dir),
-                id=previous["id"] if previous else None,
-                resume="allow" if previous else None,
-                mode=mode,
-                group=sweep["group"] if sweep else None,
-                name=_run_name(run_dir),
-                config=run_params(data),
-                tags=tags,
-                reinit="create_new",
-                settings=wandb.Settings(console="off"),
-            )
-        except Exception as exc:  # wandb.errors.CommError, UsageError, AuthenticationError...
-            raise UserError(
-                f"logger=wandb: could not start a W&B run ({_brief(exc)}); "
-                "logger.wandb.mode=offline logs without the network"
-            ) from None
-        self.record = {
-            "id": self.run.id,
-            "project": settings["project"],
-            "mode": mode or os.environ.get("WANDB_MODE", ""),
-        }
-
-    def log(self, values: dict[str, float], step: int) -> None:
-        # Steps must not go back: W&B drops (with a warning) what a resume repeats.
-        self.run.log(values, step=step)
-
-    def finish(self, run_dir: Path, status: str) -> None:
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
-                self.run.save(str(run_dir / name), base_path=str(run_dir), policy="now")
-        if self.log_checkpoints:
-            for path in sorted((run_dir / "checkpoints").glob("*.pt")):
-                self.run.save(str(path), base_path=str(run_dir), policy="now")
-        self.run.summary["status"] = status
-        self.run.finish()
-
-    def fail(self, status: str) -> None:
-        self.run.summary["status"] = status
-        self.run.finish(exit_code=130 if status == "interrupted" else 1)
-
-    @staticmethod
-    def parent(data: dict, sweep: Path) -> dict:
-        """W&B has no nested runs: a sweep's jobs share one group, named after the sweep."""
-        return {"group": f"{sweep.parent.name}_{sweep.name}"}

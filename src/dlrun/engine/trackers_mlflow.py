@@ -1,0 +1,177 @@
+"""``logger=mlflow``: one MLflow run per dlrun run, nested under its sweep's parent run.
+
+Opened and ended through :mod:`dlrun.engine.trackers`, which chooses the trackers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from dlrun import __version__
+from dlrun.engine.trackers import ARTIFACTS, _brief, _quiet, _require, _run_name, run_params
+from dlrun.errors import UserError
+
+log = logging.getLogger("dlrun")
+
+
+def mlflow_store(settings: dict, output_dir: str) -> tuple[str, str | None]:
+    """(tracking URI, artifact location for a new experiment).
+
+    ``logger.mlflow.tracking_uri`` if set, else ``$MLFLOW_TRACKING_URI``, else a
+    SQLite store in ``<paths.output_dir>/mlflow/`` (MLflow 3 refuses new file
+    stores), its artifacts beside it.
+    """
+    uri = settings.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return str(uri), None
+    root = Path(output_dir).expanduser().resolve() / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
+
+
+class MlflowTracker:
+    """One MLflow run, through ``MlflowClient`` (explicit run ids, no global active run)."""
+
+    name = "mlflow"
+    BATCH = 100  # MLflow's limit on params (and tags) in one log_batch
+
+    def __init__(self, data: dict, run_dir: Path, previous: dict | None, sweep: dict | None):
+        _require("mlflow")
+        _quiet("mlflow", "alembic")
+        settings = data["logger"]["mlflow"]
+        self.log_checkpoints = settings["log_checkpoints"]
+        uri, artifacts = mlflow_store(settings, data["paths"]["output_dir"])
+        self.client, experiment = _mlflow_experiment(uri, settings["experiment"], artifacts)
+        self.run_id = None
+        if previous:
+            self.run_id = self._reopen(previous["id"], uri)
+        if self.run_id is None:
+            tags = {
+                "task": data["task"]["name"],
+                "model": data["model"]["name"],
+                "dlrun_version": __version__,
+                "dlrun.run_dir": str(Path(run_dir).resolve()),
+            }
+            if sweep:
+                tags["mlflow.parentRunId"] = sweep["id"]
+            if (data.get("tune") or {}).get("trial") is not None:
+                tags["optuna_trial"] = str(data["tune"]["trial"])
+            run = _mlflow_call(
+                uri,
+                lambda: self.client.create_run(experiment, run_name=_run_name(run_dir), tags=tags),
+            )
+            self.run_id = run.info.run_id
+        self.record = {"id": self.run_id, "tracking_uri": uri, "experiment_id": experiment}
+        self._log_params(run_params(data))
+
+    def _reopen(self, run_id: str, uri: str) -> str | None:
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            log.warning(
+                "dlrun: mlflow: run %s is not in %s; this resume starts a new MLflow run",
+                run_id,
+                uri,
+            )
+            return None
+        if run.info.lifecycle_stage == "deleted":
+            log.warning("dlrun: mlflow: run %s was deleted; starting a new MLflow run", run_id)
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def _log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        # A resumed run keeps the values it started with (MLflow refuses changes).
+        have = self.client.get_run(self.run_id).data.params
+        new = [Param(k, v[:6000]) for k, v in params.items() if k not in have]
+        for i in range(0, len(new), self.BATCH):
+            self.client.log_batch(self.run_id, params=new[i : i + self.BATCH])
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def finish(self, run_dir: Path, status: str) -> None:
+        for name in ARTIFACTS:
+            if (run_dir / name).is_file():
+                self.client.log_artifact(self.run_id, str(run_dir / name))
+        if self.log_checkpoints:
+            for path in sorted((run_dir / "checkpoints").glob("*.pt")):
+                self.client.log_artifact(self.run_id, str(path), artifact_path="checkpoints")
+        self.client.set_tag(self.run_id, "dlrun.status", status)
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, status: str) -> None:
+        self.client.set_tag(self.run_id, "dlrun.status", status)
+        self.client.set_terminated(self.run_id, "KILLED" if status == "interrupted" else "FAILED")
+
+    @staticmethod
+    def parent(data: dict, sweep: Path) -> dict:
+        """A sweep's parent run (its jobs are nested under it)."""
+        _require("mlflow")
+        _quiet("mlflow", "alembic")
+        settings = data["logger"]["mlflow"]
+        uri, artifacts = mlflow_store(settings, data["paths"]["output_dir"])
+        client, experiment = _mlflow_experiment(uri, settings["experiment"], artifacts)
+        tags = {"dlrun.sweep_dir": str(sweep), "dlrun_version": __version__}
+        run = client.create_run(experiment, run_name=_run_name(sweep), tags=tags)
+        return {"id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment}
+
+    @staticmethod
+    def reopen_parent(record: dict) -> None:
+        from mlflow import MlflowClient
+
+        _quiet("mlflow", "alembic")
+        MlflowClient(str(record["tracking_uri"])).update_run(str(record["id"]), status="RUNNING")
+
+    @staticmethod
+    def end_parent(record: dict, sweep: Path) -> None:
+        from mlflow import MlflowClient
+
+        _quiet("mlflow", "alembic")
+        client = MlflowClient(str(record["tracking_uri"]))
+        run_id = str(record["id"])
+        for path in sorted(sweep.glob("summary.*")) + sorted(sweep.glob("*.png")):
+            client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id, "FINISHED")
+
+
+def _mlflow_call(uri: str, call):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return call()
+    except (MlflowException, OSError) as exc:
+        raise UserError(
+            f"logger=mlflow: cannot use the tracking store {uri} ({_brief(exc)}); set "
+            "logger.mlflow.tracking_uri to a store you can reach"
+        ) from None
+
+
+def _mlflow_experiment(uri: str, name: str, artifacts: str | None):
+    """A client of ``uri`` and the id of experiment ``name`` (created on first use)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+
+    def find() -> str:
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifacts)
+        except Exception:  # another job created it in between
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    return client, _mlflow_call(uri, find)
