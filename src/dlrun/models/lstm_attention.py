@@ -38,10 +38,8 @@ class LSTMAttentionSeq2Seq(Seq2Seq):
 
     def __init__(self, cfg: LSTMAttentionConfig, tokens: Tokens):
         super().__init__(cfg, tokens)
-        src_vocab, tgt_vocab, pad_id = tokens.src_vocab, tokens.tgt_vocab, tokens.pad_id
-        e, h, n = cfg.embedding_size, cfg.hidden_size, cfg.num_layers
-        inner = cfg.dropout if n > 1 else 0.0
-        self.src_embed = nn.Embedding(src_vocab, e, padding_idx=pad_id)
+        tgt_vocab, pad_id = tokens.tgt_vocab, tokens.pad_id
+        e, h, n, inner = self.rnn_sizes()
         self.encoder = nn.LSTM(e, h, n, batch_first=True, dropout=inner, bidirectional=True)
         self.bridge_h = nn.Linear(2 * h, h)
         self.bridge_c = nn.Linear(2 * h, h)

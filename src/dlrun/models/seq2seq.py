@@ -49,6 +49,14 @@ class Seq2Seq(nn.Module):
         self.cfg, self.tokens = cfg, tokens
         self.pad_id, self.sos_id, self.eos_id = tokens.pad_id, tokens.sos_id, tokens.eos_id
 
+    def rnn_sizes(self) -> tuple[int, int, int, float]:
+        """An RNN model's embedding and hidden sizes, layers and dropout between layers,
+        after building its source embedding (``src_embed``)."""
+        cfg = self.cfg
+        e, h, n = cfg.embedding_size, cfg.hidden_size, cfg.num_layers
+        self.src_embed = nn.Embedding(self.tokens.src_vocab, e, padding_idx=self.pad_id)
+        return e, h, n, cfg.dropout if n > 1 else 0.0
+
     def encode(self, src: torch.Tensor) -> tuple[Any, Any]:
         raise NotImplementedError  # pragma: no cover - abstract
 
@@ -165,10 +173,8 @@ class GRUSeq2Seq(Seq2Seq):
 
     def __init__(self, cfg: GRUSeq2SeqConfig, tokens: Tokens):
         super().__init__(cfg, tokens)
-        src_vocab, tgt_vocab, pad_id = tokens.src_vocab, tokens.tgt_vocab, tokens.pad_id
-        h, e, n = cfg.hidden_size, cfg.embedding_size, cfg.num_layers
-        inner_dropout = cfg.dropout if n > 1 else 0.0
-        self.src_embed = nn.Embedding(src_vocab, e, padding_idx=pad_id)
+        tgt_vocab, pad_id = tokens.tgt_vocab, tokens.pad_id
+        e, h, n, inner_dropout = self.rnn_sizes()
         self.encoder = nn.GRU(
             e, h, n, batch_first=True, dropout=inner_dropout, bidirectional=cfg.bidirectional
         )

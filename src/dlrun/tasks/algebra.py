@@ -103,13 +103,7 @@ class AlgebraDataConfig:
 class AlgebraTask(Seq2SeqTask):
     @classmethod
     def tiny(cls, root: Path) -> list[str]:
-        return [
-            "dataset.train_size=768",
-            "dataset.val_size=128",
-            "dataset.test_size=128",
-            "dataset.batch_size=64",
-            "dataset.extrapolate_size=50",
-        ]
+        return [*super().tiny(root), "dataset.extrapolate_size=50"]
 
     @classmethod
     def check_config(cls, cfg: dict) -> list[str]:

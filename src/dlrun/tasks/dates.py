@@ -77,15 +77,6 @@ def _one_year(start: dt.date, end: dt.date) -> list[dt.date]:
 @TASKS.register("dates", schema=DatesDataConfig)
 class DatesTask(Seq2SeqTask):
     @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        return [
-            "dataset.train_size=768",
-            "dataset.val_size=128",
-            "dataset.test_size=128",
-            "dataset.batch_size=64",
-        ]
-
-    @classmethod
     def check_config(cls, cfg: dict) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset

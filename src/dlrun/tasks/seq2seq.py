@@ -37,6 +37,12 @@ class Seq2SeqTask(Task):
         self.groups: dict[str, list[str]] = {}
         self.host_widths: dict[str, dict[str, torch.Tensor]] = {}
 
+    @classmethod
+    def tiny(cls, root: Path) -> list[str]:
+        """Generated pairs (dates, algebra): a few hundred of them."""
+        sizes = "dataset.train_size=768 dataset.val_size=128 dataset.test_size=128"
+        return [*sizes.split(), "dataset.batch_size=64"]
+
     def normalize(self, text: str) -> str:
         """The same normalization for training data and for prediction inputs."""
         return text
