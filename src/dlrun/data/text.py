@@ -18,18 +18,12 @@ from dlrun.errors import UserError, printable
 
 # torchtext's basic_english: lowercase, then these substitutions, then split on whitespace.
 _BASIC_ENGLISH = [
-    (re.compile(r"\'"), " '  "),
-    (re.compile(r"\""), ""),
-    (re.compile(r"\."), " . "),
-    (re.compile(r"<br \/>"), " "),
-    (re.compile(r","), " , "),
-    (re.compile(r"\("), " ( "),
-    (re.compile(r"\)"), " ) "),
-    (re.compile(r"\!"), " ! "),
-    (re.compile(r"\?"), " ? "),
-    (re.compile(r"\;"), " "),
-    (re.compile(r"\:"), " "),
-    (re.compile(r"\s+"), " "),
+    (re.compile(pattern), replacement)
+    for pattern, replacement in zip(
+        [r"\'", r"\"", r"\.", r"<br \/>", r",", r"\(", r"\)", r"\!", r"\?", r"\;", r"\:", r"\s+"],
+        [" '  ", "", " . ", " ", " , ", " ( ", " ) ", " ! ", " ? ", " ", " ", " "],
+        strict=True,
+    )
 ]
 
 
