@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import NoReturn
 
@@ -62,3 +63,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM outside the training loop: stops like Ctrl-C, with exit status 143."""
 
     exit_code = 143
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str):
+    """A console script's user error ends with one line and exit 2, Ctrl-C with exit 130."""
+    try:
+        yield
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: stopped by SIGINT", file=sys.stderr)
+        sys.exit(130)

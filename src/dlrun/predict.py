@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dlrun.errors import OneLineParser, UserError, printable
+from dlrun.errors import OneLineParser, UserError, one_line_errors, printable
 
 
 def load_run(run_dir: Path, device: str = "cpu"):
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     parser.add_argument("--batch-size", type=int, default=1024, help="inputs per batch (>= 1)")
     args = parser.parse_intermixed_args(argv)  # options may follow the inputs
-    try:
+    with one_line_errors("dlrun-predict"):
         if args.batch_size < 1:
             raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
         import torch
@@ -65,12 +65,6 @@ def main(argv: list[str] | None = None) -> None:
             for prediction in task.predict(model, inputs, args.batch_size):
                 # Fields stay TAB-separated; control characters inside a field are escaped.
                 print("\t".join(printable(f, 10_000) for f in prediction.split("\t")))
-    except UserError as exc:
-        print(f"dlrun-predict: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("dlrun-predict: stopped by SIGINT", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from dlrun.engine.writers import read_jsonl, write_text_atomic
-from dlrun.errors import OneLineParser, UserError
+from dlrun.errors import OneLineParser, UserError, one_line_errors
 from dlrun.rundir import read_json, read_yaml, select
 
 LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
@@ -336,14 +336,8 @@ def main(argv: list[str] | None = None) -> None:
         out = (
             paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.resolve() for p in paths]))
         )
-    try:
+    with one_line_errors("dlrun-report"):
         report = write_report(paths, out, args.metric, args.x)
-    except UserError as exc:
-        print(f"dlrun-report: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("dlrun-report: stopped by SIGINT", file=sys.stderr)
-        sys.exit(130)
     print(report.table.markdown(), end="")
     print(f"\nwrote {', '.join(f.name for f in report.files)} in {out}")
 

@@ -9,20 +9,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlrun.data.table import number
+
 if TYPE_CHECKING:
     from dlrun.report import Run, Table
-
-
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path]:
@@ -39,7 +32,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
         return ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in keys)
 
     def is_numeric(key: str) -> bool:
-        return all(_number(r.value(key)) is not None for r in runs)
+        return all(number(r.value(key)) is not None for r in runs)
 
     if base:
         curves = [(describe(r, keys) or r.path.name, r.path / "metrics.jsonl") for r in runs]
@@ -58,7 +51,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
     headline = next((k for k in test if k.endswith("/" + base)), metric)
     is_num = is_numeric(x)
     xs = [r.value(x) for r in runs]
-    values = [_number(v) for v in xs] if is_num else xs
+    values = [number(v) for v in xs] if is_num else xs
     positive = is_num and all(v > 0 for v in values)
     logx = positive and (
         x.rpartition(".")[2] in ("lr", "weight_decay") or max(values) / min(values) >= 100

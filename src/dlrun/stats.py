@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from hydra import compose, initialize_config_dir
 
     from dlrun.config import conf_dir, validate
-    from dlrun.errors import UserError
+    from dlrun.errors import UserError, one_line_errors
     from dlrun.preflight import preflight
     from dlrun.registry import task_entry
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__.strip())
         return
-    try:
+    with one_line_errors("dlrun-stats"):
         flags = [a for a in args if a.startswith("-")]
         if flags:
             raise UserError(
@@ -74,12 +74,6 @@ def main(argv: list[str] | None = None) -> None:
             data = validate(compose("config", overrides=overrides))
         task = task_entry(data.task.name).obj(data)
         task.prepare(Path(data.paths.cache_dir).expanduser())
-    except UserError as exc:
-        print(f"dlrun-stats: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("dlrun-stats: stopped by SIGINT", file=sys.stderr)
-        sys.exit(130)
     print(format_stats(task.stats()))
 
 
