@@ -63,7 +63,7 @@ def list_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, names, labels
 
 
-def annotations_file(d: dict) -> Path:
+def annotations_file(d) -> Path:
     """``dataset.annotations`` as given, or relative to ``dataset.path`` if only found there."""
     path = Path(d.annotations).expanduser()
     inside = Path(d.path).expanduser() / path
@@ -77,7 +77,7 @@ def _class_order(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def list_annotations(root: Path, csv_path: Path, d: dict) -> tuple[list[str], list[str], list[int]]:
+def list_annotations(root: Path, csv_path: Path, d) -> tuple[list[str], list[str], list[int]]:
     """(classes, file names relative to ``root``, class ids) of an annotations CSV."""
     text = read_text(csv_path, "utf-8-sig")
     head = text.split("\n", 1)[0]

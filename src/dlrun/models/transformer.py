@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.models.seq2seq import Seq2Seq, Tokens
 from dlrun.registry import MODELS
 
@@ -59,7 +59,7 @@ class TransformerSeq2Seq(Seq2Seq):
     cpu_bf16 = True
 
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         m, d = cfg.model, cfg.dataset
         problems = []
         if m.d_model % m.nhead:

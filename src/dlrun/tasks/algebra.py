@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.text import read_text
 from dlrun.errors import UserError
@@ -106,7 +106,7 @@ class AlgebraTask(Seq2SeqTask):
         return [*super().tiny(root), "dataset.extrapolate_size=50"]
 
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
         if not d.modules:
@@ -132,7 +132,7 @@ class AlgebraTask(Seq2SeqTask):
         return problems
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
+    def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
         return _check_files(d) if d.source != "generate" else []
 
@@ -174,7 +174,7 @@ class AlgebraTask(Seq2SeqTask):
         return {name: [pair for pair, _ in rows] for name, rows in labelled.items()}
 
 
-def held_out_splits(files: dict[str, list[tuple[str, str]]], d: dict):
+def held_out_splits(files: dict[str, list[tuple[str, str]]], d: AlgebraDataConfig):
     """train/val/test/extrapolate from one module's files; held-out questions leave train."""
     pool = list(files["train"])
     random.Random(d.seed).shuffle(pool)  # mixes the difficulties before val is taken
@@ -194,7 +194,7 @@ def held_out_splits(files: dict[str, list[tuple[str, str]]], d: dict):
     return {"train": train, "val": val, **out}
 
 
-def _check_files(d: dict) -> list[str]:
+def _check_files(d: AlgebraDataConfig) -> list[str]:
     if not d.path:
         return [
             f"dataset.path: required with dataset.source={d.source} (the folder that holds "
@@ -233,7 +233,9 @@ def _read_alternating(path: Path, limit: int | None = None) -> list[tuple[str, s
     return pairs[:limit] if limit is not None else pairs
 
 
-def read_deepmind(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, str]]]:
+def read_deepmind(
+    root: Path, module: str, d: AlgebraDataConfig
+) -> dict[str, list[tuple[str, str]]]:
     """One module's files in DeepMind's released layout."""
     # Enough of each difficulty for train + val, in equal parts.
     per = math.ceil((d.train_size + d.val_size) / len(d.difficulties))
@@ -251,7 +253,7 @@ def read_deepmind(root: Path, module: str, d: dict) -> dict[str, list[tuple[str,
     return files
 
 
-def read_course(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, str]]]:
+def read_course(root: Path, module: str, d: AlgebraDataConfig) -> dict[str, list[tuple[str, str]]]:
     """One module's files in the coursework layout (.x questions, .y answers)."""
 
     def pairs(stem: str) -> list[tuple[str, str]]:
@@ -270,7 +272,7 @@ def read_course(root: Path, module: str, d: dict) -> dict[str, list[tuple[str, s
 # -- generation -------------------------------------------------------------------------
 
 
-def generate(root: Path, d: dict) -> None:
+def generate(root: Path, d: AlgebraDataConfig) -> None:
     """Write DeepMind's layout for ``d.modules`` under ``root``, reproducibly.
 
     Work is cut into fixed chunks, each seeded from (seed, file, chunk), and run

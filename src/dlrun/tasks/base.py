@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from dlrun.config import RunConfig
+
 
 class Task:
     """One experiment family. Subclasses register with ``TASKS.register``.
@@ -26,12 +28,12 @@ class Task:
     # The kinds of problem ``task.problem`` may choose (none: the task has one kind).
     problems: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.splits: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         """Cross-field problems with a config whose sections are individually valid."""
         problems = []
         monitor = cfg.task.monitor
@@ -54,7 +56,7 @@ class Task:
         raise NotImplementedError(f"{cls.__name__} has no tiny() settings for the tests")
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
+    def check_data(cls, cfg: RunConfig) -> list[str]:
         """Problems finding the data a run would read (skipped when only predicting)."""
         return []
 

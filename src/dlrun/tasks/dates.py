@@ -17,7 +17,7 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from tqdm import tqdm
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.data.cache import cache_key, cached
 from dlrun.errors import UserError
 from dlrun.registry import TASKS
@@ -77,7 +77,7 @@ def _one_year(start: dt.date, end: dt.date) -> list[dt.date]:
 @TASKS.register("dates", schema=DatesDataConfig)
 class DatesTask(Seq2SeqTask):
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
         start, end = _parse_date(d.start_date), _parse_date(d.end_date)

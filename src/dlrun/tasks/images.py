@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import (
     AUTO_SIZE,
@@ -96,7 +96,7 @@ def min_image_size(model_cfg: Any) -> int:
 class ImagesTask(ClassificationTask):
     model_kind = "image"
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.classes: tuple[str, ...] = ()
         self.names: dict[str, list[str]] = {}  # each split's file names, for samples
@@ -113,7 +113,7 @@ class ImagesTask(ClassificationTask):
         return [f"dataset.path={path}", "dataset.image_size=16", "dataset.batch_size=16"]
 
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
         if d.val_fraction + d.test_fraction >= 1:
@@ -130,7 +130,7 @@ class ImagesTask(ClassificationTask):
         return problems
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
+    def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
         root = Path(d.path).expanduser()
         if not root.is_dir():

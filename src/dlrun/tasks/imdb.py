@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.download import download
 from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
@@ -78,7 +78,7 @@ class ImdbTask(ClassificationTask):
     model_kind = "bag_of_words"
     classes = ("negative", "positive")
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.flat: dict[str, torch.Tensor] = {}  # each split's distinct ids, end to end
         self.host_lengths: dict[str, torch.Tensor] = {}
@@ -95,7 +95,7 @@ class ImdbTask(ClassificationTask):
         return [f"dataset.path={path}", "dataset.val_size=40", "dataset.batch_size=16"]
 
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
         if d.download and not d.path.endswith(".tar.gz"):
@@ -106,7 +106,7 @@ class ImdbTask(ClassificationTask):
         return problems
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
+    def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
         if not d.download and not Path(d.path).expanduser().exists():
             return [

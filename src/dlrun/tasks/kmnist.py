@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.data.download import download
 from dlrun.data.images import read_idx, read_npz
 from dlrun.errors import UserError, printable
@@ -108,7 +108,7 @@ class KmnistTask(ClassificationTask):
     model_kind = "image"
     classes = CLASSES
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.mean, self.std = 0.0, 1.0  # of the training pixels in [0, 1]
         self.device = torch.device("cpu")
@@ -121,7 +121,7 @@ class KmnistTask(ClassificationTask):
         return [f"dataset.path={path}", "dataset.val_size=100", "dataset.batch_size=32"]
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
+    def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
         if not d.download and find_files(Path(d.path).expanduser()) is None:
             return [missing_message(Path(d.path))]

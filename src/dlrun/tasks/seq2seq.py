@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlrun.config import RunConfig
 from dlrun.data.vocab import Vocab
 from dlrun.errors import UserError, printable
 from dlrun.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
@@ -28,7 +29,7 @@ class Seq2SeqTask(Task):
     model_kind = "seq2seq"
     metric_names = ("char_accuracy", "exact_match", "cer")
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.src_vocab: Vocab | None = None
         self.tgt_vocab: Vocab | None = None

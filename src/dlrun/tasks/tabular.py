@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.data.table import (
     Encoder,
     Table,
@@ -71,7 +71,7 @@ class TabularTask(ClassificationTask):
     metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
     METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.encoder: Encoder | None = None
         self.target_stats = (0.0, 1.0)  # regression: training mean and std of the target
@@ -90,7 +90,7 @@ class TabularTask(ClassificationTask):
         return [f"dataset.path={path}", "dataset.target=labels", "dataset.batch_size=16"]
 
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d, problem = cfg.dataset, cfg.task.problem or "classification"
         if d.target is None:
@@ -112,7 +112,7 @@ class TabularTask(ClassificationTask):
         return problems
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
+    def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
         paths = [("dataset.path", d.path), ("dataset.test_path", d.test_path)]
         return [

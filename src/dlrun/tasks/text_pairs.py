@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlrun.config import spec
+from dlrun.config import RunConfig, spec
 from dlrun.data.text import read_text
 from dlrun.errors import UserError, printable
 from dlrun.registry import TASKS
@@ -68,7 +68,7 @@ class TextPairsTask(Seq2SeqTask):
         return [f"dataset.path={write_text_pairs(root / 'pairs.tsv')}", "dataset.batch_size=32"]
 
     @classmethod
-    def check_config(cls, cfg: dict) -> list[str]:
+    def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
         try:
@@ -85,7 +85,7 @@ class TextPairsTask(Seq2SeqTask):
         return problems
 
     @classmethod
-    def check_data(cls, cfg: dict) -> list[str]:
+    def check_data(cls, cfg: RunConfig) -> list[str]:
         path = Path(cfg.dataset.path).expanduser()
         if path.is_file():
             return []
