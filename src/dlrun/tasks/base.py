@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -9,6 +10,25 @@ import torch
 from torch import nn
 
 from dlrun.config import RunConfig
+
+
+def split_problems(dataset: Any, what: str) -> list[str]:
+    """``dataset.val_fraction`` and ``dataset.test_fraction`` must leave ``what`` to train on."""
+    total = dataset.val_fraction + dataset.test_fraction
+    if total < 1:
+        return []
+    return [
+        f"dataset.val_fraction + dataset.test_fraction = {total:g}: must leave {what} for training"
+    ]
+
+
+def encoding_problems(dataset: Any) -> list[str]:
+    """``dataset.encoding`` must name a codec Python knows."""
+    try:
+        codecs.lookup(dataset.encoding)
+    except LookupError:
+        return [f"dataset.encoding={dataset.encoding}: unknown encoding; e.g. utf-8, latin-1"]
+    return []
 
 
 class Task:

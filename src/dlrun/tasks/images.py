@@ -42,6 +42,7 @@ from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS, model_entry
 from dlrun.rundir import read_json
+from dlrun.tasks.base import split_problems
 from dlrun.tasks.classify import ClassificationTask
 from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
 
@@ -116,11 +117,7 @@ class ImagesTask(ClassificationTask):
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
-        if d.val_fraction + d.test_fraction >= 1:
-            problems.append(
-                f"dataset.val_fraction + dataset.test_fraction = "
-                f"{d.val_fraction + d.test_fraction:g}: must leave images for training"
-            )
+        problems += split_problems(d, "images")
         least = min_image_size(cfg.model)
         if d.image_size is not None and d.image_size < least:
             problems.append(

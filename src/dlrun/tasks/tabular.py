@@ -11,7 +11,6 @@ and column, or imputed (``dataset.missing=mean``) or dropped (``drop``).
 
 from __future__ import annotations
 
-import codecs
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS
 from dlrun.rundir import read_json
+from dlrun.tasks.base import encoding_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 
 PROBLEMS = ("classification", "regression")
@@ -101,15 +101,11 @@ class TabularTask(ClassificationTask):
                 f"task.monitor={cfg.task.monitor}: not a {problem} metric; choose one of "
                 + ", ".join(f"val/{m}" for m in ("loss", *cls.METRICS[problem]))
             )
-        if d.test_path is None and d.val_fraction + d.test_fraction >= 1:
-            problems.append("dataset.val_fraction + dataset.test_fraction: must be below 1")
+        if d.test_path is None:  # the table is split three ways
+            problems += split_problems(d, "rows")
         if d.delimiter is not None and len(d.delimiter) != 1:
             problems.append(f"dataset.delimiter={d.delimiter!r}: must be one character")
-        try:
-            codecs.lookup(d.encoding)
-        except LookupError:
-            problems.append(f"dataset.encoding={d.encoding}: unknown encoding")
-        return problems
+        return problems + encoding_problems(d)
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:

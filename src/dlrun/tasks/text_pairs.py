@@ -9,7 +9,6 @@ pairs are split into train/val/test by a seeded shuffle; pairs longer than
 
 from __future__ import annotations
 
-import codecs
 import logging
 import random
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from dlrun.config import RunConfig, spec
 from dlrun.data.text import read_text
 from dlrun.errors import UserError, printable
 from dlrun.registry import TASKS
+from dlrun.tasks.base import encoding_problems, split_problems
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 log = logging.getLogger("dlrun")
@@ -71,18 +71,7 @@ class TextPairsTask(Seq2SeqTask):
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
-        try:
-            codecs.lookup(d.encoding)
-        except LookupError:
-            problems.append(
-                f"dataset.encoding={d.encoding}: unknown encoding; e.g. utf-8, latin-1, cp1252"
-            )
-        if d.val_fraction + d.test_fraction >= 1:
-            problems.append(
-                f"dataset.val_fraction + dataset.test_fraction = "
-                f"{d.val_fraction + d.test_fraction:g}: must leave some pairs for training"
-            )
-        return problems
+        return problems + encoding_problems(d) + split_problems(d, "some pairs")
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:
