@@ -11,7 +11,7 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Any
 
 from dlrun.registry import closest
@@ -23,6 +23,13 @@ def spec(**limits: Any) -> Any:
     No default: every value is written once, in the group's YAML under conf/.
     """
     return field(metadata=limits)
+
+
+@dataclass(frozen=True)
+class Named:
+    """The base of every ``dataset`` and ``model`` schema: the registry name it selects."""
+
+    name: str = spec()
 
 
 def _type_name(tp: Any) -> str:

@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import spec
 from dlrun.registry import MODELS
+from dlrun.schema import Named, spec
 
 
 @dataclass(frozen=True)
-class BowMLPConfig:
-    name: str = spec()
+class BowMLPConfig(Named):
     hidden_size: int = spec(ge=1)
     # 1: one logit with BCEWithLogits; 2: two logits with cross-entropy (seed 003, V.3).
     outputs: int = spec(ge=1, le=2)

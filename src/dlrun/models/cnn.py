@@ -12,13 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dlrun.config import spec
 from dlrun.registry import MODELS
+from dlrun.schema import Named, spec
 
 
 @dataclass(frozen=True)
-class KmnistCNNConfig:
-    name: str = spec()
+class KmnistCNNConfig(Named):
     dropout: float = spec(ge=0, lt=1)
 
 
@@ -62,8 +61,7 @@ class KmnistCNN(nn.Module):
 
 
 @dataclass(frozen=True)
-class ResNetConfig:
-    name: str = spec()
+class ResNetConfig(Named):
     width: int = spec(ge=1)  # channels of the first stage; doubled at each later stage
     stages: int = spec(ge=1, le=4)  # each after the first halves the resolution
     blocks: int = spec(ge=1)  # residual blocks per stage

@@ -8,14 +8,13 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from dlrun.config import spec
 from dlrun.models.seq2seq import Seq2Seq, Tokens
 from dlrun.registry import MODELS
+from dlrun.schema import Named, spec
 
 
 @dataclass(frozen=True)
-class LSTMAttentionConfig:
-    name: str = spec()
+class LSTMAttentionConfig(Named):
     embedding_size: int = spec(ge=1)
     hidden_size: int = spec(ge=1)  # per direction in the encoder; the decoder's size
     num_layers: int = spec(ge=1)

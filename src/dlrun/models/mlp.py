@@ -7,15 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dlrun.config import spec
 from dlrun.registry import MODELS
+from dlrun.schema import Named, spec
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
 @dataclass(frozen=True)
-class MLPConfig:
-    name: str = spec()
+class MLPConfig(Named):
     depth: int = spec(ge=0)  # hidden layers (0: a linear model)
     width: int = spec(ge=1)  # units per hidden layer
     activation: str = spec(choices=list(ACTIVATIONS))

@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils._pytree import tree_map
 
-from dlrun.config import spec
 from dlrun.registry import MODELS
+from dlrun.schema import Named, spec
 
 
 def select_rows(tree: Any, idx: torch.Tensor) -> Any:
@@ -150,8 +150,7 @@ class Seq2Seq(nn.Module):
 
 
 @dataclass(frozen=True)
-class GRUSeq2SeqConfig:
-    name: str = spec()
+class GRUSeq2SeqConfig(Named):
     embedding_size: int = spec(ge=1)
     hidden_size: int = spec(ge=1)
     num_layers: int = spec(ge=1)

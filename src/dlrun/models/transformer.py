@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.models.seq2seq import Seq2Seq, Tokens
 from dlrun.registry import MODELS
+from dlrun.schema import Named, spec
 
 
 @dataclass(frozen=True)
-class TransformerSeq2SeqConfig:
-    name: str = spec()
+class TransformerSeq2SeqConfig(Named):
     d_model: int = spec(ge=1)
     nhead: int = spec(ge=1)
     num_encoder_layers: int = spec(ge=1)

@@ -29,11 +29,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.text import read_text
 from dlrun.errors import UserError
 from dlrun.registry import TASKS, closest
+from dlrun.schema import Named, spec
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 # The modules of mathematics-dataset 1.0.1 (tests check these against the package;
@@ -80,8 +81,7 @@ def extrapolate_modules(module: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class AlgebraDataConfig:
-    name: str = spec()
+class AlgebraDataConfig(Named):
     source: str = spec(choices=["generate", "deepmind", "course"])
     modules: list[str] = spec()
     path: str | None = spec()  # the deepmind or course layout's root folder

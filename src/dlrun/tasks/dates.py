@@ -17,10 +17,11 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from tqdm import tqdm
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.data.cache import cache_key, cached
 from dlrun.errors import UserError
 from dlrun.registry import TASKS
+from dlrun.schema import Named, spec
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 SEED_FORMATS = [
@@ -38,8 +39,7 @@ GENERATOR_VERSION = 1  # bump when generation changes, so that caches are rebuil
 
 
 @dataclass(frozen=True)
-class DatesDataConfig:
-    name: str = spec()
+class DatesDataConfig(Named):
     locales: list[str] = spec()
     formats: list[str] = spec()
     # Fixed range, so that the data never drift with today's date.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import (
     AUTO_SIZE,
@@ -42,6 +42,7 @@ from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS, model_entry
 from dlrun.rundir import read_json
+from dlrun.schema import Named, spec
 from dlrun.tasks.base import split_problems
 from dlrun.tasks.classify import ClassificationTask
 from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
@@ -53,8 +54,7 @@ SAMPLES_SHOWN = 32  # images in samples.png
 
 
 @dataclass(frozen=True)
-class ImagesDataConfig:
-    name: str = spec()
+class ImagesDataConfig(Named):
     path: str = spec()  # one subfolder per class, or the images of `annotations`
     annotations: str | None = spec()  # CSV of file names (relative to path) and labels
     filename_column: str = spec()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.download import download
 from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
@@ -28,6 +28,7 @@ from dlrun.errors import UserError
 from dlrun.models import build_model
 from dlrun.registry import TASKS
 from dlrun.rundir import read_json, read_torch
+from dlrun.schema import Named, spec
 from dlrun.tasks.classify import ClassificationTask
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -37,8 +38,7 @@ SHOWN_CHARS = 120  # of each test review, kept for samples.txt
 
 
 @dataclass(frozen=True)
-class ImdbDataConfig:
-    name: str = spec()
+class ImdbDataConfig(Named):
     path: str = spec()  # the aclImdb folder or the official tarball
     download: bool = spec()  # fetch the official tarball to `path` if it is missing
     tokenizer: str = spec(choices=list(TOKENIZERS))

@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.data.download import download
 from dlrun.data.images import read_idx, read_npz
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS
 from dlrun.rundir import read_json
+from dlrun.schema import Named, spec
 from dlrun.tasks.classify import ClassificationTask
 
 MIRROR = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
@@ -46,8 +47,7 @@ CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 
 
 @dataclass(frozen=True)
-class KmnistDataConfig:
-    name: str = spec()
+class KmnistDataConfig(Named):
     path: str = spec()  # folder with the four IDX .gz or the four .npz files
     download: bool = spec()  # fetch the IDX files from the official mirror if missing
     val_size: int = spec(ge=1)  # held out of the 60,000 training images

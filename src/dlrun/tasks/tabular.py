@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.data.table import (
     Encoder,
     Table,
@@ -39,6 +39,7 @@ from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.registry import TASKS
 from dlrun.rundir import read_json
+from dlrun.schema import Named, spec
 from dlrun.tasks.base import encoding_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 
@@ -46,8 +47,7 @@ PROBLEMS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
-class TabularDataConfig:
-    name: str = spec()
+class TabularDataConfig(Named):
     path: str = spec()  # CSV or TSV with a header row
     test_path: str | None = spec()  # a separate test table with the same columns
     target: str | None = spec()  # the label (or value) column

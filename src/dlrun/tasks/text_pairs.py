@@ -14,10 +14,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlrun.config import RunConfig, spec
+from dlrun.config import RunConfig
 from dlrun.data.text import read_text
 from dlrun.errors import UserError, printable
 from dlrun.registry import TASKS
+from dlrun.schema import Named, spec
 from dlrun.tasks.base import encoding_problems, split_problems
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
@@ -25,8 +26,7 @@ log = logging.getLogger("dlrun")
 
 
 @dataclass(frozen=True)
-class TextPairsDataConfig:
-    name: str = spec()
+class TextPairsDataConfig(Named):
     path: str = spec()
     reverse: bool = spec()  # true: the second column is the source
     lowercase: bool = spec()
