@@ -198,9 +198,9 @@ class Trainer:
         started = self._started = time.monotonic()
         self._since_eval = (s.samples, started)
         self.interactive = sys.stderr.isatty()
-        shown = self.interactive and self.dist.main
-        bar = tqdm(total=self.total_steps, initial=s.step, unit="step", disable=not shown)
-        bar.dynamic_ncols = True
+        hidden = not (self.interactive and self.dist.main)
+        shape = {"unit": "step", "dynamic_ncols": True, "disable": hidden}
+        bar = tqdm(total=self.total_steps, initial=s.step, **shape)
         self.reset_window()
         postfix: dict = {}
         if t.eval_at_start and s.last_eval_step < 0:
