@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dlrun.config import conf_dir
-from dlrun.registry import list_tasks, task_entry
+from dlrun.registry import list_tasks, model_entry, task_entry
 
 # Small enough that a run takes seconds on a 2-core CPU.
 TINY = [
@@ -98,6 +98,18 @@ def make_cfg(cache_dir: Path, *overrides: str):
             "config",
             overrides=[*TINY, *data, *sizes, f"paths.cache_dir={cache_dir}", *overrides],
         )
+
+
+def fitting_overrides(group: str, choice: str) -> list[str]:
+    """The overrides that select ``choice`` of ``group`` with a task it fits: a dataset
+    is selected by its task; a model is composed with the first task of its kind."""
+    if group == "dataset":
+        return [f"task={choice}"]
+    if group == "model":
+        kind = model_entry(OmegaConf.load(conf_dir() / "model" / f"{choice}.yaml").name).kind
+        task = next(t for t in list_tasks() if task_entry(t).obj.model_kind == kind)
+        return [f"task={task}", f"model={choice}"]
+    return [f"{group}={choice}"]
 
 
 def model_cfg(option: str, **changes):

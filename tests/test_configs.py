@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import fitting_overrides
 
 from dlrun.config import conf_dir, validate
 from dlrun.preflight import groups
-from dlrun.registry import list_tasks, model_entry, task_entry
 
 CHOICES = [
     (group, choice) for group, choices in sorted(groups(conf_dir()).items()) for choice in choices
@@ -25,16 +24,7 @@ def test_every_yaml_is_a_choice():
 
 @pytest.mark.parametrize(("group", "choice"), CHOICES)
 def test_each_choice_composes_and_validates(tiny_cfg, group, choice):
-    # A dataset belongs to the task of the same name, which selects it; a model
-    # is composed with the first task whose kind of model it is.
-    overrides = [f"task={choice}" if group == "dataset" else f"{group}={choice}"]
-    if group == "model":
-        name = OmegaConf.load(conf_dir() / "model" / f"{choice}.yaml").name
-        kind = model_entry(name).kind
-        overrides.append(
-            next(f"task={t}" for t in list_tasks() if task_entry(t).obj.model_kind == kind)
-        )
-    cfg = tiny_cfg(*overrides)
+    cfg = tiny_cfg(*fitting_overrides(group, choice))
     if group == "device" and choice in ("cuda", "mps"):
         assert cfg.device.type == choice  # selecting them is valid config; the device may be absent
         return

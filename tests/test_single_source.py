@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, merged, run_cli, tiny_data
+from conftest import TINY, fitting_overrides, merged, run_cli, tiny_data
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -48,17 +48,6 @@ def test_schemas_state_types_and_limits_but_no_default(schema):
         assert f.default_factory is dataclasses.MISSING, f"{schema.__name__}.{f.name}"
 
 
-def _fitting_task(group: str, choice: str) -> list[str]:
-    """The overrides that select ``choice`` of ``group`` with a task it fits."""
-    if group == "dataset":
-        return [f"task={choice}"]
-    if group == "model":
-        kind = model_entry(OmegaConf.load(conf_dir() / "model" / f"{choice}.yaml").name).kind
-        task = next(t for t in list_tasks() if task_entry(t).obj.model_kind == kind)
-        return [f"task={task}", f"model={choice}"]
-    return [f"{group}={choice}"]
-
-
 def _compose(root: Path, overrides: list[str]):
     with initialize_config_dir(str(root), version_base="1.3"):
         return compose("config", overrides=overrides)
@@ -70,7 +59,7 @@ OPTIONS = [(g, c) for g, cs in sorted(groups(conf_dir()).items()) for c in cs]
 @pytest.mark.parametrize(("group", "choice"), OPTIONS)
 def test_validation_keeps_the_composed_config_as_it_is(tiny_cfg, group, choice):
     """No value comes from Python: the typed config holds exactly what YAML composed."""
-    composed = OmegaConf.to_container(tiny_cfg(*_fitting_task(group, choice)), resolve=True)
+    composed = OmegaConf.to_container(tiny_cfg(*fitting_overrides(group, choice)), resolve=True)
     if group == "device":
         composed["device"]["type"] = "cpu"  # the device may be absent here; keys still match
     assert to_dict(validate(composed, check_data=False)) == composed
@@ -99,7 +88,7 @@ DEFAULTS = [
 def test_no_option_restates_a_value_it_would_have_anyway(tmp_path, group, choice):
     """An option's body that sets a key to the value the config has without that body
     states a default twice. Its defaults list (the options it extends) stays."""
-    overrides = _fitting_task(group, choice)
+    overrides = fitting_overrides(group, choice)
     with_body = OmegaConf.to_container(_compose(conf_dir(), overrides))
     root = tmp_path / "conf"
     shutil.copytree(conf_dir(), root)

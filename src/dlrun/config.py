@@ -129,6 +129,9 @@ class LoggerConfig:
     wandb: WandbLogger | None = spec()
 
 
+LOGGERS = tuple(f.name for f in dataclasses.fields(LoggerConfig))  # each a section
+
+
 @dataclass(frozen=True)
 class DebugConfig:
     name: str = spec(choices=["none", "fast", "overfit", "profile", "anomaly"])
@@ -272,7 +275,7 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
         problems += getattr(model.obj, "check_config", lambda _: [])(view)
         if check_data:
             problems += task_cls.obj.check_data(view)
-    for name in ("tensorboard", "mlflow", "wandb") if check_data and view.logger else ():
+    for name in LOGGERS if check_data and view.logger else ():
         if getattr(view.logger, name) is not None and importlib.util.find_spec(name) is None:
             problems.append(
                 f"logger={name}: the {name} package is not installed; "
@@ -296,7 +299,7 @@ def migrate(data: dict) -> dict:
     node = data.get("logger")
     if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
         chosen = {"tensorboard": {}} if node["name"] == "tensorboard" else {}
-        data = {**data, "logger": {k: chosen.get(k) for k in ("tensorboard", "mlflow", "wandb")}}
+        data = {**data, "logger": {k: chosen.get(k) for k in LOGGERS}}
     return data
 
 

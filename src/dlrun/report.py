@@ -39,6 +39,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from dlrun.engine.trackers import STORE_DIRS
 from dlrun.engine.writers import read_jsonl, write_text_atomic
 from dlrun.errors import OneLineParser, UserError, one_line_errors
 from dlrun.rundir import read_json, read_yaml, select
@@ -98,7 +99,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
             raise UserError(f"{path}: no such directory; pass run or sweep directories")
         marks = [*path.rglob("summary.json"), *path.rglob(".hydra/config.yaml")]
         # Trackers' copies (RUN_DIR/wandb/.../files/summary.json, outputs/mlflow/artifacts/...).
-        marks = [m for m in marks if not set(m.relative_to(path).parts[:-1]) & {"mlflow", "wandb"}]
+        marks = [m for m in marks if not set(m.relative_to(path).parts[:-1]) & set(STORE_DIRS)]
         dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
         found += sorted(dirs, key=lambda d: _natural(str(d)))
     return list(dict.fromkeys(found))

@@ -104,7 +104,7 @@ def run(cfg: DictConfig | dict, run_dir: Path) -> dict[str, float]:
         _write_outputs(cfg, task, trainer, run_dir, tested=not pruned)
         best = {f"{trainer.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()}
         times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
-        summary = _summary(cfg, trainer, trainer.dev, dist, best, test, times)
+        summary = _summary(cfg, trainer, best, test, times)
         write_summary(run_dir, summary)
         if trackers:  # after the files they send: summary, curves, samples
             trackers.finish(run_dir, summary["status"])
@@ -217,12 +217,12 @@ def _write_outputs(cfg, task, trainer, run_dir: Path, tested: bool) -> None:
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
 
 
-def _summary(cfg, trainer, dev, dist, best: dict, test: dict, times: dict) -> dict:
+def _summary(cfg, trainer, best: dict, test: dict, times: dict) -> dict:
     import torch
 
     from dlrun.engine.device import peak_memory_mb
 
-    state = trainer.state
+    state, dev, dist = trainer.state, trainer.dev, trainer.dist
     return {
         "status": "pruned" if state.stop_reason == "pruned" else "ok",
         "task": cfg.task.name,
