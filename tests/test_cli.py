@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import shutil
 
 import pytest
 from conftest import TINY, TINY_GRU, run_cli, tiny_data
@@ -11,6 +12,7 @@ from conftest import TINY, TINY_GRU, run_cli, tiny_data
 from dlrun.config import DeviceConfig
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
+from dlrun.preflight import expand_home
 from dlrun.registry import list_tasks
 from dlrun.train import _unique_dir
 
@@ -73,7 +75,10 @@ USER_ERRORS = [
         r"unknown hydra/launcher 'submitit_slurn'; valid: basic, .*did you mean 'submitit_slurm'",
     ),
     (["task=kmnist"], r"KMNIST not found in data/KMNIST/raw: .*dataset.download=true"),
-    (["task=imdb"], r"dataset.path=data/aclImdb_v1.tar.gz: not found; .*dataset.download=true"),
+    (
+        ["task=imdb"],
+        r"dataset.path=data/aclImdb_v1.tar.gz: no such file or folder; .*dataset.download=true",
+    ),
     (["task=imdb", "optimizer=adam"], r"model.sparse_grad=true works with plain SGD only"),
 ]
 
@@ -86,6 +91,27 @@ def test_user_errors_are_one_line(tmp_path, cache_dir, args, message):
     assert len(lines) == 1 and lines[0].startswith("dlrun: error: "), result.stderr
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "outputs").exists()  # nothing half-written
+
+
+def test_a_home_path_on_the_command_line(tmp_path, cache_dir, monkeypatch):
+    # The shell leaves ~ alone after "dataset.path=" and Hydra cannot parse it: dlrun expands it.
+    home = tmp_path / "home"
+    home.mkdir()
+    pairs = next(o for o in tiny_data("text_pairs") if o.startswith("dataset.path="))
+    shutil.copy(pairs.partition("=")[2], home / "pairs.tsv")
+    env = {"HOME": str(home)}
+    args = ["dlrun-stats", "task=text_pairs", "dataset.path=~/pairs.tsv"]
+    result = run_cli(args, tmp_path, cache_dir, env=env)
+    assert result.returncode == 0, result.stderr
+    missing = run_cli(
+        ["dlrun", "task=text_pairs", "dataset.path=~/no.tsv"], tmp_path, cache_dir, env=env
+    )
+    assert missing.returncode == 2
+    assert f"dataset.path={home}/no.tsv: no such file" in missing.stderr
+    # A sweep's values, and nothing but a value's leading ~.
+    monkeypatch.setenv("HOME", "/h")
+    sweep = ["-m", "dataset.path=~/a,~,~/c", "~trainer.x", "task.name=a~b"]
+    assert expand_home(sweep) == ["-m", "dataset.path=/h/a,/h,/h/c", "~trainer.x", "task.name=a~b"]
 
 
 def test_predict_errors(tmp_path, cache_dir):

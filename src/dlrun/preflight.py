@@ -8,6 +8,7 @@ directory exists.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -81,6 +82,18 @@ def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
         return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
+# A "~" that starts a value (or a value of a sweep): the home folder.
+HOME = re.compile(r"(?<=[=,])~(?=[/,]|$)")
+
+
+def expand_home(argv: list[str]) -> list[str]:
+    """``dataset.path=~/data`` as the user meant it. A shell expands ``~`` after ``=``
+    only in a variable assignment, which a dotted key is not, and Hydra's grammar
+    rejects an unquoted ``~`` in a value."""
+    home = str(Path.home())
+    return [HOME.sub(lambda _: home, a) if "=" in a and a[0] != "-" else a for a in argv]
+
+
 def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     """Validate ``argv`` and return the command line Hydra should run.
 
@@ -88,6 +101,7 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     ``hydra.run.dir=DIR`` so the run continues in its own directory; the
     run's own config is read from its checkpoint (``dlrun.resume``).
     """
+    argv = expand_home(argv)
     modes = {MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in MODES}
     if len(modes) > 1:
         raise UserError(f"{' and '.join(sorted(modes))} cannot be combined; give one of them")
