@@ -27,7 +27,7 @@ def write_data(folder: Path, small: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_aclimdb(folder, n_train=200 * scale, n_test=100 * scale)
     write_kmnist(folder / "KMNIST" / "raw", n_train=600 * scale, n_test=200 * scale)
-    write_text_pairs(folder / "pairs.tsv", n=400 * scale)
+    write_text_pairs(folder, n=400 * scale)
     print(f"wrote {folder}/aclImdb, {folder}/KMNIST/raw, {folder}/pairs.tsv")
 
 

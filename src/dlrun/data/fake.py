@@ -1,8 +1,9 @@
 """Tiny synthetic corpora in the layouts the file-reading tasks read.
 
 An aclImdb tree, KMNIST files, a parallel TSV, image folders and a CSV table,
-each learnable in a few steps. Tasks write them in ``Task.tiny`` (the tests'
-and CI's seconds-long runs); the tests also build damaged variants from them.
+each learnable in a few steps. Each writer takes a folder, writes into it and
+returns what ``dataset.path`` should name: a task's ``tiny_data`` (the tests' and
+CI's seconds-long runs). The tests also build damaged variants from them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-
-from dlrun.tasks.kmnist import IDX_FILES, NPZ_FILES
 
 POSITIVE = ["great", "wonderful", "moving", "superb", "loved", "brilliant"]
 NEGATIVE = ["awful", "boring", "dull", "terrible", "hated", "waste"]
@@ -60,6 +59,9 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_kmnist(folder: Path, n_train: int = 600, n_test: int = 200, kind: str = "idx") -> Path:
     """The four KMNIST files (IDX .gz or .npz) of synthetic images in ``folder``."""
+    # Imported here: the kmnist task module imports this one for its tiny_data.
+    from dlrun.tasks.kmnist import IDX_FILES, NPZ_FILES
+
     folder.mkdir(parents=True, exist_ok=True)
     train, test = synthetic_images(n_train, 0), synthetic_images(n_test, 1)
     names = list(IDX_FILES) if kind == "idx" else list(NPZ_FILES)
@@ -74,16 +76,18 @@ def write_kmnist(folder: Path, n_train: int = 600, n_test: int = 200, kind: str 
 WORDS = ["sol", "luna", "casa", "perro", "gato", "agua", "libro", "mesa", "rojo", "azul"]
 
 
-def write_text_pairs(path: Path, n: int = 400, seed: int = 0) -> Path:
-    """A TSV in the ManyThings layout (source, target, attribution): the target is the
-    source's words in reverse order, upper-cased, so a small model learns it quickly."""
+def write_text_pairs(folder: Path, n: int = 400, seed: int = 0) -> Path:
+    """``folder``/pairs.tsv in the ManyThings layout (source, target, attribution): the
+    target is the source's words in reverse order, upper-cased, so a small model learns
+    it quickly."""
     rng = random.Random(seed)
     lines = []
     for i in range(n):
         words = rng.choices(WORDS, k=rng.randint(1, 3))
         target = " ".join(reversed(words)).upper()
         lines.append(f"{' '.join(words)}\t{target}\tCC-BY #{i}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pairs.tsv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -119,9 +123,10 @@ def write_image_folder(root: Path, per_class: int = 30, seed: int = 0) -> Path:
     return root
 
 
-def write_points(path: Path, n: int = 300, seed: int = 0) -> Path:
-    """A CSV like seed 004's (labels, feature1, feature2) plus a text column: three
-    well-separated blobs, and a shape word that agrees with the label 70% of the time."""
+def write_points(folder: Path, n: int = 300, seed: int = 0) -> Path:
+    """``folder``/points.csv like seed 004's (labels, feature1, feature2) plus a text
+    column: three well-separated blobs, and a shape word that agrees with the label 70%
+    of the time."""
     rng = random.Random(seed)
     centres = [(-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)]
     shapes = ["round", "square", "flat"]
@@ -131,6 +136,7 @@ def write_points(path: Path, n: int = 300, seed: int = 0) -> Path:
         x, y = (c + rng.gauss(0, 0.25) for c in centres[k])
         shape = shapes[k] if rng.random() < 0.7 else "other"
         lines.append(f"{k},{x:.4f},{y:.4f},{shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "points.csv"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -35,6 +35,7 @@ from dlrun.data.text import read_text
 from dlrun.errors import UserError
 from dlrun.registry import TASKS, closest
 from dlrun.schema import Named, spec
+from dlrun.tasks.base import path_problems
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 # The modules of mathematics-dataset 1.0.1 (tests check these against the package;
@@ -101,9 +102,7 @@ class AlgebraDataConfig(Named):
 
 @TASKS.register("algebra", schema=AlgebraDataConfig)
 class AlgebraTask(Seq2SeqTask):
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        return [*super().tiny(root), "dataset.extrapolate_size=50"]
+    tiny_overrides = (*Seq2SeqTask.tiny_overrides, "dataset.extrapolate_size=50")
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -200,9 +199,10 @@ def _check_files(d: AlgebraDataConfig) -> list[str]:
             f"dataset.path: required with dataset.source={d.source} (the folder that holds "
             "the data)"
         ]
+    fix = f"give the folder that holds the dataset.source={d.source} files"
+    if problems := path_problems("dataset.path", d.path, "folder", fix):
+        return problems
     root = Path(d.path).expanduser()
-    if not root.is_dir():
-        return [f"dataset.path={d.path}: no such folder"]
     missing = []
     for module in d.modules:
         if module not in MODULES:

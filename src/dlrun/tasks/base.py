@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from dlrun.config import RunConfig
+from dlrun.errors import printable
 
 
 def split_problems(dataset: Any, what: str) -> list[str]:
@@ -31,6 +33,16 @@ def encoding_problems(dataset: Any) -> list[str]:
     return []
 
 
+def path_problems(key: str, value: str | None, kind: str, fix: str) -> list[str]:
+    """``key=value: no such <kind>; <fix>`` where ``value`` names no existing ``kind``
+    ("file", "folder", or "file or folder"); nothing where it does, or is unset."""
+    if value is None:
+        return []
+    path = Path(value).expanduser()
+    found = {"file": path.is_file, "folder": path.is_dir}.get(kind, path.exists)()
+    return [] if found else [f"{key}={printable(value)}: no such {kind}; {fix}"]
+
+
 class Task:
     """One experiment family. Subclasses register with ``TASKS.register``.
 
@@ -47,6 +59,12 @@ class Task:
     not_tested: ClassVar[tuple[str, ...]] = ("train", "val", "train_subset")
     # The kinds of problem ``task.problem`` may choose (none: the task has one kind).
     problems: ClassVar[tuple[str, ...]] = ()
+    # The task's own settings for a seconds-long run, the tests' and CI's (``tiny``):
+    # overrides of its keys (data sizes, batch size) and, for a task that reads files,
+    # a writer of a tiny synthetic set (``dlrun.data.fake``) that takes a folder and
+    # returns what ``dataset.path`` names.
+    tiny_overrides: ClassVar[tuple[str, ...]] = ()
+    tiny_data: ClassVar[Callable[[Path], Path] | None] = None
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -70,10 +88,11 @@ class Task:
 
     @classmethod
     def tiny(cls, root: Path) -> list[str]:
-        """Overrides of the task's own keys (data sizes, batch size) for a seconds-long
-        run: the tests' and CI's. A task that reads files writes a tiny synthetic set
-        under ``root`` first (``dlrun.data.fake``) and points ``dataset.path`` at it."""
-        raise NotImplementedError(f"{cls.__name__} has no tiny() settings for the tests")
+        """The overrides of a seconds-long run; writes ``tiny_data`` under ``root`` first."""
+        if not cls.tiny_overrides:
+            raise NotImplementedError(f"{cls.__name__} has no tiny_overrides for the tests")
+        data = [] if cls.tiny_data is None else [f"dataset.path={cls.tiny_data(root)}"]
+        return [*data, *cls.tiny_overrides]
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:

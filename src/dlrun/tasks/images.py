@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dlrun.config import RunConfig
+from dlrun.data import fake
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import (
     AUTO_SIZE,
@@ -43,7 +44,7 @@ from dlrun.models import build_model
 from dlrun.registry import TASKS, model_entry
 from dlrun.rundir import read_json
 from dlrun.schema import Named, spec
-from dlrun.tasks.base import split_problems
+from dlrun.tasks.base import path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
 
@@ -96,6 +97,8 @@ def min_image_size(model_cfg: Any) -> int:
 @TASKS.register("images", schema=ImagesDataConfig)
 class ImagesTask(ClassificationTask):
     model_kind = "image"
+    tiny_data = staticmethod(fake.write_image_folder)
+    tiny_overrides = ("dataset.image_size=16", "dataset.batch_size=16")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -107,34 +110,26 @@ class ImagesTask(ClassificationTask):
         self._stats: dict[str, Any] = {}
 
     @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        from dlrun.data.fake import write_image_folder
-
-        path = write_image_folder(root / "images")
-        return [f"dataset.path={path}", "dataset.image_size=16", "dataset.batch_size=16"]
-
-    @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
-        problems += split_problems(d, "images")
         least = min_image_size(cfg.model)
         if d.image_size is not None and d.image_size < least:
             problems.append(
                 f"dataset.image_size={d.image_size}: model {cfg.model.name} needs "
                 f"images of at least {least}x{least}; raise it or choose model=resnet"
             )
-        return problems
+        return problems + split_problems(d, "images")
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
-        root = Path(d.path).expanduser()
-        if not root.is_dir():
-            return [
-                f"dataset.path={printable(d.path)}: no such folder; give a folder with one "
-                "subfolder of images per class (or the images of dataset.annotations=FILE.csv)"
-            ]
+        fix = (
+            "give a folder with one subfolder of images per class (or the images of "
+            "dataset.annotations=FILE.csv)"
+        )
+        if problems := path_problems("dataset.path", d.path, "folder", fix):
+            return problems
         if d.annotations is not None and not annotations_file(d).is_file():
             return [
                 f"dataset.annotations={printable(d.annotations)}: no such file (looked "

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from dlrun.config import RunConfig
+from dlrun.data import fake
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.download import download
 from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
@@ -29,10 +30,16 @@ from dlrun.models import build_model
 from dlrun.registry import TASKS
 from dlrun.rundir import read_json, read_torch
 from dlrun.schema import Named, spec
+from dlrun.tasks.base import path_problems
 from dlrun.tasks.classify import ClassificationTask
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+# What to do when dataset.path names nothing.
+WHERE = (
+    "point it at the aclImdb folder or aclImdb_v1.tar.gz, or add dataset.download=true "
+    "to fetch the official tarball (84 MB) to that path"
+)
 PREP_VERSION = 1  # the array-based build writes the same files as version 1
 SHOWN_CHARS = 120  # of each test review, kept for samples.txt
 
@@ -77,6 +84,8 @@ def distinct_ids(docs: list[list[str]], vocab: WordVocab) -> dict[str, torch.Ten
 class ImdbTask(ClassificationTask):
     model_kind = "bag_of_words"
     classes = ("negative", "positive")
+    tiny_data = staticmethod(fake.write_aclimdb)
+    tiny_overrides = ("dataset.val_size=40", "dataset.batch_size=16")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -86,13 +95,6 @@ class ImdbTask(ClassificationTask):
         self.shown: dict[str, list[str]] = {}
         self._stats: dict[str, Any] = {}
         self.feature_weights: torch.Tensor | None = None  # per token id, dataset.feature_weights
-
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        from dlrun.data.fake import write_aclimdb
-
-        path = write_aclimdb(root)
-        return [f"dataset.path={path}", "dataset.val_size=40", "dataset.batch_size=16"]
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -108,13 +110,7 @@ class ImdbTask(ClassificationTask):
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
-        if not d.download and not Path(d.path).expanduser().exists():
-            return [
-                f"dataset.path={d.path}: not found; point it at the aclImdb folder or "
-                "aclImdb_v1.tar.gz, or add dataset.download=true to fetch the official "
-                "tarball (84 MB) to that path"
-            ]
-        return []
+        return [] if d.download else path_problems("dataset.path", d.path, "file or folder", WHERE)
 
     # -- data ------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.config import RunConfig
+from dlrun.data import fake
 from dlrun.data.download import download
 from dlrun.data.images import read_idx, read_npz
 from dlrun.errors import UserError, printable
@@ -107,18 +108,13 @@ CHANNELS_LAST = ("cuda", "cpu")
 class KmnistTask(ClassificationTask):
     model_kind = "image"
     classes = CLASSES
+    tiny_data = staticmethod(fake.write_kmnist)
+    tiny_overrides = ("dataset.val_size=100", "dataset.batch_size=32")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.mean, self.std = 0.0, 1.0  # of the training pixels in [0, 1]
         self.device = torch.device("cpu")
-
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        from dlrun.data.fake import write_kmnist
-
-        path = write_kmnist(root / "KMNIST" / "raw")
-        return [f"dataset.path={path}", "dataset.val_size=100", "dataset.batch_size=32"]
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:

@@ -28,6 +28,13 @@ class Seq2SeqTask(Task):
 
     model_kind = "seq2seq"
     metric_names = ("char_accuracy", "exact_match", "cer")
+    # Generated pairs (dates, algebra): a few hundred of them.
+    tiny_overrides = (
+        "dataset.train_size=768",
+        "dataset.val_size=128",
+        "dataset.test_size=128",
+        "dataset.batch_size=64",
+    )
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -37,12 +44,6 @@ class Seq2SeqTask(Task):
         # Optional label of each example (the module, in a mixture) for statistics.
         self.groups: dict[str, list[str]] = {}
         self.host_widths: dict[str, dict[str, torch.Tensor]] = {}
-
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        """Generated pairs (dates, algebra): a few hundred of them."""
-        sizes = "dataset.train_size=768 dataset.val_size=128 dataset.test_size=128"
-        return [*sizes.split(), "dataset.batch_size=64"]
 
     def normalize(self, text: str) -> str:
         """The same normalization for training data and for prediction inputs."""

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.config import RunConfig
+from dlrun.data import fake
 from dlrun.data.table import (
     Encoder,
     Table,
@@ -40,7 +41,7 @@ from dlrun.models import build_model
 from dlrun.registry import TASKS
 from dlrun.rundir import read_json
 from dlrun.schema import Named, spec
-from dlrun.tasks.base import encoding_problems, split_problems
+from dlrun.tasks.base import encoding_problems, path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 
 PROBLEMS = ("classification", "regression")
@@ -70,6 +71,8 @@ class TabularTask(ClassificationTask):
     problems = PROBLEMS
     metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
     METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
+    tiny_data = staticmethod(fake.write_points)
+    tiny_overrides = ("dataset.target=labels", "dataset.batch_size=16")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -81,13 +84,6 @@ class TabularTask(ClassificationTask):
     @property
     def regression(self) -> bool:
         return self.cfg.task.problem == "regression"
-
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        from dlrun.data.fake import write_points
-
-        path = write_points(root / "points.csv")
-        return [f"dataset.path={path}", "dataset.target=labels", "dataset.batch_size=16"]
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -109,13 +105,10 @@ class TabularTask(ClassificationTask):
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:
-        d = cfg.dataset
-        paths = [("dataset.path", d.path), ("dataset.test_path", d.test_path)]
-        return [
-            f"{key}={value}: no such file; give a CSV or TSV table with a header row"
-            for key, value in paths
-            if value is not None and not Path(value).expanduser().is_file()
-        ]
+        d, fix = cfg.dataset, "give a CSV or TSV table with a header row"
+        return path_problems("dataset.path", d.path, "file", fix) + path_problems(
+            "dataset.test_path", d.test_path, "file", fix
+        )
 
     # -- data ----------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlrun.config import RunConfig
+from dlrun.data import fake
 from dlrun.data.text import read_text
 from dlrun.errors import UserError, printable
 from dlrun.registry import TASKS
 from dlrun.schema import Named, spec
-from dlrun.tasks.base import encoding_problems, split_problems
+from dlrun.tasks.base import encoding_problems, path_problems, split_problems
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 log = logging.getLogger("dlrun")
@@ -61,11 +62,8 @@ def read_pairs(path: Path, reverse: bool = False, encoding: str = "utf-8") -> li
 
 @TASKS.register("text_pairs", schema=TextPairsDataConfig)
 class TextPairsTask(Seq2SeqTask):
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        from dlrun.data.fake import write_text_pairs
-
-        return [f"dataset.path={write_text_pairs(root / 'pairs.tsv')}", "dataset.batch_size=32"]
+    tiny_data = staticmethod(fake.write_text_pairs)
+    tiny_overrides = ("dataset.batch_size=32",)
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -75,13 +73,11 @@ class TextPairsTask(Seq2SeqTask):
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:
-        path = Path(cfg.dataset.path).expanduser()
-        if path.is_file():
-            return []
-        return [
-            f"dataset.path={path}: no such file; give a TSV of source<TAB>target lines, "
-            "e.g. dataset.path=~/data/spa.txt (from manythings.org/anki)"
-        ]
+        fix = (
+            "give a TSV of source<TAB>target lines, e.g. dataset.path=~/data/spa.txt "
+            "(from manythings.org/anki)"
+        )
+        return path_problems("dataset.path", cfg.dataset.path, "file", fix)
 
     def normalize(self, text: str) -> str:
         text = " ".join(text.split())

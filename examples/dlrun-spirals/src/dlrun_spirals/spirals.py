@@ -56,11 +56,13 @@ class SpiralsTask(ClassificationTask):
         super().__init__(cfg)
         self.classes = tuple(f"arm{k}" for k in range(cfg.dataset.arms))
 
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        # The points are generated: nothing to write under root.
-        sizes = "dataset.train_size=512 dataset.val_size=128 dataset.test_size=128"
-        return [*sizes.split(), "dataset.batch_size=64"]
+    # A seconds-long run (the points are generated: no tiny_data to write).
+    tiny_overrides = (
+        "dataset.train_size=512",
+        "dataset.val_size=128",
+        "dataset.test_size=128",
+        "dataset.batch_size=64",
+    )
 
     def prepare(self, cache_dir: Path) -> None:
         d = self.cfg.dataset
