@@ -122,6 +122,13 @@ def test_predict_errors(tmp_path, cache_dir):
     (tmp_path / "half").mkdir()
     result = run_cli(["dlrun-predict", str(tmp_path / "half"), "x"], tmp_path, cache_dir)
     assert result.returncode == 2 and "not a complete dlrun run directory" in result.stderr
+    # A row of features that starts with a minus sign reads as an option, unless after --.
+    row = ["dlrun-predict", str(tmp_path / "half"), "1,2", "-0.5,0.5"]
+    result = run_cli(row, tmp_path, cache_dir)
+    assert result.returncode == 2
+    assert "-0.5,0.5; an input that starts with '-' goes after '--'" in result.stderr
+    result = run_cli([*row[:3], "--", row[3]], tmp_path, cache_dir)
+    assert result.returncode == 2 and "not a complete dlrun run directory" in result.stderr
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path, cache_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from typing import NoReturn
 
@@ -52,6 +53,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage mistakes are one line and exit status 2, like every dlrun error."""
 
     def error(self, message: str) -> NoReturn:
+        if re.match(r"unrecognized arguments:.* -[\d.]", message):  # a row like -0.5,0.5
+            message += "; an input that starts with '-' goes after '--', e.g. -- -0.5,0.5"
         print(
             f"{self.prog}: error: {printable(message, 200)} (see {self.prog} --help)",
             file=sys.stderr,
