@@ -110,8 +110,9 @@ def test_a_home_path_on_the_command_line(tmp_path, cache_dir, monkeypatch):
     assert f"dataset.path={home}/no.tsv: no such file" in missing.stderr
     # A sweep's values, and nothing but a value's leading ~.
     monkeypatch.setenv("HOME", "/h")
-    sweep = ["-m", "dataset.path=~/a,~,~/c", "~trainer.x", "task.name=a~b"]
-    assert expand_home(sweep) == ["-m", "dataset.path=/h/a,/h,/h/c", "~trainer.x", "task.name=a~b"]
+    sweep = ["-m", "dataset.path=~/a,~,~/c", "x=[~/d,~]", "~trainer.x", "task.name=a~b"]
+    expanded = ["-m", "dataset.path=/h/a,/h,/h/c", "x=[/h/d,/h]", "~trainer.x", "task.name=a~b"]
+    assert expand_home(sweep) == expanded
 
 
 def test_predict_errors(tmp_path, cache_dir):

@@ -82,8 +82,8 @@ def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
         return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
-# A "~" that starts a value (or a value of a sweep): the home folder.
-HOME = re.compile(r"(?<=[=,])~(?=[/,]|$)")
+# A "~" that starts a value (or an item of a sweep or a list): the home folder.
+HOME = re.compile(r"(?<=[=,[])~(?=[/,\]]|$)")
 
 
 def expand_home(argv: list[str]) -> list[str]:
