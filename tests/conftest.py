@@ -14,10 +14,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from omegaconf import OmegaConf
 
 from dlrun.config import conf_dir
+from dlrun.hydra_setup import initialized
 from dlrun.registry import list_tasks, model_entry, task_entry
 
 # Small enough that a run takes seconds on a 2-core CPU.
@@ -84,7 +85,7 @@ def task_of(overrides: tuple[str, ...]) -> str:
         if key == "task":
             return value
         if key == "experiment":
-            with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            with initialized(conf_dir()):
                 return compose("config", overrides=[o]).task.name
     return "dates"
 
@@ -93,7 +94,7 @@ def make_cfg(cache_dir: Path, *overrides: str):
     chosen = {o.split("=")[0] for o in overrides}
     sizes = [] if chosen & {"model", "task", "experiment"} else TINY_GRU
     data = tiny_data(task_of(overrides))
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+    with initialized(conf_dir()):
         return compose(
             "config",
             overrides=[*TINY, *data, *sizes, f"paths.cache_dir={cache_dir}", *overrides],
@@ -117,7 +118,7 @@ def model_cfg(option: str, **changes):
     from dlrun.config import typed
     from dlrun.registry import model_entry
 
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+    with initialized(conf_dir()):
         node = OmegaConf.to_container(compose("config", overrides=[f"model={option}"]).model)
     node.update(changes)
     return typed(model_entry(node["name"]).schema, node)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, run_cli
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from omegaconf import OmegaConf
 
 from dlrun.config import conf_dir, validate
 from dlrun.errors import UserError
+from dlrun.hydra_setup import initialized
 from dlrun.preflight import all_groups, preflight
 from dlrun.registry import (
     MODELS,
@@ -98,7 +99,7 @@ def test_plugin_task_composes_validates_and_trains_through_its_entry_point(
     groups = all_groups(conf_dir())
     assert "spirals" in groups["task"] and "spirals" in groups["dataset"]
     overrides = task_entry("spirals").obj.tiny(tmp_path / "data")
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+    with initialized(conf_dir()):
         cfg = compose("config", overrides=["task=spirals", *overrides])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.depth) == ("spirals", "mlp", 3)
     assert validate(cfg).dataset.train_size == 512
@@ -106,6 +107,8 @@ def test_plugin_task_composes_validates_and_trains_through_its_entry_point(
     env = {"PYTHONPATH": f"{site}:{EXAMPLE / 'src'}"}
     result = run_cli(["dlrun", "task=spirals", *TINY, *overrides], tmp_path, cache_dir, env=env)
     assert result.returncode == 0, result.stderr
+    stats = run_cli(["dlrun-stats", "task=spirals", *overrides], tmp_path, cache_dir, env=env)
+    assert stats.returncode == 0 and "| train | 512 |" in stats.stdout, stats.stderr
     run_dir = tmp_path / re.search(r"run dir: (.+)", result.stdout).group(1)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["task"], summary["model"]) == ("ok", "spirals", "mlp")
@@ -193,6 +196,6 @@ def test_a_plugin_model_is_found_through_its_entry_point(tmp_path, isolated):
     isolated.syspath_prepend(str(fake_install(tmp_path / "site", "dlrun-toy", points, files)))
     assert "toy_linear" in list_models() and "toy_linear" in all_groups(conf_dir())["model"]
     assert model_entry("toy_linear").kind == "tabular"
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+    with initialized(conf_dir()):
         cfg = compose("config", overrides=["task=tabular", "model=toy_linear", "dataset.target=y"])
     assert validate(cfg, check_data=False).model.name == "toy_linear"

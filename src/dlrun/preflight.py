@@ -11,12 +11,13 @@ import os
 import re
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
+from dlrun.hydra_setup import initialized
 from dlrun.registry import closest, missing_yaml_hint, plugin_conf_dirs, unknown_name_message
 
 # Hydra flags after which we leave the command line to Hydra alone.
@@ -78,7 +79,7 @@ def hydra_group_options(conf_dir: Path, group: str) -> list[str]:
     """Choices of one of Hydra's own groups (hydra/launcher...), installed plugins included."""
     from hydra.core.global_hydra import GlobalHydra
 
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+    with initialized(conf_dir):
         return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
@@ -241,7 +242,7 @@ def _check_sweep(conf_dir: Path, parsed, first: list[str]) -> None:
     ``hydra.sweeper.params``) makes a valid config, before the first job starts."""
     sweeps = [(i, o) for i, o in enumerate(parsed) if o.is_sweep_override()]
     jobs = _job_overrides(first)
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+    with initialized(conf_dir):
         hydra_cfg = compose("config", overrides=jobs, return_hydra_config=True)
     params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params") or {}
     given = {o.key_or_group for o in parsed}
@@ -333,7 +334,7 @@ def _first_choice(o, text: str) -> str:
 
 
 def _compose(conf_dir: Path, overrides: list[str]):
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+    with initialized(conf_dir):
         try:
             return compose("config", overrides=overrides)
         except (HydraException, ValueError) as exc:  # ValueError: Hydra on odd group values
@@ -372,7 +373,7 @@ def _compose(conf_dir: Path, overrides: list[str]):
 def _compose_groups_only(conf_dir: Path, overrides: list[str]):
     opts = all_groups(conf_dir)
     chosen = [t for t in overrides if t.split("=", 1)[0] in opts]
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+    with initialized(conf_dir):
         return compose("config", overrides=chosen)
 
 

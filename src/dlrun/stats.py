@@ -51,10 +51,11 @@ def _cell(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
     from dlrun.config import conf_dir, validate
     from dlrun.errors import UserError, one_line_errors
+    from dlrun.hydra_setup import initialized
     from dlrun.preflight import preflight
     from dlrun.registry import task_entry
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
                 "the statistics of one config (no sweeps: -m, nor --cfg: use dlrun --cfg job)"
             )
         overrides = preflight(args, conf_dir())
-        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        with initialized(conf_dir()):
             data = validate(compose("config", overrides=overrides))
         task = task_entry(data.task.name).obj(data)
         task.prepare(Path(data.paths.cache_dir).expanduser())

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlrun import __version__
 from dlrun.config import conf_dir, to_dict, validate
 from dlrun.errors import Interrupted, Terminated, UserError
+from dlrun.hydra_setup import register_plugins
 from dlrun.outputs import write_failure, write_samples, write_summary
 from dlrun.resume import resume_command
 
@@ -51,22 +52,13 @@ def _unique_dir(base: str) -> str:
 
 
 def _register() -> None:
-    """Registration, the one thing importing this module does.
-
-    ``hydra/sweeper=optuna`` and the search path of installed task plugins' YAML:
-    Hydra finds plugins by listing the ``hydra_plugins`` package, which an
-    editable install (``pip install -e .``) hides from it, so dlrun registers
-    them itself. ``use_cache``: Hydra copies resolver caches into each sweep
-    job's config, so a job resolved in another process (a launcher plugin) gets
-    the same directory.
+    """Registration, the one thing importing this module does: dlrun's Hydra plugins
+    (``@hydra.main`` below may start without composing through ``preflight``, e.g.
+    ``--info``) and the run-dir resolver. ``use_cache``: Hydra copies resolver
+    caches into each sweep job's config, so a job resolved in another process (a
+    launcher plugin) gets the same directory.
     """
-    from hydra.core.plugins import Plugins
-
-    from hydra_plugins.dlrun_optuna.optuna_sweeper import OptunaSweeper
-    from hydra_plugins.dlrun_searchpath.searchpath import DlrunPluginsSearchPath
-
-    Plugins.instance().register(OptunaSweeper)
-    Plugins.instance().register(DlrunPluginsSearchPath)
+    register_plugins()
     OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True, use_cache=True)
 
 

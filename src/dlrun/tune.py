@@ -320,7 +320,6 @@ def check_search(
     """``dlrun -m`` with the optuna sweeper (chosen on the command line or by a preset):
     refuse a bad search in one line before Hydra starts. False for other sweepers."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
@@ -340,7 +339,9 @@ def check_search(
                 fixed.append(text)
     from hydra.errors import HydraException
 
-    with initialize_config_dir(str(conf_dir), version_base="1.3"):
+    from dlrun.hydra_setup import initialized
+
+    with initialized(conf_dir):
         try:
             cfg = hydra_compose("config", overrides=first, return_hydra_config=True)
         except HydraException as exc:
