@@ -50,12 +50,12 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 import dlrun
-from dlrun.config import conf_dir, validate
 from dlrun.data.vocab import Vocab
 from dlrun.engine.device import resolve_device
 from dlrun.engine.device import synchronize as sync
 from dlrun.engine.trainer import Trainer, build_optimizer
 from dlrun.models import build_model
+from dlrun.plan.config import conf_dir, validate
 from dlrun.registry import task_entry
 from dlrun.tasks.classify import classification_loss
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from dlrun.config import conf_dir, validate
+from dlrun.plan.config import conf_dir, validate
 from dlrun.tasks.images import ImagesTask
 
 

@@ -71,7 +71,7 @@ def measured(cmd: list[str], cwd: Path) -> dict:
 def dataset_settings(overrides: list[str]) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from dlrun.config import conf_dir
+    from dlrun.plan.config import conf_dir
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)

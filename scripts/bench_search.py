@@ -43,7 +43,7 @@ def main() -> None:
     import optuna
     import torch
 
-    from dlrun import tune
+    from dlrun.search import study as tune
 
     base = ["experiment=imdb_seed", f"dataset.path={args.imdb}", "device=cpu"]
     out = args.out.resolve()

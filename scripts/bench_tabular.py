@@ -61,7 +61,7 @@ def run_sklearn(points: Path) -> dict:
     from hydra import compose, initialize_config_dir
     from sklearn.neural_network import MLPClassifier
 
-    from dlrun.config import conf_dir, validate
+    from dlrun.plan.config import conf_dir, validate
     from dlrun.tasks.tabular import TabularTask
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):

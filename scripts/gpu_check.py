@@ -20,8 +20,8 @@ from pathlib import Path
 
 
 def write_data(folder: Path, small: bool) -> None:
-    """The tests' tiny corpora (dlrun.data.fake); ``small``: ten times more of each."""
-    from dlrun.data.fake import write_aclimdb, write_kmnist, write_text_pairs
+    """The tests' tiny corpora (dlrun.testing.fake); ``small``: ten times more of each."""
+    from dlrun.testing.fake import write_aclimdb, write_kmnist, write_text_pairs
 
     scale = 10 if small else 1
     folder.mkdir(parents=True, exist_ok=True)

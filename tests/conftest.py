@@ -17,9 +17,10 @@ import pytest
 from hydra import compose
 from omegaconf import OmegaConf
 
-from dlrun.config import conf_dir
-from dlrun.hydra_setup import initialized
+from dlrun.plan.compose import initialized
+from dlrun.plan.config import conf_dir
 from dlrun.registry import list_tasks, model_entry, task_entry
+from dlrun.testing import tiny
 
 # Small enough that a run takes seconds on a 2-core CPU.
 TINY = [
@@ -34,12 +35,12 @@ _CORPORA: list[Path] = []  # the session's folder of tiny data sets, made on fir
 
 @functools.cache
 def tiny_data(task: str) -> tuple[str, ...]:
-    """The task's own settings for a seconds-long run (``Task.tiny``); a task that reads
-    files writes its tiny data set once per session."""
+    """The task's settings for a seconds-long run (``dlrun.testing.tiny``); a task that
+    reads files writes its tiny data set once per session."""
     if not _CORPORA:
         _CORPORA.append(Path(tempfile.mkdtemp(prefix="dlrun-corpora-")))
         atexit.register(shutil.rmtree, _CORPORA[0], ignore_errors=True)
-    return tuple(task_entry(task).obj.tiny(_CORPORA[0] / task))
+    return tuple(tiny(task, _CORPORA[0]))
 
 
 def merged(*overrides: str) -> list[str]:
@@ -68,7 +69,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def corpora() -> dict[str, Path]:
-    """The tiny data set of each task that reads files (the ``dataset.path`` of its tiny())."""
+    """The tiny data set of each task that reads files (the ``dataset.path`` of its tiny)."""
     paths = {}
     for task in list_tasks():
         for override in tiny_data(task):
@@ -115,7 +116,7 @@ def fitting_overrides(group: str, choice: str) -> list[str]:
 
 def model_cfg(option: str, **changes):
     """The typed config of model option ``option`` (conf/model/OPTION.yaml), with ``changes``."""
-    from dlrun.config import typed
+    from dlrun.plan.config import typed
     from dlrun.registry import model_entry
 
     with initialized(conf_dir()):

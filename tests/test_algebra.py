@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dlrun.config import validate
 from dlrun.errors import ConfigError, UserError
+from dlrun.plan.config import validate
 from dlrun.tasks.algebra import (
     EXTRAPOLATE_MODULES,
     MODULES,
@@ -215,7 +215,7 @@ def test_odd_file_is_a_user_error(tiny_cfg, tmp_path):
 
 
 def test_stats_file_in_the_run_dir(tiny_cfg, tmp_path):
-    from dlrun.train import run
+    from dlrun.cli.train import run
 
     write_deepmind(tmp_path / "data")
     cfg = tiny_cfg(

@@ -9,12 +9,12 @@ import shutil
 import pytest
 from conftest import TINY, TINY_GRU, run_cli, tiny_data
 
-from dlrun.config import DeviceConfig
+from dlrun.cli.train import _unique_dir
 from dlrun.engine.device import resolve_device
 from dlrun.errors import UserError
-from dlrun.preflight import expand_home
+from dlrun.plan.command import expand_home
+from dlrun.plan.config import DeviceConfig
 from dlrun.registry import list_tasks
-from dlrun.train import _unique_dir
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import fitting_overrides
 
-from dlrun.config import conf_dir, validate
-from dlrun.preflight import groups
+from dlrun.plan.command import groups
+from dlrun.plan.config import conf_dir, validate
 
 CHOICES = [
     (group, choice) for group, choices in sorted(groups(conf_dir()).items()) for choice in choices

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from babel.dates import format_date
 
-from dlrun.config import validate
+from dlrun.plan.config import validate
 from dlrun.tasks.dates import SEED_FORMATS, DatesTask, generate, normalize
 
 

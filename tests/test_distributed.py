@@ -57,7 +57,7 @@ def test_evaluation_split_across_ranks_equals_one_process(tiny_cfg, tmp_path, ta
     import torch
     import torch.multiprocessing as mp
 
-    from dlrun.config import validate
+    from dlrun.plan.config import validate
     from dlrun.registry import task_entry
 
     cfg = validate(tiny_cfg(f"task={task}"))

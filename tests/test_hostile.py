@@ -27,8 +27,8 @@ import torch
 from conftest import TINY, TINY_GRU, merged, run_cli, tiny_data
 
 from dlrun import predict, report, stats, train
-from dlrun.data.fake import idx_bytes, synthetic_images, write_aclimdb, write_kmnist
 from dlrun.errors import UserError
+from dlrun.testing.fake import idx_bytes, synthetic_images, write_aclimdb, write_kmnist
 
 DATES = [*TINY, *tiny_data("dates"), *TINY_GRU]
 ENTRIES = {"dlrun": train.main, "dlrun-predict": predict.main, "dlrun-report": report.main}
@@ -470,7 +470,7 @@ def test_saved_interpolations_are_never_resolved(finished, tmp_path, monkeypatch
 
 def test_resume_equal_values_are_not_changes(finished, tmp_path, monkeypatch, cache_dir):
     """Pasting the original command after resume= only refuses keys whose value changes."""
-    from dlrun.preflight import preflight
+    from dlrun.plan.command import preflight
 
     run = _copy(finished["dates"], tmp_path / "run")
     monkeypatch.setenv("DLRUN_CACHE_DIR", str(cache_dir))
@@ -481,7 +481,7 @@ def test_resume_equal_values_are_not_changes(finished, tmp_path, monkeypatch, ca
 
 def test_sweep_validates_a_presets_params_before_any_job(tmp_path):
     """hydra.sweeper.params of an experiment are checked like the command line's."""
-    from dlrun.preflight import preflight
+    from dlrun.plan.command import preflight
 
     conf = shutil.copytree(train.conf_dir(), tmp_path / "conf")
     (conf / "experiment" / "bad_lr.yaml").write_text(
@@ -519,7 +519,7 @@ def test_user_error_before_the_first_step_leaves_no_checkpoints(tiny_cfg, tmp_pa
 
 
 def test_damaged_cache_entries_are_rebuilt(tiny_cfg, tmp_path, caplog):
-    from dlrun.config import validate
+    from dlrun.plan.config import validate
     from dlrun.tasks.dates import DatesTask
 
     data = validate(tiny_cfg())
@@ -536,7 +536,7 @@ def test_damaged_cache_entries_are_rebuilt(tiny_cfg, tmp_path, caplog):
 
 
 def test_damaged_imdb_cache_is_rebuilt(tiny_cfg, tmp_path, caplog):
-    from dlrun.config import validate
+    from dlrun.plan.config import validate
     from dlrun.tasks.imdb import ImdbTask
 
     data = validate(tiny_cfg("task=imdb"))
@@ -673,7 +673,7 @@ def test_any_override_of_real_keys_is_valid_or_one_line():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from dlrun.preflight import preflight
+    from dlrun.plan.command import preflight
 
     value = st.one_of(
         st.sampled_from(BAD),

@@ -16,12 +16,12 @@ from conftest import run_cli, save_run_config
 from PIL import Image
 
 from dlrun import predict, stats
-from dlrun.config import ConfigError, validate
+from dlrun.cli.train import run
 from dlrun.data import image_files
-from dlrun.data.fake import bar_image, write_image_folder
 from dlrun.errors import UserError
+from dlrun.plan.config import ConfigError, validate
 from dlrun.tasks import images
-from dlrun.train import run
+from dlrun.testing.fake import bar_image, write_image_folder
 
 
 def prepared(tiny_cfg, cache: Path, *overrides: str) -> images.ImagesTask:

@@ -9,15 +9,15 @@ import pytest
 import torch
 from conftest import model_cfg, save_run_config
 
-from dlrun.config import validate
+from dlrun.cli.predict import load_run
+from dlrun.cli.stats import format_stats
+from dlrun.cli.train import run
 from dlrun.data.text import WordVocab
 from dlrun.engine.writers import read_jsonl
 from dlrun.models import build_model
 from dlrun.models.bow import BagSum, argsort_ids
-from dlrun.predict import load_run
-from dlrun.stats import format_stats
+from dlrun.plan.config import validate
 from dlrun.tasks.imdb import ImdbTask, distinct_ids, nb_ratios
-from dlrun.train import run
 
 BOW = {"name": "bow_mlp", "hidden_size": 16, "outputs": 1, "dropout": 0.0, "sparse_grad": False}
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 from conftest import model_cfg, save_run_config
 
-from dlrun.config import ConfigError, validate
+from dlrun.cli.train import run
 from dlrun.data.download import md5sum
-from dlrun.data.fake import idx_bytes, synthetic_images, write_kmnist
 from dlrun.data.images import read_idx, read_npz
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import UserError
 from dlrun.models import build_model
+from dlrun.plan.config import ConfigError, validate
 from dlrun.tasks import kmnist
-from dlrun.train import run
+from dlrun.testing.fake import idx_bytes, synthetic_images, write_kmnist
 
 
 def test_idx_and_npz_files_read_the_same_arrays(tmp_path):
@@ -161,7 +161,7 @@ def test_short_run_learns_and_writes_figures(tiny_cfg, tmp_path):
 def test_predict_reads_image_files(tiny_cfg, tmp_path):
     from PIL import Image
 
-    from dlrun.predict import load_run
+    from dlrun.cli.predict import load_run
 
     cfg = tiny_cfg("task=kmnist", "trainer.max_steps=60")
     run(cfg, tmp_path)

@@ -7,10 +7,10 @@ import importlib.util
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dlrun.config import validate
+from dlrun.cli.train import run
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import ConfigError
-from dlrun.train import run
+from dlrun.plan.config import validate
 
 
 def test_tensorboard_has_every_split_and_the_hparams(tiny_cfg, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrun.metrics import char_accuracy, exact_match, mask_after_eos
+from dlrun.tasks.metrics import char_accuracy, exact_match, mask_after_eos
 
 PAD, EOS = 0, 2
 
@@ -71,7 +71,7 @@ def test_mask_after_eos():
     ],
 )
 def test_levenshtein_hand_made(a, b, distance):
-    from dlrun.metrics import levenshtein
+    from dlrun.tasks.metrics import levenshtein
 
     def enc(s, n):
         return torch.tensor([[ord(c) for c in s] + [0] * (n - len(s))])
@@ -82,6 +82,6 @@ def test_levenshtein_hand_made(a, b, distance):
 
 
 def test_lengths_to_eos():
-    from dlrun.metrics import lengths_to_eos
+    from dlrun.tasks.metrics import lengths_to_eos
 
     assert lengths_to_eos(t([[5, EOS, 0], [5, 6, 7], [EOS, 0, 0]]), EOS).tolist() == [1, 3, 0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrun.config import DeviceConfig, validate
 from dlrun.models import build_model
 from dlrun.models.seq2seq import Seq2Seq, Tokens
+from dlrun.plan.config import DeviceConfig, validate
 from dlrun.registry import model_entry
 
 PAD, SOS, EOS = 0, 1, 2

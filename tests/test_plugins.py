@@ -17,10 +17,10 @@ from conftest import TINY, run_cli
 from hydra import compose
 from omegaconf import OmegaConf
 
-from dlrun.config import conf_dir, validate
 from dlrun.errors import UserError
-from dlrun.hydra_setup import initialized
-from dlrun.preflight import all_groups, preflight
+from dlrun.plan.command import all_groups, preflight
+from dlrun.plan.compose import initialized
+from dlrun.plan.config import conf_dir, validate
 from dlrun.registry import (
     MODELS,
     TASKS,
@@ -34,6 +34,13 @@ from dlrun.registry import (
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dlrun-spirals"
 SPIRALS = {"dlrun.tasks": {"spirals": "dlrun_spirals.spirals"}}  # as its pyproject.toml says
+# A seconds-long spirals run (its points are generated: no data to write).
+SPIRALS_TINY = (
+    "dataset.train_size=512",
+    "dataset.val_size=128",
+    "dataset.test_size=128",
+    "dataset.batch_size=64",
+)
 PLUGIN_PACKAGES = ("dlrun_spirals", "dlrun_broken", "dlrun_toy", "fake_builtins")
 
 
@@ -98,7 +105,7 @@ def test_plugin_task_composes_validates_and_trains_through_its_entry_point(
     assert "dlrun_spirals.spirals" not in sys.modules
     groups = all_groups(conf_dir())
     assert "spirals" in groups["task"] and "spirals" in groups["dataset"]
-    overrides = task_entry("spirals").obj.tiny(tmp_path / "data")
+    overrides = list(SPIRALS_TINY)
     with initialized(conf_dir()):
         cfg = compose("config", overrides=["task=spirals", *overrides])
     assert (cfg.dataset.name, cfg.model.name, cfg.model.depth) == ("spirals", "mlp", 3)
@@ -179,7 +186,7 @@ def test_a_plugin_model_is_found_through_its_entry_point(tmp_path, isolated):
         "from dataclasses import dataclass\n"
         "from torch import nn\n"
         "from dlrun.registry import MODELS\n\n"
-        "from dlrun.config import spec\n\n"
+        "from dlrun.plan.config import spec\n\n"
         "@dataclass(frozen=True)\nclass ToyConfig:\n    name: str = spec()\n\n"
         "@MODELS.register('toy_linear', schema=ToyConfig)\n"
         "class ToyLinear(nn.Linear):\n"

@@ -12,10 +12,10 @@ from conftest import TINY, TINY_GRU, read_csv, run_cli, sweep_dir, task_of, tiny
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from dlrun import tune
-from dlrun.config import conf_dir, validate
-from dlrun.preflight import groups
-from dlrun.train import run
+from dlrun.cli.train import run
+from dlrun.plan.command import groups
+from dlrun.plan.config import conf_dir, validate
+from dlrun.search import study as tune
 
 PRESETS = groups(conf_dir())["experiment"]
 DATES = [*TINY, *TINY_GRU, *tiny_data("dates")]  # dataset.batch_size last

@@ -13,7 +13,7 @@ from conftest import TINY, TINY_GRU, merged, read_csv, run_cli, sweep_dir, tiny_
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
-from dlrun.report import build_table, find_runs, load_run, write_report
+from dlrun.report.runs import build_table, find_runs, load_run, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATES = [*TINY, *tiny_data("dates"), *TINY_GRU]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from test_algebra import write_deepmind
 
+from dlrun.cli.predict import main as predict_main
+from dlrun.cli.train import run
 from dlrun.engine.writers import read_jsonl
-from dlrun.predict import main as predict_main
-from dlrun.train import run
 
 MODELS = {
     "gru_seq2seq": ["model.hidden_size=24", "model.embedding_size=8"],
@@ -94,7 +94,7 @@ def test_batches_cut_to_their_longest_row_change_nothing(tiny_cfg, place_value_d
     """A batch is cut to its own longest source and target; the loss is the same as padded."""
     import torch
 
-    from dlrun.config import validate
+    from dlrun.plan.config import validate
     from dlrun.registry import task_entry
 
     cfg = validate(tiny_cfg(*task_overrides("algebra", place_value_dir), f"model={model}"))

@@ -1,6 +1,6 @@
 """Each default is written once, in conf/, and every path a config takes keeps it.
 
-The schemas (dlrun.config and each task's and model's dataclass) state types
+The schemas (dlrun.plan.config and each task's and model's dataclass) state types
 and limits only; the YAML under conf/ states every value. A config composed by
 Hydra, validated, recorded in a run directory, reloaded by ``dlrun-predict``
 and by a resume is the same config everywhere.
@@ -19,12 +19,12 @@ from conftest import TINY, fitting_overrides, merged, run_cli, tiny_data
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlrun.config import SECTIONS, RunConfig, TuneConfig, conf_dir, to_dict, validate
-from dlrun.predict import load_run
-from dlrun.preflight import groups
+from dlrun.cli.predict import load_run
+from dlrun.cli.train import run
+from dlrun.plan.command import groups
+from dlrun.plan.config import SECTIONS, RunConfig, TuneConfig, conf_dir, to_dict, validate
+from dlrun.plan.resume import resumed_config
 from dlrun.registry import list_models, list_tasks, model_entry, task_entry
-from dlrun.resume import resumed_config
-from dlrun.train import run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_0.1.0_dates"
 

@@ -10,13 +10,13 @@ import matplotlib.image
 import pytest
 from conftest import save_run_config
 
-from dlrun.config import validate
+from dlrun.cli.predict import load_run
+from dlrun.cli.stats import format_stats
+from dlrun.cli.train import run
 from dlrun.data.table import read_table
 from dlrun.errors import UserError
-from dlrun.predict import load_run
-from dlrun.stats import format_stats
+from dlrun.plan.config import validate
 from dlrun.tasks.tabular import TabularTask
-from dlrun.train import run
 
 
 def table(tmp_path: Path, name: str, text: str) -> Path:

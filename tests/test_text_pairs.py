@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from dlrun.config import validate
+from dlrun.cli.train import run
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import ConfigError, UserError
+from dlrun.plan.config import validate
 from dlrun.tasks.text_pairs import TextPairsTask, read_pairs
-from dlrun.train import run
 
 
 def test_read_pairs_columns_reverse_and_errors(tmp_path):

@@ -14,12 +14,12 @@ from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
 from dlrun import __version__
-from dlrun.config import to_dict, validate
+from dlrun.cli.train import run
 from dlrun.engine import trackers, trackers_wandb
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import ConfigError, UserError
-from dlrun.report import find_runs
-from dlrun.train import run
+from dlrun.plan.config import to_dict, validate
+from dlrun.report.runs import find_runs
 
 
 @pytest.fixture(autouse=True)

@@ -8,11 +8,11 @@ import signal
 import pytest
 import torch
 
+from dlrun.cli.train import run
 from dlrun.engine.checkpoint import load
 from dlrun.engine.writers import read_jsonl
 from dlrun.errors import Interrupted, UserError
 from dlrun.tasks.seq2seq import Seq2SeqTask
-from dlrun.train import run
 
 
 def test_loss_falls_and_accuracy_rises(tiny_cfg, tmp_path):

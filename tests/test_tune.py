@@ -14,11 +14,11 @@ from conftest import TINY, TINY_GRU, merged, read_csv, run_cli, tiny_data
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
-from dlrun import tune
-from dlrun.config import conf_dir
+from dlrun.cli.train import run
 from dlrun.errors import UserError
-from dlrun.preflight import preflight
-from dlrun.train import run
+from dlrun.plan.command import preflight
+from dlrun.plan.config import conf_dir
+from dlrun.search import study as tune
 
 # char_accuracy moves within 20 steps on the tiny dates data (exact match stays at 0).
 DATES = [*TINY, *tiny_data("dates"), *TINY_GRU, "task.monitor=val/char_accuracy"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from dlrun.config import validate
 from dlrun.errors import ConfigError, UserError
+from dlrun.plan.config import validate
 from dlrun.registry import MODELS, Registry, list_models, list_tasks
 
 

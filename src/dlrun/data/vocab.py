@@ -75,7 +75,7 @@ class Vocab:
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
-        from dlrun.rundir import read_json
+        from dlrun.rundir.read import read_json
 
         itos = read_json(path, list)
         if list(itos[: len(SPECIALS)]) != list(SPECIALS) or not all(

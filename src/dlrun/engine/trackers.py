@@ -24,9 +24,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dlrun.config import to_dict
 from dlrun.engine.writers import TensorBoardWriter, flat_hparams, write_text_atomic
 from dlrun.errors import Interrupted, UserError
+from dlrun.plan.config import to_dict
 
 log = logging.getLogger("dlrun")
 
@@ -137,7 +137,7 @@ def open_trackers(cfg, run_dir: Path) -> Trackers | None:
 
 def _previous(run_dir: Path) -> dict:
     """The tracker runs a resumed run logged to (its ``trackers.json``, read as data)."""
-    from dlrun.rundir import read_json
+    from dlrun.rundir.read import read_json
 
     path = run_dir / RECORD
     if not path.is_file():
@@ -222,7 +222,7 @@ def sweep_record(run_dir: Path, data: dict, names: list[str]) -> dict:
         return {}
     from dlrun.engine.trackers_mlflow import MlflowTracker
     from dlrun.engine.trackers_wandb import WandbTracker
-    from dlrun.rundir import read_json
+    from dlrun.rundir.read import read_json
 
     path = sweep / RECORD
     with _locked(sweep / f".{RECORD}.lock"):
@@ -264,7 +264,7 @@ class SweepTrackers(Callback):
         sweep = Path(str(config.hydra.sweep.dir))
         if not (sweep / RECORD).is_file():
             return
-        from dlrun.rundir import read_json
+        from dlrun.rundir.read import read_json
 
         try:
             record = read_json(sweep / RECORD)

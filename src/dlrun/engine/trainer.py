@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dlrun.config import to_dict
 from dlrun.engine import checkpoint
 from dlrun.engine.device import DeviceInfo, for_training, synchronize
 from dlrun.engine.distributed import SINGLE, Dist
@@ -27,7 +26,8 @@ from dlrun.engine.optim import build_optimizer, build_scheduler
 from dlrun.engine.progress import DataOrder, StopSignals, TrainState, check_finite
 from dlrun.engine.writers import Writers
 from dlrun.errors import Interrupted
-from dlrun.resume import resume_command
+from dlrun.plan.config import to_dict
+from dlrun.plan.resume import resume_command
 
 log = logging.getLogger("dlrun")
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import MODELS
-from dlrun.schema import Named, spec
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dlrun.models.seq2seq import Seq2Seq, Tokens
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import MODELS
-from dlrun.schema import Named, spec
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils._pytree import tree_map
 
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import MODELS
-from dlrun.schema import Named, spec
 
 
 def select_rows(tree: Any, idx: torch.Tensor) -> Any:

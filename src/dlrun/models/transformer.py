@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import RunConfig
 from dlrun.models.seq2seq import Seq2Seq, Tokens
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import MODELS
-from dlrun.schema import Named, spec
 
 
 @dataclass(frozen=True)

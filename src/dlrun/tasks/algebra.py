@@ -29,12 +29,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dlrun.config import RunConfig
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.text import read_text
 from dlrun.errors import UserError
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS, closest
-from dlrun.schema import Named, spec
 from dlrun.tasks.base import path_problems
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
@@ -102,8 +102,6 @@ class AlgebraDataConfig(Named):
 
 @TASKS.register("algebra", schema=AlgebraDataConfig)
 class AlgebraTask(Seq2SeqTask):
-    tiny_overrides = (*Seq2SeqTask.tiny_overrides, "dataset.extrapolate_size=50")
-
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)

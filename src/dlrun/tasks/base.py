@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from dlrun.config import RunConfig
 from dlrun.errors import printable
+from dlrun.plan.config import RunConfig
 
 
 def split_problems(dataset: Any, what: str) -> list[str]:
@@ -59,12 +58,6 @@ class Task:
     not_tested: ClassVar[tuple[str, ...]] = ("train", "val", "train_subset")
     # The kinds of problem ``task.problem`` may choose (none: the task has one kind).
     problems: ClassVar[tuple[str, ...]] = ()
-    # The task's own settings for a seconds-long run, the tests' and CI's (``tiny``):
-    # overrides of its keys (data sizes, batch size) and, for a task that reads files,
-    # a writer of a tiny synthetic set (``dlrun.data.fake``) that takes a folder and
-    # returns what ``dataset.path`` names.
-    tiny_overrides: ClassVar[tuple[str, ...]] = ()
-    tiny_data: ClassVar[Callable[[Path], Path] | None] = None
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -85,14 +78,6 @@ class Task:
                 "leave task.problem out"
             )
         return problems
-
-    @classmethod
-    def tiny(cls, root: Path) -> list[str]:
-        """The overrides of a seconds-long run; writes ``tiny_data`` under ``root`` first."""
-        if not cls.tiny_overrides and cls.tiny_data is None:
-            raise NotImplementedError(f"{cls.__name__} has no tiny settings for the tests")
-        data = [] if cls.tiny_data is None else [f"dataset.path={cls.tiny_data(root)}"]
-        return [*data, *cls.tiny_overrides]
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:

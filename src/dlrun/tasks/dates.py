@@ -17,11 +17,11 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from tqdm import tqdm
 
-from dlrun.config import RunConfig
 from dlrun.data.cache import cache_key, cached
 from dlrun.errors import UserError
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
-from dlrun.schema import Named, spec
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 SEED_FORMATS = [

@@ -24,8 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlrun.config import RunConfig
-from dlrun.data import fake
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import (
     AUTO_SIZE,
@@ -41,9 +39,10 @@ from dlrun.data.image_files import (
 )
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS, model_entry
-from dlrun.rundir import read_json
-from dlrun.schema import Named, spec
+from dlrun.rundir.read import read_json
 from dlrun.tasks.base import path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
@@ -97,8 +96,6 @@ def min_image_size(model_cfg: Any) -> int:
 @TASKS.register("images", schema=ImagesDataConfig)
 class ImagesTask(ClassificationTask):
     model_kind = "image"
-    tiny_data = staticmethod(fake.write_image_folder)
-    tiny_overrides = ("dataset.image_size=16", "dataset.batch_size=16")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

@@ -19,17 +19,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlrun.config import RunConfig
-from dlrun.data import fake
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.download import download
 from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
 from dlrun.data.text import TOKENIZERS, WordVocab, read_aclimdb, with_ngrams
 from dlrun.errors import UserError
 from dlrun.models import build_model
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
-from dlrun.rundir import read_json, read_torch
-from dlrun.schema import Named, spec
+from dlrun.rundir.read import read_json, read_torch
 from dlrun.tasks.base import path_problems
 from dlrun.tasks.classify import ClassificationTask
 
@@ -84,8 +83,6 @@ def distinct_ids(docs: list[list[str]], vocab: WordVocab) -> dict[str, torch.Ten
 class ImdbTask(ClassificationTask):
     model_kind = "bag_of_words"
     classes = ("negative", "positive")
-    tiny_data = staticmethod(fake.write_aclimdb)
-    tiny_overrides = ("dataset.val_size=40", "dataset.batch_size=16")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

@@ -19,15 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import RunConfig
-from dlrun.data import fake
 from dlrun.data.download import download
 from dlrun.data.images import read_idx, read_npz
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
-from dlrun.rundir import read_json
-from dlrun.schema import Named, spec
+from dlrun.rundir.read import read_json
 from dlrun.tasks.classify import ClassificationTask
 
 MIRROR = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
@@ -108,8 +107,6 @@ CHANNELS_LAST = ("cuda", "cpu")
 class KmnistTask(ClassificationTask):
     model_kind = "image"
     classes = CLASSES
-    tiny_data = staticmethod(fake.write_kmnist)
-    tiny_overrides = ("dataset.val_size=100", "dataset.batch_size=32")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import RunConfig
 from dlrun.data.vocab import Vocab
 from dlrun.errors import UserError, printable
-from dlrun.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 from dlrun.models import build_model
 from dlrun.models.seq2seq import Tokens
+from dlrun.plan.config import RunConfig
 from dlrun.tasks.base import Task
+from dlrun.tasks.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 
 
 class Seq2SeqTask(Task):
@@ -28,13 +28,6 @@ class Seq2SeqTask(Task):
 
     model_kind = "seq2seq"
     metric_names = ("char_accuracy", "exact_match", "cer")
-    # Generated pairs (dates, algebra): a few hundred of them.
-    tiny_overrides = (
-        "dataset.train_size=768",
-        "dataset.val_size=128",
-        "dataset.test_size=128",
-        "dataset.batch_size=64",
-    )
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

@@ -21,8 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import RunConfig
-from dlrun.data import fake
 from dlrun.data.table import (
     Encoder,
     Table,
@@ -38,9 +36,10 @@ from dlrun.data.table import (
 )
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
-from dlrun.rundir import read_json
-from dlrun.schema import Named, spec
+from dlrun.rundir.read import read_json
 from dlrun.tasks.base import encoding_problems, path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 
@@ -71,8 +70,6 @@ class TabularTask(ClassificationTask):
     problems = PROBLEMS
     metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
     METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
-    tiny_data = staticmethod(fake.write_points)
-    tiny_overrides = ("dataset.target=labels", "dataset.batch_size=16")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

@@ -14,12 +14,11 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlrun.config import RunConfig
-from dlrun.data import fake
 from dlrun.data.text import read_text
 from dlrun.errors import UserError, printable
+from dlrun.plan.config import RunConfig
+from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
-from dlrun.schema import Named, spec
 from dlrun.tasks.base import encoding_problems, path_problems, split_problems
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
@@ -62,9 +61,6 @@ def read_pairs(path: Path, reverse: bool = False, encoding: str = "utf-8") -> li
 
 @TASKS.register("text_pairs", schema=TextPairsDataConfig)
 class TextPairsTask(Seq2SeqTask):
-    tiny_data = staticmethod(fake.write_text_pairs)
-    tiny_overrides = ("dataset.batch_size=32",)
-
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)

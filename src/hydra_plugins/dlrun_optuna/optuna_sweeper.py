@@ -83,8 +83,8 @@ class OptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from dlrun import tune
         from dlrun.errors import UserError
+        from dlrun.search import study as tune
 
         optuna = tune.require_optuna()
         from optuna.trial import TrialState

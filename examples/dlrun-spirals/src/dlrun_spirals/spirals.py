@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlrun.config import spec
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
+from dlrun.plan.schema import spec
 from dlrun.registry import TASKS
 from dlrun.tasks.classify import ClassificationTask
 
@@ -55,14 +55,6 @@ class SpiralsTask(ClassificationTask):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.classes = tuple(f"arm{k}" for k in range(cfg.dataset.arms))
-
-    # A seconds-long run (the points are generated: no tiny_data to write).
-    tiny_overrides = (
-        "dataset.train_size=512",
-        "dataset.val_size=128",
-        "dataset.test_size=128",
-        "dataset.batch_size=64",
-    )
 
     def prepare(self, cache_dir: Path) -> None:
         d = self.cfg.dataset

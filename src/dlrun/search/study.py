@@ -11,7 +11,7 @@ sets; its trainer reports the monitored metric at every evaluation and stops
 once the study's pruner says so.
 
 What a search leaves for people (``best.yaml``, the study's plots) is written
-by ``dlrun.tune_results``.
+by ``dlrun.search.results``.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def check_space(
     with the other keys at their first value: a misspelt key or a value
     validation refuses ends the command in one line.
     """
-    from dlrun.config import validate
+    from dlrun.plan.config import validate
 
     if sampler not in SAMPLERS:
         raise UserError(
@@ -339,7 +339,7 @@ def check_search(
                 fixed.append(text)
     from hydra.errors import HydraException
 
-    from dlrun.hydra_setup import initialized
+    from dlrun.plan.compose import initialized
 
     with initialized(conf_dir):
         try:

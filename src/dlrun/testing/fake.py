@@ -2,7 +2,7 @@
 
 An aclImdb tree, KMNIST files, a parallel TSV, image folders and a CSV table,
 each learnable in a few steps. Each writer takes a folder, writes into it and
-returns what ``dataset.path`` should name: a task's ``tiny_data`` (the tests' and
+returns what ``dataset.path`` should name (``dlrun.testing.TINY``: the tests' and
 CI's seconds-long runs). The tests also build damaged variants from them.
 """
 
@@ -59,7 +59,6 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def write_kmnist(folder: Path, n_train: int = 600, n_test: int = 200, kind: str = "idx") -> Path:
     """The four KMNIST files (IDX .gz or .npz) of synthetic images in ``folder``."""
-    # Imported here: the kmnist task module imports this one for its tiny_data.
     from dlrun.tasks.kmnist import IDX_FILES, NPZ_FILES
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -53,10 +53,10 @@ def _cell(value) -> str:
 def main(argv: list[str] | None = None) -> None:
     from hydra import compose
 
-    from dlrun.config import conf_dir, validate
     from dlrun.errors import UserError, one_line_errors
-    from dlrun.hydra_setup import initialized
-    from dlrun.preflight import preflight
+    from dlrun.plan.command import preflight
+    from dlrun.plan.compose import initialized
+    from dlrun.plan.config import conf_dir, validate
     from dlrun.registry import task_entry
 
     args = sys.argv[1:] if argv is None else argv

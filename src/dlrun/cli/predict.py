@@ -18,10 +18,10 @@ def load_run(run_dir: Path, device: str = "cpu"):
     """(task, model) rebuilt from a run directory, model in eval mode on ``device``."""
     import torch
 
-    from dlrun.config import validate
     from dlrun.errors import ConfigError
+    from dlrun.plan.config import validate
     from dlrun.registry import task_entry
-    from dlrun.rundir import find_checkpoint, read_checkpoint
+    from dlrun.rundir.read import find_checkpoint, read_checkpoint
 
     path = find_checkpoint(run_dir)
     # map_location: a model trained on a GPU loads on a CPU-only machine.

@@ -1,7 +1,7 @@
 """A search's results: ``best.yaml`` and the study's plots.
 
-``dlrun-report`` and a sweep's summary (``dlrun.report``) write them into a
-search directory, the one with Optuna's journal (``dlrun.tune``).
+``dlrun-report`` and a sweep's summary (``dlrun.report.runs``) write them into a
+search directory, the one with Optuna's journal (``dlrun.search.study``).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dlrun import tune
 from dlrun.engine.writers import write_text_atomic
-from dlrun.tune import override_text
+from dlrun.search import study as tune
+from dlrun.search.study import override_text
 
 
 def search_outputs(paths: list[Path], out: Path, plots: bool) -> list[Path]:

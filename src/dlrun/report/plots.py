@@ -1,4 +1,4 @@
-"""dlrun-report's plots over runs (``dlrun.report`` reads and tabulates them):
+"""dlrun-report's plots over runs (``dlrun.report.runs`` reads and tabulates them):
 
 - ``summary_<metric>_vs_<key>.png``: the metric against a swept key (log axis
   for learning rates and other keys spanning decades), one line per split;
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from dlrun.data.table import number
 
 if TYPE_CHECKING:
-    from dlrun.report import Run, Table
+    from dlrun.report.runs import Run, Table
 
 
 def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path]:

@@ -14,8 +14,8 @@ them; also runs made separately) and writes into ``DIR``:
   against the step, overlaid;
 - ``summary_bars.png``: a grouped bar chart when two keys vary.
 
-The plots are drawn in ``dlrun.report_plots``; a search directory's
-``best.yaml`` and the study's plots come from ``dlrun.tune_results``.
+The plots are drawn in ``dlrun.report.plots``; a search directory's
+``best.yaml`` and the study's plots come from ``dlrun.search.results``.
 
 A sweep (``dlrun -m ...``) does the same by itself: Hydra's callbacks get no
 job results, so each job writes its own ``summary.json`` and ``SweepSummary``
@@ -41,8 +41,8 @@ from omegaconf import OmegaConf
 
 from dlrun.engine.trackers import STORE_DIRS
 from dlrun.engine.writers import read_jsonl, write_text_atomic
-from dlrun.errors import OneLineParser, UserError, one_line_errors
-from dlrun.rundir import read_json, read_yaml, select
+from dlrun.errors import UserError
+from dlrun.rundir.read import read_json, read_yaml, select
 
 LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
 PLAIN_FORMAT = {"epochs": "{:.2f}", "wall_time_s": "{:.1f}"}  # not metrics: fewer digits
@@ -106,7 +106,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def load_run(path: Path) -> Run:
-    """A run's files read as data (``dlrun.rundir``): a damaged one is one clear line."""
+    """A run's files read as data (``dlrun.rundir.read``): a damaged one is one clear line."""
     summary_file = path / "summary.json"
     summary = read_json(summary_file) if summary_file.is_file() else {}
     hydra_dir = path / ".hydra"
@@ -267,10 +267,10 @@ def write_report(
     files = [out / "summary.csv", out / "summary.md"]
     ok = [r for r in runs if r.status == "ok"]
     if plots and ok:
-        from dlrun.report_plots import plot_runs
+        from dlrun.report.plots import plot_runs
 
         files += plot_runs(ok, table, out, x)
-    from dlrun.tune_results import search_outputs
+    from dlrun.search.results import search_outputs
 
     files += search_outputs(paths, out, plots)
     failed = sum(r.status not in ("ok", "pruned") for r in runs)
@@ -310,38 +310,3 @@ class SweepSummary(Callback):
                 file=sys.stderr,
             )
             sys.exit(1)
-
-
-# -- dlrun-report ------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = OneLineParser(
-        prog="dlrun-report",
-        description="Summary table and plots over dlrun runs and sweeps.",
-    )
-    parser.add_argument("paths", nargs="+", type=Path, help="sweep or run directories")
-    parser.add_argument(
-        "--metric", help="metric to sort and plot (accuracy, val/accuracy, test/cer...)"
-    )
-    parser.add_argument("--x", help="swept key for the x axis (default: the first numeric one)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        help="where to write (default: the one PATH given, else the folder the paths share)",
-    )
-    args = parser.parse_args(argv)
-    paths = [p.expanduser() for p in args.paths]
-    out = args.out
-    if out is None:
-        out = (
-            paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.resolve() for p in paths]))
-        )
-    with one_line_errors("dlrun-report"):
-        report = write_report(paths, out, args.metric, args.x)
-    print(report.table.markdown(), end="")
-    print(f"\nwrote {', '.join(f.name for f in report.files)} in {out}")
-
-
-if __name__ == "__main__":
-    main()

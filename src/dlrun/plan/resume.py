@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import UserError
-from dlrun.rundir import read_checkpoint, read_json, select
+from dlrun.rundir.read import read_checkpoint, read_json, select
 
 # How long, how often, where, and what is logged: all a resume may change.
 CONTINUE = (

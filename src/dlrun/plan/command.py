@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
-from dlrun.hydra_setup import initialized
+from dlrun.plan.compose import initialized
 from dlrun.registry import closest, missing_yaml_hint, plugin_conf_dirs, unknown_name_message
 
 # Hydra flags after which we leave the command line to Hydra alone.
@@ -100,7 +100,7 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
 
     ``resume=DIR`` keeps only the overrides that continue a run and adds
     ``hydra.run.dir=DIR`` so the run continues in its own directory; the
-    run's own config is read from its checkpoint (``dlrun.resume``).
+    run's own config is read from its checkpoint (``dlrun.plan.resume``).
     """
     argv = expand_home(argv)
     modes = {MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in MODES}
@@ -137,7 +137,7 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     cfg = _compose(conf_dir, _job_overrides(first))
     data = _validate(cfg)
     if multirun:
-        from dlrun.tune import check_search
+        from dlrun.search.study import check_search
 
         # hydra/sweeper=optuna: every choice and both ends of every range; a grid:
         # every value of every swept key.
@@ -153,8 +153,8 @@ def _job_overrides(overrides: list[str]) -> list[str]:
 
 
 def _validate(cfg) -> dict:
-    from dlrun.config import validate
     from dlrun.engine.device import resolve_device
+    from dlrun.plan.config import validate
 
     data = validate(cfg)
     resolve_device(data.device)
@@ -270,8 +270,8 @@ def _check_sweep(conf_dir: Path, parsed, first: list[str]) -> None:
 
 def _resume_overrides(conf_dir: Path, run_dir: Path, parsed, options) -> list[str]:
     """The command line that continues ``run_dir``; refuses changes that would not."""
-    from dlrun.config import to_dict
-    from dlrun.resume import (
+    from dlrun.plan.config import to_dict
+    from dlrun.plan.resume import (
         check_overrides,
         check_unfinished,
         hydra_value,
@@ -326,7 +326,7 @@ def _first_choice(o, text: str) -> str:
     if not o.is_sweep_override():
         return text
     if not o.is_discrete_sweep():  # interval(): a search's range, from its lower end
-        from dlrun.tune import override_text, parse_param
+        from dlrun.search.study import override_text, parse_param
 
         return override_text(o.get_key_element(), parse_param(o).extremes()[0])
     first = next(iter(o.sweep_string_iterator()))

@@ -1,7 +1,7 @@
 """The run config's schema and its validation: every bad key or value at once, before any work.
 
 Every value lives in YAML under conf/; each section's dataclass states types
-and limits only (``dlrun.schema``). Tasks and models register their own
+and limits only (``dlrun.plan.schema``). Tasks and models register their own
 schemas for ``dataset`` and ``model``; cross-field checks belong to the task
 (``Task.check_config``). ``validate`` returns a frozen ``RunConfig``.
 """
@@ -18,18 +18,18 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlrun.errors import ConfigError, UserError
+from dlrun.plan.schema import check_section, spec, typed
 from dlrun.registry import closest, model_entry, task_entry
-from dlrun.schema import check_section, spec, typed
 
 
 @functools.cache
 def conf_dir() -> Path:
     """dlrun's config tree: inside the wheel as dlrun/conf, top-level in a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parents[1] / "conf"):
+    package = Path(__file__).resolve().parents[1]  # src/dlrun, or site-packages/dlrun
+    for candidate in (package / "conf", package.parents[1] / "conf"):
         if (candidate / "config.yaml").is_file():
             return candidate
-    raise RuntimeError(f"dlrun's config tree is missing (looked in {here}/conf and ../../conf)")
+    raise RuntimeError(f"dlrun's config tree is missing (looked in {package}/conf and ../../conf)")
 
 
 @dataclass(frozen=True)

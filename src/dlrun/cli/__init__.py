@@ -1,0 +1,1 @@
+"""The console scripts, thin: dlrun (train), dlrun-predict, dlrun-report, dlrun-stats."""

@@ -1,0 +1,41 @@
+"""dlrun-report PATH...: one table and a few plots over runs and sweeps (``dlrun.report``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dlrun.errors import OneLineParser, one_line_errors
+from dlrun.report.runs import write_report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineParser(
+        prog="dlrun-report",
+        description="Summary table and plots over dlrun runs and sweeps.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument(
+        "--metric", help="metric to sort and plot (accuracy, val/accuracy, test/cer...)"
+    )
+    parser.add_argument("--x", help="swept key for the x axis (default: the first numeric one)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write (default: the one PATH given, else the folder the paths share)",
+    )
+    args = parser.parse_args(argv)
+    paths = [p.expanduser() for p in args.paths]
+    out = args.out
+    if out is None:
+        out = (
+            paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.resolve() for p in paths]))
+        )
+    with one_line_errors("dlrun-report"):
+        report = write_report(paths, out, args.metric, args.x)
+    print(report.table.markdown(), end="")
+    print(f"\nwrote {', '.join(f.name for f in report.files)} in {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What dlrun writes for people over many runs: the summary table (``runs``) and its plots."""
