@@ -215,7 +215,7 @@ def test_odd_file_is_a_user_error(tiny_cfg, tmp_path):
 
 
 def test_stats_file_in_the_run_dir(tiny_cfg, tmp_path):
-    from dlrun.cli.train import run
+    from dlrun.engine.run import run
 
     write_deepmind(tmp_path / "data")
     cfg = tiny_cfg(

@@ -10,10 +10,10 @@ import torch
 from conftest import tiny_data
 from hydra import compose, initialize_config_dir
 
-from dlrun.cli.train import run
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
 from dlrun.plan.config import conf_dir
 from dlrun.registry import list_tasks
+from dlrun.rundir.read import read_jsonl
 
 # Small models, so that a step costs little; the debug preset sets the trainer.
 SMALL = {

@@ -16,14 +16,14 @@ import torch
 from conftest import save_run_config
 
 from dlrun.cli.predict import load_run
-from dlrun.cli.train import run
 from dlrun.engine.checkpoint import load
 from dlrun.engine.device import resolve_device
+from dlrun.engine.run import run
 from dlrun.engine.trainer import Trainer, build_optimizer
-from dlrun.engine.writers import read_jsonl
 from dlrun.errors import Interrupted
 from dlrun.plan.config import validate
 from dlrun.registry import task_entry
+from dlrun.rundir.read import read_jsonl
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 pytestmark = [

@@ -26,8 +26,10 @@ import pytest
 import torch
 from conftest import TINY, TINY_GRU, merged, run_cli, tiny_data
 
-from dlrun import predict, report, stats, train
+from dlrun.cli import predict, report, stats, train
+from dlrun.engine.run import run
 from dlrun.errors import UserError
+from dlrun.plan.config import conf_dir
 from dlrun.testing.fake import idx_bytes, synthetic_images, write_aclimdb, write_kmnist
 
 DATES = [*TINY, *tiny_data("dates"), *TINY_GRU]
@@ -470,30 +472,31 @@ def test_saved_interpolations_are_never_resolved(finished, tmp_path, monkeypatch
 
 def test_resume_equal_values_are_not_changes(finished, tmp_path, monkeypatch, cache_dir):
     """Pasting the original command after resume= only refuses keys whose value changes."""
-    from dlrun.plan.command import preflight
+    from dlrun.plan.command import plan_command
 
     run = _copy(finished["dates"], tmp_path / "run")
     monkeypatch.setenv("DLRUN_CACHE_DIR", str(cache_dir))
-    argv = preflight([f"resume={run}", *merged(*DATES, "trainer.max_steps=30")], train.conf_dir())
+    argv = plan_command([f"resume={run}", *merged(*DATES, "trainer.max_steps=30")], conf_dir()).argv
     assert f"hydra.run.dir={run}" in argv and "trainer.max_steps=30" in argv
     assert not any(a.startswith("dataset.") for a in argv)  # equal values: not passed on
 
 
 def test_sweep_validates_a_presets_params_before_any_job(tmp_path):
     """hydra.sweeper.params of an experiment are checked like the command line's."""
-    from dlrun.plan.command import preflight
+    from dlrun.plan.command import plan_command
 
-    conf = shutil.copytree(train.conf_dir(), tmp_path / "conf")
+    conf = shutil.copytree(conf_dir(), tmp_path / "conf")
     (conf / "experiment" / "bad_lr.yaml").write_text(
         "# @package _global_\nhydra:\n  sweeper:\n    params:\n      optimizer.lr: 1e-3,-2\n"
     )
     with pytest.raises(UserError, match=r"sweep value optimizer.lr=-2: .*must be > 0"):
-        preflight(["-m", "experiment=bad_lr", *DATES], conf)
-    preflight(["-m", "experiment=bad_lr", *DATES, "optimizer.lr=1e-3,1e-2"], conf)  # CLI wins
+        plan_command(["-m", "experiment=bad_lr", *DATES], conf)
+    plan_command(["-m", "experiment=bad_lr", *DATES, "optimizer.lr=1e-3,1e-2"], conf)  # CLI wins
 
 
 def test_torn_metrics_line_is_dropped_on_resume(tmp_path):
-    from dlrun.engine.writers import JsonlWriter, read_jsonl
+    from dlrun.engine.writers import JsonlWriter
+    from dlrun.rundir.read import read_jsonl
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n{"step": 3, "lo')
@@ -511,7 +514,7 @@ def test_user_error_before_the_first_step_leaves_no_checkpoints(tiny_cfg, tmp_pa
 
     monkeypatch.setattr(Seq2SeqTask, "loss", loss)
     with pytest.raises(UserError, match="first step"):
-        train.run(tiny_cfg("trainer.eval_at_start=true"), tmp_path)
+        run(tiny_cfg("trainer.eval_at_start=true"), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -570,7 +573,7 @@ def test_cache_builds_leave_no_temporary_folders(tmp_path):
 
 SIGNAL_AT = """
 import signal, sys
-from dlrun import train
+from dlrun.cli import train
 from {module} import {owner} as owner
 original = owner.{method}
 def patched(*args, **kwargs):
@@ -673,7 +676,7 @@ def test_any_override_of_real_keys_is_valid_or_one_line():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from dlrun.plan.command import preflight
+    from dlrun.plan.command import plan_command
 
     value = st.one_of(
         st.sampled_from(BAD),
@@ -689,9 +692,9 @@ def test_any_override_of_real_keys_is_valid_or_one_line():
     @given(st.lists(override, min_size=1, max_size=3, unique_by=lambda o: o.split("=")[0]))
     def check(argv):
         try:
-            preflight(
+            plan_command(
                 [*argv, "device=cpu"] if not any(a.startswith("device") for a in argv) else argv,
-                train.conf_dir(),
+                conf_dir(),
             )
         except UserError as exc:
             message = str(exc)

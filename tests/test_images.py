@@ -15,9 +15,9 @@ import torch
 from conftest import run_cli, save_run_config
 from PIL import Image
 
-from dlrun import predict, stats
-from dlrun.cli.train import run
+from dlrun.cli import predict, stats
 from dlrun.data import image_files
+from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.plan.config import ConfigError, validate
 from dlrun.tasks import images

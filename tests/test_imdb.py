@@ -11,12 +11,12 @@ from conftest import model_cfg, save_run_config
 
 from dlrun.cli.predict import load_run
 from dlrun.cli.stats import format_stats
-from dlrun.cli.train import run
 from dlrun.data.text import WordVocab
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
 from dlrun.models import build_model
 from dlrun.models.bow import BagSum, argsort_ids
 from dlrun.plan.config import validate
+from dlrun.rundir.read import read_jsonl
 from dlrun.tasks.imdb import ImdbTask, distinct_ids, nb_ratios
 
 BOW = {"name": "bow_mlp", "hidden_size": 16, "outputs": 1, "dropout": 0.0, "sparse_grad": False}

@@ -10,13 +10,13 @@ import pytest
 import torch
 from conftest import model_cfg, save_run_config
 
-from dlrun.cli.train import run
 from dlrun.data.download import md5sum
 from dlrun.data.images import read_idx, read_npz
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.models import build_model
 from dlrun.plan.config import ConfigError, validate
+from dlrun.rundir.read import read_jsonl
 from dlrun.tasks import kmnist
 from dlrun.testing.fake import idx_bytes, synthetic_images, write_kmnist
 

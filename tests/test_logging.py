@@ -7,10 +7,10 @@ import importlib.util
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dlrun.cli.train import run
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
 from dlrun.errors import ConfigError
 from dlrun.plan.config import validate
+from dlrun.rundir.read import read_jsonl
 
 
 def test_tensorboard_has_every_split_and_the_hparams(tiny_cfg, tmp_path):

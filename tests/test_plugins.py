@@ -18,7 +18,7 @@ from hydra import compose
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
-from dlrun.plan.command import all_groups, preflight
+from dlrun.plan.command import all_groups, plan_command
 from dlrun.plan.compose import initialized
 from dlrun.plan.config import conf_dir, validate
 from dlrun.registry import (
@@ -160,7 +160,7 @@ def test_a_broken_entry_point_is_one_line_naming_its_package(tmp_path, isolated)
     assert task_entry("dates").name == "dates"  # the other tasks are unaffected
     # An entry point without its YAML: the command line says where the YAML belongs.
     with pytest.raises(UserError, match=r"declares task 'quiet' but ships no conf/task/quiet.yaml"):
-        preflight(["task=quiet"], conf_dir())
+        plan_command(["task=quiet"], conf_dir())
 
 
 def test_a_name_two_packages_declare_is_one_line(tmp_path, isolated):

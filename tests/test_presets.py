@@ -12,7 +12,7 @@ from conftest import TINY, TINY_GRU, read_csv, run_cli, sweep_dir, task_of, tiny
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from dlrun.cli.train import run
+from dlrun.engine.run import run
 from dlrun.plan.command import groups
 from dlrun.plan.config import conf_dir, validate
 from dlrun.search import study as tune

@@ -6,8 +6,8 @@ import pytest
 from test_algebra import write_deepmind
 
 from dlrun.cli.predict import main as predict_main
-from dlrun.cli.train import run
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
+from dlrun.rundir.read import read_jsonl
 
 MODELS = {
     "gru_seq2seq": ["model.hidden_size=24", "model.embedding_size=8"],

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from dlrun.cli.predict import load_run
-from dlrun.cli.train import run
+from dlrun.engine.run import run
 from dlrun.plan.command import groups
 from dlrun.plan.config import SECTIONS, RunConfig, TuneConfig, conf_dir, to_dict, validate
 from dlrun.plan.resume import resumed_config

@@ -12,8 +12,8 @@ from conftest import save_run_config
 
 from dlrun.cli.predict import load_run
 from dlrun.cli.stats import format_stats
-from dlrun.cli.train import run
 from dlrun.data.table import read_table
+from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.plan.config import validate
 from dlrun.tasks.tabular import TabularTask

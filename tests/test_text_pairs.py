@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dlrun.cli.train import run
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
 from dlrun.errors import ConfigError, UserError
 from dlrun.plan.config import validate
+from dlrun.rundir.read import read_jsonl
 from dlrun.tasks.text_pairs import TextPairsTask, read_pairs
 
 

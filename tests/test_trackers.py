@@ -14,12 +14,12 @@ from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
 from dlrun import __version__
-from dlrun.cli.train import run
 from dlrun.engine import trackers, trackers_wandb
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
 from dlrun.errors import ConfigError, UserError
 from dlrun.plan.config import to_dict, validate
 from dlrun.report.runs import find_runs
+from dlrun.rundir.read import read_jsonl
 
 
 @pytest.fixture(autouse=True)

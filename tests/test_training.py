@@ -8,10 +8,10 @@ import signal
 import pytest
 import torch
 
-from dlrun.cli.train import run
 from dlrun.engine.checkpoint import load
-from dlrun.engine.writers import read_jsonl
+from dlrun.engine.run import run
 from dlrun.errors import Interrupted, UserError
+from dlrun.rundir.read import read_jsonl
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 

@@ -14,10 +14,11 @@ from conftest import TINY, TINY_GRU, merged, read_csv, run_cli, tiny_data
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
-from dlrun.cli.train import run
+from dlrun.engine.run import run
 from dlrun.errors import UserError
-from dlrun.plan.command import preflight
+from dlrun.plan.command import plan_command
 from dlrun.plan.config import conf_dir
+from dlrun.rundir.layout import SweepDir
 from dlrun.search import study as tune
 
 # char_accuracy moves within 20 steps on the tiny dates data (exact match stays at 0).
@@ -144,7 +145,7 @@ def test_a_bad_search_is_refused_in_one_line_before_any_trial(tmp_path, cache_di
 def test_without_optuna_choosing_the_sweeper_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna fails
     with pytest.raises(UserError, match=r"needs Optuna.*pip install 'dlrun\[tune\]'"):
-        preflight(["-m", "hydra/sweeper=optuna", LR], conf_dir())
+        plan_command(["-m", "hydra/sweeper=optuna", LR], conf_dir())
 
 
 def test_hydra_sweep_syntax_to_optuna_distributions():
@@ -167,7 +168,7 @@ def test_hydra_sweep_syntax_to_optuna_distributions():
 
 def test_a_pruned_trial_stops_at_once_and_is_marked(tiny_cfg, tmp_path):
     """The trainer reports each evaluation; the median pruner stops a trial below the median."""
-    journal = tmp_path / tune.JOURNAL
+    journal = SweepDir(tmp_path).journal
     study = optuna.create_study(
         study_name=tune.STUDY,
         storage=tune.storage(journal),

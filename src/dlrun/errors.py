@@ -49,6 +49,15 @@ def printable(text: str, limit: int = 80) -> str:
     return shown
 
 
+def first_line(what: BaseException | str, limit: int | None = None) -> str:
+    """The first non-blank line of an error message, stripped (an exception with no message:
+    its type's name); with ``limit``, made safe to show and cut (``printable``)."""
+    text = next((line.strip() for line in str(what).splitlines() if line.strip()), "")
+    if not text and isinstance(what, BaseException):
+        text = type(what).__name__
+    return text if limit is None else printable(text, limit)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage mistakes are one line and exit status 2, like every dlrun error."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dlrun.errors import OneLineParser, UserError, one_line_errors, printable
+from dlrun.errors import OneLineParser, UserError, first_line, one_line_errors, printable
 
 
 def load_run(run_dir: Path, device: str = "cpu"):
@@ -21,9 +21,11 @@ def load_run(run_dir: Path, device: str = "cpu"):
     from dlrun.errors import ConfigError
     from dlrun.plan.config import validate
     from dlrun.registry import task_entry
-    from dlrun.rundir.read import find_checkpoint, read_checkpoint
+    from dlrun.rundir.layout import RunDir
+    from dlrun.rundir.read import read_checkpoint
 
-    path = find_checkpoint(run_dir)
+    run = RunDir(run_dir)
+    path = run.find_checkpoint()
     # map_location: a model trained on a GPU loads on a CPU-only machine.
     ckpt = read_checkpoint(path, map_location=device)
     try:
@@ -31,14 +33,14 @@ def load_run(run_dir: Path, device: str = "cpu"):
     except ConfigError as exc:
         raise UserError(f"{path}: the run's saved config is not valid here ({exc})") from None
     task = task_entry(data.task.name).obj(data)
-    task.load(run_dir)
+    task.load(run)
     model = task.build_model()
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError, TypeError) as exc:
         raise UserError(
             f"{path}: its weights do not fit the model the run's config and vocabularies "
-            f"describe ({printable(str(exc).splitlines()[0], 120)}); the files of this run "
+            f"describe ({first_line(exc, 120)}); the files of this run "
             "directory do not belong together"
         ) from None
     model.to(torch.device(device)).eval()

@@ -51,12 +51,9 @@ def _cell(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from hydra import compose
-
     from dlrun.errors import UserError, one_line_errors
-    from dlrun.plan.command import preflight
-    from dlrun.plan.compose import initialized
-    from dlrun.plan.config import conf_dir, validate
+    from dlrun.plan.command import plan_command
+    from dlrun.plan.config import conf_dir
     from dlrun.registry import task_entry
 
     args = sys.argv[1:] if argv is None else argv
@@ -70,9 +67,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{flags[0]}: dlrun-stats takes overrides only (key=value), no flags; it prints "
                 "the statistics of one config (no sweeps: -m, nor --cfg: use dlrun --cfg job)"
             )
-        overrides = preflight(args, conf_dir())
-        with initialized(conf_dir()):
-            data = validate(compose("config", overrides=overrides))
+        data = plan_command(args, conf_dir()).config  # no flags: always one run's config
+        assert data is not None
         task = task_entry(data.task.name).obj(data)
         task.prepare(Path(data.paths.cache_dir).expanduser())
     print(format_stats(task.stats()))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dlrun.data.text import read_text
-from dlrun.errors import UserError, printable
+from dlrun.errors import UserError, first_line, printable
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # dataset.image_size=null: the median shorter side of (a sample of) the images, within these.
@@ -137,8 +137,7 @@ def decode_image(path: str, size: int, channels: int) -> np.ndarray:
 
 
 def why_unreadable(exc: BaseException) -> str:
-    text = next((line for line in str(exc).splitlines() if line.strip()), "")
-    return printable(text or type(exc).__name__, 120)
+    return first_line(exc, 120)
 
 
 def _decode_chunk(job: tuple[list[str], int, int]) -> tuple[np.ndarray, list[tuple[int, str]]]:

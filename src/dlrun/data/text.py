@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dlrun.errors import UserError, printable
+from dlrun.errors import UserError, first_line
 
 # torchtext's basic_english: lowercase, then these substitutions, then split on whitespace.
 _BASIC_ENGLISH = [
@@ -172,7 +172,7 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
                         if member.isfile():
                             add(member.name, lambda m=member: tar.extractfile(m).read())
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            reason = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 120)
+            reason = first_line(exc, 120)
             raise UserError(
                 f"{path}: not a readable aclImdb tarball ({reason}); it is damaged or "
                 "truncated: download it again (dataset.download=true after deleting it)"

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from dlrun.errors import UserError
+from dlrun.rundir.write import write_text_atomic
 
 PAD, SOS, EOS, UNK = "<pad>", "<sos>", "<eos>", "<unk>"
 SPECIALS = (PAD, SOS, EOS, UNK)
@@ -71,7 +72,7 @@ class Vocab:
         return torch.from_numpy(ids)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.itos, ensure_ascii=False))
+        write_text_atomic(path, json.dumps(self.itos, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: Path) -> Vocab:

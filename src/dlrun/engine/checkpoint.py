@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlrun.engine.writers import atomic_write
+from dlrun.rundir.write import atomic_write
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -32,9 +32,9 @@ def of(parts: dict[str, Any], state: dict, config: dict) -> dict:
     return ckpt | {"state": state, "rng": rng_states(), "config": config}
 
 
-def restore(path: Path, device: torch.device, parts: dict[str, Any]) -> dict:
-    """Load ``path`` into ``parts`` and the RNGs; returns the saved progress state."""
-    ckpt = load(path, device)
+def restore(ckpt: dict[str, Any], parts: dict[str, Any]) -> dict:
+    """Load a checkpoint already read into ``parts`` (each moves what it loads onto its own
+    device) and the RNGs; returns the saved progress state."""
     for name, part in parts.items():
         if part is not None and ckpt.get(name) is not None:
             part.load_state_dict(ckpt[name])

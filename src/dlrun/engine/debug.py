@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from dlrun.engine.evaluate import TaskLike
+from dlrun.engine.trainer import Callback
+from dlrun.rundir.write import write_text_atomic
 
 log = logging.getLogger("dlrun")
 
@@ -26,36 +30,76 @@ def limit_splits(task: TaskLike, cfg) -> None:
                 task.keep_first(split, n)
 
 
-@contextlib.contextmanager
-def profiled(steps: int, run_dir: Path, device: torch.device):
-    """A torch.profiler over training steps (``Trainer.on_step`` advances it): one step
-    skipped, one of warm-up, then ``steps`` traced into ``run_dir/profile``, which
-    TensorBoard's profiler plugin and https://ui.perfetto.dev open. Logs the top operators."""
-    if not steps:
-        yield None
-        return
-    from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+class Profile(Callback):
+    """debug=profile: a torch.profiler over training steps: one step skipped, one of
+    warm-up, then ``steps`` traced into the run's ``profile/``, which TensorBoard's
+    profiler plugin and https://ui.perfetto.dev open. Logs the top operators."""
 
-    activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    out = run_dir / "profile"
-    prof = profile(
-        activities=activities,
-        schedule=schedule(wait=1, warmup=1, active=steps, repeat=1),
-        on_trace_ready=tensorboard_trace_handler(str(out)),
-        record_shapes=True,
-    )
-    with prof:
-        yield prof
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    try:
-        table = prof.key_averages().table(sort_by=sort, row_limit=15)
-    except (AssertionError, RuntimeError):  # fewer steps ran than the schedule traces
-        log.warning("profile: the run ended before %d steps were traced", steps)
-        return
-    (out / "top_operators.txt").write_text(table + "\n")
-    log.info("profile: trace in %s; top operators:\n%s", out, table)
+    def __init__(self, steps: int, out: Path, device: torch.device):
+        self.steps, self.out, self.device = steps, out, device
+        self.prof: Any = None
+
+    @contextlib.contextmanager
+    def during_fit(self, trainer) -> Iterator[None]:
+        from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+        activities = [ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(ProfilerActivity.CUDA)
+        self.prof = profile(
+            activities=activities,
+            schedule=schedule(wait=1, warmup=1, active=self.steps, repeat=1),
+            on_trace_ready=tensorboard_trace_handler(str(self.out)),
+            record_shapes=True,
+        )
+        with self.prof:
+            yield
+        self._top_operators()
+        self.prof = None
+
+    def on_step_end(self, trainer) -> None:
+        self.prof.step()
+
+    def _top_operators(self) -> None:
+        sort = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        try:
+            table = self.prof.key_averages().table(sort_by=sort, row_limit=15)
+        except (AssertionError, RuntimeError):  # fewer steps ran than the schedule traces
+            log.warning("profile: the run ended before %d steps were traced", self.steps)
+            return
+        write_text_atomic(self.out / "top_operators.txt", table + "\n")
+        log.info("profile: trace in %s; top operators:\n%s", self.out, table)
+
+
+class Anomaly(Callback):
+    """debug=anomaly: torch.autograd's anomaly detection while training."""
+
+    def during_fit(self, trainer) -> contextlib.AbstractContextManager:
+        return torch.autograd.set_detect_anomaly(True)
+
+
+class Overfit(Callback):
+    """debug=overfit: after training on a few repeated batches, one line: did the
+    training loss fall near zero?"""
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def on_fit_end(self, trainer, result) -> None:
+        if trainer.dist.main:
+            overfit_verdict(result.train_losses, self.threshold)
+
+
+def callbacks(debug, out: Path, device: torch.device) -> list[Callback]:
+    """The debug section's collaborators of the Trainer (``out``: the run's profile folder)."""
+    chosen: list[Callback] = []
+    if debug.profile_steps:
+        chosen.append(Profile(debug.profile_steps, out, device))
+    if debug.anomaly:
+        chosen.append(Anomaly())
+    if debug.train_batches:
+        chosen.append(Overfit(debug.overfit_loss))
+    return chosen
 
 
 def overfit_verdict(losses: list[float], threshold: float) -> None:

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dlrun.engine.writers import read_jsonl  # noqa: E402
+from dlrun.rundir.read import read_jsonl  # noqa: E402
 
 SKIP = {"step", "epoch", "split", "lr", "samples_per_sec", "elapsed", "loss"}
 

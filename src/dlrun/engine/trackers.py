@@ -19,21 +19,18 @@ This module chooses and drives the trackers; each one lives in its own module
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from dlrun.engine.writers import TensorBoardWriter, flat_hparams, write_text_atomic
-from dlrun.errors import Interrupted, UserError
+from dlrun.engine.writers import TensorBoardWriter, flat_hparams
+from dlrun.errors import Interrupted, UserError, first_line
 from dlrun.plan.config import to_dict
+from dlrun.rundir.layout import RunDir, SweepDir
+from dlrun.rundir.read import read_json
 
 log = logging.getLogger("dlrun")
 
-RECORD = "trackers.json"  # in a run directory: each tracker's run id; in a sweep's: the parent's
-ARTIFACTS = ("summary.json", "curves.png", "samples.txt")
-# Directories trackers write inside dlrun's output tree (not run directories themselves).
-STORE_DIRS = ("mlflow", "wandb")
 INSTALL = {"mlflow": "pip install 'dlrun[mlflow]'", "wandb": "pip install 'dlrun[wandb]'"}
 
 
@@ -89,9 +86,9 @@ class Trackers:
     def close(self) -> None:
         pass
 
-    def finish(self, run_dir: Path, status: str) -> None:
+    def finish(self, run: RunDir, status: str) -> None:
         """Log the run's files and end each tracker run (``status``: the summary's)."""
-        self._end(lambda t: t.finish(run_dir, status))
+        self._end(lambda t: t.finish(run, status))
 
     def fail(self, status: str) -> None:
         """End each tracker run as failed (``status`` failed) or killed (interrupted)."""
@@ -103,7 +100,7 @@ class Trackers:
             try:
                 end(t)
             except Exception as exc:  # a tracker's outage must not fail a finished run
-                log.warning("dlrun: %s: could not end the run (%s)", t.name, _brief(exc))
+                log.warning("dlrun: %s: could not end the run (%s)", t.name, first_line(exc, 200))
 
 
 def open_trackers(cfg, run_dir: Path) -> Trackers | None:
@@ -131,24 +128,18 @@ def open_trackers(cfg, run_dir: Path) -> Trackers | None:
                 t.fail("failed")
         raise
     record = {**previous, **{t.name: t.record for t in opened}}
-    write_text_atomic(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
+    run = RunDir(run_dir)
+    run.write_json(run.trackers, record)
     return Trackers(opened)
 
 
 def _previous(run_dir: Path) -> dict:
     """The tracker runs a resumed run logged to (its ``trackers.json``, read as data)."""
-    from dlrun.rundir.read import read_json
-
-    path = run_dir / RECORD
+    path = RunDir(run_dir).trackers
     if not path.is_file():
         return {}
     record = read_json(path)
     return {k: v for k, v in record.items() if isinstance(v, dict) and isinstance(v.get("id"), str)}
-
-
-def _brief(exc: BaseException) -> str:
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return (text or type(exc).__name__)[:200]
 
 
 def _quiet(*names: str) -> None:
@@ -222,10 +213,9 @@ def sweep_record(run_dir: Path, data: dict, names: list[str]) -> dict:
         return {}
     from dlrun.engine.trackers_mlflow import MlflowTracker
     from dlrun.engine.trackers_wandb import WandbTracker
-    from dlrun.rundir.read import read_json
 
-    path = sweep / RECORD
-    with _locked(sweep / f".{RECORD}.lock"):
+    path = SweepDir(sweep).trackers
+    with _locked(path.with_name(f".{path.name}.lock")):
         record = read_json(path) if path.is_file() else {}
         added = False
         for name in names:
@@ -234,7 +224,7 @@ def sweep_record(run_dir: Path, data: dict, names: list[str]) -> dict:
                 record[name] = make(data, sweep)
                 added = True
         if added:
-            write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+            SweepDir(sweep).write_json(path, record)
     return record
 
 
@@ -261,14 +251,12 @@ class SweepTrackers(Callback):
 
     @staticmethod
     def _parent(config, act) -> None:
-        sweep = Path(str(config.hydra.sweep.dir))
-        if not (sweep / RECORD).is_file():
+        sweep = SweepDir(str(config.hydra.sweep.dir))
+        if not sweep.trackers.is_file():
             return
-        from dlrun.rundir.read import read_json
-
         try:
-            record = read_json(sweep / RECORD)
+            record = read_json(sweep.trackers)
             if isinstance(record.get("mlflow"), dict):
                 act(record["mlflow"], sweep)
         except Exception as exc:  # the sweep's jobs matter more than its parent run
-            log.warning("dlrun: mlflow: the sweep's parent run: %s", _brief(exc))
+            log.warning("dlrun: mlflow: the sweep's parent run: %s", first_line(exc, 200))

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from dlrun import __version__
-from dlrun.engine.trackers import ARTIFACTS, _brief, _quiet, _require, _run_name, run_params
-from dlrun.errors import UserError
+from dlrun.engine.trackers import _quiet, _require, _run_name, run_params
+from dlrun.errors import UserError, first_line
+from dlrun.rundir.layout import RunDir, SweepDir
 
 log = logging.getLogger("dlrun")
 
@@ -99,12 +100,11 @@ class MlflowTracker:
         metrics = [Metric(k, v, now, step) for k, v in values.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def finish(self, run_dir: Path, status: str) -> None:
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
-                self.client.log_artifact(self.run_id, str(run_dir / name))
+    def finish(self, run: RunDir, status: str) -> None:
+        for path in run.artifacts():
+            self.client.log_artifact(self.run_id, str(path))
         if self.log_checkpoints:
-            for path in sorted((run_dir / "checkpoints").glob("*.pt")):
+            for path in run.checkpoint_files():
                 self.client.log_artifact(self.run_id, str(path), artifact_path="checkpoints")
         self.client.set_tag(self.run_id, "dlrun.status", status)
         self.client.set_terminated(self.run_id, "FINISHED")
@@ -133,13 +133,13 @@ class MlflowTracker:
         MlflowClient(str(record["tracking_uri"])).update_run(str(record["id"]), status="RUNNING")
 
     @staticmethod
-    def end_parent(record: dict, sweep: Path) -> None:
+    def end_parent(record: dict, sweep: SweepDir) -> None:
         from mlflow import MlflowClient
 
         _quiet("mlflow", "alembic")
         client = MlflowClient(str(record["tracking_uri"]))
         run_id = str(record["id"])
-        for path in sorted(sweep.glob("summary.*")) + sorted(sweep.glob("*.png")):
+        for path in sweep.report_files():
             client.log_artifact(run_id, str(path))
         client.set_terminated(run_id, "FINISHED")
 
@@ -151,7 +151,7 @@ def _mlflow_call(uri: str, call):
         return call()
     except (MlflowException, OSError) as exc:
         raise UserError(
-            f"logger=mlflow: cannot use the tracking store {uri} ({_brief(exc)}); set "
+            f"logger=mlflow: cannot use the tracking store {uri} ({first_line(exc, 200)}); set "
             "logger.mlflow.tracking_uri to a store you can reach"
         ) from None
 

@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 from dlrun import __version__
-from dlrun.engine.trackers import ARTIFACTS, _brief, _quiet, _require, _run_name, run_params
-from dlrun.errors import UserError
+from dlrun.engine.trackers import _quiet, _require, _run_name, run_params
+from dlrun.errors import UserError, first_line
+from dlrun.rundir.layout import RunDir
 
 
 def wandb_mode(mode: str) -> str | None:
@@ -75,7 +76,7 @@ class WandbTracker:
             )
         except Exception as exc:  # wandb.errors.CommError, UsageError, AuthenticationError...
             raise UserError(
-                f"logger=wandb: could not start a W&B run ({_brief(exc)}); "
+                f"logger=wandb: could not start a W&B run ({first_line(exc, 200)}); "
                 "logger.wandb.mode=offline logs without the network"
             ) from None
         self.record = {
@@ -88,13 +89,10 @@ class WandbTracker:
         # Steps must not go back: W&B drops (with a warning) what a resume repeats.
         self.run.log(values, step=step)
 
-    def finish(self, run_dir: Path, status: str) -> None:
-        for name in ARTIFACTS:
-            if (run_dir / name).is_file():
-                self.run.save(str(run_dir / name), base_path=str(run_dir), policy="now")
-        if self.log_checkpoints:
-            for path in sorted((run_dir / "checkpoints").glob("*.pt")):
-                self.run.save(str(path), base_path=str(run_dir), policy="now")
+    def finish(self, run: RunDir, status: str) -> None:
+        files = run.artifacts() + (run.checkpoint_files() if self.log_checkpoints else [])
+        for path in files:
+            self.run.save(str(path), base_path=str(run.path), policy="now")
         self.run.summary["status"] = status
         self.run.finish()
 

@@ -2,18 +2,23 @@
 
 The loop knows the task only through ``batch``, ``loss`` and what evaluation
 needs (``dlrun.engine.evaluate``); it never branches on a task's name and
-never imports one.
+never imports one. What else a run does while it trains (profiling, anomaly
+detection, a search's pruning, checks after training) comes in as ``Callback``
+objects at construction; ``fit`` returns a ``FitResult``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -28,8 +33,43 @@ from dlrun.engine.writers import Writers
 from dlrun.errors import Interrupted
 from dlrun.plan.config import to_dict
 from dlrun.plan.resume import resume_command
+from dlrun.rundir.layout import RunDir
 
 log = logging.getLogger("dlrun")
+
+
+class Callback:
+    """Something a run does beside training, called by the ``Trainer`` at fixed points.
+
+    Every hook does nothing unless a subclass says otherwise.
+    """
+
+    @contextlib.contextmanager
+    def during_fit(self, trainer: Trainer) -> Iterator[None]:
+        """A context around the whole of ``fit`` (a profiler, anomaly detection)."""
+        yield
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After each optimizer step."""
+
+    def on_eval_end(self, trainer: Trainer, value: float) -> str | None:
+        """After each evaluation, with the monitored ``value``: a reason to stop, or None."""
+        return None
+
+    def on_fit_end(self, trainer: Trainer, result: FitResult) -> None:
+        """After a ``fit`` that ended normally (not by a signal or an error)."""
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` leaves: the training state and the figures a summary reports."""
+
+    state: TrainState
+    best: dict[str, float]  # the monitored split's metrics at the best checkpoint ("val/...")
+    epochs: float  # epochs trained, fractional
+    first_step_at: float | None  # time.time() when the first step of this process began
+    first_step_s: float | None  # its length, compilation included when device.compile
+    train_losses: list[float] = field(default_factory=list)  # each logging window's mean
 
 
 class Trainer:
@@ -39,13 +79,14 @@ class Trainer:
         model: torch.nn.Module,
         cfg,
         dev: DeviceInfo,
-        run_dir: Path,
+        run: RunDir | Path,
         dist: Dist = SINGLE,
+        callbacks: Sequence[Callback] = (),
     ):
         self.task, self.model, self.cfg, self.dev, self.dist = task, model, cfg, dev, dist
         self.t = cfg.trainer
-        self.run_dir = run_dir
-        self.ckpt_dir = run_dir / "checkpoints"
+        self.run = run if isinstance(run, RunDir) else RunDir(run)
+        self.callbacks = list(callbacks)
         # The task's batch size: the global batch under torchrun.
         pin = dev.device.type == "cuda"
         self.order = DataOrder(task.size("train"), task.batch_size, dist.world, self.t, pin)
@@ -61,10 +102,9 @@ class Trainer:
         self._started: float | None = None
         self.first_step_s: float | None = None  # compilation included when device.compile
         self.first_step_at: float | None = None  # time.time() when the first step began
-        self.profiler = None  # debug=profile: a torch.profiler advanced after each step
         self.train_losses: list[float] = []  # each logging window's mean training loss
-        # on_eval(step, monitored value) -> True stops training as "pruned" (a search's trial).
-        self.on_eval = None
+        self.interactive = sys.stderr.isatty()  # a progress bar; else a log line per evaluation
+        self._since_eval: tuple[int, float] = (0, 0.0)  # samples and time at the last evaluation
         self.reset_window()
         # The first step whose loss was not finite (-1: none), checked at logging cadence.
         self._first_bad = torch.full((), -1, device=dev.device, dtype=torch.long)
@@ -80,7 +120,8 @@ class Trainer:
         return min(options) if options else None
 
     # -- checkpoints -----------------------------------------------------------
-    def save(self, name: str) -> None:
+    def save(self, which: str) -> None:
+        """``checkpoints/last.pt`` or ``best.pt`` (``which``: "last" or "best")."""
         if not self.dist.main:  # ranks hold the same weights; one writes them
             return
         state = asdict(self.state)
@@ -88,12 +129,14 @@ class Trainer:
             state["train_time"] += time.monotonic() - self._started
         parts = {"model": self.model, "optimizer": self.opt, "scaler": self.scaler}
         ckpt = checkpoint.of(parts | {"scheduler": self.sched}, state, to_dict(self.cfg))
-        checkpoint.save_atomic(ckpt, self.ckpt_dir / name)
+        checkpoint.save_atomic(ckpt, self.run.checkpoint(which))
 
-    def restore(self, path: Path) -> None:
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint already read (``checkpoints/last.pt`` of a resume)."""
         parts = {"model": self.model, "optimizer": self.opt, "scaler": self.scaler}
-        state = checkpoint.restore(path, self.dev.device, parts | {"scheduler": self.sched})
-        self.state = TrainState(**state)
+        self.state = TrainState(**checkpoint.restore(ckpt, parts | {"scheduler": self.sched}))
+        if self.state.halt == "pruned":  # a search's pruned trial continues as a plain run
+            self.state.halt = None
 
     # -- stopping --------------------------------------------------------------
     REASONS = (None, "max_time", "signal")  # those one rank alone may see, by priority
@@ -135,7 +178,7 @@ class Trainer:
     def test(self, writer: Writers) -> dict[str, dict[str, float]]:
         """Every held-out split, evaluated once with the best checkpoint (not the last step's
         weights); rank 0 alone."""
-        best = self.ckpt_dir / "best.pt"
+        best = self.run.best
         if best.exists():
             self.model.load_state_dict(checkpoint.load(best, self.dev.device)["model"])
         tests = {split: self.evaluate(split, SINGLE) for split in self.task.test_splits}
@@ -192,12 +235,29 @@ class Trainer:
         s.step += 1
         self._window_steps += 1
 
-    def fit(self, writer: Writers) -> TrainState:
+    def fit(self, writer: Writers) -> FitResult:
+        """Train until a limit, a stopping rule, a callback or a signal says stop."""
+        with contextlib.ExitStack() as stack:
+            for callback in self.callbacks:
+                stack.enter_context(callback.during_fit(self))
+            state = self._fit(writer)
+        result = FitResult(
+            state=state,
+            best={f"{self.monitor_split}/{k}": v for k, v in (state.best_metrics or {}).items()},
+            epochs=state.step * self.t.accumulate / self.batches_per_epoch,
+            first_step_at=self.first_step_at,
+            first_step_s=self.first_step_s,
+            train_losses=list(self.train_losses),
+        )
+        for callback in self.callbacks:
+            callback.on_fit_end(self, result)
+        return result
+
+    def _fit(self, writer: Writers) -> TrainState:
         s, t = self.state, self.t
         self.model.train()
         started = self._started = time.monotonic()
         self._since_eval = (s.samples, started)
-        self.interactive = sys.stderr.isatty()
         hidden = not (self.interactive and self.dist.main)
         shape = {"unit": "step", "dynamic_ncols": True, "disable": hidden}
         bar = tqdm(total=self.total_steps, initial=s.step, **shape)
@@ -225,12 +285,12 @@ class Trainer:
             s.stop_reason = reason
             s.train_time += time.monotonic() - started
             self._started = None
-            self.save("last.pt")
+            self.save("last")
         if reason == "signal":
             signum = self.signals.received or signal.SIGTERM  # torchrun: another rank's
             raise Interrupted(
                 f"stopped by {signal.Signals(signum).name} at step {s.step}; checkpoint "
-                f"written. Resume with: {resume_command(self.run_dir)}",
+                f"written. Resume with: {resume_command(self.run.path)}",
                 128 + signum,
             )
         return s
@@ -241,8 +301,8 @@ class Trainer:
         if first:
             self.first_step_at, first_start = time.time(), time.monotonic()
         self.train_step()
-        if self.profiler is not None:
-            self.profiler.step()
+        for callback in self.callbacks:
+            callback.on_step_end(self)
         if first:
             synchronize(self.dev.device)
             self.first_step_s = time.monotonic() - first_start
@@ -286,10 +346,10 @@ class Trainer:
         value = results[self.monitor_split][self.monitor_key]
         if s.evaluated(value, self.maximize, self.t.patience, self.t.stop_at):
             s.best_metrics = dict(results[self.monitor_split])
-            self.save("best.pt")
-        if self.on_eval is not None and self.on_eval(s.step, value):
-            s.halt = "pruned"
-        self.save("last.pt")
+            self.save("best")
+        for callback in self.callbacks:
+            s.halt = callback.on_eval_end(self, value) or s.halt
+        self.save("last")
         self._since_eval = (s.samples, time.monotonic())  # throughput counts training only
         self._window_start = time.monotonic()  # and so does the logging window's
         # Named val_loss, not loss: the bar's postfix shows the training loss as loss.

@@ -5,29 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temporary file beside ``path``, then rename it into place.
-
-    A crash mid-write leaves the previous file intact, never a torn one; readers
-    (a sweep's other jobs, a person) see the old file or the new one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.read import read_jsonl
+from dlrun.rundir.write import write_text_atomic
 
 
 class JsonlWriter:
@@ -38,7 +21,7 @@ class JsonlWriter:
         if keep_until_step is not None and path.exists():
             # On resume, drop records written after the checkpoint we continue from.
             kept = [r for r in read_jsonl(path) if r.get("step", 0) <= keep_until_step]
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = path.open("a")
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
@@ -55,27 +38,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSONL file; a torn last line (a kill in mid-write) is dropped."""
-    from dlrun.errors import UserError
-
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                break
-            raise UserError(f"{path}, line {number}: not valid JSON; the file is damaged") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}, line {number}: expected a JSON object per line")
-        records.append(record)
-    return records
 
 
 class TensorBoardWriter:
@@ -144,14 +106,14 @@ def flat_hparams(cfg: dict, prefix: str = "") -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def open_writers(cfg, run_dir: Path, main: bool, keep_until_step: int | None, trackers=None):
+def open_writers(logger, run: RunDir, main: bool, keep_until_step: int | None, trackers=None):
     """The run's writers (none on ranks other than 0): metrics.jsonl always, TensorBoard
-    and the ``trackers`` that ``cfg.logger`` chose; closed however the run ends."""
+    and the ``trackers`` that the ``logger`` section chose; closed however the run ends."""
     writers: list = []
     if main:
-        writers.append(JsonlWriter(run_dir / "metrics.jsonl", keep_until_step))
-        if cfg.logger.tensorboard is not None:
-            writers.append(TensorBoardWriter(run_dir / "tensorboard"))
+        writers.append(JsonlWriter(run.metrics, keep_until_step))
+        if logger.tensorboard is not None:
+            writers.append(TensorBoardWriter(run.tensorboard))
         writers += [trackers] if trackers else []
     writer = Writers(writers)
     try:

@@ -1,4 +1,4 @@
-"""Check a command line before Hydra runs it: group names, keys, values, resume.
+"""A command line becomes a ``Plan`` once: group names, keys, values, resume, checked.
 
 Hydra reports these mistakes as multi-line errors (or not at all, for values);
 here each ends as one line that says what is valid, before any output
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose
@@ -16,9 +17,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from dlrun.errors import UserError
+from dlrun.errors import UserError, first_line
 from dlrun.plan.compose import initialized
+from dlrun.plan.config import RunConfig, to_dict, validate
 from dlrun.registry import closest, missing_yaml_hint, plugin_conf_dirs, unknown_name_message
+from dlrun.rundir.layout import RunDir
 
 # Hydra flags after which we leave the command line to Hydra alone.
 PASS_THROUGH = {
@@ -95,19 +98,45 @@ def expand_home(argv: list[str]) -> list[str]:
     return [HOME.sub(lambda _: home, a) if "=" in a and a[0] != "-" else a for a in argv]
 
 
-def preflight(argv: list[str], conf_dir: Path) -> list[str]:
-    """Validate ``argv`` and return the command line Hydra should run.
+@dataclass(frozen=True)
+class Resume:
+    """The run a ``resume=`` command continues, and its ``checkpoints/last.pt`` (read once)."""
+
+    run: RunDir
+    checkpoint: dict
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one command runs, decided once and handed to the job as a value.
+
+    ``argv`` is the command line Hydra runs (its run directory, logging, sweeper and
+    launcher). A single run also has its validated ``config`` (and, resumed, the run
+    and checkpoint it continues): the job uses them as they are. A sweep's jobs each
+    get their config from Hydra's sweeper and validate it once, in the job; Hydra's
+    own flags (--help, --cfg...) have neither.
+    """
+
+    argv: list[str]
+    config: RunConfig | None = None
+    resume: Resume | None = None
+
+
+def plan_command(argv: list[str], conf_dir: Path) -> Plan:
+    """Parse, compose and validate the command line ``argv`` once: its ``Plan``.
 
     ``resume=DIR`` keeps only the overrides that continue a run and adds
-    ``hydra.run.dir=DIR`` so the run continues in its own directory; the
-    run's own config is read from its checkpoint (``dlrun.plan.resume``).
+    ``hydra.run.dir=DIR`` so the run continues in its own directory; the run's own
+    config is read from its checkpoint (``dlrun.plan.resume``). A sweep is checked
+    at every value it will run (a search: every choice and both ends of every
+    range) before its first job starts.
     """
     argv = expand_home(argv)
     modes = {MODES[a.split("=")[0]] for a in argv if a.split("=")[0] in MODES}
     if len(modes) > 1:
         raise UserError(f"{' and '.join(sorted(modes))} cannot be combined; give one of them")
     if any(a.split("=")[0] in PASS_THROUGH for a in argv):
-        return argv
+        return Plan(argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     flags = [a for a in argv if a.startswith("-")]
     overrides = [a for a in argv if not a.startswith("-")]
@@ -115,7 +144,7 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     try:
         parsed = parser.parse_overrides(overrides)
     except HydraException as exc:
-        raise UserError(f"cannot parse the command line: {_shown(_first_line(exc), 200)}") from None
+        raise UserError(f"cannot parse the command line: {_shown(first_line(exc), 200)}") from None
     _check_duplicates(parsed, overrides)
     for o in parsed:  # Hydra would look a long one up as a file name first
         if len(o.key_or_group) > 200:
@@ -128,23 +157,13 @@ def preflight(argv: list[str], conf_dir: Path) -> list[str]:
     if resume:
         if multirun:
             raise UserError("resume works on one run directory, not in a multirun (-m)")
-        return flags + _resume_overrides(conf_dir, Path(str(resume)).expanduser(), parsed, options)
-
+        return _resume_plan(conf_dir, flags, RunDir(Path(str(resume)).expanduser()), parsed)
     if multirun:
-        argv = [*argv, *_job_dirname_override(conf_dir, parsed)]
-    # Compose once with the first value of every sweep, and validate the result.
-    first = [_first_choice(o, text) for o, text in zip(parsed, overrides)]
-    cfg = _compose(conf_dir, _job_overrides(first))
-    data = _validate(cfg)
-    if multirun:
-        from dlrun.search.study import check_search
-
-        # hydra/sweeper=optuna: every choice and both ends of every range; a grid:
-        # every value of every swept key.
-        if not check_search(conf_dir, parsed, overrides, lambda o: _compose(conf_dir, o)):
-            _check_sweep(conf_dir, parsed, first)
+        _check_sweep(conf_dir, parsed, overrides)
+        return Plan([*argv, *_job_dirname_override(conf_dir, parsed)])
+    data = _validate(_compose(conf_dir, _job_overrides(overrides)))
     _check_writable(data.paths)
-    return argv
+    return Plan(argv, data)
 
 
 def _job_overrides(overrides: list[str]) -> list[str]:
@@ -154,7 +173,6 @@ def _job_overrides(overrides: list[str]) -> list[str]:
 
 def _validate(cfg) -> dict:
     from dlrun.engine.device import resolve_device
-    from dlrun.plan.config import validate
 
     data = validate(cfg)
     resolve_device(data.device)
@@ -237,16 +255,36 @@ def _writable_dir(path: Path, key: str) -> None:
         raise UserError(f"{key}={_shown(str(path))}: {probe} is not writable; choose another {key}")
 
 
-def _check_sweep(conf_dir: Path, parsed, first: list[str]) -> None:
-    """Every value of every swept key (the command line's and a preset's
-    ``hydra.sweeper.params``) makes a valid config, before the first job starts."""
-    sweeps = [(i, o) for i, o in enumerate(parsed) if o.is_sweep_override()]
-    jobs = _job_overrides(first)
+def _check_sweep(conf_dir: Path, parsed, overrides: list[str]) -> None:
+    """Before the first job starts: its config (each swept key at its first value) is
+    valid, and so is every value the sweep will run. A search (``hydra/sweeper=optuna``):
+    its settings, every choice and both ends of every range (``dlrun.search.study``); a
+    grid: every value of every swept key, the command line's and a preset's
+    ``hydra.sweeper.params``."""
+    from dlrun.search.study import check_search, first_value, is_search
+
+    first = [first_value(o) for o in parsed]
+    data = _validate(_compose(conf_dir, _job_overrides(first)))
+    _check_writable(data.paths)
+    # Hydra's own swept keys (hydra.launcher.n_jobs=1,2) shape no job: left out here.
+    own = [f for o, f in zip(parsed, first) if not (o.is_sweep_override() and _is_hydra(o))]
     with initialized(conf_dir):
-        hydra_cfg = compose("config", overrides=jobs, return_hydra_config=True)
-    params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params") or {}
+        try:
+            sweeper = compose("config", overrides=own, return_hydra_config=True).hydra.sweeper
+        except HydraException as exc:
+            raise UserError(first_line(exc)) from None
+    if is_search(sweeper):
+        check_search(sweeper, parsed, lambda o: _compose(conf_dir, o))
+        return
+    if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
+        raise UserError(
+            "interval(...) is a search range: choose the search with hydra/sweeper=optuna "
+            "(lists and choice()/range() make a grid)"
+        )
+    sweeps = [(i, o) for i, o in enumerate(parsed) if o.is_sweep_override()]
     given = {o.key_or_group for o in parsed}
     parser = OverridesParser.create()
+    params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
     for key, values in params.items():
         if key in given:
             continue  # the command line's value wins
@@ -254,7 +292,7 @@ def _check_sweep(conf_dir: Path, parsed, first: list[str]) -> None:
             (o,) = parser.parse_overrides([f"{key}={values}"])
         except HydraException as exc:
             raise UserError(
-                f"hydra.sweeper.params.{key}: cannot parse {values!r}: {_first_line(exc)}"
+                f"hydra.sweeper.params.{key}: cannot parse {values!r}: {first_line(exc)}"
             ) from None
         sweeps.append((None, o))
     for index, o in sweeps:
@@ -268,32 +306,30 @@ def _check_sweep(conf_dir: Path, parsed, first: list[str]) -> None:
                 raise UserError(f"sweep value {_shown(text)}: {exc}") from None
 
 
-def _resume_overrides(conf_dir: Path, run_dir: Path, parsed, options) -> list[str]:
-    """The command line that continues ``run_dir``; refuses changes that would not."""
-    from dlrun.plan.config import to_dict
-    from dlrun.plan.resume import (
-        check_overrides,
-        check_unfinished,
-        hydra_value,
-        resumed_config,
-        saved_checkpoint,
-    )
+def _is_hydra(o) -> bool:
+    return o.key_or_group.startswith(("hydra.", "hydra/"))
 
-    ckpt = saved_checkpoint(run_dir)
-    kept = check_overrides(run_dir, parsed, ckpt["config"], set(options))
-    where = hydra_value(str(run_dir))
-    texts = [_override_text(o) for o in kept if o.key_or_group != "resume"]
+
+def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
+    """The plan that continues ``run``; refuses changes that would not."""
+    from dlrun.plan.resume import check_overrides, check_unfinished, hydra_value, resumed_config
+
+    if not run.has_checkpoint():
+        raise UserError(
+            f"resume={run}: not a dlrun run directory with a checkpoint (expected "
+            "checkpoints/last.pt); pass a run directory that dlrun printed"
+        )
+    ckpt = run.read_last()
+    kept = check_overrides(run.path, parsed, ckpt["config"], set(all_groups(conf_dir)))
+    where = hydra_value(str(run.path))
+    texts = [o.input_line for o in kept if o.key_or_group != "resume"]
     texts += [f"resume={where}", f"hydra.run.dir={where}", "hydra.output_subdir=null"]
     cfg = _compose(conf_dir, _job_overrides(texts))
     keys = [o.key_or_group for o in kept]
-    data = _validate(resumed_config(ckpt["config"], run_dir, to_dict(cfg), keys))
-    check_unfinished(run_dir, ckpt.get("state"), data)
+    data = _validate(resumed_config(ckpt["config"], run.path, to_dict(cfg), keys))
+    check_unfinished(run, ckpt.get("state"), data)
     _check_writable(data.paths)
-    return texts
-
-
-def _override_text(o) -> str:
-    return o.input_line
+    return Plan([*flags, *texts], data, Resume(run, ckpt))
 
 
 DIRNAME_EXCLUDE = "hydra.job.config.override_dirname.exclude_keys"
@@ -322,23 +358,12 @@ def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
     return [f"{DIRNAME_EXCLUDE}=[{','.join(keys)}]"]
 
 
-def _first_choice(o, text: str) -> str:
-    if not o.is_sweep_override():
-        return text
-    if not o.is_discrete_sweep():  # interval(): a search's range, from its lower end
-        from dlrun.search.study import override_text, parse_param
-
-        return override_text(o.get_key_element(), parse_param(o).extremes()[0])
-    first = next(iter(o.sweep_string_iterator()))
-    return f"{o.get_key_element()}={first}"
-
-
 def _compose(conf_dir: Path, overrides: list[str]):
     with initialized(conf_dir):
         try:
             return compose("config", overrides=overrides)
         except (HydraException, ValueError) as exc:  # ValueError: Hydra on odd group values
-            message = _first_line(exc)
+            message = first_line(exc)
     # Most often a misspelt key: say which keys exist there.
     base = _compose_groups_only(conf_dir, overrides)
     for text in overrides:
@@ -375,8 +400,3 @@ def _compose_groups_only(conf_dir: Path, overrides: list[str]):
     chosen = [t for t in overrides if t.split("=", 1)[0] in opts]
     with initialized(conf_dir):
         return compose("config", overrides=chosen)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

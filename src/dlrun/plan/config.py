@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dlrun.errors import ConfigError, UserError
+from dlrun.errors import ConfigError, UserError, first_line
 from dlrun.plan.schema import check_section, spec, typed
 from dlrun.registry import closest, model_entry, task_entry
 
@@ -211,7 +211,7 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
     try:
         data = to_dict(cfg)
     except Exception as exc:  # interpolation errors, missing env vars
-        raise ConfigError([f"cannot resolve config: {exc}".splitlines()[0]]) from None
+        raise ConfigError([f"cannot resolve config: {first_line(exc)}"]) from None
     data = migrate(data)
     fields = [f.name for f in dataclasses.fields(RunConfig)]
     problems: list[str] = []

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import UserError
-from dlrun.rundir.read import read_checkpoint, read_json, select
+from dlrun.rundir.layout import RunDir
+from dlrun.rundir.read import select
 
 # How long, how often, where, and what is logged: all a resume may change.
 CONTINUE = (
@@ -51,27 +52,13 @@ def continues(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in CONTINUE)
 
 
-def saved_checkpoint(run_dir: Path) -> dict:
-    """The run's last checkpoint: its config (as trained) and its training state."""
-    path = run_dir / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(
-            f"resume={run_dir}: not a dlrun run directory with a checkpoint (expected "
-            "checkpoints/last.pt); pass a run directory that dlrun printed"
-        )
-    return read_checkpoint(path)
-
-
-def check_unfinished(run_dir: Path, state: Any, cfg) -> None:
+def check_unfinished(run: RunDir, state: Any, cfg) -> None:
     """Refuse to resume a finished run whose limits are already reached: it would only
     test again. One stopped after training (in its test, say) resumes to finish."""
+    run_dir = run.path
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise UserError(f"{run_dir}/checkpoints/last.pt: no training state inside")
-    try:
-        finished = read_json(run_dir / "summary.json").get("status") == "ok"
-    except UserError:  # no summary, or a damaged one: the run did not finish
-        finished = False
-    if not finished:
+        raise UserError(f"{run.last}: no training state inside")
+    if not run.finished():  # no summary, or a damaged one: the run did not finish
         return
     t = cfg.trainer
     reached = None

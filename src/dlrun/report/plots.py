@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.data.table import number
+from dlrun.rundir.layout import RunDir, SweepDir
 
 if TYPE_CHECKING:
     from dlrun.report.runs import Run, Table
@@ -35,9 +36,9 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
         return all(number(r.value(key)) is not None for r in runs)
 
     if base:
-        curves = [(describe(r, keys) or r.path.name, r.path / "metrics.jsonl") for r in runs]
+        curves = [(describe(r, keys) or r.path.name, RunDir(r.path).metrics) for r in runs]
         val_split = (metric.partition("/")[0]) if "/" in metric else "val"
-        path = out / "summary_curves.png"
+        path = SweepDir(out).plot("summary_curves")
         plot_overlaid_curves(curves, val_split, base, path)
         files.append(path)
     if not (keys or x) or not base:
@@ -64,7 +65,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
             if isinstance(y, (int, float)):
                 name = f"{split} ({group})" if group else split
                 series.setdefault(name, []).append((xv, y))
-    path = out / f"summary_{base}_vs_{x.replace('/', '_')}.png"
+    path = SweepDir(out).plot(f"summary_{base}_vs_{x.replace('/', '_')}")
     plot_metric_vs(series, x, base, path, logx=logx, categorical=not is_num)
     files.append(path)
     if others:
@@ -74,7 +75,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
             y = run.metrics().get(headline)
             if isinstance(y, (int, float)):
                 bars[(run.value(x), run.value(group_key))] = y
-        path = out / "summary_bars.png"
+        path = SweepDir(out).plot("summary_bars")
         plot_grouped_bars(bars, x, group_key, headline, path)
         files.append(path)
     return files

@@ -39,10 +39,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from dlrun.engine.trackers import STORE_DIRS
-from dlrun.engine.writers import read_jsonl, write_text_atomic
 from dlrun.errors import UserError
-from dlrun.rundir.read import read_json, read_yaml, select
+from dlrun.rundir.layout import STORE_DIRS, RunDir, SweepDir, run_markers
+from dlrun.rundir.read import read_json, read_jsonl, read_yaml, select
+from dlrun.rundir.write import write_text_atomic
 
 LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
 PLAIN_FORMAT = {"epochs": "{:.2f}", "wall_time_s": "{:.1f}"}  # not metrics: fewer digits
@@ -97,9 +97,8 @@ def find_runs(paths: list[Path]) -> list[Path]:
         path = Path(path).expanduser().resolve()  # absolute: runs given both ways compare
         if not path.is_dir():
             raise UserError(f"{path}: no such directory; pass run or sweep directories")
-        marks = [*path.rglob("summary.json"), *path.rglob(".hydra/config.yaml")]
         # Trackers' copies (RUN_DIR/wandb/.../files/summary.json, outputs/mlflow/artifacts/...).
-        marks = [m for m in marks if not set(m.relative_to(path).parts[:-1]) & set(STORE_DIRS)]
+        marks = [m for m in run_markers(path) if not set(m.relative_to(path).parts) & {*STORE_DIRS}]
         dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
         found += sorted(dirs, key=lambda d: _natural(str(d)))
     return list(dict.fromkeys(found))
@@ -107,24 +106,24 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 def load_run(path: Path) -> Run:
     """A run's files read as data (``dlrun.rundir.read``): a damaged one is one clear line."""
-    summary_file = path / "summary.json"
+    run = RunDir(path)
+    summary_file = run.summary
     summary = read_json(summary_file) if summary_file.is_file() else {}
-    hydra_dir = path / ".hydra"
     overrides: dict[str, str] = {}
-    if (hydra_dir / "overrides.yaml").is_file():
-        for text in read_yaml(hydra_dir / "overrides.yaml", list):
+    if run.hydra_overrides.is_file():
+        for text in read_yaml(run.hydra_overrides, list):
             key, _, value = str(text).partition("=")
             key = key.lstrip("+~")
             if not key.startswith(IGNORED_KEYS):
                 overrides[key] = value
     config = None
-    if (hydra_dir / "config.yaml").is_file():
-        config = read_yaml(hydra_dir / "config.yaml")
+    if run.hydra_config.is_file():
+        config = read_yaml(run.hydra_config)
         if "mode" not in summary and select(config, "task.mode") in ("max", "min"):
             summary["mode"] = select(config, "task.mode")
     choices = {}
-    if (hydra_dir / "hydra.yaml").is_file():
-        runtime = select(read_yaml(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
+    if run.hydra_runtime.is_file():
+        runtime = select(read_yaml(run.hydra_runtime), "hydra.runtime.choices") or {}
         if isinstance(runtime, dict):
             choices = {k: v for k, v in runtime.items() if not str(k).startswith("hydra/")}
     return Run(path, _plain_summary(summary_file, summary), overrides, config, choices)
@@ -255,16 +254,17 @@ def write_report(
         )
     runs = [load_run(d) for d in run_dirs]
     for r in runs:  # damaged metrics are one error before anything is written
-        if plots and r.status == "ok" and (r.path / "metrics.jsonl").is_file():
-            read_jsonl(r.path / "metrics.jsonl")
+        if plots and r.status == "ok" and RunDir(r.path).metrics.is_file():
+            read_jsonl(RunDir(r.path).metrics)
     table = build_table(runs, metric)
     if x is not None and x not in table.keys:
         hint = ", ".join(table.keys) or "none: every run has the same settings"
         raise UserError(f"--x {x}: not a key that varies between these runs; those are: {hint}")
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "summary.csv", table.csv())
-    write_text_atomic(out / "summary.md", table.markdown())
-    files = [out / "summary.csv", out / "summary.md"]
+    where = SweepDir(out)
+    write_text_atomic(where.summary_csv, table.csv())
+    write_text_atomic(where.summary_md, table.markdown())
+    files = [where.summary_csv, where.summary_md]
     ok = [r for r in runs if r.status == "ok"]
     if plots and ok:
         from dlrun.report.plots import plot_runs
@@ -306,7 +306,7 @@ class SweepSummary(Callback):
             # passes through its error reporting, so ``dlrun -m`` exits 1 here.
             print(
                 f"dlrun: {report.failed} of {report.total} jobs did not finish; see "
-                f"{report.out / 'summary.md'}",
+                f"{SweepDir(report.out).summary_md}",
                 file=sys.stderr,
             )
             sys.exit(1)

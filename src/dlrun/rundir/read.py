@@ -13,16 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dlrun.errors import UserError
-
-CHECKPOINTS = ("best.pt", "last.pt")
-
-
-def _brief(exc: BaseException, limit: int = 160) -> str:
-    """The first line of an exception's message, cut to ``limit`` characters."""
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    text = text or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+from dlrun.errors import UserError, first_line
 
 
 def select(data: dict, key: str, default: Any = None) -> Any:
@@ -46,7 +37,7 @@ def read_text(path: Path, what: str = "file") -> str:
             f"{path}: not UTF-8 text (byte {exc.start}); the {what} is damaged"
         ) from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({_brief(exc)})") from None
+        raise UserError(f"{path}: cannot be read ({first_line(exc, 160)})") from None
 
 
 def read_json(path: Path, expect: type = dict) -> Any:
@@ -78,7 +69,7 @@ def read_yaml(path: Path, expect: type = dict) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({_brief(exc)})") from None
+        raise UserError(f"{path}: not valid YAML ({first_line(exc, 160)})") from None
     if not isinstance(value, expect):
         kind = "mapping" if expect is dict else "list"
         raise UserError(f"{path}: expected a YAML {kind}, found {type(value).__name__}")
@@ -97,8 +88,8 @@ def read_torch(path: Path, map_location: Any = "cpu") -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, refused globals: the file's fault
         raise UserError(
-            f"{path}: not readable ({_brief(exc)}); it is truncated, corrupt or not written "
-            "by dlrun, and was not loaded"
+            f"{path}: not readable ({first_line(exc, 160)}); it is truncated, corrupt or not "
+            "written by dlrun, and was not loaded"
         ) from None
 
 
@@ -112,15 +103,20 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict:
     return ckpt
 
 
-def find_checkpoint(run_dir: Path) -> Path:
-    """The run's ``checkpoints/best.pt`` (or ``last.pt``); a clear error if it has none."""
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    for name in CHECKPOINTS:
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    raise UserError(
-        f"{run_dir}: not a complete dlrun run directory (needs checkpoints/best.pt); pass "
-        "the directory a finished `dlrun` printed"
-    )
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL file; a torn last line (a kill in mid-write) is dropped."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise UserError(f"{path}, line {number}: not valid JSON; the file is damaged") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}, line {number}: expected a JSON object per line")
+        records.append(record)
+    return records

@@ -1,36 +1,37 @@
-"""What a run leaves beside its checkpoints: summary.json and samples.txt."""
+"""Every file dlrun writes in a run or sweep directory is written here: atomically.
+
+A temporary file beside the target is renamed into place, so a crash mid-write leaves
+the previous file (a reader, a sweep's other job, a person, sees the old file or the
+new one, never a torn one).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from dlrun.engine.writers import write_text_atomic
 
 
-def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it into place.
 
-
-def write_failure(run_dir: Path, status: str, error: str) -> None:
-    """summary.json of a run that did not finish, with the first line of the reason.
-
-    A finished run's summary is never replaced: a failed or interrupted resume
-    of it is recorded in the log only.
+    A crash mid-write leaves the previous file intact, never a torn one; readers
+    (a sweep's other jobs, a person) see the old file or the new one.
     """
-    summary_file = run_dir / "summary.json"
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        if json.loads(summary_file.read_text()).get("status") == "ok":
-            return
-    if not run_dir.is_dir():
-        return
-    first = next((line for line in error.splitlines() if line.strip()), error)
-    write_summary(run_dir, {"status": status, "error": first.strip()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def write_samples(path: Path, rows: list[dict]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def samples_text(rows: list[dict]) -> str:
     """samples.txt: test examples with their target and prediction, wrong ones first."""
     wrong = sum(not r["correct"] for r in rows)
     lines = [
@@ -41,4 +42,4 @@ def write_samples(path: Path, rows: list[dict]) -> None:
         f"{'✓' if r['correct'] else '✗'}\t{r['source']}\t{r['target']}\t{r['prediction']}"
         for r in rows
     ]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dlrun.engine.writers import write_text_atomic
+from dlrun.rundir.layout import SweepDir
+from dlrun.rundir.write import write_text_atomic
 from dlrun.search import study as tune
 from dlrun.search.study import override_text
 
@@ -17,7 +18,7 @@ from dlrun.search.study import override_text
 def search_outputs(paths: list[Path], out: Path, plots: bool) -> list[Path]:
     """A search directory (``optuna.journal``): ``best.yaml`` and the study's own plots."""
     roots = [Path(p).expanduser() for p in paths]
-    searches = [p for p in roots if (p / tune.JOURNAL).is_file()]
+    searches = [p for p in roots if SweepDir(p).journal.is_file()]
     if len(searches) != 1:
         return []
     study = tune.find_study(searches[0])
@@ -26,8 +27,8 @@ def search_outputs(paths: list[Path], out: Path, plots: bool) -> list[Path]:
     files = []
     text = best_yaml(study)
     if text is not None:
-        write_text_atomic(out / "best.yaml", text)
-        files.append(out / "best.yaml")
+        write_text_atomic(SweepDir(out).best_yaml, text)
+        files.append(SweepDir(out).best_yaml)
     if plots:
         files += plot_study(study, out)
     return files
@@ -80,14 +81,14 @@ def plot_study(study, out: Path) -> list[Path]:
     if not done:
         return []
     params = list(dict.fromkeys(k for t in done for k in t.params))
-    plots: list[tuple[str, Callable]] = [("search_history.png", vis.plot_optimization_history)]
+    plots: list[tuple[str, Callable]] = [("search_history", vis.plot_optimization_history)]
     if len(done) >= 2 and params:
-        plots.append(("search_slice.png", vis.plot_slice))
+        plots.append(("search_slice", vis.plot_slice))
         varied = [k for k in params if len({repr(t.params.get(k)) for t in done}) > 1]
         if varied and len(done) >= 3:
-            plots.append(("search_importances.png", vis.plot_param_importances))
+            plots.append(("search_importances", vis.plot_param_importances))
         if len(params) == 2 and len(varied) == 2 and len(done) >= 3:
-            plots.append(("search_contour.png", _contour))  # Optuna's needs scipy
+            plots.append(("search_contour", _contour))  # Optuna's needs scipy
     files = []
     for name, draw in plots:
         with warnings.catch_warnings():
@@ -100,9 +101,10 @@ def plot_study(study, out: Path) -> list[Path]:
                     ax.xaxis.set_minor_formatter(NullFormatter())
             fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
             fig.tight_layout()
-            fig.savefig(out / name, dpi=100)
+            path = SweepDir(out).plot(name)
+            fig.savefig(path, dpi=100)
         plt.close(fig)
-        files.append(out / name)
+        files.append(path)
     return files
 
 

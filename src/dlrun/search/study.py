@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dlrun.errors import UserError
+from dlrun.rundir.layout import SweepDir
 
-JOURNAL = "optuna.journal"
 STUDY = "dlrun"
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -166,17 +166,13 @@ def override_text(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
-def check_space(
-    space: dict[str, Param], sampler: str, compose: Callable[[list[str]], Any], fixed: list[str]
-) -> None:
-    """Refuse a search that some of its own values would make invalid, before any trial.
+def check_settings(space: dict[str, Param], sweeper: Any) -> None:
+    """The search's own settings (``hydra.sweeper.*``) and its space, one line per mistake.
 
-    Every choice and both ends of every range are composed and validated, each
-    with the other keys at their first value: a misspelt key or a value
-    validation refuses ends the command in one line.
+    Checked once before Hydra starts (``dlrun.plan``) and again by the sweeper, which
+    also runs where a launcher started it with another command line.
     """
-    from dlrun.plan.config import validate
-
+    sampler = sweeper.sampler
     if sampler not in SAMPLERS:
         raise UserError(
             f"hydra.sweeper.sampler={sampler}: unknown sampler; valid: {', '.join(SAMPLERS)}"
@@ -186,9 +182,29 @@ def check_space(
             "hydra/sweeper=optuna: nothing to search; give ranges such as "
             "'optimizer.lr=tag(log, interval(1e-4, 1e-1))' or 'dataset.batch_size=choice(32,64)'"
         )
-    if sampler == "grid":
+    if sweeper.sampler == "grid":
         for p in space.values():
             p.grid()
+    if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
+        raise UserError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
+    make_pruner(sweeper.pruner, pruner_options(sweeper))
+
+
+def pruner_options(sweeper: Any) -> dict[str, Any]:
+    return {k: sweeper[k] for k in ("n_startup_trials", "n_warmup_steps")}
+
+
+def check_space(
+    space: dict[str, Param], compose: Callable[[list[str]], Any], fixed: list[str]
+) -> None:
+    """Refuse a search that some of its own values would make invalid, before any trial.
+
+    Every choice and both ends of every range are composed and validated, each
+    with the other keys at their first value: a misspelt key or a value
+    validation refuses ends the command in one line.
+    """
+    from dlrun.plan.config import validate
+
     first = {k: override_text(k, p.extremes()[0]) for k, p in space.items()}
     for key, param in space.items():
         for value in param.extremes():
@@ -300,7 +316,7 @@ def pruning_hook(spec) -> Callable[[int, float], bool] | None:
 
 def find_study(directory: Path):
     """The study in a search directory, or None when it has no journal."""
-    path = Path(directory) / JOURNAL
+    path = SweepDir(directory).journal
     if not path.is_file():
         return None
     optuna = require_optuna()
@@ -314,55 +330,38 @@ def find_study(directory: Path):
 # -- the command-line check ----------------------------------------------------------------
 
 
-def check_search(
-    conf_dir: Path, parsed: list, overrides: list[str], compose: Callable[[list[str]], Any]
-) -> bool:
+def is_search(sweeper: Any) -> bool:
+    """Whether Hydra's composed ``hydra.sweeper`` section is dlrun's optuna sweeper."""
+    return str(sweeper.get("_target_", "")).startswith("hydra_plugins.dlrun_optuna.")
+
+
+def first_value(o) -> str:
+    """A sweep override's first value as an override (``key=value``): a list's or
+    ``choice()``'s first, a range's lower end; any other override as it is."""
+    if not o.is_sweep_override():
+        return o.input_line
+    if not o.is_discrete_sweep():  # interval(): a search's range, from its lower end
+        return override_text(o.get_key_element(), parse_param(o).extremes()[0])
+    return f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
+
+
+def check_search(sweeper: Any, parsed: list, compose: Callable[[list[str]], Any]) -> None:
     """``dlrun -m`` with the optuna sweeper (chosen on the command line or by a preset):
-    refuse a bad search in one line before Hydra starts. False for other sweepers."""
-    from hydra import compose as hydra_compose
+    refuse a bad search in one line before Hydra starts."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    first, fixed = [], []
-    for o, text in zip(parsed, overrides):
-        if o.is_sweep_override():
-            if o.key_or_group.startswith(("hydra.", "hydra/")):
-                continue
-            if o.is_discrete_sweep():  # a grid's value (lists too): as Hydra will write it
-                first.append(f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}")
-                continue
-            value = parse_param(o).extremes()[0]
-            first.append(override_text(o.get_key_element(), value))
-        else:
-            first.append(text)
-            if not o.key_or_group.startswith(("hydra.", "hydra/")):
-                fixed.append(text)
-    from hydra.errors import HydraException
-
-    from dlrun.plan.compose import initialized
-
-    with initialized(conf_dir):
-        try:
-            cfg = hydra_compose("config", overrides=first, return_hydra_config=True)
-        except HydraException as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            raise UserError(lines[0] if lines else type(exc).__name__) from None
-    sweeper = cfg.hydra.sweeper
-    if not str(sweeper.get("_target_", "")).startswith("hydra_plugins.dlrun_optuna."):
-        if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
-            raise UserError(
-                "interval(...) is a search range: choose the search with hydra/sweeper=optuna "
-                "(lists and choice()/range() make a grid)"
-            )
-        return False
     require_optuna()
+    own = ("hydra.", "hydra/")
+    fixed = [
+        o.input_line
+        for o in parsed
+        if not o.is_sweep_override() and not o.key_or_group.startswith(own)
+    ]
     params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
     searched = [f"{k}={v}" for k, v in params.items()]
-    searched += [t for o, t in zip(parsed, overrides) if o.is_sweep_override()]
+    searched += [o.input_line for o in parsed if o.is_sweep_override()]
     preset_fixed, space = split_overrides(OverridesParser.create().parse_overrides(searched))
-    space = {k: p for k, p in space.items() if not k.startswith(("hydra.", "hydra/"))}
-    check_space(space, sweeper.sampler, compose, [*fixed, *preset_fixed])
-    if sweeper.n_trials < 1 or sweeper.n_jobs < 1:
-        raise UserError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
-    make_pruner(sweeper.pruner, {k: sweeper[k] for k in ("n_startup_trials", "n_warmup_steps")})
-    return True
+    space = {k: p for k, p in space.items() if not k.startswith(own)}
+    check_settings(space, sweeper)
+    check_space(space, compose, [*fixed, *preset_fixed])

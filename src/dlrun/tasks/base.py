@@ -11,6 +11,7 @@ from torch import nn
 
 from dlrun.errors import printable
 from dlrun.plan.config import RunConfig
+from dlrun.rundir.layout import RunDir
 
 
 def split_problems(dataset: Any, what: str) -> list[str]:
@@ -89,10 +90,10 @@ class Task:
         """Generate or read the data (cached on disk) and fill ``self.splits``."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def save(self, run_dir: Path) -> None:
+    def save(self, run: RunDir) -> None:
         """Write what prediction needs besides weights (vocabularies) into the run dir."""
 
-    def load(self, run_dir: Path) -> None:
+    def load(self, run: RunDir) -> None:
         """Read what ``save`` wrote, for prediction without the data."""
 
     def to(self, device: torch.device) -> None:
@@ -166,8 +167,8 @@ class Task:
         """Up to ``n`` examples with source, target and prediction, wrong ones first."""
         return []
 
-    def report(self, model: nn.Module, run_dir: Path) -> None:
-        """Task-specific figures and tables of the trained model, written into ``run_dir``."""
+    def report(self, model: nn.Module, run: RunDir) -> None:
+        """Task-specific figures and tables of the trained model, written into ``run``."""
 
     def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
         raise NotImplementedError  # pragma: no cover - abstract

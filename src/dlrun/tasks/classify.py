@@ -8,15 +8,14 @@ BCEWithLogits) or one per class (cross-entropy).
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlrun.rundir.layout import RunDir
 from dlrun.tasks.base import Task
 
 
@@ -108,7 +107,7 @@ class ClassificationTask(Task):
             for i in order
         ]
 
-    def report(self, model: nn.Module, run_dir: Path) -> None:
+    def report(self, model: nn.Module, run: RunDir) -> None:
         """Per-class accuracy (per_class.json) and a confusion-matrix figure per test split."""
         from dlrun.engine.evaluate import totals
         from dlrun.engine.plots import plot_confusion
@@ -124,8 +123,8 @@ class ClassificationTask(Task):
                 ),
                 "confusion": confusion.tolist(),
             }
-            plot_confusion(confusion, self.classes, run_dir / f"confusion_{split}.png", split)
-        (run_dir / "per_class.json").write_text(json.dumps(out, indent=2) + "\n")
+            plot_confusion(confusion, self.classes, run.file(f"confusion_{split}.png"), split)
+        run.write_json(run.per_class, out)
 
     def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
         device = next(model.parameters()).device

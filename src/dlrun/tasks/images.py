@@ -14,7 +14,6 @@ run on the device per batch.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from dlrun.models import build_model
 from dlrun.plan.config import RunConfig
 from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS, model_entry
+from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json
 from dlrun.tasks.base import path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
@@ -217,16 +217,16 @@ class ImagesTask(ClassificationTask):
     def stats(self) -> dict[str, Any]:
         return self._stats
 
-    def save(self, run_dir: Path) -> None:
-        (run_dir / "classes.json").write_text(json.dumps(list(self.classes)) + "\n")
+    def save(self, run: RunDir) -> None:
+        run.write_json(run.file("classes.json"), list(self.classes), indent=None)
         norm = {"mean": self.mean.tolist(), "std": self.std.tolist(), "image_size": self.image_size}
-        (run_dir / "normalization.json").write_text(json.dumps(norm) + "\n")
+        run.write_json(run.file("normalization.json"), norm, indent=None)
 
-    def load(self, run_dir: Path) -> None:
-        classes = read_json(run_dir / "classes.json", list)
+    def load(self, run: RunDir) -> None:
+        classes = read_json(run.file("classes.json"), list)
         if len(classes) < 2 or not all(isinstance(c, str) for c in classes):
-            raise UserError(f"{run_dir / 'classes.json'}: expected a list of class names")
-        path = run_dir / "normalization.json"
+            raise UserError(f"{run.file('classes.json')}: expected a list of class names")
+        path = run.file("normalization.json")
         norm = read_json(path)
         c = self.cfg.dataset.channels
         size = norm.get("image_size")
@@ -284,10 +284,10 @@ class ImagesTask(ClassificationTask):
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(self.inputs(batch["image"]))
 
-    def report(self, model: nn.Module, run_dir: Path) -> None:
+    def report(self, model: nn.Module, run: RunDir) -> None:
         from dlrun.engine.plots import plot_image_grid
 
-        super().report(model, run_dir)
+        super().report(model, run)
         pred = self._predictions(model, "test")
         label = self.splits["test"]["label"]
         order = torch.argsort((pred == label).int(), stable=True)[:SAMPLES_SHOWN].cpu()
@@ -297,7 +297,7 @@ class ImagesTask(ClassificationTask):
                 (self.classes[t], self.classes[p])
                 for t, p in zip(label.cpu()[order].tolist(), pred.cpu()[order].tolist())
             ],
-            run_dir / "samples.png",
+            run.file("samples.png"),
             f"test images, errors first ({int((pred != label).sum())} of {len(label)} wrong)",
         )
 

@@ -23,11 +23,13 @@ from dlrun.data.cache import cache_key, cached
 from dlrun.data.download import download
 from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
 from dlrun.data.text import TOKENIZERS, WordVocab, read_aclimdb, with_ngrams
+from dlrun.engine.checkpoint import save_atomic
 from dlrun.errors import UserError
 from dlrun.models import build_model
 from dlrun.plan.config import RunConfig
 from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
+from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json, read_torch
 from dlrun.tasks.base import path_problems
 from dlrun.tasks.classify import ClassificationTask
@@ -190,21 +192,21 @@ class ImdbTask(ClassificationTask):
     def stats(self) -> dict[str, Any]:
         return self._stats
 
-    def save(self, run_dir: Path) -> None:
-        (run_dir / "vocab.json").write_text(json.dumps(self.vocab.itos))
+    def save(self, run: RunDir) -> None:
+        run.write_json(run.file("vocab.json"), self.vocab.itos, indent=None)
         if self.feature_weights is not None:
-            torch.save(self.feature_weights, run_dir / "feature_weights.pt")
+            save_atomic(self.feature_weights, run.file("feature_weights.pt"))
 
-    def load(self, run_dir: Path) -> None:
-        tokens = read_json(run_dir / "vocab.json", list)
+    def load(self, run: RunDir) -> None:
+        tokens = read_json(run.file("vocab.json"), list)
         if not tokens or not all(isinstance(t, str) for t in tokens):
-            raise UserError(f"{run_dir / 'vocab.json'}: not a dlrun vocabulary (a list of words)")
+            raise UserError(f"{run.file('vocab.json')}: not a dlrun vocabulary (a list of words)")
         self.vocab = WordVocab(tokens[1:])
         if self.cfg.dataset.feature_weights != "none":
-            weights = read_torch(run_dir / "feature_weights.pt")
+            weights = read_torch(run.file("feature_weights.pt"))
             if not isinstance(weights, torch.Tensor) or weights.shape != (len(self.vocab),):
                 raise UserError(
-                    f"{run_dir / 'feature_weights.pt'}: not one weight per vocabulary word"
+                    f"{run.file('feature_weights.pt')}: not one weight per vocabulary word"
                 )
             self.feature_weights = weights
 

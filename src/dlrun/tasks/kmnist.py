@@ -9,7 +9,6 @@ optional random shifts run on the device per batch.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from dlrun.models import build_model
 from dlrun.plan.config import RunConfig
 from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
+from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json
 from dlrun.tasks.classify import ClassificationTask
 
@@ -156,13 +156,11 @@ class KmnistTask(ClassificationTask):
             }
         return out
 
-    def save(self, run_dir: Path) -> None:
-        (run_dir / "normalization.json").write_text(
-            json.dumps({"mean": self.mean, "std": self.std}) + "\n"
-        )
+    def save(self, run: RunDir) -> None:
+        run.write_json(run.file("normalization.json"), {"mean": self.mean, "std": self.std}, None)
 
-    def load(self, run_dir: Path) -> None:
-        path = run_dir / "normalization.json"
+    def load(self, run: RunDir) -> None:
+        path = run.file("normalization.json")
         norm = read_json(path)
         if not all(isinstance(norm.get(k), (int, float)) for k in ("mean", "std")):
             raise UserError(f"{path}: expected numbers 'mean' and 'std'")
@@ -199,17 +197,17 @@ class KmnistTask(ClassificationTask):
     def logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(self.inputs(batch["image"]))
 
-    def report(self, model: nn.Module, run_dir: Path) -> None:
+    def report(self, model: nn.Module, run: RunDir) -> None:
         from dlrun.engine.plots import plot_activation_maps
 
-        super().report(model, run_dir)
+        super().report(model, run)
         image = self.splits["train"]["image"][:1]
         maps = model.first_activations(self.inputs(image))[0].float().cpu()
         label = CLASSES[int(self.splits["train"]["label"][0])]
         plot_activation_maps(
             image[0].cpu(),
             maps,
-            run_dir / "activations.png",
+            run.file("activations.png"),
             f"first convolution's activation maps, training image 0 (class {label})",
         )
 

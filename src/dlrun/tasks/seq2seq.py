@@ -14,6 +14,7 @@ from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.models.seq2seq import Tokens
 from dlrun.plan.config import RunConfig
+from dlrun.rundir.layout import RunDir
 from dlrun.tasks.base import Task
 from dlrun.tasks.metrics import lengths_to_eos, levenshtein, mask_after_eos, sequence_counts
 
@@ -110,13 +111,13 @@ class Seq2SeqTask(Task):
         out["vocab"] = {"source": len(self.src_vocab), "target": len(self.tgt_vocab)}
         return out
 
-    def save(self, run_dir: Path) -> None:
-        self.src_vocab.save(run_dir / "vocab_src.json")
-        self.tgt_vocab.save(run_dir / "vocab_tgt.json")
+    def save(self, run: RunDir) -> None:
+        self.src_vocab.save(run.file("vocab_src.json"))
+        self.tgt_vocab.save(run.file("vocab_tgt.json"))
 
-    def load(self, run_dir: Path) -> None:
-        self.src_vocab = Vocab.load(run_dir / "vocab_src.json")
-        self.tgt_vocab = Vocab.load(run_dir / "vocab_tgt.json")
+    def load(self, run: RunDir) -> None:
+        self.src_vocab = Vocab.load(run.file("vocab_src.json"))
+        self.tgt_vocab = Vocab.load(run.file("vocab_tgt.json"))
 
     def build_model(self) -> nn.Module:
         sizes = len(self.src_vocab), len(self.tgt_vocab)

@@ -11,7 +11,6 @@ and column, or imputed (``dataset.missing=mean``) or dropped (``drop``).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from dlrun.models import build_model
 from dlrun.plan.config import RunConfig
 from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
+from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json
 from dlrun.tasks.base import encoding_problems, path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
@@ -184,16 +184,16 @@ class TabularTask(ClassificationTask):
         out.update(summary(self.table, target, features, not self.regression))
         return out
 
-    def save(self, run_dir: Path) -> None:
+    def save(self, run: RunDir) -> None:
         state = {
             "encoder": asdict(self.encoder),
             "classes": list(self.classes),
             "target_stats": list(self.target_stats),
         }
-        (run_dir / "tabular.json").write_text(json.dumps(state, indent=2) + "\n")
+        run.write_json(run.file("tabular.json"), state)
 
-    def load(self, run_dir: Path) -> None:
-        path = run_dir / "tabular.json"
+    def load(self, run: RunDir) -> None:
+        path = run.file("tabular.json")
         state = read_json(path)
         try:
             enc = state["encoder"]
@@ -294,11 +294,11 @@ class TabularTask(ClassificationTask):
             for i in order
         ]
 
-    def report(self, model: nn.Module, run_dir: Path) -> None:
+    def report(self, model: nn.Module, run: RunDir) -> None:
         from dlrun.engine.plots import plot_decision_boundary, plot_table
 
         if not self.regression:
-            super().report(model, run_dir)
+            super().report(model, run)
         numeric = [f for f in self.encoder.features if f in self.encoder.numeric]
         index = [self.encoder.features.index(f) for f in numeric]
         values = [
@@ -307,7 +307,7 @@ class TabularTask(ClassificationTask):
         ]
         colours = None if self.regression else self.splits["train"]["label"].cpu()
         if numeric:
-            plot_table(numeric, values, colours, self.classes, run_dir / "data.png")
+            plot_table(numeric, values, colours, self.classes, run.file("data.png"))
         if len(self.encoder.features) == 2 and len(numeric) == 2 and not self.regression:
             split = "test" if "test" in self.splits else "val"
             points = torch.tensor([[number(v) for v in r] for r in self.raw[split]])
@@ -328,7 +328,7 @@ class TabularTask(ClassificationTask):
                 pred,
                 self.classes,
                 numeric,
-                run_dir / "decision_boundary.png",
+                run.file("decision_boundary.png"),
                 f"decision regions and the {split} points (errors marked x)",
             )
 

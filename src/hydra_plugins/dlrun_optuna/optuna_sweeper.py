@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
+
+from dlrun.rundir.layout import RunDir, SweepDir
 
 log = logging.getLogger("dlrun")
 
@@ -83,7 +84,6 @@ class OptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> Any:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from dlrun.errors import UserError
         from dlrun.search import study as tune
 
         optuna = tune.require_optuna()
@@ -93,13 +93,7 @@ class OptunaSweeper(Sweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         preset = [f"{k}={v}" for k, v in self.params.items()]
         fixed, space = tune.split_overrides(parser.parse_overrides([*preset, *arguments]))
-        if not space:
-            raise UserError(
-                "hydra/sweeper=optuna: nothing to search; give ranges such as "
-                "'optimizer.lr=tag(log, interval(1e-4, 1e-1))'"
-            )
-        if self.n_trials < 1 or self.n_jobs < 1:
-            raise UserError("hydra.sweeper.n_trials and hydra.sweeper.n_jobs must be >= 1")
+        tune.check_settings(space, self.config.hydra.sweeper)
         n_trials = self.n_trials
         if self.sampler_name == "grid":
             n_trials = min(n_trials, tune.grid_size(space))
@@ -108,10 +102,10 @@ class OptunaSweeper(Sweeper):
         monitor = OmegaConf.select(self.config, "task.monitor")
         mode = OmegaConf.select(self.config, "task.mode") or "max"
 
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        journal = (sweep_dir / tune.JOURNAL).resolve()
+        sweep = SweepDir(self.config.hydra.sweep.dir)
+        sweep.path.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep.multirun_yaml)
+        journal = sweep.journal.resolve()
         study = optuna.create_study(
             study_name=tune.STUDY,
             storage=tune.storage(journal),
@@ -178,10 +172,9 @@ class OptunaSweeper(Sweeper):
 
         from hydra.core.utils import JobStatus
 
-        run_dir = Path(result.hydra_cfg.hydra.runtime.output_dir)
-        trial.set_user_attr("run_dir", str(run_dir))
-        summary_file = run_dir / "summary.json"
-        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        run = RunDir(result.hydra_cfg.hydra.runtime.output_dir)
+        trial.set_user_attr("run_dir", str(run.path))
+        summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
         status = summary.get("status") if result.status == JobStatus.COMPLETED else "failed"
         value = summary.get("best", {}).get(monitor)
         if status == "pruned":

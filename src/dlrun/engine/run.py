@@ -1,0 +1,215 @@
+"""One run, from a validated config to a finished run directory: build, fit, test, summarize.
+
+``run(cfg, run_dir)`` is what the ``dlrun`` command's job calls and what tests call
+directly. It validates a config it is handed as Hydra's (or plain data) and takes a
+``RunConfig`` as it is: the command's plan validated it already.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dlrun import __version__
+from dlrun.engine.trainer import Callback, FitResult, Trainer
+from dlrun.errors import UserError
+from dlrun.plan.config import RunConfig, to_dict, validate
+from dlrun.rundir.layout import RunDir
+
+log = logging.getLogger("dlrun")
+
+
+def run(
+    cfg: RunConfig | DictConfig | dict, run_dir: Path, resume: dict | None = None
+) -> dict[str, float]:
+    """Train and test one configuration; write everything into ``run_dir``.
+
+    ``resume``: the checkpoint ``cfg.resume`` continues from, already read (the
+    command's plan read it once); read here when a caller gives only ``cfg.resume``.
+    Returns the headline metrics, e.g. ``{"val/exact_match": ..., "test/exact_match": ...}``.
+    """
+    from dlrun.engine import distributed
+    from dlrun.engine.device import resolve_device
+    from dlrun.engine.trackers import open_trackers
+
+    wall_start = time.monotonic()
+    cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
+    if cfg.resume and resume is None:
+        resume = _last_checkpoint(RunDir(Path(cfg.resume).expanduser()))
+    dist = distributed.from_env()
+    dev = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
+    distributed.init(dist, dev.device)
+    rundir = RunDir(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
+    if dist.main:  # the others write nothing there
+        rundir.path.mkdir(parents=True, exist_ok=True)
+    task, data_time = _prepare(cfg, dev, dist, rundir)
+    trainer = _trainer(cfg, task, dev, dist, rundir, resume)
+    if not dist.main:  # rank 0 tests and writes the rest
+        _train_and_test(cfg, trainer, None)
+        distributed.shutdown(dist)
+        return {}
+    # logger=mlflow/wandb, opened before a resume trims metrics.jsonl (a tracker that
+    # cannot start leaves the run's files as they were); a run that raises ends them.
+    with open_trackers(cfg, rundir.path) or contextlib.nullcontext() as trackers:
+        result, test = _train_and_test(cfg, trainer, trackers)
+        pruned = result.state.stop_reason == "pruned"  # a search's trial its pruner stopped
+        _write_outputs(cfg, task, trainer, tested=not pruned)
+        times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
+        summary = _summary(cfg, trainer, result, test, times)
+        rundir.write_summary(summary)
+        if trackers:  # after the files they send: summary, curves, samples
+            trackers.finish(rundir, summary["status"])
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
+    print(f"run dir: {rundir}\n{shown or f'pruned at step {result.state.step}'}", flush=True)
+    distributed.shutdown(dist)
+    return {**result.best, **test}
+
+
+def _last_checkpoint(run: RunDir) -> dict:
+    if not run.has_checkpoint():
+        raise UserError(
+            f"resume={run}: no checkpoints/last.pt there; pass a dlrun run "
+            "directory (outputs/DATE/TIME) that has trained at least once"
+        )
+    return run.read_last()
+
+
+def _prepare(cfg: RunConfig, dev, dist, run: RunDir):
+    """The task with its data on the device; the seconds its data took."""
+    from dlrun.engine import checkpoint, debug
+    from dlrun.registry import task_entry
+
+    checkpoint.seed_everything(cfg.trainer.seed)
+    task = task_entry(cfg.task.name).obj(cfg)
+    t0 = time.monotonic()
+    with dist.main_first():  # rank 0 fills the data cache, the others read it
+        task.prepare(Path(cfg.paths.cache_dir).expanduser())
+    data_time = time.monotonic() - t0
+    sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
+    log.info("data: %s (%.1fs)", sizes, data_time)
+    task.add_train_subset(cfg.trainer.train_eval_size)
+    if dist.main:
+        run.write_json(run.stats, task.stats())
+        task.save(run)
+    debug.limit_splits(task, cfg)
+    task.to(dev.device)
+    return task, data_time
+
+
+def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, resume: dict | None) -> Trainer:
+    """The trainer of a new model, or of the run ``cfg.resume`` continues (``resume``)."""
+    import torch
+
+    from dlrun.engine import debug
+    from dlrun.engine.device import amp_for_model
+
+    model = task.build_model().to(dev.device)
+    dev = amp_for_model(dev, model, cfg.device.amp)  # bf16 for a Transformer on an AMX CPU
+    params = sum(p.numel() for p in model.parameters())
+    world = f", {dist.world} processes (torchrun)" if dist.enabled else ""
+    log.info(
+        "task %s, model %s (%s parameters) on %s%s",
+        *(cfg.task.name, cfg.model.name, f"{params:,}", dev.describe(), world),
+    )
+    callbacks = debug.callbacks(cfg.debug, run.profile, dev.device)
+    if cfg.tune is not None:  # a search's trial: its study's pruner may stop it
+        callbacks.append(Pruning(cfg.tune))
+    trainer = Trainer(task, model, cfg, dev, run, dist, callbacks)
+    if resume is not None:
+        trainer.restore(resume)
+        log.info("resumed from %s at step %d", run.last, trainer.state.step)
+    if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
+        torch.manual_seed(cfg.trainer.seed + 1_000_003 * dist.rank + trainer.state.step)
+    return trainer
+
+
+class Pruning(Callback):
+    """A search's trial reports its monitored metric to the study at every evaluation
+    and stops, as "pruned", when the study's pruner says so."""
+
+    def __init__(self, tune: Any):
+        from dlrun.search.study import pruning_hook
+
+        self.report = pruning_hook(tune)
+
+    def on_eval_end(self, trainer: Trainer, value: float) -> str | None:
+        return "pruned" if self.report(trainer.state.step, value) else None
+
+
+def _train_and_test(cfg: RunConfig, trainer: Trainer, trackers) -> tuple[FitResult, dict]:
+    """Fit, then test the best checkpoint on rank 0: the fit's result and the test metrics
+    as ``{"test/accuracy": ...}``."""
+    from dlrun.engine.writers import flat_hparams, open_writers
+
+    dist, run = trainer.dist, trainer.run
+    keep = trainer.state.step if cfg.resume else None  # a resume drops later records
+    with open_writers(cfg.logger, run, dist.main, keep, trackers) as writer:
+        try:
+            result = trainer.fit(writer)
+        except UserError:
+            if not cfg.resume and trainer.state.step == 0:  # nothing trained: nothing to keep
+                run.remove_checkpoints()
+            raise
+        if not dist.main or result.state.stop_reason == "pruned":
+            return result, {}
+        tests = trainer.test(writer)
+        test = {f"{split}/{k}": v for split, m in tests.items() for k, v in m.items()}
+        flat = flat_hparams(to_dict(cfg))
+        writer.hparams({k: v for k, v in flat.items() if not k.startswith("paths.")}, test)
+    return result, test
+
+
+def _write_outputs(cfg: RunConfig, task, trainer: Trainer, tested: bool) -> None:
+    """samples.txt and the task's report (a tested run), and the curves."""
+    import torch
+
+    from dlrun.engine.plots import plot_curves
+
+    run = trainer.run
+    if tested:
+        model, dev = trainer.model, trainer.dev
+        model.eval()
+        amp = dict(dtype=dev.amp_dtype, enabled=dev.amp_dtype is not None)
+        with torch.inference_mode(), torch.autocast(dev.device.type, **amp):  # as the test
+            rows = task.samples(model, "test", cfg.trainer.num_samples)
+            task.report(model, run)
+        run.write_samples(rows)
+    plot_curves(run.metrics, run.curves)
+
+
+def _summary(cfg: RunConfig, trainer: Trainer, result: FitResult, test: dict, times: dict):
+    import torch
+
+    from dlrun.engine.device import peak_memory_mb
+
+    state, dev = result.state, trainer.dev
+    return {
+        "status": "pruned" if state.stop_reason == "pruned" else "ok",
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "monitor": cfg.task.monitor,
+        "mode": cfg.task.mode,
+        "best": {"step": state.best_step, **result.best},
+        "test": test,
+        "steps": state.step,
+        "epochs": result.epochs,
+        "samples": state.samples,
+        "stop_reason": state.stop_reason,
+        "train_time_s": round(state.train_time, 2),
+        **{k: round(v, 2) for k, v in times.items()},
+        # From the first training step's start (Unix time) and its length, compilation
+        # included: the benchmark harness derives start-up time from them.
+        "first_step_at": result.first_step_at,
+        "first_step_s": None if result.first_step_s is None else round(result.first_step_s, 4),
+        "peak_memory_mb": round(peak_memory_mb(dev.device), 1),
+        "world_size": trainer.dist.world,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "device": dev.describe(),
+        "torch": torch.__version__,
+        "dlrun": __version__,
+    }

@@ -1,0 +1,170 @@
+"""The run and sweep directories' layout: every file dlrun keeps there, named here only.
+
+``RunDir`` is one run's folder (``outputs/DATE/TIME``), ``SweepDir`` a sweep's or a
+search's (``outputs/multirun/DATE/TIME``). Other modules ask them for a path or for
+a file read (``dlrun.rundir.read``: as bounded data, never code) or written
+(``dlrun.rundir.write``: atomically). A task's own artifacts (vocabularies, its
+figures) are named by the task and written through ``RunDir.file``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dlrun.errors import UserError
+from dlrun.rundir import read, write
+
+CHECKPOINTS = "checkpoints"
+# Folders that experiment trackers keep inside a run or sweep directory (their own copies
+# of dlrun's files, which reports skip).
+STORE_DIRS = ("mlflow", "wandb")
+
+
+class RunDir:
+    """One run's folder and the files dlrun writes into it."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # -- names -------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def checkpoint(self, which: str) -> Path:
+        """``checkpoints/best.pt`` (``which="best"``) or ``checkpoints/last.pt``."""
+        if which not in ("best", "last"):
+            raise ValueError(f"checkpoint {which!r}: best or last")
+        return self.checkpoints / f"{which}.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoint("last")
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoint("best")
+
+    summary = property(lambda self: self.path / "summary.json")
+    stats = property(lambda self: self.path / "stats.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    samples = property(lambda self: self.path / "samples.txt")
+    curves = property(lambda self: self.path / "curves.png")
+    per_class = property(lambda self: self.path / "per_class.json")
+    trackers = property(lambda self: self.path / "trackers.json")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    profile = property(lambda self: self.path / "profile")
+    hydra_config = property(lambda self: self.path / ".hydra" / "config.yaml")
+    hydra_overrides = property(lambda self: self.path / ".hydra" / "overrides.yaml")
+    hydra_runtime = property(lambda self: self.path / ".hydra" / "hydra.yaml")
+
+    def file(self, name: str) -> Path:
+        """A task's own artifact in the run directory (``vocab_src.json``...)."""
+        return self.path / name
+
+    # -- reading -------------------------------------------------------------------------
+    def has_checkpoint(self) -> bool:
+        """Whether the run has trained at least once (``checkpoints/last.pt``)."""
+        return self.last.is_file()
+
+    def read_last(self) -> dict:
+        """``checkpoints/last.pt``: the run's config as trained and its training state."""
+        return read.read_checkpoint(self.last)
+
+    def find_checkpoint(self) -> Path:
+        """``checkpoints/best.pt`` (or ``last.pt``); a clear error if the run has neither."""
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: no such run directory")
+        for path in (self.best, self.last):
+            if path.is_file():
+                return path
+        raise UserError(
+            f"{self.path}: not a complete dlrun run directory (needs {CHECKPOINTS}/best.pt); "
+            "pass the directory a finished `dlrun` printed"
+        )
+
+    def read_summary(self) -> dict:
+        return read.read_json(self.summary)
+
+    def finished(self) -> bool:
+        """Whether the run's summary says it finished (a damaged one says it did not)."""
+        try:
+            return self.read_summary().get("status") == "ok"
+        except UserError:
+            return False
+
+    def read_metrics(self) -> list[dict]:
+        return read.read_jsonl(self.metrics)
+
+    def artifacts(self) -> list[Path]:
+        """What experiment trackers copy from a finished run: its summary, curves, samples."""
+        return [p for p in (self.summary, self.curves, self.samples) if p.is_file()]
+
+    def checkpoint_files(self) -> list[Path]:
+        return sorted(self.checkpoints.glob("*.pt"))
+
+    # -- writing -------------------------------------------------------------------------
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write.write_text_atomic(self.summary, json.dumps(summary, indent=2) + "\n")
+
+    def write_failure(self, status: str, error: str) -> None:
+        """``summary.json`` of a run that did not finish, with the first line of the reason.
+
+        A finished run's summary is never replaced: a failed or interrupted resume of it
+        is recorded in the log only.
+        """
+        if not self.path.is_dir() or self.finished():
+            return
+        self.write_summary({"status": status, "error": read.first_line(error)})
+
+    def write_json(self, path: Path, data: Any, indent: int | None = 2) -> None:
+        """One of the run's JSON files (``stats``, ``per_class``, a task's ``file(...)``)."""
+        write.write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
+
+    def write_samples(self, rows: list[dict]) -> None:
+        write.write_text_atomic(self.samples, write.samples_text(rows))
+
+    def remove_checkpoints(self) -> None:
+        """A run that trained nothing keeps no checkpoints (a resume then refuses it)."""
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+
+class SweepDir:
+    """A sweep's or a search's folder: its jobs' run directories and the files about them."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    summary_csv = property(lambda self: self.path / "summary.csv")
+    summary_md = property(lambda self: self.path / "summary.md")
+    journal = property(lambda self: self.path / "optuna.journal")  # the search's study
+    multirun_yaml = property(lambda self: self.path / "multirun.yaml")
+    best_yaml = property(lambda self: self.path / "best.yaml")
+    trackers = property(lambda self: self.path / "trackers.json")  # the parent run's ids
+
+    def write_json(self, path: Path, data: Any) -> None:
+        write.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+    def plot(self, name: str) -> Path:
+        """``summary_<name>.png`` (the report's) or ``search_<name>.png`` (the study's)."""
+        return self.path / f"{name}.png"
+
+    def report_files(self) -> list[Path]:
+        """What a sweep's report wrote: its tables and plots (a tracker's parent run gets them)."""
+        return sorted(self.path.glob("summary.*")) + sorted(self.path.glob("*.png"))
+
+
+def run_markers(root: Path) -> list[Path]:
+    """``summary.json`` and ``.hydra/config.yaml`` files under ``root``."""
+    probe = RunDir(root)
+    names = (probe.summary.name, str(probe.hydra_config.relative_to(root)))
+    return [p for name in names for p in root.rglob(name)]
