@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dlrun.models import build_model
-from dlrun.models.seq2seq import Seq2Seq, Tokens
+from dlrun.models.seq2seq import Seq2Seq, Tokens, select_rows
 from dlrun.plan.config import DeviceConfig, validate
 from dlrun.registry import model_entry
 
@@ -306,3 +306,18 @@ def test_transformer_token_embeddings_have_unit_size_once_scaled():
         scaled = embed.weight[1:] * 64**0.5
         assert 0.8 < scaled.std().item() < 1.2  # like the sinusoids, not 8 times larger
         assert torch.equal(embed.weight[PAD], torch.zeros(64))
+
+
+def test_select_rows_reorders_every_tensor_of_a_nested_state():
+    """Beam search reorders ``encode``'s memory and state, whatever tuples, named tuples,
+    lists and dicts a model keeps them in; what is not a tensor (None) stays."""
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "k v")
+    x = torch.arange(12.0).view(3, 4)
+    idx = torch.tensor([2, 0, 0])
+    out = select_rows((None, x, [Pair(x, x[:, :1])], {"mask": x > 5}), idx)
+    assert out[0] is None and torch.equal(out[1], x[idx])
+    assert isinstance(out[2], list) and isinstance(out[2][0], Pair)
+    assert torch.equal(out[2][0].k, x[idx]) and torch.equal(out[2][0].v, x[idx, :1])
+    assert torch.equal(out[3]["mask"], (x > 5)[idx])

@@ -16,6 +16,7 @@ from dlrun.data.table import read_table
 from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.plan.config import validate
+from dlrun.rundir.layout import RunDir
 from dlrun.tasks.tabular import TabularTask
 
 
@@ -164,3 +165,19 @@ def test_separate_test_table(tiny_cfg, tmp_path, corpora):
     test = table(tmp_path, "test.csv", "\n".join([lines[0], *lines[251:]]) + "\n")
     task = _task(tiny_cfg, train, f"dataset.test_path={test}")
     assert task.size("test") == 50 and task.size("train") + task.size("val") == 250
+
+
+def test_classification_report_covers_every_test_split(tiny_cfg, corpora, tmp_path):
+    """A classification task with two test splits: per_class.json and a confusion figure each."""
+    task = _task(tiny_cfg, corpora["tabular"], "dataset.target=labels")
+    task.splits["test_again"] = dict(task.splits["test"])
+    assert task.test_splits == ["test", "test_again"]
+    model = task.build_model()
+    task.report(model, RunDir(tmp_path))
+    per_class = json.loads((tmp_path / "per_class.json").read_text())
+    assert list(per_class) == ["test", "test_again"]
+    assert per_class["test"] == per_class["test_again"]
+    assert list(per_class["test"]["per_class_accuracy"]) == list(task.classes)
+    assert sum(map(sum, per_class["test"]["confusion"])) == task.size("test")
+    for split in per_class:
+        assert matplotlib.image.imread(tmp_path / f"confusion_{split}.png").shape[0] > 100

@@ -196,6 +196,33 @@ def test_a_pruned_trial_stops_at_once_and_is_marked(tiny_cfg, tmp_path):
     assert not (run_dir / "samples.txt").exists()  # no test of a pruned trial
 
 
+def test_the_pruning_hook_reports_and_asks_like_optunas_trial(tmp_path):
+    """Step 0 and non-finite values are not reported; a step reported twice keeps its first
+    value (with Trial.report's warning); the study's pruner judges the trial as stored."""
+    from dlrun.plan.config import TuneConfig
+
+    journal = SweepDir(tmp_path).journal
+    study = optuna.create_study(
+        study_name=tune.STUDY, storage=tune.storage(journal), direction="maximize"
+    )
+    first = study.ask()
+    for step in (5, 10):
+        first.report(1.0, step)
+    study.tell(first, 1.0)
+    median, none = study.ask(), study.ask()
+    spec = dict(storage=str(journal), study=tune.STUDY, pruner_options={"n_startup_trials": 1})
+    hook = tune.pruning_hook(TuneConfig(**spec, pruner="median", trial=median.number))
+    assert hook(0, 0.0) is False and hook(5, float("nan")) is False
+    assert study.trials[median.number].intermediate_values == {}
+    assert hook(5, 0.5) is True  # below the median of the trials before it at step 5
+    with pytest.warns(UserWarning, match=r"`step=5` is already reported"):
+        assert hook(5, 2.0) is True
+    assert study.trials[median.number].intermediate_values == {5: 0.5}
+    hook = tune.pruning_hook(TuneConfig(**spec, pruner="none", trial=none.number))
+    assert hook(5, 0.0) is False
+    assert study.trials[none.number].intermediate_values == {5: 0.0}
+
+
 def test_a_pruned_search_marks_its_trials(tmp_path, cache_dir):
     # Trial 0 runs to the end; a learning rate 100x lower learns nothing in 5 steps.
     args = search_args(

@@ -8,15 +8,23 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
-from torch.utils._pytree import tree_map
 
 from dlrun.plan.schema import Named, spec
 from dlrun.registry import MODELS
 
 
 def select_rows(tree: Any, idx: torch.Tensor) -> Any:
-    """Index dim 0 of every tensor in a (nested) decoding memory or state."""
-    return tree_map(lambda x: x.index_select(0, idx) if isinstance(x, torch.Tensor) else x, tree)
+    """Index dim 0 of every tensor in a decoding memory or state: a tensor, or tuples
+    (named ones too), lists and dicts of them, nested; anything else (None) is kept."""
+    if isinstance(tree, torch.Tensor):
+        return tree.index_select(0, idx)
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a namedtuple
+        return type(tree)(*(select_rows(x, idx) for x in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(select_rows(x, idx) for x in tree)
+    if isinstance(tree, dict):
+        return {k: select_rows(v, idx) for k, v in tree.items()}
+    return tree
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ by ``dlrun.search.results``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,14 +303,22 @@ def pruning_hook(spec) -> Callable[[int, float], bool] | None:
     trial_id = store.get_trial_id_from_study_id_trial_number(
         store.get_study_id_from_name(name), spec.trial
     )
-    trial = optuna.trial.Trial(study, trial_id)
 
+    # What Trial.report and Trial.should_prune do, through public API only (Optuna's docs
+    # say not to build a Trial by hand): store the value, then ask the pruner about the
+    # trial as stored. As in Trial.report, a step already reported keeps its first value.
     def report(step: int, value: float) -> bool:
         # Step 0 (trainer.eval_at_start) is the untrained model: nothing to judge yet.
         if step == 0 or not math.isfinite(value):
             return False
-        trial.report(float(value), step)
-        return trial.should_prune()
+        if step in store.get_trial(trial_id).intermediate_values:
+            warnings.warn(
+                f"The reported value is ignored because this `{step=}` is already reported.",
+                stacklevel=2,
+            )
+        else:
+            store.set_trial_intermediate_value(trial_id, step, float(value))
+        return bool(pruner.prune(study, store.get_trial(trial_id)))  # numpy bool from median
 
     return report
 

@@ -116,10 +116,10 @@ class ClassificationTask(Task):
         k = len(self.classes)
         for split in self.test_splits:
             confusion = totals(self, model, split, 1024)["confusion"].view(k, k).cpu()
-            totals = confusion.sum(1).clamp(min=1)
+            per_class = confusion.sum(1).clamp(min=1)  # examples of each true class
             out[split] = {
                 "per_class_accuracy": dict(
-                    zip(self.classes, (confusion.diag() / totals).tolist(), strict=True)
+                    zip(self.classes, (confusion.diag() / per_class).tolist(), strict=True)
                 ),
                 "confusion": confusion.tolist(),
             }
