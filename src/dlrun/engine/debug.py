@@ -17,17 +17,16 @@ from dlrun.rundir.write import write_text_atomic
 log = logging.getLogger("dlrun")
 
 
-def limit_splits(task: TaskLike, cfg) -> None:
+def limit_splits(task: TaskLike, debug, eval_batch_size: int) -> None:
     """Keep the first ``debug.train_batches`` training batches and the first
     ``debug.eval_batches`` evaluation batches of every other split."""
-    debug = cfg.debug
-    if debug.train_batches:
-        task.keep_first("train", debug.train_batches * task.batch_size)
-    if debug.eval_batches:
-        n = debug.eval_batches * cfg.trainer.eval_batch_size
-        for split in task.splits:
-            if split != "train":
-                task.keep_first(split, n)
+    for split in task.splits:
+        if split == "train":
+            batches, size = debug.train_batches, task.batch_size
+        else:
+            batches, size = debug.eval_batches, eval_batch_size
+        if batches:
+            task.splits[split] = {k: v[: batches * size] for k, v in task.splits[split].items()}
 
 
 class Profile(Callback):

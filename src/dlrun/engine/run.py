@@ -40,7 +40,7 @@ def run(
     wall_start = time.monotonic()
     cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
     if cfg.resume and resume is None:
-        resume = _last_checkpoint(RunDir(Path(cfg.resume).expanduser()))
+        resume = RunDir(Path(cfg.resume).expanduser()).resume_checkpoint()
     dist = distributed.from_env()
     dev = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     distributed.init(dist, dev.device)
@@ -70,15 +70,6 @@ def run(
     return {**result.best, **test}
 
 
-def _last_checkpoint(run: RunDir) -> dict:
-    if not run.has_checkpoint():
-        raise UserError(
-            f"resume={run}: no checkpoints/last.pt there; pass a dlrun run "
-            "directory (outputs/DATE/TIME) that has trained at least once"
-        )
-    return run.read_last()
-
-
 def _prepare(cfg: RunConfig, dev, dist, run: RunDir):
     """The task with its data on the device; the seconds its data took."""
     from dlrun.engine import checkpoint, debug
@@ -96,7 +87,7 @@ def _prepare(cfg: RunConfig, dev, dist, run: RunDir):
     if dist.main:
         run.write_json(run.stats, task.stats())
         task.save(run)
-    debug.limit_splits(task, cfg)
+    debug.limit_splits(task, cfg.debug, cfg.trainer.eval_batch_size)
     task.to(dev.device)
     return task, data_time
 

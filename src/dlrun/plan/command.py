@@ -314,12 +314,7 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     """The plan that continues ``run``; refuses changes that would not."""
     from dlrun.plan.resume import check_overrides, check_unfinished, hydra_value, resumed_config
 
-    if not run.has_checkpoint():
-        raise UserError(
-            f"resume={run}: not a dlrun run directory with a checkpoint (expected "
-            "checkpoints/last.pt); pass a run directory that dlrun printed"
-        )
-    ckpt = run.read_last()
+    ckpt = run.resume_checkpoint()
     kept = check_overrides(run.path, parsed, ckpt["config"], set(all_groups(conf_dir)))
     where = hydra_value(str(run.path))
     texts = [o.input_line for o in kept if o.key_or_group != "resume"]

@@ -40,7 +40,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from dlrun.errors import UserError
-from dlrun.rundir.layout import STORE_DIRS, RunDir, SweepDir, run_markers
+from dlrun.rundir.layout import RunDir, SweepDir, run_dirs_under
 from dlrun.rundir.read import read_json, read_jsonl, read_yaml, select
 from dlrun.rundir.write import write_text_atomic
 
@@ -97,10 +97,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         path = Path(path).expanduser().resolve()  # absolute: runs given both ways compare
         if not path.is_dir():
             raise UserError(f"{path}: no such directory; pass run or sweep directories")
-        # Trackers' copies (RUN_DIR/wandb/.../files/summary.json, outputs/mlflow/artifacts/...).
-        marks = [m for m in run_markers(path) if not set(m.relative_to(path).parts) & {*STORE_DIRS}]
-        dirs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
-        found += sorted(dirs, key=lambda d: _natural(str(d)))
+        found += sorted(run_dirs_under(path), key=lambda d: _natural(str(d)))
     return list(dict.fromkeys(found))
 
 

@@ -76,8 +76,14 @@ class RunDir:
         """Whether the run has trained at least once (``checkpoints/last.pt``)."""
         return self.last.is_file()
 
-    def read_last(self) -> dict:
-        """``checkpoints/last.pt``: the run's config as trained and its training state."""
+    def resume_checkpoint(self) -> dict:
+        """``checkpoints/last.pt``, which a resume continues from: the run's config as
+        trained, its training state and weights; one line if the run has none."""
+        if not self.has_checkpoint():
+            raise UserError(
+                f"resume={self.path}: not a dlrun run directory with a checkpoint (expected "
+                f"{self.last.relative_to(self.path)}); pass a run directory that dlrun printed"
+            )
         return read.read_checkpoint(self.last)
 
     def find_checkpoint(self) -> Path:
@@ -163,8 +169,15 @@ class SweepDir:
         return sorted(self.path.glob("summary.*")) + sorted(self.path.glob("*.png"))
 
 
-def run_markers(root: Path) -> list[Path]:
-    """``summary.json`` and ``.hydra/config.yaml`` files under ``root``."""
+def run_dirs_under(root: Path) -> set[Path]:
+    """The run directories at or under ``root``: those with a ``summary.json`` or a
+    ``.hydra/config.yaml`` (not the copies trackers keep in their own folders)."""
     probe = RunDir(root)
-    names = (probe.summary.name, str(probe.hydra_config.relative_to(root)))
-    return [p for name in names for p in root.rglob(name)]
+    found = set()
+    for mark in (probe.summary, probe.hydra_config):
+        depth = len(mark.relative_to(root).parts)  # of the file below its run directory
+        for path in root.rglob(str(mark.relative_to(root))):
+            run = path.parents[depth - 1]
+            if not set(run.relative_to(root).parts) & {*STORE_DIRS}:
+                found.add(run)
+    return found

@@ -268,10 +268,18 @@ def make_sampler(name: str, seed: int | None, space: dict[str, Param]):
 
 
 def make_pruner(name: str, options: dict | None = None):
-    """``options``: ``n_startup_trials`` and ``n_warmup_steps`` (the sweeper's keys)."""
+    """``options``: ``n_startup_trials`` and ``n_warmup_steps`` (the sweeper's keys; one
+    left out has the sweeper's default, ``OptunaSweeperConf``)."""
+    from hydra_plugins.dlrun_optuna.optuna_sweeper import OptunaSweeperConf
+
     optuna = require_optuna()
-    options = dict(options or {})
-    startup, warmup = options.get("n_startup_trials", 5), options.get("n_warmup_steps", 0)
+    defaults = OptunaSweeperConf()
+    options = {
+        "n_startup_trials": defaults.n_startup_trials,
+        "n_warmup_steps": defaults.n_warmup_steps,
+        **(options or {}),
+    }
+    startup, warmup = options["n_startup_trials"], options["n_warmup_steps"]
     if name not in PRUNERS:
         raise UserError(f"hydra.sweeper.pruner={name}: unknown pruner; valid: {', '.join(PRUNERS)}")
     if not (isinstance(startup, int) and startup >= 0 and isinstance(warmup, int) and warmup >= 0):

@@ -43,26 +43,71 @@ def path_problems(key: str, value: str | None, kind: str, fix: str) -> list[str]
     return [] if found else [f"{key}={printable(value)}: no such {kind}; {fix}"]
 
 
-class Task:
-    """One experiment family. Subclasses register with ``TASKS.register``.
+class TaskData:
+    """The part of a task the engine reads its data through (and ``stats`` describes).
+    Each has a default; a task overrides one only where its data need it (augmentation
+    in ``batch``, ids that stay on the host in ``to``).
 
-    Data live in ``self.splits``: for each split name a dict of equally long
-    tensors; a batch is an index slice of them (``batch``), so the hot loop runs
-    no per-sample Python.
+    Data live in ``self.splits``: for each split name a dict of equally long tensors; a
+    batch is an index slice of them (``batch``), so the hot loop runs no per-sample Python.
     """
 
-    model_kind: ClassVar[str]
-    # Metrics ``evaluate`` returns for every split, besides ``loss``.
-    metric_names: ClassVar[tuple[str, ...]]
     # Splits never used for a final test: training, validation, and the
     # training subset evaluated beside validation (``add_train_subset``).
     not_tested: ClassVar[tuple[str, ...]] = ("train", "val", "train_subset")
+    cfg: RunConfig
+    splits: dict[str, dict[str, torch.Tensor]]
+
+    @property
+    def batch_size(self) -> int:
+        """Training examples per optimizer step (``dataset.batch_size``)."""
+        return self.cfg.dataset.batch_size
+
+    @property
+    def test_splits(self) -> list[str]:
+        """Held-out splits evaluated once with the best checkpoint (test, extrapolate...)."""
+        return [name for name in self.splits if name not in self.not_tested]
+
+    def size(self, split: str) -> int:
+        return next(iter(self.splits[split].values())).shape[0]
+
+    def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The examples at ``idx`` (on the host or the data's device) as one batch."""
+        data = self.splits[split]
+        idx = idx.to(next(iter(data.values())).device, non_blocking=True)
+        return {k: v[idx] for k, v in data.items()}
+
+    def to(self, device: torch.device) -> None:
+        """Move every split to ``device`` once; batches are then index slices there."""
+        self.splits = {
+            name: {k: v.to(device, non_blocking=True) for k, v in split.items()}
+            for name, split in self.splits.items()
+        }
+
+    def add_train_subset(self, n: int) -> None:
+        """Expose the first ``n`` training examples as split ``train_subset``.
+
+        Evaluated beside validation, it shows over- or underfitting with the
+        same metric (training data are stored in random order).
+        """
+        if n > 0:
+            self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
+
+    def eval_order(self, split: str, rows: range) -> torch.Tensor:
+        """The order in which the engine evaluates ``rows`` of ``split`` (default: as stored)."""
+        return torch.arange(rows.start, rows.stop)
+
+    def stats(self) -> dict[str, Any]:
+        """Dataset statistics written to ``stats.json`` and printed by ``dlrun-stats``."""
+        return {name: {"examples": self.size(name)} for name in self.splits}
+
+
+class TaskChecks:
+    """Optional: a task's checks of a config, run by validation before anything starts."""
+
+    metric_names: ClassVar[tuple[str, ...]]
     # The kinds of problem ``task.problem`` may choose (none: the task has one kind).
     problems: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        self.splits: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -85,10 +130,9 @@ class Task:
         """Problems finding the data a run would read (skipped when only predicting)."""
         return []
 
-    # -- data ---------------------------------------------------------------
-    def prepare(self, cache_dir: Path) -> None:
-        """Generate or read the data (cached on disk) and fill ``self.splits``."""
-        raise NotImplementedError  # pragma: no cover - abstract
+
+class TaskOutputs:
+    """Optional: what a task leaves in a run directory besides what the engine writes."""
 
     def save(self, run: RunDir) -> None:
         """Write what prediction needs besides weights (vocabularies) into the run dir."""
@@ -96,59 +140,43 @@ class Task:
     def load(self, run: RunDir) -> None:
         """Read what ``save`` wrote, for prediction without the data."""
 
-    def to(self, device: torch.device) -> None:
-        """Move every split to ``device`` once; batches are then index slices there."""
-        self.splits = {
-            name: {k: v.to(device, non_blocking=True) for k, v in split.items()}
-            for name, split in self.splits.items()
-        }
+    def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` examples with source, target and prediction, wrong ones first."""
+        return []
 
-    @property
-    def batch_size(self) -> int:
-        """Training examples per optimizer step (``dataset.batch_size``)."""
-        return self.cfg.dataset.batch_size
+    def report(self, model: nn.Module, run: RunDir) -> None:
+        """Task-specific figures and tables of the trained model, written into ``run``."""
 
-    @property
-    def test_splits(self) -> list[str]:
-        """Held-out splits evaluated once with the best checkpoint (test, extrapolate...)."""
-        return [name for name in self.splits if name not in self.not_tested]
 
-    def add_train_subset(self, n: int) -> None:
-        """Expose the first ``n`` training examples as split ``train_subset``.
+class Task(TaskData, TaskChecks, TaskOutputs):
+    """One experiment family: what a task author writes. Subclasses register with
+    ``TASKS.register``.
 
-        Evaluated beside validation, it shows over- or underfitting with the
-        same metric (training data are stored in random order).
-        """
-        if n > 0:
-            self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
+    Required: the kind of model it trains and its metrics' names, then its data
+    (``prepare``), model (``build_model``), loss, what an evaluation batch adds up
+    to (``eval_sums``) and what the totals mean (``metrics``), and ``predict``.
+    The parts it inherits have defaults: how the engine reads its data
+    (``TaskData``), config checks (``TaskChecks``), and what it saves and reports
+    (``TaskOutputs``).
+    """
 
-    def keep_first(self, split: str, n: int) -> None:
-        """Cut ``split`` to its first ``n`` examples (debug modes)."""
-        self.splits[split] = {k: v[:n] for k, v in self.splits[split].items()}
+    model_kind: ClassVar[str]
+    # Metrics ``evaluate`` returns for every split, besides ``loss``.
+    metric_names: ClassVar[tuple[str, ...]]
 
-    def stats(self) -> dict[str, Any]:
-        """Dataset statistics written to ``stats.json`` and printed by ``dlrun-stats``."""
-        return {name: {"examples": self.size(name)} for name in self.splits}
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.splits = {}
 
-    def size(self, split: str) -> int:
-        return next(iter(self.splits[split].values())).shape[0]
+    def prepare(self, cache_dir: Path) -> None:
+        """Generate or read the data (cached on disk) and fill ``self.splits``."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
-    def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The examples at ``idx`` (on the host or the data's device) as one batch."""
-        data = self.splits[split]
-        idx = idx.to(next(iter(data.values())).device, non_blocking=True)
-        return {k: v[idx] for k, v in data.items()}
-
-    # -- model, loss, metrics --------------------------------------------------
     def build_model(self) -> nn.Module:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - abstract
-
-    def eval_order(self, split: str, rows: range) -> torch.Tensor:
-        """The order in which the engine evaluates ``rows`` of ``split`` (default: as stored)."""
-        return torch.arange(rows.start, rows.stop)
 
     def eval_sums(
         self, model: nn.Module, batch: dict[str, torch.Tensor], split: str
@@ -162,13 +190,6 @@ class Task:
     def metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
         """``loss`` and every name in ``metric_names``, from a whole split's ``eval_sums``."""
         raise NotImplementedError  # pragma: no cover - abstract
-
-    def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
-        """Up to ``n`` examples with source, target and prediction, wrong ones first."""
-        return []
-
-    def report(self, model: nn.Module, run: RunDir) -> None:
-        """Task-specific figures and tables of the trained model, written into ``run``."""
 
     def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
         raise NotImplementedError  # pragma: no cover - abstract

@@ -183,7 +183,10 @@ class OptunaSweeper(Sweeper):
             study.tell(trial, float(value))
         else:
             if result.status == JobStatus.FAILED:
-                log.error("trial %d failed: %r", trial.number, result._return_value)
+                try:
+                    result.return_value  # noqa: B018 - a failed job's exception, raised here
+                except Exception as exc:
+                    log.error("trial %d failed: %r", trial.number, exc)
             study.tell(trial, state=TrialState.FAIL)
 
 
