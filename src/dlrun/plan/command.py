@@ -299,6 +299,8 @@ def _check_sweep(conf_dir: Path, parsed, overrides: list[str]) -> None:
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
         for value in values:
             text = f"{o.get_key_element()}={value}"
+            if index is not None and text == first[index]:
+                continue  # the first job's config, validated above
             trial = list(first) if index is None else first[:index] + first[index + 1 :]
             try:
                 _validate(_compose(conf_dir, _job_overrides([*trial, text])))

@@ -42,12 +42,24 @@ def run_hydra(argv: list[str], task_function: Callable[[Any], Any]) -> None:
     """Hydra's application (a run, a multirun, --cfg, --help...) on dlrun's config tree,
     for the command line ``argv``, calling ``task_function(cfg)`` for each job.
 
-    ``hydra.main`` takes its command line from ``sys.argv`` only; this calls what it
-    calls, with the plan's command line handed over as a value. hydra-core is pinned
-    below 1.4 (pyproject.toml) for these two names of its ``_internal`` package.
+    ``hydra.main`` takes its command line from ``sys.argv`` only; this does what it
+    does with the plan's command line handed over as a value. For a run or a multirun
+    it also skips the composition Hydra makes only to read ``hydra.mode`` (the plan
+    knows the mode): Hydra composes each job once, to make its run directory. The
+    names come from Hydra's ``_internal`` package: hydra-core is pinned below 1.4
+    (pyproject.toml).
     """
     from hydra import version
-    from hydra._internal.utils import _run_hydra, get_args_parser
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import (
+        _run_hydra,
+        create_automatic_config_search_path,
+        detect_calling_file_or_module_from_task_function,
+        detect_task_name,
+        get_args_parser,
+        run_and_report,
+    )
+    from hydra.core.global_hydra import GlobalHydra
 
     from dlrun.errors import UserError
     from dlrun.plan.config import conf_dir
@@ -58,10 +70,19 @@ def run_hydra(argv: list[str], task_function: Callable[[Any], Any]) -> None:
         raise UserError("--experimental-rerun is not supported; resume a run with resume=RUN_DIR")
     version.setbase("1.3")
     register_plugins()
-    _run_hydra(
-        args=args,
-        args_parser=parser,
-        task_function=task_function,
-        config_path=str(conf_dir()),
-        config_name="config",
-    )
+    shows = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+    own_tree = args.config_path or args.config_name or args.config_dir
+    if shows or own_tree or args.run or any(o.startswith("hydra.mode=") for o in args.overrides):
+        # What Hydra shows, or a command that names its own config tree or mode.
+        _run_hydra(args, parser, task_function, str(conf_dir()), "config")
+        return
+    search = create_automatic_config_search_path(None, None, str(conf_dir()))
+    name = detect_task_name(*detect_calling_file_or_module_from_task_function(task_function))
+    app = run_and_report(lambda: Hydra.create_main_hydra2(name, search))
+    mode = "MULTIRUN" if args.multirun else "RUN"
+    launch = app.multirun if args.multirun else app.run
+    overrides = [*args.overrides, f"hydra.mode={mode}"]
+    try:
+        run_and_report(lambda: launch("config", task_function, overrides))
+    finally:
+        GlobalHydra.instance().clear()

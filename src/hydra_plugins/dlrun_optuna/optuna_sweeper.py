@@ -8,8 +8,8 @@ evaluation and stops when pruned. The trial's outcome is read back from the
 job's ``summary.json``.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": Hydra's plugin scan runs this module before it
+# is in sys.modules, where a dataclass with string annotations cannot be processed.
 import logging
 import sys
 from dataclasses import dataclass, field
