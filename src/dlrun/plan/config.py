@@ -221,23 +221,54 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
             problems.append(
                 f"{key}: unknown key" + (f" (did you mean '{guess}'?)" if guess else "")
             )
-    sections: dict[str, Any] = {}
-
-    def check(name: str, schema: type | None) -> None:
-        found = [f"{name}: missing section"] if name not in data else []
-        if schema is not None and not found:
-            found = check_section(name, data[name], schema)
-        if schema is not None and not found:
-            sections[name] = typed(schema, data[name])
-        problems.extend(found)
-
+    sections = _Sections(data, problems)
     for name, schema in SECTIONS.items():
-        check(name, schema)
+        sections.check(name, schema)
     if data.get("resume") is not None and not isinstance(data["resume"], str):
         problems.append(f"resume={data['resume']!r}: expected a run directory path")
     if data.get("tune") is not None:
-        check("tune", TuneConfig)
+        sections.check("tune", TuneConfig)
+    task_cls, model = _check_task_and_model(data, sections, problems)
 
+    # Cross-field checks see the sections that are valid on their own (None: not valid).
+    view = RunConfig(
+        **{name: sections.valid.get(name) for name in fields if name not in ("resume", "tune")},
+        resume=data.get("resume"),
+        tune=sections.valid.get("tune"),
+    )
+    problems += _check_run(view)
+    if task_cls and model and view.task and view.dataset and view.model:
+        problems += task_cls.obj.check_config(view)
+        problems += getattr(model.obj, "check_config", lambda _: [])(view)
+        if check_data:
+            problems += task_cls.obj.check_data(view)
+    if check_data and view.logger:
+        problems += _missing_loggers(view.logger)
+    if problems:
+        raise ConfigError(problems)
+    return view
+
+
+class _Sections:
+    """The sections of ``data`` checked so far against their schemas: the valid ones
+    typed (``valid``), the others' problems added to ``problems``."""
+
+    def __init__(self, data: dict, problems: list[str]):
+        self.data, self.problems = data, problems
+        self.valid: dict[str, Any] = {}
+
+    def check(self, name: str, schema: type | None) -> None:
+        found = [f"{name}: missing section"] if name not in self.data else []
+        if schema is not None and not found:
+            found = check_section(name, self.data[name], schema)
+        if schema is not None and not found:
+            self.valid[name] = typed(schema, self.data[name])
+        self.problems.extend(found)
+
+
+def _check_task_and_model(data: dict, sections: _Sections, problems: list[str]):
+    """The registry entries of the task and model the config names, their sections checked
+    against their schemas, and whether the model fits the task."""
     task_cls = _lookup(task_entry, "task", data, problems)
     dataset = data.get("dataset")
     named = dataset.get("name") if isinstance(dataset, dict) else None
@@ -248,10 +279,10 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
             f"choose it with task={named}"
         )
     else:
-        check("dataset", task_cls.schema if task_cls else None)
+        sections.check("dataset", task_cls.schema if task_cls else None)
     model = _lookup(model_entry, "model", data, problems)
     if model:
-        check("model", model.schema)
+        sections.check("model", model.schema)
     if task_cls and model and model.kind != task_cls.obj.model_kind:
         from dlrun.registry import MODELS
 
@@ -261,29 +292,18 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
             f"model.name={model.name}: a {model.kind} model does not fit task "
             f"'{task_cls.name}'; models for it: {', '.join(fitting)}"
         )
-        sections.pop("model", None)
+        sections.valid.pop("model", None)
+    return task_cls, model
 
-    # Cross-field checks see the sections that are valid on their own (None: not valid).
-    view = RunConfig(
-        **{name: sections.get(name) for name in fields if name not in ("resume", "tune")},
-        resume=data.get("resume"),
-        tune=sections.get("tune"),
-    )
-    problems += _check_run(view)
-    if task_cls and view.task and view.dataset and view.model:
-        problems += task_cls.obj.check_config(view)
-        problems += getattr(model.obj, "check_config", lambda _: [])(view)
-        if check_data:
-            problems += task_cls.obj.check_data(view)
-    for name in LOGGERS if check_data and view.logger else ():
-        if getattr(view.logger, name) is not None and importlib.util.find_spec(name) is None:
-            problems.append(
-                f"logger={name}: the {name} package is not installed; "
-                f"pip install 'dlrun[{name}]' (or choose logger=none)"
-            )
-    if problems:
-        raise ConfigError(problems)
-    return view
+
+def _missing_loggers(logger: LoggerConfig) -> list[str]:
+    """A chosen tracker whose package is not installed."""
+    return [
+        f"logger={name}: the {name} package is not installed; "
+        f"pip install 'dlrun[{name}]' (or choose logger=none)"
+        for name in LOGGERS
+        if getattr(logger, name) is not None and importlib.util.find_spec(name) is None
+    ]
 
 
 def migrate(data: dict) -> dict:

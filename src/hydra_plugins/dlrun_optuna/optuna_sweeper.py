@@ -86,7 +86,7 @@ class OptunaSweeper(Sweeper):
 
         from dlrun.search import study as tune
 
-        optuna = tune.require_optuna()
+        tune.require_optuna()
         from optuna.trial import TrialState
 
         assert self.config is not None
@@ -97,25 +97,8 @@ class OptunaSweeper(Sweeper):
         n_trials = self.n_trials
         if self.sampler_name == "grid":
             n_trials = min(n_trials, tune.grid_size(space))
-        sampler = tune.make_sampler(self.sampler_name, self.seed, space)
-        pruner = tune.make_pruner(self.pruner_name, self.pruner_options)
         monitor = OmegaConf.select(self.config, "task.monitor")
-        mode = OmegaConf.select(self.config, "task.mode") or "max"
-
-        sweep = SweepDir(self.config.hydra.sweep.dir)
-        sweep.path.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep.multirun_yaml)
-        journal = sweep.journal.resolve()
-        study = optuna.create_study(
-            study_name=tune.STUDY,
-            storage=tune.storage(journal),
-            sampler=sampler,
-            pruner=pruner,
-            direction="maximize" if mode == "max" else "minimize",
-            load_if_exists=True,
-        )
-        study.set_user_attr("monitor", monitor)
-        study.set_user_attr("fixed", fixed)
+        study, journal = self._open_study(space, fixed, monitor)
         distributions = {k: p.distribution() for k, p in space.items()}
         self._requeue_interrupted(study, TrialState)
         if self.sampler_name == "grid":
@@ -145,16 +128,41 @@ class OptunaSweeper(Sweeper):
                 n_trials,
                 "; ".join(" ".join(b[len(fixed) : len(fixed) + len(space)]) for b in batch),
             )
-            # Job numbers are trial numbers, so job directories stay unique across restarts.
-            numbers = [t.number for t in trials]
-            if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
-                results = self.launcher.launch(batch, initial_job_idx=numbers[0])
-            else:
-                results = [r for b, n in zip(batch, numbers) for r in self.launcher.launch([b], n)]
+            results = self._launch(batch, [t.number for t in trials])
             for trial, result in zip(trials, results):
                 self._tell(study, trial, result, monitor, TrialState)
             returns.append(results)
         return returns
+
+    def _open_study(self, space: dict, fixed: list[str], monitor: str | None):
+        """The search's study in its sweep directory's journal (created, or continued)."""
+        from dlrun.search import study as tune
+
+        optuna = tune.require_optuna()
+        assert self.config is not None
+        mode = OmegaConf.select(self.config, "task.mode") or "max"
+        sweep = SweepDir(self.config.hydra.sweep.dir)
+        sweep.path.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep.multirun_yaml)
+        journal = sweep.journal.resolve()
+        study = optuna.create_study(
+            study_name=tune.STUDY,
+            storage=tune.storage(journal),
+            sampler=tune.make_sampler(self.sampler_name, self.seed, space),
+            pruner=tune.make_pruner(self.pruner_name, self.pruner_options),
+            direction="maximize" if mode == "max" else "minimize",
+            load_if_exists=True,
+        )
+        study.set_user_attr("monitor", monitor)
+        study.set_user_attr("fixed", fixed)
+        return study, journal
+
+    def _launch(self, batch: list[list[str]], numbers: list[int]) -> list:
+        """Run the batch's jobs; job numbers are trial numbers, so job directories stay
+        unique across restarts (consecutive numbers launch as one batch)."""
+        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+            return list(self.launcher.launch(batch, initial_job_idx=numbers[0]))
+        return [r for b, n in zip(batch, numbers) for r in self.launcher.launch([b], n)]
 
     @staticmethod
     def _requeue_interrupted(study, TrialState) -> None:
