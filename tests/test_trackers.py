@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -173,11 +174,25 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)  # W&B writes "train/loss" either way
 
 
+def finished_wandb_records(path: Path, seconds: float = 30) -> list:
+    """``wandb_records(path)`` once the run's exit record is there: W&B's service process
+    may still be writing the file when ``run.finish()`` has returned (seen on a loaded
+    2-core machine)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.stat().st_size > 7:  # past the header
+            records = wandb_records(path)
+            if any(r.WhichOneof("record_type") == "exit" for r in records):
+                return records
+        time.sleep(0.2)
+    return wandb_records(path)  # the assertions on its contents say what is missing
+
+
 def read_wandb_run(run_dir: Path) -> dict:
     """History, config, tags and files of the offline W&B run(s) in ``run_dir/wandb``."""
     out = {"ids": set(), "history": {}, "config": {}, "tags": set(), "files": set(), "group": ""}
     for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
-        for record in wandb_records(path):
+        for record in finished_wandb_records(path):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 out["ids"].add(record.run.run_id)

@@ -87,6 +87,7 @@ class Trainer:
         self.t = cfg.trainer
         self.run = run if isinstance(run, RunDir) else RunDir(run)
         self.callbacks = list(callbacks)
+        self.config = to_dict(cfg)  # as every checkpoint records it
         # The task's batch size: the global batch under torchrun.
         pin = dev.device.type == "cuda"
         self.order = DataOrder(task.size("train"), task.batch_size, dist.world, self.t, pin)
@@ -128,7 +129,7 @@ class Trainer:
         if self._started is not None:  # mid-fit: count the time of this process too
             state["train_time"] += time.monotonic() - self._started
         parts = {"model": self.model, "optimizer": self.opt, "scaler": self.scaler}
-        ckpt = checkpoint.of(parts | {"scheduler": self.sched}, state, to_dict(self.cfg))
+        ckpt = checkpoint.of(parts | {"scheduler": self.sched}, state, self.config)
         checkpoint.save_atomic(ckpt, self.run.checkpoint(which))
 
     def restore(self, ckpt: dict[str, Any]) -> None:
