@@ -83,7 +83,8 @@ class Job:
 
         hc = HydraConfig.get()
         rundir = RunDir(hc.runtime.output_dir)
-        config = self.plan.config if self.plan.config is not None else cfg
+        single = hc.mode == RunMode.RUN and self.plan.config is not None
+        config = self.plan.config if single else cfg
         resume = self.plan.resume.checkpoint if self.plan.resume else None
         try:
             return run(config, rundir.path, resume)

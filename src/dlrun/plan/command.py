@@ -137,7 +137,7 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
         raise UserError(f"{' and '.join(sorted(modes))} cannot be combined; give one of them")
     if any(a.split("=")[0] in PASS_THROUGH for a in argv):
         return Plan(argv)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
+    multirun = any(a in ("-m", "--multirun") or a == "hydra.mode=MULTIRUN" for a in argv)
     flags = [a for a in argv if a.startswith("-")]
     overrides = [a for a in argv if not a.startswith("-")]
     parser = OverridesParser.create()
@@ -161,6 +161,12 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
     if multirun:
         _check_sweep(conf_dir, parsed, overrides)
         return Plan([*argv, *_job_dirname_override(conf_dir, parsed)])
+    swept = next((o for o in parsed if o.is_sweep_override()), None)
+    if swept is not None:
+        raise UserError(
+            f"{_shown(swept.input_line)}: several values make a sweep; add -m to run one job "
+            "each (a list value is written key=[a,b], a text with a comma key='a,b')"
+        )
     data = _validate(_compose(conf_dir, _job_overrides(overrides)))
     _check_writable(data.paths)
     return Plan(argv, data)
