@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dlrun.rundir.read import read_jsonl  # noqa: E402
+from dlrun.rundir.write import save_figure  # noqa: E402
 
 SKIP = {"step", "epoch", "split", "lr", "samples_per_sec", "elapsed", "loss"}
 
@@ -46,7 +47,7 @@ def plot_curves(metrics_path: Path, out: Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -65,7 +66,7 @@ def plot_confusion(confusion, classes: tuple[str, ...], out: Path, title: str) -
     ax.set_yticks(range(k), classes)
     ax.set(xlabel="predicted", ylabel="true", title=f"{title}: accuracy {rates.diag().mean():.4f}")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -85,7 +86,7 @@ def plot_activation_maps(image, maps, out: Path, title: str) -> None:
         ax.set_title(f"channel {c}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -115,7 +116,7 @@ def plot_overlaid_curves(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -143,7 +144,7 @@ def plot_metric_vs(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -167,7 +168,7 @@ def plot_grouped_bars(
     ax.set(xlabel=xkey, ylabel=ylabel, title=f"{ylabel} by {xkey} and {group_key}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -191,7 +192,7 @@ def plot_image_grid(images, labels: list[tuple[str, str]], out: Path, title: str
         ax.set_title(f"true {shown[0]}\npred {shown[1]}", fontsize=7, color=color)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -224,7 +225,7 @@ def plot_table(names: list[str], values, labels, classes: tuple[str, ...], out: 
     for ax in flat[panels:]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)
 
 
@@ -270,5 +271,5 @@ def plot_decision_boundary(
         ax.legend(fontsize=8)
     ax.set(xlabel=names[0], ylabel=names[1], title=title)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
     plt.close(fig)

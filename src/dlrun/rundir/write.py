@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -43,3 +44,8 @@ def samples_text(rows: list[dict]) -> str:
         for r in rows
     ]
     return "\n".join(lines) + "\n"
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
+    """A matplotlib figure as an image file (its format from ``path``'s suffix), atomically."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".")))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dlrun.rundir.layout import SweepDir
-from dlrun.rundir.write import write_text_atomic
+from dlrun.rundir.write import save_figure, write_text_atomic
 from dlrun.search import study as tune
 from dlrun.search.study import override_text
 
@@ -102,7 +102,7 @@ def plot_study(study, out: Path) -> list[Path]:
             fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
             fig.tight_layout()
             path = SweepDir(out).plot(name)
-            fig.savefig(path, dpi=100)
+            save_figure(fig, path)
         plt.close(fig)
         files.append(path)
     return files
