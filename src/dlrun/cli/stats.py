@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"{flags[0]}: dlrun-stats takes overrides only (key=value), no flags; it prints "
                 "the statistics of one config (no sweeps: -m, nor --cfg: use dlrun --cfg job)"
             )
-        data = plan_command(args, conf_dir()).config  # no flags: always one run's config
-        assert data is not None
+        data = plan_command(args, conf_dir()).config
+        if data is None:  # hydra.mode=MULTIRUN, or a preset's
+            raise UserError("dlrun-stats prints the statistics of one config, not of a sweep")
         task = task_entry(data.task.name).obj(data)
         task.prepare(Path(data.paths.cache_dir).expanduser())
     print(format_stats(task.stats()))

@@ -85,7 +85,7 @@ class Job:
         rundir = RunDir(hc.runtime.output_dir)
         single = hc.mode == RunMode.RUN and self.plan.config is not None
         config = self.plan.config if single else cfg
-        resume = self.plan.resume.checkpoint if self.plan.resume else None
+        resume = self.plan.resume.take() if self.plan.resume else None
         try:
             return run(config, rundir.path, resume)
         except UserError as exc:

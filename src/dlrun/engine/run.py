@@ -113,7 +113,8 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, resume: dict | None) 
     trainer = Trainer(task, model, cfg, dev, run, dist, callbacks)
     if resume is not None:
         trainer.restore(resume)
-        log.info("resumed from %s at step %d", run.last, trainer.state.step)
+        where = RunDir(Path(str(cfg.resume)).expanduser()).last  # as the command named it
+        log.info("resumed from %s at step %d", where, trainer.state.step)
     if dist.enabled:  # DDP made the weights equal; dropout and augmentation differ per rank
         torch.manual_seed(cfg.trainer.seed + 1_000_003 * dist.rank + trainer.state.step)
     return trainer

@@ -15,7 +15,8 @@ from pathlib import Path
 from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from hydra.types import RunMode
+from omegaconf import OmegaConf, open_dict
 
 from dlrun.errors import UserError, first_line
 from dlrun.plan.compose import initialized
@@ -23,27 +24,15 @@ from dlrun.plan.config import RunConfig, to_dict, validate
 from dlrun.registry import closest, missing_yaml_hint, plugin_conf_dirs, unknown_name_message
 from dlrun.rundir.layout import RunDir
 
+# Hydra flags that show something and run no job.
+SHOWS = {
+    *("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i"),
+    *("--shell-completion", "-sc"),
+}
 # Hydra flags after which we leave the command line to Hydra alone.
-PASS_THROUGH = {
-    "--help",
-    "-h",
-    "--hydra-help",
-    "--version",
-    "--cfg",
-    "-c",
-    "--info",
-    "-i",
-    "--shell-completion",
-    "-sc",
-    "--config-path",
-    "-cp",
-    "--config-name",
-    "-cn",
-    "--config-dir",
-    "-cd",
-    "--package",
-    "-p",
-    "--resolve",
+PASS_THROUGH = SHOWS | {
+    *("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"),
+    *("--package", "-p", "--resolve"),
 }
 
 
@@ -98,12 +87,16 @@ def expand_home(argv: list[str]) -> list[str]:
     return [HOME.sub(lambda _: home, a) if "=" in a and a[0] != "-" else a for a in argv]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Resume:
-    """The run a ``resume=`` command continues, and its ``checkpoints/last.pt`` (read once)."""
+    """The ``checkpoints/last.pt`` a ``resume=`` command continues from, read once and
+    handed over once (``take``): the run does not keep a second copy of its weights."""
 
-    run: RunDir
-    checkpoint: dict
+    checkpoint: dict | None
+
+    def take(self) -> dict | None:
+        checkpoint, self.checkpoint = self.checkpoint, None
+        return checkpoint
 
 
 @dataclass(frozen=True)
@@ -136,6 +129,14 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
     if len(modes) > 1:
         raise UserError(f"{' and '.join(sorted(modes))} cannot be combined; give one of them")
     if any(a.split("=")[0] in PASS_THROUGH for a in argv):
+        if not any(a.split("=")[0] in SHOWS for a in argv):
+            if any(a.startswith("resume=") for a in argv):  # the run's own config, not a tree's
+                raise UserError(
+                    "resume=DIR continues a run with its own saved config; leave out "
+                    "--config-dir/--config-name/--config-path/--package"
+                )
+            if "--resolve" in argv:
+                raise UserError("--resolve works with --cfg or --help only")
         return Plan(argv)
     multirun = any(a in ("-m", "--multirun") or a == "hydra.mode=MULTIRUN" for a in argv)
     flags = [a for a in argv if a.startswith("-")]
@@ -159,15 +160,19 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
             raise UserError("resume works on one run directory, not in a multirun (-m)")
         return _resume_plan(conf_dir, flags, RunDir(Path(str(resume)).expanduser()), parsed)
     if multirun:
-        _check_sweep(conf_dir, parsed, overrides)
+        _check_sweep(conf_dir, parsed)
         return Plan([*argv, *_job_dirname_override(conf_dir, parsed)])
     swept = next((o for o in parsed if o.is_sweep_override()), None)
     if swept is not None:
         raise UserError(
-            f"{_shown(swept.input_line)}: several values make a sweep; add -m to run one job "
-            "each (a list value is written key=[a,b], a text with a comma key='a,b')"
+            f"{_shown(swept.input_line)}: several values make a sweep (dlrun -m); give one "
+            "value, a list as key=[a,b], or a text with a comma as key='a,b'"
         )
-    data = _validate(_compose(conf_dir, _job_overrides(overrides)))
+    cfg, mode = _compose_job(conf_dir, _job_overrides(overrides))
+    if mode == RunMode.MULTIRUN:  # the config's own hydra.mode: a sweep
+        _check_sweep(conf_dir, parsed)
+        return Plan(["-m", *argv, *_job_dirname_override(conf_dir, parsed)])
+    data = _validate(cfg)
     _check_writable(data.paths)
     return Plan(argv, data)
 
@@ -177,7 +182,7 @@ def _job_overrides(overrides: list[str]) -> list[str]:
     return [a for a in overrides if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
 
 
-def _validate(cfg) -> dict:
+def _validate(cfg) -> RunConfig:
     from dlrun.engine.device import resolve_device
 
     data = validate(cfg)
@@ -261,7 +266,7 @@ def _writable_dir(path: Path, key: str) -> None:
         raise UserError(f"{key}={_shown(str(path))}: {probe} is not writable; choose another {key}")
 
 
-def _check_sweep(conf_dir: Path, parsed, overrides: list[str]) -> None:
+def _check_sweep(conf_dir: Path, parsed) -> None:
     """Before the first job starts: its config (each swept key at its first value) is
     valid, and so is every value the sweep will run. A search (``hydra/sweeper=optuna``):
     its settings, every choice and both ends of every range (``dlrun.search.study``); a
@@ -332,7 +337,7 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     data = _validate(resumed_config(ckpt["config"], run.path, to_dict(cfg), keys))
     check_unfinished(run, ckpt.get("state"), data)
     _check_writable(data.paths)
-    return Plan([*flags, *texts], data, Resume(run, ckpt))
+    return Plan([*flags, *texts], data, Resume(ckpt))
 
 
 DIRNAME_EXCLUDE = "hydra.job.config.override_dirname.exclude_keys"
@@ -362,9 +367,22 @@ def _job_dirname_override(conf_dir: Path, parsed) -> list[str]:
 
 
 def _compose(conf_dir: Path, overrides: list[str]):
+    return _compose_job(conf_dir, overrides)[0]
+
+
+def _compose_job(conf_dir: Path, overrides: list[str]):
+    """The job's config and the ``hydra.mode`` its YAML sets (None: Hydra decides).
+
+    Composed with Hydra's own section, then without it: a preset may make a command a
+    sweep, and the job's config holds no ``hydra`` key.
+    """
     with initialized(conf_dir):
         try:
-            return compose("config", overrides=overrides)
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+            mode = cfg.hydra.mode
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return cfg, mode
         except (HydraException, ValueError) as exc:  # ValueError: Hydra on odd group values
             message = first_line(exc)
     # Most often a misspelt key: say which keys exist there.

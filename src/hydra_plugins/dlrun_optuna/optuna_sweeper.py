@@ -175,14 +175,18 @@ class OptunaSweeper(Sweeper):
 
     @staticmethod
     def _tell(study, trial, result, monitor: str | None, TrialState) -> None:
-        import json
         import math
 
         from hydra.core.utils import JobStatus
 
+        from dlrun.errors import UserError
+
         run = RunDir(result.hydra_cfg.hydra.runtime.output_dir)
         trial.set_user_attr("run_dir", str(run.path))
-        summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
+        try:
+            summary = run.read_summary()
+        except UserError:  # none (the job did not start), or damaged: the trial failed
+            summary = {}
         status = summary.get("status") if result.status == JobStatus.COMPLETED else "failed"
         value = summary.get("best", {}).get(monitor)
         if status == "pruned":
@@ -190,11 +194,8 @@ class OptunaSweeper(Sweeper):
         elif status == "ok" and isinstance(value, (int, float)) and math.isfinite(value):
             study.tell(trial, float(value))
         else:
-            if result.status == JobStatus.FAILED:
-                try:
-                    result.return_value  # noqa: B018 - a failed job's exception, raised here
-                except Exception as exc:
-                    log.error("trial %d failed: %r", trial.number, exc)
+            if result.status == JobStatus.FAILED:  # the job recorded why in its summary
+                log.error("trial %d failed: %s", trial.number, summary.get("error", "?"))
             study.tell(trial, state=TrialState.FAIL)
 
 
