@@ -21,7 +21,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from dlrun.errors import UserError, printable
+from dlrun.errors import UserError, first_line, printable
 
 
 def closest(name: str, options: list[str]) -> str | None:
@@ -120,10 +120,10 @@ class Registry:
         try:
             importlib.import_module(ep.module)
         except Exception as exc:  # anything the plugin's code raises: not dlrun's bug
-            first = (str(exc).strip().splitlines() or [""])[0]
             raise UserError(
                 f"{where}: importing {ep.module} failed ({type(exc).__name__}: "
-                f"{printable(first, 200)}); fix or uninstall that package"
+                f"{printable(str(exc).strip() and first_line(exc), 200)}); fix or uninstall "
+                "that package"
             ) from None
         if ep.name not in self._entries:
             raise UserError(

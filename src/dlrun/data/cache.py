@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dlrun.errors import first_line
+
 log = logging.getLogger("dlrun")
 T = TypeVar("T")
 MANIFEST = ".manifest.json"
@@ -50,7 +52,7 @@ def cached(
             try:
                 return load(final), False
             except Exception as exc:  # a damaged file; rebuilding tells it from a bug
-                problem = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+                problem = first_line(exc)
         log.warning("data cache %s is damaged (%s); rebuilding it", final, problem[:160])
         shutil.rmtree(final, ignore_errors=True)
     _build(root, key, build)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from dlrun.engine.evaluate import TaskLike
 from dlrun.engine.trainer import Callback
+from dlrun.rundir.layout import RunDir
 from dlrun.rundir.write import write_text_atomic
 
 log = logging.getLogger("dlrun")
@@ -34,8 +34,9 @@ class Profile(Callback):
     warm-up, then ``steps`` traced into the run's ``profile/``, which TensorBoard's
     profiler plugin and https://ui.perfetto.dev open. Logs the top operators."""
 
-    def __init__(self, steps: int, out: Path, device: torch.device):
-        self.steps, self.out, self.device = steps, out, device
+    def __init__(self, steps: int, run: RunDir, device: torch.device):
+        self.steps, self.run, self.device = steps, run, device
+        self.out = run.profile
         self.prof: Any = None
 
     @contextlib.contextmanager
@@ -66,7 +67,7 @@ class Profile(Callback):
         except (AssertionError, RuntimeError):  # fewer steps ran than the schedule traces
             log.warning("profile: the run ended before %d steps were traced", self.steps)
             return
-        write_text_atomic(self.out / "top_operators.txt", table + "\n")
+        write_text_atomic(self.run.profile_table, table + "\n")
         log.info("profile: trace in %s; top operators:\n%s", self.out, table)
 
 
@@ -89,11 +90,11 @@ class Overfit(Callback):
             overfit_verdict(result.train_losses, self.threshold)
 
 
-def callbacks(debug, out: Path, device: torch.device) -> list[Callback]:
-    """The debug section's collaborators of the Trainer (``out``: the run's profile folder)."""
+def callbacks(debug, run: RunDir, device: torch.device) -> list[Callback]:
+    """The debug section's collaborators of the Trainer."""
     chosen: list[Callback] = []
     if debug.profile_steps:
-        chosen.append(Profile(debug.profile_steps, out, device))
+        chosen.append(Profile(debug.profile_steps, run, device))
     if debug.anomaly:
         chosen.append(Anomaly())
     if debug.train_batches:

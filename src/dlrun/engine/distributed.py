@@ -1,6 +1,6 @@
 """Data-parallel training under torchrun: one process per device, rank 0 writes.
 
-``torchrun --nproc_per_node=N -m dlrun.cli.train ...`` starts N copies of dlrun with
+``torchrun --nproc_per_node=N -m dlrun.train ...`` starts N copies of dlrun with
 RANK/WORLD_SIZE/LOCAL_RANK set. Every rank holds the whole data set on its
 device and trains on its shard of each global batch (``dataset.batch_size`` is
 the global batch); DistributedDataParallel averages the gradients. Evaluation

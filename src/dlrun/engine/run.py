@@ -107,7 +107,7 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, resume: dict | None) 
         "task %s, model %s (%s parameters) on %s%s",
         *(cfg.task.name, cfg.model.name, f"{params:,}", dev.describe(), world),
     )
-    callbacks = debug.callbacks(cfg.debug, run.profile, dev.device)
+    callbacks = debug.callbacks(cfg.debug, run, dev.device)
     if cfg.tune is not None:  # a search's trial: its study's pruner may stop it
         callbacks.append(Pruning(cfg.tune))
     trainer = Trainer(task, model, cfg, dev, run, dist, callbacks)

@@ -105,7 +105,7 @@ class MlflowTracker:
             self.client.log_artifact(self.run_id, str(path))
         if self.log_checkpoints:
             for path in run.checkpoint_files():
-                self.client.log_artifact(self.run_id, str(path), artifact_path="checkpoints")
+                self.client.log_artifact(self.run_id, str(path), artifact_path=run.checkpoints.name)
         self.client.set_tag(self.run_id, "dlrun.status", status)
         self.client.set_terminated(self.run_id, "FINISHED")
 

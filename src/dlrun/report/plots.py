@@ -38,7 +38,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
     if base:
         curves = [(describe(r, keys) or r.path.name, RunDir(r.path).metrics) for r in runs]
         val_split = (metric.partition("/")[0]) if "/" in metric else "val"
-        path = SweepDir(out).plot("summary_curves")
+        path = SweepDir(out).report_plot("curves")
         plot_overlaid_curves(curves, val_split, base, path)
         files.append(path)
     if not (keys or x) or not base:
@@ -65,7 +65,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
             if isinstance(y, (int, float)):
                 name = f"{split} ({group})" if group else split
                 series.setdefault(name, []).append((xv, y))
-    path = SweepDir(out).plot(f"summary_{base}_vs_{x.replace('/', '_')}")
+    path = SweepDir(out).report_plot(f"{base}_vs_{x.replace('/', '_')}")
     plot_metric_vs(series, x, base, path, logx=logx, categorical=not is_num)
     files.append(path)
     if others:
@@ -75,7 +75,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
             y = run.metrics().get(headline)
             if isinstance(y, (int, float)):
                 bars[(run.value(x), run.value(group_key))] = y
-        path = SweepDir(out).plot("summary_bars")
+        path = SweepDir(out).report_plot("bars")
         plot_grouped_bars(bars, x, group_key, headline, path)
         files.append(path)
     return files

@@ -35,6 +35,14 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.path)
 
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        """``run / "x.json"``: a task's own artifact (``file``), as the run_dir Path that
+        tasks were handed before 0.2 allowed."""
+        return self.file(name)
+
     # -- names -------------------------------------------------------------------------
     @property
     def checkpoints(self) -> Path:
@@ -63,6 +71,7 @@ class RunDir:
     trackers = property(lambda self: self.path / "trackers.json")
     tensorboard = property(lambda self: self.path / "tensorboard")
     profile = property(lambda self: self.path / "profile")
+    profile_table = property(lambda self: self.path / "profile" / "top_operators.txt")
     hydra_config = property(lambda self: self.path / ".hydra" / "config.yaml")
     hydra_overrides = property(lambda self: self.path / ".hydra" / "overrides.yaml")
     hydra_runtime = property(lambda self: self.path / ".hydra" / "hydra.yaml")
@@ -107,9 +116,6 @@ class RunDir:
             return self.read_summary().get("status") == "ok"
         except UserError:
             return False
-
-    def read_metrics(self) -> list[dict]:
-        return read.read_jsonl(self.metrics)
 
     def artifacts(self) -> list[Path]:
         """What experiment trackers copy from a finished run: its summary, curves, samples."""
@@ -160,9 +166,13 @@ class SweepDir:
     def write_json(self, path: Path, data: Any) -> None:
         write.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
-    def plot(self, name: str) -> Path:
-        """``summary_<name>.png`` (the report's) or ``search_<name>.png`` (the study's)."""
-        return self.path / f"{name}.png"
+    def report_plot(self, name: str) -> Path:
+        """A report's plot: ``summary_<name>.png`` (curves, bars, <metric>_vs_<key>)."""
+        return self.path / f"summary_{name}.png"
+
+    def search_plot(self, name: str) -> Path:
+        """A search's plot of its study: ``search_<name>.png`` (history, slice...)."""
+        return self.path / f"search_{name}.png"
 
     def report_files(self) -> list[Path]:
         """What a sweep's report wrote: its tables and plots (a tracker's parent run gets them)."""

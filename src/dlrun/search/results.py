@@ -81,14 +81,14 @@ def plot_study(study, out: Path) -> list[Path]:
     if not done:
         return []
     params = list(dict.fromkeys(k for t in done for k in t.params))
-    plots: list[tuple[str, Callable]] = [("search_history", vis.plot_optimization_history)]
+    plots: list[tuple[str, Callable]] = [("history", vis.plot_optimization_history)]
     if len(done) >= 2 and params:
-        plots.append(("search_slice", vis.plot_slice))
+        plots.append(("slice", vis.plot_slice))
         varied = [k for k in params if len({repr(t.params.get(k)) for t in done}) > 1]
         if varied and len(done) >= 3:
-            plots.append(("search_importances", vis.plot_param_importances))
+            plots.append(("importances", vis.plot_param_importances))
         if len(params) == 2 and len(varied) == 2 and len(done) >= 3:
-            plots.append(("search_contour", _contour))  # Optuna's needs scipy
+            plots.append(("contour", _contour))  # Optuna's needs scipy
     files = []
     for name, draw in plots:
         with warnings.catch_warnings():
@@ -101,7 +101,7 @@ def plot_study(study, out: Path) -> list[Path]:
                     ax.xaxis.set_minor_formatter(NullFormatter())
             fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
             fig.tight_layout()
-            path = SweepDir(out).plot(name)
+            path = SweepDir(out).search_plot(name)
             save_figure(fig, path)
         plt.close(fig)
         files.append(path)

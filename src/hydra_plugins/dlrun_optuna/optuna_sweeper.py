@@ -20,6 +20,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.rundir.layout import RunDir, SweepDir
+from dlrun.rundir.write import write_text_atomic
 
 log = logging.getLogger("dlrun")
 
@@ -143,7 +144,7 @@ class OptunaSweeper(Sweeper):
         mode = OmegaConf.select(self.config, "task.mode") or "max"
         sweep = SweepDir(self.config.hydra.sweep.dir)
         sweep.path.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep.multirun_yaml)
+        write_text_atomic(sweep.multirun_yaml, OmegaConf.to_yaml(self.config))
         journal = sweep.journal.resolve()
         study = optuna.create_study(
             study_name=tune.STUDY,
