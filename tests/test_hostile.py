@@ -131,7 +131,11 @@ CASES = [
     ("dlrun", [f"{LONG}=1"], r"unknown config key 'xxx.*\(1,000,000 characters\)"),
     ("dlrun", [f"model={LONG}"], r"unknown model 'xxx.*characters\)"),
     ("dlrun", ["-m", "optimizer.lr=1e-3,-1"], r"sweep value optimizer.lr=-1: .*must be > 0"),
-    ("dlrun", ["optimizer.lr=1e-3,1e-2"], r"several values make a sweep \(dlrun -m\); give one value"),
+    (
+        "dlrun",
+        ["optimizer.lr=1e-3,1e-2"],
+        r"several values make a sweep \(dlrun -m\); give one value",
+    ),
     ("dlrun", ["-m", "model=gru_seq2seq,nope"], r"unknown model 'nope'"),
     ("dlrun", ["-m", "dataset.max_src_len=40,5"], r"sweep value dataset.max_src_len=5: "),
     ("dlrun", ["-m", "trainer.max_steps=range(3,-1,-1)"], r"sweep value trainer.max_steps=0"),
