@@ -20,6 +20,7 @@ from dlrun.engine.trainer import Callback, FitResult, Trainer
 from dlrun.errors import UserError
 from dlrun.plan.config import RunConfig, to_dict, validate
 from dlrun.rundir.layout import RunDir
+from dlrun.rundir.write import write_json
 
 log = logging.getLogger("dlrun")
 
@@ -85,7 +86,7 @@ def _prepare(cfg: RunConfig, dev, dist, run: RunDir):
     log.info("data: %s (%.1fs)", sizes, data_time)
     task.add_train_subset(cfg.trainer.train_eval_size)
     if dist.main:
-        run.write_json(run.stats, task.stats())
+        write_json(run.stats, task.stats())
         task.save(run)
     debug.limit_splits(task, cfg.debug, cfg.trainer.eval_batch_size)
     task.to(dev.device)

@@ -28,6 +28,7 @@ from dlrun.errors import Interrupted, UserError, first_line
 from dlrun.plan.config import to_dict
 from dlrun.rundir.layout import RunDir, SweepDir
 from dlrun.rundir.read import read_json
+from dlrun.rundir.write import write_json
 
 log = logging.getLogger("dlrun")
 
@@ -129,7 +130,7 @@ def open_trackers(cfg, run_dir: Path) -> Trackers | None:
         raise
     record = {**previous, **{t.name: t.record for t in opened}}
     run = RunDir(run_dir)
-    run.write_json(run.trackers, record)
+    write_json(run.trackers, record)
     return Trackers(opened)
 
 
@@ -224,7 +225,7 @@ def sweep_record(run_dir: Path, data: dict, names: list[str]) -> dict:
                 record[name] = make(data, sweep)
                 added = True
         if added:
-            SweepDir(sweep).write_json(path, record)
+            write_json(path, record)
     return record
 
 

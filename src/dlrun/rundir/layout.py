@@ -4,17 +4,16 @@
 search's (``outputs/multirun/DATE/TIME``). Other modules ask them for a path or for
 a file read (``dlrun.rundir.read``: as bounded data, never code) or written
 (``dlrun.rundir.write``: atomically). A task's own artifacts (vocabularies, its
-figures) are named by the task and written through ``RunDir.file``.
+figures) are named by the task and placed with ``RunDir.file``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from dlrun.errors import UserError
+from dlrun.errors import UserError, first_line
 from dlrun.rundir import read, write
 
 CHECKPOINTS = "checkpoints"
@@ -39,8 +38,8 @@ class RunDir:
         return str(self.path)
 
     def __truediv__(self, name: str) -> Path:
-        """``run / "x.json"``: a task's own artifact (``file``), as the run_dir Path that
-        tasks were handed before 0.2 allowed."""
+        """``run / "x.json"``: a task's own artifact (``file``), as with the plain Path
+        that tasks' ``save``/``load``/``report`` were handed before."""
         return self.file(name)
 
     # -- names -------------------------------------------------------------------------
@@ -126,7 +125,7 @@ class RunDir:
 
     # -- writing -------------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write.write_text_atomic(self.summary, json.dumps(summary, indent=2) + "\n")
+        write.write_json(self.summary, summary)
 
     def write_failure(self, status: str, error: str) -> None:
         """``summary.json`` of a run that did not finish, with the first line of the reason.
@@ -136,11 +135,7 @@ class RunDir:
         """
         if not self.path.is_dir() or self.finished():
             return
-        self.write_summary({"status": status, "error": read.first_line(error)})
-
-    def write_json(self, path: Path, data: Any, indent: int | None = 2) -> None:
-        """One of the run's JSON files (``stats``, ``per_class``, a task's ``file(...)``)."""
-        write.write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
+        self.write_summary({"status": status, "error": first_line(error)})
 
     def write_samples(self, rows: list[dict]) -> None:
         write.write_text_atomic(self.samples, write.samples_text(rows))
@@ -162,9 +157,6 @@ class SweepDir:
     multirun_yaml = property(lambda self: self.path / "multirun.yaml")
     best_yaml = property(lambda self: self.path / "best.yaml")
     trackers = property(lambda self: self.path / "trackers.json")  # the parent run's ids
-
-    def write_json(self, path: Path, data: Any) -> None:
-        write.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
     def report_plot(self, name: str) -> Path:
         """A report's plot: ``summary_<name>.png`` (curves, bars, <metric>_vs_<key>)."""

@@ -7,6 +7,7 @@ new one, never a torn one).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: Any, indent: int | None = 2) -> None:
+    """A JSON file of a run or sweep (summary, stats, a task's vocabulary...), atomically."""
+    write_text_atomic(path, json.dumps(data, indent=indent) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.rundir.layout import RunDir
+from dlrun.rundir.write import write_json
 from dlrun.tasks.base import Task
 
 
@@ -124,7 +125,7 @@ class ClassificationTask(Task):
                 "confusion": confusion.tolist(),
             }
             plot_confusion(confusion, self.classes, run.file(f"confusion_{split}.png"), split)
-        run.write_json(run.per_class, out)
+        write_json(run.per_class, out)
 
     def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
         device = next(model.parameters()).device

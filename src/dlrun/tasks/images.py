@@ -43,6 +43,7 @@ from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS, model_entry
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json
+from dlrun.rundir.write import write_json
 from dlrun.tasks.base import path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
@@ -218,9 +219,9 @@ class ImagesTask(ClassificationTask):
         return self._stats
 
     def save(self, run: RunDir) -> None:
-        run.write_json(run.file("classes.json"), list(self.classes), indent=None)
+        write_json(run.file("classes.json"), list(self.classes), indent=None)
         norm = {"mean": self.mean.tolist(), "std": self.std.tolist(), "image_size": self.image_size}
-        run.write_json(run.file("normalization.json"), norm, indent=None)
+        write_json(run.file("normalization.json"), norm, indent=None)
 
     def load(self, run: RunDir) -> None:
         classes = read_json(run.file("classes.json"), list)

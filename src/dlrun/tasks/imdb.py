@@ -31,6 +31,7 @@ from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json, read_torch
+from dlrun.rundir.write import write_json
 from dlrun.tasks.base import path_problems
 from dlrun.tasks.classify import ClassificationTask
 
@@ -193,7 +194,7 @@ class ImdbTask(ClassificationTask):
         return self._stats
 
     def save(self, run: RunDir) -> None:
-        run.write_json(run.file("vocab.json"), self.vocab.itos, indent=None)
+        write_json(run.file("vocab.json"), self.vocab.itos, indent=None)
         if self.feature_weights is not None:
             save_atomic(self.feature_weights, run.file("feature_weights.pt"))
 

@@ -27,6 +27,7 @@ from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json
+from dlrun.rundir.write import write_json
 from dlrun.tasks.classify import ClassificationTask
 
 MIRROR = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
@@ -157,7 +158,7 @@ class KmnistTask(ClassificationTask):
         return out
 
     def save(self, run: RunDir) -> None:
-        run.write_json(run.file("normalization.json"), {"mean": self.mean, "std": self.std}, None)
+        write_json(run.file("normalization.json"), {"mean": self.mean, "std": self.std}, None)
 
     def load(self, run: RunDir) -> None:
         path = run.file("normalization.json")

@@ -40,6 +40,7 @@ from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json
+from dlrun.rundir.write import write_json
 from dlrun.tasks.base import encoding_problems, path_problems, split_problems
 from dlrun.tasks.classify import ClassificationTask
 
@@ -190,7 +191,7 @@ class TabularTask(ClassificationTask):
             "classes": list(self.classes),
             "target_stats": list(self.target_stats),
         }
-        run.write_json(run.file("tabular.json"), state)
+        write_json(run.file("tabular.json"), state)
 
     def load(self, run: RunDir) -> None:
         path = run.file("tabular.json")
