@@ -43,7 +43,7 @@ fi
 mkdir -p "$logs"
 logs=$(cd "$logs" && pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
-helper=(python scripts/gpu_check.py)
+helper=(python3 scripts/gpu_check.py)
 echo "gpu_check: device $device, logs in $logs"
 
 names=() results=() seconds=()
@@ -81,9 +81,9 @@ if [[ $device == cuda ]]; then
         dataset.extrapolate_size=100)
     kmnist_val=500
     cuda_checks=1
-    ngpu=$(python -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+    ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 else
-    steps=6 every=3 log=3 small="" amp=off
+    steps=6 every=3 log=3 small="" amp=none
     dates_data=(dataset.train_size=768 dataset.val_size=128 dataset.test_size=128
         dataset.batch_size=64)
     algebra_data=("${dates_data[@]}" dataset.extrapolate_size=20)
@@ -92,11 +92,12 @@ else
 fi
 data=$logs/data
 runs=$logs/runs
-common=(device="$device" "trainer.max_steps=$steps" trainer.max_epochs=null
-    "trainer.eval_every=$every" "trainer.log_every=$log" trainer.stop_at=null
-    trainer.num_samples=5 "paths.cache_dir=$logs/cache")
-# bf16 is device=cuda's default; named anyway so the runs say what they check.
-[[ $device == cuda ]] && common+=(device.amp=bf16)
+# dlrun refuses a key given twice, so common holds no key a check sets itself: each
+# run names its step count and its autocast (device.amp; bf16 is CUDA's default, named
+# anyway so the runs say what they check).
+common=(device="$device" trainer.max_epochs=null "trainer.eval_every=$every"
+    "trainer.log_every=$log" trainer.stop_at=null trainer.num_samples=5
+    "paths.cache_dir=$logs/cache")
 declare -A task_args=(
     [dates]="task=dates ${dates_data[*]}"
     [algebra]="task=algebra ${algebra_data[*]}"
@@ -105,13 +106,21 @@ declare -A task_args=(
     [text_pairs]="task=text_pairs dataset.path=$data/pairs.tsv"
 )
 
-# train NAME AMP EXTRA_VERIFY TASK_ARGS... -- OVERRIDES...: a run into $runs/NAME, verified.
-train() {
-    local name=$1 want_amp=$2 verify_extra=$3
+# verify RUN_DIR AMP STEPS [EXTRA...]: the run ended ok after STEPS steps with device.amp=AMP.
+verify() {
+    local dir=$1 amp_set=$2 n=$3
     shift 3
-    dlrun "${common[@]}" "$@" "hydra.run.dir=$runs/$name" &&
-        "${helper[@]}" verify "$runs/$name" --device "$device" --amp "$want_amp" \
-            --steps "$steps" ${verify_extra:+"$verify_extra"}
+    # summary.json says "amp off" for device.amp=none.
+    "${helper[@]}" verify "$dir" --device "$device" --amp "${amp_set/#none/off}" --steps "$n" "$@"
+}
+
+# train NAME AMP EXTRA_VERIFY OVERRIDES...: $steps steps with device.amp=AMP into $runs/NAME, verified.
+train() {
+    local name=$1 amp_set=$2 verify_extra=$3
+    shift 3
+    dlrun "${common[@]}" "trainer.max_steps=$steps" "device.amp=$amp_set" "$@" \
+        "hydra.run.dir=$runs/$name" &&
+        verify "$runs/$name" "$amp_set" "$steps" ${verify_extra:+"$verify_extra"}
 }
 
 check data "${helper[@]}" data "$data" $small
@@ -122,8 +131,7 @@ done
 
 if ((cuda_checks)); then
     # shellcheck disable=SC2086
-    # A later override wins: device.amp=fp16 replaces the common bf16.
-    check train_dates_fp16 train dates_fp16 fp16 --scaler ${task_args[dates]} device.amp=fp16
+    check train_dates_fp16 train dates_fp16 fp16 --scaler ${task_args[dates]}
 else
     skip train_dates_fp16 "no CUDA"
 fi
@@ -134,7 +142,7 @@ check train_kmnist_compile train kmnist_compile "$amp" "" ${task_args[kmnist]} d
 interrupt_resume() {
     local dir=$runs/resume pid rc step
     # shellcheck disable=SC2086
-    dlrun "${common[@]}" ${task_args[dates]} trainer.max_steps=1000000 "trainer.log_every=$log" \
+    dlrun "${common[@]}" ${task_args[dates]} trainer.max_steps=1000000 "device.amp=$amp" \
         "hydra.run.dir=$dir" &
     pid=$!
     for _ in $(seq 600); do
@@ -155,8 +163,7 @@ interrupt_resume() {
         echo "dlrun.log does not say it resumed at step $step"
         return 1
     }
-    "${helper[@]}" verify "$dir" --device "$device" --amp "$amp" \
-        --steps $((step + steps))
+    verify "$dir" "$amp" $((step + steps))
 }
 check interrupt_resume interrupt_resume
 
@@ -184,9 +191,9 @@ torchrun_check() {
     local nproc=$1 name=$2
     # shellcheck disable=SC2086
     torchrun --standalone "--nproc_per_node=$nproc" -m dlrun.train "${common[@]}" \
-        ${task_args[dates]} "hydra.run.dir=$runs/$name" &&
-        "${helper[@]}" verify "$runs/$name" --device "$device" --amp "$amp" --steps "$steps" \
-            --world "$nproc"
+        "trainer.max_steps=$steps" "device.amp=$amp" ${task_args[dates]} \
+        "hydra.run.dir=$runs/$name" &&
+        verify "$runs/$name" "$amp" "$steps" --world "$nproc"
 }
 check torchrun_1proc torchrun_check 1 torchrun_1proc
 if ((ngpu >= 2)); then
@@ -198,14 +205,17 @@ else
 fi
 
 if ((cuda_checks)); then
-    check pytest_gpu python -m pytest -m gpu -q -p no:cacheprovider
+    # Only the modules that hold gpu tests: collecting every module would import the
+    # trackers' packages (mlflow, wandb, optuna), which a GPU image may not have.
+    mapfile -t gpu_tests < <(grep -l 'pytest.mark.gpu' tests/test_*.py)
+    check pytest_gpu python3 -m pytest -m gpu -q -p no:cacheprovider "${gpu_tests[@]}"
 else
     skip pytest_gpu "no CUDA"
 fi
 
 {
     echo
-    echo "gpu_check on $device: $(python -c 'import torch; print("torch", torch.__version__,
+    echo "gpu_check on $device: $(python3 -c 'import torch; print("torch", torch.__version__,
         torch.cuda.get_device_name() if torch.cuda.is_available() else "")' 2>/dev/null)"
     printf '%-22s %-40s %8s\n' check result seconds
     for i in "${!names[@]}"; do
