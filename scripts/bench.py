@@ -272,6 +272,8 @@ def decode_rates(task, model, dev, batch: int) -> tuple[float, ...]:
     rates = []
     with torch.inference_mode():
         for decode in decoders:
+            decode(src[:batch])  # warm-up: a GPU's first call pays for kernel selection
+            sync(dev.device)
             t0 = time.perf_counter()
             for start in range(0, src.shape[0], batch):
                 decode(src[start : start + batch])

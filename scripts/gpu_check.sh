@@ -2,8 +2,8 @@
 # shellcheck disable=SC2317  # the check functions are called through check()
 # scripts/gpu_check.sh [--wheels DIR] [--device cuda|cpu] [--logs DIR]
 #
-# Runs every CUDA path of dlrun once on a GPU box, in about 4 minutes on one H100
-# (at most 8), on data it writes itself (no data or network needed):
+# Runs every CUDA path of dlrun once on a GPU box, in 4.5 minutes on one H200 (measured
+# 2026-12-04, BENCHMARKS.md), on data it writes itself (no data or network needed):
 #   - installs dlrun from a wheel folder first if asked (--wheels DIR or WHEELS=DIR:
 #     pip install --no-index --find-links DIR -e ".[test]"; see scripts/wheels.sh);
 #   - trains dates, algebra, kmnist, imdb and text_pairs for a few hundred steps in

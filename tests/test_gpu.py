@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from dlrun.engine.device import resolve_device
 from dlrun.engine.run import run
 from dlrun.engine.trainer import Trainer, build_optimizer
 from dlrun.errors import Interrupted
-from dlrun.plan.config import validate
+from dlrun.plan.config import DeviceConfig, OptimizerConfig, validate
 from dlrun.registry import task_entry
 from dlrun.rundir.read import read_jsonl
 from dlrun.tasks.seq2seq import Seq2SeqTask
@@ -67,14 +68,14 @@ def test_device_settings_on_cuda(monkeypatch):
     # resolve_device switches TF32 on globally: put the flags back afterwards.
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    base = {"type": "cuda", "amp": "auto", "compile": False, "threads": None, "tf32": True}
+    base = DeviceConfig(type="cuda", amp="auto", compile=False, threads=None, tf32=True)
     dev = resolve_device(base)
     assert dev.device.type == "cuda" and dev.amp_dtype is torch.bfloat16 and not dev.use_scaler
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    fp16 = resolve_device({**base, "amp": "fp16"})
+    fp16 = resolve_device(replace(base, amp="fp16"))
     assert fp16.amp_dtype is torch.float16 and fp16.use_scaler
     assert "amp fp16" in fp16.describe()
-    assert resolve_device({**base, "amp": "none"}).amp_dtype is None
+    assert resolve_device(replace(base, amp="none")).amp_dtype is None
 
 
 def test_fp16_run_steps_through_the_grad_scaler(tiny_cfg, tmp_path):
@@ -91,10 +92,18 @@ def test_fp16_run_steps_through_the_grad_scaler(tiny_cfg, tmp_path):
 
 def test_fused_adam_on_cuda_steps_with_the_scaler():
     model = torch.nn.Linear(8, 2).cuda()
-    cfg = {"name": "adam", "lr": 1e-2, "weight_decay": 0.0, "betas": [0.9, 0.999], "fused": None}
+    cfg = OptimizerConfig(
+        name="adam",
+        lr=1e-2,
+        weight_decay=0.0,
+        betas=[0.9, 0.999],
+        momentum=0.0,
+        nesterov=False,
+        fused=None,
+    )
     opt = build_optimizer(model.parameters(), cfg, torch.device("cuda"))
     assert opt.defaults["fused"] is True  # null chooses the fused kernels on CUDA
-    unfused = build_optimizer(model.parameters(), {**cfg, "fused": False}, torch.device("cuda"))
+    unfused = build_optimizer(model.parameters(), replace(cfg, fused=False), torch.device("cuda"))
     assert not unfused.defaults["fused"]
     assert not build_optimizer(model.parameters(), cfg, torch.device("cpu")).defaults["fused"]
     # The loop's fp16 step: scale, backward, unscale, clip, step, update.
