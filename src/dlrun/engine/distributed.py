@@ -1,7 +1,8 @@
-"""Data-parallel training under torchrun: one process per device, rank 0 writes.
+"""Data-parallel training under torchrun or srun: one process per device, rank 0 writes.
 
 ``torchrun --nproc_per_node=N -m dlrun.train ...`` starts N copies of dlrun with
-RANK/WORLD_SIZE/LOCAL_RANK set. Every rank holds the whole data set on its
+RANK/WORLD_SIZE/LOCAL_RANK set; inside a SLURM job step (``srun -n N dlrun ...``)
+``adopt_slurm`` sets the same variables from SLURM's own. Every rank holds the whole data set on its
 device and trains on its shard of each global batch (``dataset.batch_size`` is
 the global batch); DistributedDataParallel averages the gradients. Evaluation
 splits each data set across the ranks and sums their totals. Only rank 0
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import subprocess
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +98,42 @@ def _collective_device() -> torch.device:
     if torch_dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def adopt_slurm(env=os.environ) -> None:
+    """Inside a SLURM job step of several tasks (``srun -n N dlrun ...``) and not under
+    torchrun: set torchrun's variables from SLURM's, so that every rank finds its rank,
+    the world size, its local rank and the rendezvous (the step's first node, a port
+    derived from the job and step ids). A batch script itself (one process, even with
+    ``--ntasks`` above one) is no step and is left alone."""
+    tasks = env.get("SLURM_STEP_NUM_TASKS")
+    if "WORLD_SIZE" in env or not tasks or int(tasks) <= 1 or "SLURM_PROCID" not in env:
+        return
+    env["WORLD_SIZE"] = tasks
+    env["RANK"] = env["SLURM_PROCID"]
+    env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    env.setdefault("MASTER_ADDR", _first_host(env.get("SLURM_STEP_NODELIST", "localhost")))
+    job, step = int(env.get("SLURM_JOB_ID", "0")), int(env.get("SLURM_STEP_ID", "0") or 0)
+    env.setdefault("MASTER_PORT", str(20000 + (job * 7 + step) % 20000))
+
+
+def launcher() -> str:
+    """What started this process's ranks: torchrun (its elastic agent says so) or srun."""
+    return "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "srun"
+
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list such as ``gpu[03-05,09],cpu1``."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True
+        )
+        if out.returncode == 0 and out.stdout.split():
+            return out.stdout.split()[0]
+    except OSError:  # no scontrol on this node: read the list's first entry ourselves
+        pass
+    match = re.match(r"([^,\[]+)(?:\[(\d+))?", nodelist)
+    return match.group(1) + (match.group(2) or "") if match else nodelist
 
 
 def from_env() -> Dist:

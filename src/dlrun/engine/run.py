@@ -99,11 +99,12 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, resume: dict | None) 
 
     from dlrun.engine import debug
     from dlrun.engine.device import amp_for_model
+    from dlrun.engine.distributed import launcher
 
     model = task.build_model().to(dev.device)
     dev = amp_for_model(dev, model, cfg.device.amp)  # bf16 for a Transformer on an AMX CPU
     params = sum(p.numel() for p in model.parameters())
-    world = f", {dist.world} processes (torchrun)" if dist.enabled else ""
+    world = f", {dist.world} processes ({launcher()})" if dist.enabled else ""
     log.info(
         "task %s, model %s (%s parameters) on %s%s",
         *(cfg.task.name, cfg.model.name, f"{params:,}", dev.describe(), world),
