@@ -7,14 +7,30 @@ cannot start the cluster (not root and none running, no apt-get).
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, merged, run_cli, tiny_data
+from conftest import TINY, merged, read_csv, run_cli, sweep_dir, tiny_data
 
 from dlrun.engine.distributed import _first_host, adopt_slurm
+
+# A search on the tests' tiny dates data (char_accuracy moves within 20 steps).
+SEARCH = [
+    "hydra/sweeper=optuna",
+    "hydra.sweeper.seed=0",
+    "trainer.eval_every=5",
+    "task.monitor=val/char_accuracy",
+    "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
+]
+
+
+def search_args(*more: str) -> list[str]:
+    return ["-m", *merged(*TINY, *tiny_data("dates"), *SEARCH, *more)]
+
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,3 +100,82 @@ def test_srun_two_tasks_train_one_run_like_one_process(slurm, tmp_path, cache_di
     for (_, _, x), (_, _, y) in zip(a, b):
         assert y == pytest.approx(x, rel=1e-4, abs=1e-5)
     assert json.loads((two / "summary.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.cluster
+def test_a_sweep_through_sbatch_runs_every_job(slurm, tmp_path, cache_dir):
+    args = merged("task=kmnist", *TINY, *tiny_data("kmnist"))
+    done = run_cli(
+        [
+            "dlrun",
+            "-m",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.timeout_min=10",
+            *args,
+            "optimizer.lr=1e-3,1e-2",
+        ],
+        tmp_path,
+        cache_dir,
+    )
+    assert done.returncode == 0, done.stderr
+    out = sweep_dir(done.stdout, tmp_path)
+    # submitit's records of the SLURM array it submitted: a folder per task, JOBID_INDEX
+    found = [re.fullmatch(r"\d+_(\d+)", p.name) for p in (out / ".submitit").iterdir()]
+    tasks = sorted(m.group(1) for m in found if m)
+    assert tasks == ["0", "1"], list((out / ".submitit").iterdir())
+    rows = read_csv(out / "summary.csv")
+    assert sorted(r["optimizer.lr"] for r in rows) == ["0.001", "0.01"]
+    assert all(r["status"] == "ok" for r in rows)
+
+
+# -- a search shared through a database ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "local_postgres.sh")], capture_output=True, text=True
+    )
+    if done.returncode:
+        pytest.skip(f"no local PostgreSQL: {done.stderr.strip().splitlines()[-1]}")
+    return done.stdout.strip()
+
+
+@pytest.mark.cluster
+def test_two_sweepers_share_one_study_in_postgresql(postgres, tmp_path, cache_dir):
+    import optuna
+
+    from dlrun.search.study import storage
+
+    name = f"shared-{tmp_path.name}-{os.getpid()}"
+    args = search_args(
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweeper.storage={postgres}",
+        f"hydra.sweeper.study_name={name}",
+    )
+    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir)}
+    workers = [
+        subprocess.Popen(
+            [str(BIN / "dlrun"), *args, f"hydra.sweep.dir={tmp_path / f'S{i}'}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+    study = optuna.load_study(study_name=name, storage=storage(postgres))
+    states = [t.state.name for t in study.trials]
+    # Neither sweeper failed the other's running trials; together they finished the study
+    # (each stops once 4 are finished, counting the other's; its last trial may add one).
+    assert "FAIL" not in states and "RUNNING" not in states, states
+    assert 4 <= states.count("COMPLETE") <= 5
+    dirs = {Path(t.user_attrs["run_dir"]).parent.name for t in study.trials}
+    assert dirs == {"S0", "S1"}  # both worked on it
+    for i in range(2):  # each wrote the study's best.yaml into its sweep folder
+        best = (tmp_path / f"S{i}" / "best.yaml").read_text()
+        assert f"trial: {study.best_trial.number}" in best

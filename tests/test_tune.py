@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -250,11 +251,13 @@ def test_the_study_resumes_after_an_interruption(tmp_path, cache_dir):
     sweep = tmp_path / "S"
     done = run_cli(search_args(sweep, "hydra.sweeper.n_trials=1", LR), tmp_path, cache_dir)
     assert done.returncode == 0, done.stderr
-    # An interrupted search leaves its running trial behind in the journal.
+    # A search killed (kill -9) leaves its running trial behind in the journal, its
+    # heartbeat long stopped.
     study = tune.find_study(sweep)
     stale = study.ask(
         {"optimizer.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
     )
+    stale.set_user_attr("heartbeat", time.time() - tune.STALE_AFTER_S - 1)
     assert states(sweep) == ["COMPLETE", "RUNNING"]
     done = run_cli(search_args(sweep, "hydra.sweeper.n_trials=3", LR), tmp_path, cache_dir)
     assert done.returncode == 0, done.stderr

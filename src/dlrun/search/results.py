@@ -24,6 +24,11 @@ def search_outputs(paths: list[Path], out: Path, plots: bool) -> list[Path]:
     study = tune.find_study(searches[0])
     if study is None:
         return []
+    return study_outputs(study, out, plots)
+
+
+def study_outputs(study, out: Path, plots: bool) -> list[Path]:
+    """``best.yaml`` and (``plots``) the study's plots of ``study``, written into ``out``."""
     files = []
     text = best_yaml(study)
     if text is not None:

@@ -239,11 +239,61 @@ def enqueue_grid(study, space: dict[str, Param], seed: int | None) -> None:
 # -- the study ------------------------------------------------------------------------------
 
 
-def storage(path: Path | str):
-    optuna = require_optuna()
-    from optuna.storages.journal import JournalFileBackend
+# A sweeper beats each trial it runs every HEARTBEAT_S seconds (the trial's user attribute
+# ``heartbeat``); a running trial not beaten for STALE_AFTER_S belongs to a dead worker.
+HEARTBEAT_S = 10.0
+STALE_AFTER_S = 60.0
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+def is_url(location: str) -> bool:
+    """A database URL (``postgresql://…``, ``sqlite:///…``), not a journal file's path."""
+    return "://" in str(location)
+
+
+def storage(location: Path | str):
+    """The study's storage: a database URL (Optuna's RDB storage through SQLAlchemy) or
+    the path of a journal file. A database that cannot be reached is one line."""
+    optuna = require_optuna()
+    if not is_url(str(location)):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(location)))
+    from dlrun.errors import first_line
+
+    try:
+        return optuna.storages.RDBStorage(str(location), engine_kwargs={"pool_pre_ping": True})
+    except ImportError as exc:
+        raise UserError(
+            f"hydra.sweeper.storage={_masked(location)}: its database driver is not installed "
+            f"({first_line(exc, 100)}); for PostgreSQL: pip install 'psycopg[binary]'"
+        ) from None
+    except Exception as exc:  # SQLAlchemy's OperationalError, ArgumentError…
+        raise UserError(
+            f"hydra.sweeper.storage={_masked(location)}: cannot open the study's database "
+            f"({first_line(exc, 160)}); check the URL, the server and the credentials"
+        ) from None
+
+
+def _masked(url: Path | str) -> str:
+    """The URL with any password replaced by ***, fit for a message."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", str(url))
+
+
+def stale_trials(study, now: float) -> list:
+    """Running trials whose worker stopped beating (``heartbeat``; a trial never beaten
+    counts from its start) more than STALE_AFTER_S ago."""
+    from optuna.trial import TrialState
+
+    stale = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = t.user_attrs.get("heartbeat")
+        if beat is None and t.datetime_start is not None:
+            beat = t.datetime_start.timestamp()
+        if beat is None or now - beat > STALE_AFTER_S:
+            stale.append(t)
+    return stale
 
 
 def make_sampler(name: str, seed: int | None, space: dict[str, Param]):
@@ -332,7 +382,8 @@ def pruning_hook(spec) -> Callable[[int, float], bool] | None:
 
 
 def find_study(directory: Path):
-    """The study in a search directory, or None when it has no journal."""
+    """The study in a search directory's journal, or None when it has none (a study in a
+    database is opened only by a command that names it: ``hydra.sweeper.storage``)."""
     path = SweepDir(directory).journal
     if not path.is_file():
         return None
