@@ -43,7 +43,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_idle_"))
     sweep = out / "search"
     cmd = [
-        "dlrun",
+        str(DLRUN),
         "-m",
         "hydra/sweeper=optuna",
         "hydra/launcher=submitit_local",

@@ -150,8 +150,9 @@ def _main() -> None:
     if argv == ["--version"]:  # Hydra's own flag would print Hydra's version
         print(f"dlrun {__version__} (Hydra {hydra.__version__})")
         return
-    from dlrun.engine.distributed import from_env
+    from dlrun.engine.distributed import adopt_slurm, from_env
 
+    adopt_slurm()  # srun -n N: every rank reads its rank as under torchrun
     # SIGTERM ends a run like Ctrl-C does: one line, its exit status, no traceback
     # (the training loop turns both into a checkpoint and a clean stop).
     signal.signal(signal.SIGTERM, _terminate)
