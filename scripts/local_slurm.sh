@@ -9,7 +9,7 @@
 #
 # The config suits a container: processes tracked through /proc
 # (ProctrackType=proctrack/linuxproc), no cgroup task plugin, jobs run as the
-# submitting user, requeued jobs keep their job id.
+# submitting user, requeued jobs keep their job id and start again 11 s later.
 set -euo pipefail
 
 state=${SLURM_LOCAL_DIR:-/var/lib/dlrun-slurm}
@@ -45,6 +45,8 @@ mkdir -p "$conf_dir" "$state/ctld" "$state/d" /var/log/slurm /run/munge
 config="ClusterName=dlrun
 SlurmctldHost=$host
 AuthType=auth/munge
+# A requeued job waits this long (plus one second) before it starts again; default 120.
+AuthInfo=cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$state/ctld
@@ -92,7 +94,10 @@ fi
 if ((restart)); then
     pkill -x slurmd || true
     pkill -x slurmctld || true
-    sleep 1
+    for _ in $(seq 100); do # they save their state first
+        pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
+        sleep 0.2
+    done
 fi
 pgrep -x slurmctld >/dev/null || slurmctld || fail "slurmctld did not start (see /var/log/slurm/slurmctld.log)"
 pgrep -x slurmd >/dev/null || slurmd || fail "slurmd did not start (see /var/log/slurm/slurmd.log)"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +181,109 @@ def test_two_sweepers_share_one_study_in_postgresql(postgres, tmp_path, cache_di
     for i in range(2):  # each wrote the study's best.yaml into its sweep folder
         best = (tmp_path / f"S{i}" / "best.yaml").read_text()
         assert f"trial: {study.best_trial.number}" in best
+
+
+# -- preemption: a requeued job resumes by itself -------------------------------------------
+
+
+def _squeue_state(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def _wait(what, timeout: float = 120.0, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"gave up waiting for {what.__doc__}")
+
+
+@pytest.mark.cluster
+def test_a_requeued_job_resumes_its_run_and_ends_like_an_uninterrupted_one(
+    slurm, tmp_path, cache_dir
+):
+    args = merged(
+        *TINY,
+        *tiny_data("dates"),
+        "trainer.max_steps=200",
+        "trainer.eval_every=20",
+        "trainer.log_every=10",
+        f"paths.output_dir={tmp_path / 'out'}",
+    )
+    ref = tmp_path / "ref"
+    done = run_cli(["dlrun", *args, f"hydra.run.dir={ref}"], tmp_path, cache_dir)
+    assert done.returncode == 0, done.stderr
+
+    script = tmp_path / "job.sh"
+    script.write_text(
+        f"#!/bin/bash\nexec {BIN / 'dlrun'} {' '.join(shlex.quote(a) for a in args)}\n"
+    )
+    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir)}
+    submit = ["sbatch", "--parsable", "--requeue", f"--chdir={tmp_path}", "-o", "job-%j.out"]
+    submit.append("--open-mode=append")  # both attempts' output
+    job = subprocess.run(
+        [*submit, str(script)], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
+
+    def evaluated():
+        """the job's first evaluation"""
+        for metrics in (tmp_path / "out" / "slurm").glob(f"{job}-*/metrics.jsonl"):
+            if '"split": "val"' in metrics.read_text():
+                return metrics.parent
+        return None
+
+    run_dir = _wait(evaluated)
+    # SIGTERM, then back in the queue; it starts again 11 s later (local_slurm.sh's
+    # cred_expire), as SLURM_RESTART_COUNT=1.
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    _wait(lambda: _squeue_state(job) == "PENDING")
+    _wait(lambda: _squeue_state(job) == "", timeout=240)
+
+    assert [p.name for p in (tmp_path / "out" / "slurm").iterdir()] == [run_dir.name]
+    log = (run_dir / "dlrun.log").read_text()
+    resumed = re.search(r"resumed from .* at step (\d+)", log)
+    assert resumed and 0 < int(resumed.group(1)) < 200, log[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    expected = json.loads((ref / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["steps"] == 200
+    assert summary["test"] == pytest.approx(expected["test"], rel=1e-6, abs=1e-9)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert f"SLURM requeued job {job}: resuming {run_dir}" in output
+
+
+def test_last_checkpoint_on_sigusr1_and_on_a_time_cadence(tiny_cfg, tmp_path, monkeypatch):
+    import signal
+
+    from dlrun.engine.run import run
+    from dlrun.engine.trainer import Trainer
+    from dlrun.tasks.seq2seq import Seq2SeqTask
+
+    saved, calls = [], {"n": 0}
+    original_save, original_loss = Trainer.save, Seq2SeqTask.loss
+
+    def save(self, which):
+        saved.append((which, self.state.step))
+        return original_save(self, which)
+
+    def loss(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:  # SLURM's warning (sbatch --signal=USR1@120) during step 7
+            signal.raise_signal(signal.SIGUSR1)
+        return original_loss(self, model, batch)
+
+    monkeypatch.setattr(Trainer, "save", save)
+    monkeypatch.setattr(Seq2SeqTask, "loss", loss)
+    run(tiny_cfg("trainer.max_steps=20", "trainer.eval_every=10"), tmp_path / "a")
+    last = [step for which, step in saved if which == "last"]
+    assert 7 in last and last.count(10) == 1 and last[-1] == 20  # 7: asked; 10, 20: evaluations
+
+    saved.clear()
+    monkeypatch.setattr(Seq2SeqTask, "loss", original_loss)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # in a SLURM job: every 10 minutes by default
+    cfg = tiny_cfg("trainer.max_steps=20", "trainer.eval_every=10", "trainer.checkpoint_every=1e-6")
+    run(cfg, tmp_path / "b")
+    last = [step for which, step in saved if which == "last"]
+    assert [s for s in last if s % 10] == [s for s in range(1, 20) if s % 10]  # every step

@@ -88,24 +88,38 @@ class DataOrder:
         return idx
 
 
+# SLURM's warning before it ends a job (sbatch --signal=USR1@SECONDS): save, go on.
+SAVE_SIGNALS = tuple(s for s in (getattr(signal, "SIGUSR1", None),) if s is not None)
+
+
 class StopSignals:
     """Ctrl-C and SIGTERM ask training to stop after the current step (``received``);
-    a second Ctrl-C stops at once."""
+    a second Ctrl-C stops at once. SIGUSR1 asks for a checkpoint (``take_save``)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.save_asked = False
 
     def _on_signal(self, signum, frame) -> None:
+        if signum in SAVE_SIGNALS:
+            self.save_asked = True
+            return
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signum
+
+    def take_save(self) -> bool:
+        """Whether a checkpoint was asked for since the last call."""
+        asked, self.save_asked = self.save_asked, False
+        return asked
 
     @contextlib.contextmanager
     def installed(self):
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        names = (signal.SIGINT, signal.SIGTERM, *SAVE_SIGNALS)
+        old = {s: signal.signal(s, self._on_signal) for s in names}
         try:
             yield self
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -100,6 +101,9 @@ class Trainer:
         self.monitor_split, _, self.monitor_key = cfg.task.monitor.partition("/")
         self.maximize = cfg.task.mode == "max"
         self.signals = StopSignals()
+        every = self.t.checkpoint_every or (10.0 if "SLURM_JOB_ID" in os.environ else None)
+        self.save_every_s = every * 60 if every else None  # besides evaluations and SIGUSR1
+        self._saved_at = time.monotonic()
         self._started: float | None = None
         self.first_step_s: float | None = None  # compilation included when device.compile
         self.first_step_at: float | None = None  # time.time() when the first step began
@@ -131,6 +135,8 @@ class Trainer:
         parts = {"model": self.model, "optimizer": self.opt, "scaler": self.scaler}
         ckpt = checkpoint.of(parts | {"scheduler": self.sched}, state, self.config)
         checkpoint.save_atomic(ckpt, self.run.checkpoint(which))
+        if which == "last":
+            self._saved_at = time.monotonic()
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint already read (``checkpoints/last.pt`` of a resume)."""
@@ -278,6 +284,10 @@ class Trainer:
                 if eval_now:
                     postfix = self._eval_and_checkpoint(writer, started)
                     bar.set_postfix(loss=f"{loss:.4f}", **postfix)
+                elif self.signals.take_save() or (
+                    self.save_every_s and time.monotonic() - self._saved_at >= self.save_every_s
+                ):
+                    self.save("last")  # a preemption or a crash loses at most the interval
             bar.close()
             check_finite(self._first_bad)
             if reason != "signal" and s.last_eval_step != s.step:

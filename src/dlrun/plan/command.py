@@ -7,8 +7,10 @@ directory exists.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,7 +176,35 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
         return Plan(["-m", *argv, *_job_dirname_override(conf_dir, parsed)])
     data = _validate(cfg)
     _check_writable(data.paths)
-    return Plan(argv, data)
+    job = slurm_job()
+    if job is None:
+        return Plan(argv, data)
+    from dlrun.plan.resume import hydra_value
+
+    # In a SLURM job, a run has a directory of its own that a requeued job finds again.
+    given = next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None)
+    where = Path(str(given)).expanduser() if given else slurm_run_dir(data, job, argv)
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and RunDir(where).last.is_file():
+        print(f"dlrun: SLURM requeued job {job}: resuming {where}", file=sys.stderr)
+        kept = [a for a in argv if not a.startswith("hydra.run.dir=")]
+        return plan_command([*kept, f"resume={hydra_value(str(where))}"], conf_dir)
+    return Plan(argv if given else [*argv, f"hydra.run.dir={hydra_value(str(where))}"], data)
+
+
+def slurm_job(env=os.environ) -> str | None:
+    """The SLURM job this process runs in (``JOBID``, or ``ARRAYJOBID_TASK`` in an array);
+    None outside SLURM."""
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
+def slurm_run_dir(data: RunConfig, job: str, argv: list[str]) -> Path:
+    """``<paths.output_dir>/slurm/<job>-<hash of the command line>``: the same directory
+    for the same command in the same job, so a requeued job continues its run (a batch
+    script that runs several commands gives each its own)."""
+    digest = hashlib.sha1("\0".join(argv).encode()).hexdigest()[:8]
+    return Path(data.paths.output_dir).expanduser() / "slurm" / f"{job}-{digest}"
 
 
 def _job_overrides(overrides: list[str]) -> list[str]:

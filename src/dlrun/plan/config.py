@@ -86,6 +86,8 @@ class TrainerConfig:
     also_eval: list[str] = spec()
     shuffle: bool = spec()
     eval_at_start: bool = spec()
+    # Minutes between saves of checkpoints/last.pt besides evaluations; null: 10 in a SLURM job.
+    checkpoint_every: float | None = spec(gt=0)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ CONTINUE = (
     "trainer.num_samples",
     "trainer.also_eval",
     "trainer.eval_at_start",
+    "trainer.checkpoint_every",
     "dataset.download",
     "device",
     "paths",
