@@ -13,15 +13,29 @@ from dlrun.errors import printable
 from dlrun.plan.config import RunConfig
 from dlrun.rundir.layout import RunDir
 
+# The most of a data set held out (validation + test) by fractions: at least half trains.
+MAX_HELD_OUT = 0.5
 
-def split_problems(dataset: Any, what: str) -> list[str]:
-    """``dataset.val_fraction`` and ``dataset.test_fraction`` must leave ``what`` to train on."""
-    total = dataset.val_fraction + dataset.test_fraction
-    if total < 1:
+
+def split_problems(
+    dataset: Any, what: str, keys: tuple[str, ...] = ("val_fraction", "test_fraction")
+) -> list[str]:
+    """The fractions ``keys`` of ``dataset`` (those it has) together hold out at most
+    ``MAX_HELD_OUT`` of the data (``what``: "rows", "images"...), so that most of it trains."""
+    keys = tuple(k for k in keys if hasattr(dataset, k))
+    total = sum(getattr(dataset, k) for k in keys)
+    if total <= MAX_HELD_OUT:
         return []
+    named = " + ".join(f"dataset.{k}" for k in keys)
     return [
-        f"dataset.val_fraction + dataset.test_fraction = {total:g}: must leave {what} for training"
+        f"{named} = {total:g}: holds out more than {MAX_HELD_OUT:g} of the {what}, too few "
+        f"left to train on; lower {' / '.join(f'dataset.{k}' for k in keys)}"
     ]
+
+
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of ``n`` examples a held-out ``fraction`` takes: at least one."""
+    return max(1, round(n * fraction))
 
 
 def encoding_problems(dataset: Any) -> list[str]:
