@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from dlrun.errors import printable
+from dlrun.errors import UserError, printable
 from dlrun.plan.config import RunConfig
 from dlrun.rundir.layout import RunDir
 
@@ -107,6 +107,73 @@ class TaskData:
         if n > 0:
             self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
 
+    # Attributes that hold rows of ``train`` and ``val`` beside the tensors, aligned with
+    # them (dicts of split name -> list, or tuple of lists): ``fold`` re-splits them too.
+    fold_rows: ClassVar[tuple[str, ...]] = ()
+
+    def fold(self, k: int, folds: int, seed: int) -> None:
+        """Make ``train`` and ``val`` fold ``k`` of ``folds`` (``trainer.folds``): the rows
+        of training and validation pooled, shuffled by ``seed``, cut into ``folds`` parts;
+        part ``k`` validates and the others train. Other splits are untouched.
+
+        The default serves splits of row-aligned tensors (and the ``fold_rows``); a task
+        that keeps train or validation data any other way overrides this, or refuses
+        ``trainer.folds`` (``cross_validates = False``).
+        """
+        if getattr(self, "_unfolded", None) is None:  # the first fold: keep the split as made
+            self._unfolded = self._fold_parts()
+        parts = self._unfolded
+        sizes = [len(next(iter(parts["splits"][s].values()))) for s in ("train", "val")]
+        n = sum(sizes)
+        if not 2 <= folds <= n:
+            raise UserError(
+                f"trainer.folds={folds}: needs 2 to {n} folds for the {n} training and "
+                "validation examples; lower trainer.folds"
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        chunks = torch.tensor_split(order, folds)
+        val = chunks[k].sort().values
+        train = torch.cat([c for i, c in enumerate(chunks) if i != k])  # stays shuffled
+        self.splits.pop("train_subset", None)
+        for name, idx in (("train", train), ("val", val)):
+            self.splits[name] = {
+                key: torch.cat([parts["splits"][s][key] for s in ("train", "val")])[idx]
+                for key in parts["splits"]["train"]
+            }
+            for attr, pooled in parts["rows"].items():
+                getattr(self, attr)[name] = _take(pooled, idx.tolist())
+
+    def _fold_parts(self) -> dict[str, Any]:
+        """Training and validation data as prepared, pooled for ``fold``; one line for a
+        layout the default cannot re-split."""
+        name = self.cfg.task.name
+        refuse = f"trainer.folds: task {name} keeps its data in a way folds cannot re-split"
+        split = {s: self.splits.get(s) for s in ("train", "val")}
+        if any(not v for v in split.values()) or set(split["train"]) != set(split["val"]):
+            raise UserError(f"{refuse} (no train and val splits); leave trainer.folds out")
+        for s, tensors in split.items():
+            if len({v.shape[0] for v in tensors.values()}) > 1:
+                raise UserError(f"{refuse} (its {s} tensors differ in length); leave it out")
+            for key, v in tensors.items():
+                if v.shape[1:] != split["train"][key].shape[1:]:
+                    raise UserError(f"{refuse} ({key} differs in shape); leave it out")
+        # Per-split data kept beside the tensors that ``fold_rows`` does not name.
+        other = [
+            attr
+            for attr, value in vars(self).items()
+            if attr not in ("splits", "_unfolded", *self.fold_rows)
+            and isinstance(value, dict)
+            and {"train", "val"} <= set(value)
+        ]
+        if other:
+            raise UserError(f"{refuse} (per-split {', '.join(other)}); leave trainer.folds out")
+        rows = {}
+        for attr in self.fold_rows:
+            value = getattr(self, attr)
+            if "train" in value and "val" in value:
+                rows[attr] = _join(value["train"], value["val"])
+        return {"splits": split, "rows": rows}
+
     def eval_order(self, split: str, rows: range) -> torch.Tensor:
         """The order in which the engine evaluates ``rows`` of ``split`` (default: as stored)."""
         return torch.arange(rows.start, rows.stop)
@@ -116,12 +183,27 @@ class TaskData:
         return {name: {"examples": self.size(name)} for name in self.splits}
 
 
+def _join(a: Any, b: Any) -> Any:
+    """Rows ``a`` then rows ``b``: lists, or tuples of lists (source and target texts)."""
+    if isinstance(a, tuple):
+        return tuple(_join(x, y) for x, y in zip(a, b, strict=True))
+    return [*a, *b]
+
+
+def _take(rows: Any, idx: list[int]) -> Any:
+    if isinstance(rows, tuple):
+        return tuple(_take(r, idx) for r in rows)
+    return [rows[i] for i in idx]
+
+
 class TaskChecks:
     """Optional: a task's checks of a config, run by validation before anything starts."""
 
     metric_names: ClassVar[tuple[str, ...]]
     # The kinds of problem ``task.problem`` may choose (none: the task has one kind).
     problems: ClassVar[tuple[str, ...]] = ()
+    # Whether ``trainer.folds`` may re-split its data (``TaskData.fold``); False: refused.
+    cross_validates: ClassVar[bool] = True
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -136,6 +218,11 @@ class TaskChecks:
             problems.append(
                 f"task.problem={problem}: task {cfg.task.name} has one kind of problem; "
                 "leave task.problem out"
+            )
+        if cfg.trainer and cfg.trainer.folds and not cls.cross_validates:
+            problems.append(
+                f"trainer.folds={cfg.trainer.folds}: task {cfg.task.name} cannot be "
+                "cross-validated; leave trainer.folds out"
             )
         return problems
 

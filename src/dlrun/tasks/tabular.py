@@ -71,6 +71,7 @@ class TabularTask(ClassificationTask):
     problems = PROBLEMS
     metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
     METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
+    fold_rows = ("raw",)
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
