@@ -176,3 +176,25 @@ def test_a_sweep_of_k_fold_runs_tabulates_every_fold(tmp_path, cache_dir):
     names = [r["run"] for r in table]
     assert len(names) == 6 and sum(os.path.basename(n).startswith("fold_") for n in names) == 4
     assert all(r["val/loss std"] for r in table if "fold_" not in r["run"])
+
+
+def test_a_search_trial_reports_its_folds_mean(tmp_path, cache_dir):
+    from dlrun.search import study as tune
+
+    sweep = tmp_path / "S"
+    args = [
+        *merged(*TINY, *TABULAR, "trainer.folds=2"),
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.seed=0",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
+    ]
+    result = run_cli(["dlrun", "-m", *args], tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr
+    trials = tune.find_study(sweep).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for trial in trials:
+        (job,) = sweep.glob(f"{trial.number}_*")
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["folds"] == 2 and trial.value == pytest.approx(summary["best"]["val/loss"])
