@@ -198,3 +198,14 @@ def test_a_search_trial_reports_its_folds_mean(tmp_path, cache_dir):
         (job,) = sweep.glob(f"{trial.number}_*")
         summary = json.loads((job / "summary.json").read_text())
         assert summary["folds"] == 2 and trial.value == pytest.approx(summary["best"]["val/loss"])
+
+
+@pytest.mark.parametrize("name", ["algebra", "dates", "images", "kmnist", "tabular", "text_pairs"])
+def test_every_task_that_splits_rows_re_splits_into_folds(tiny_cfg, name):
+    task = prepared(tiny_cfg, f"task={name}", *tiny_data(name))
+    n, test = task.size("train") + task.size("val"), task.size("test")
+    for k in range(3):
+        task.fold(k, 3, seed=0)
+        assert task.size("train") + task.size("val") == n and task.size("test") == test
+        assert abs(task.size("val") - n / 3) < 1
+        assert task.stats()  # what a fold's stats.json holds, of its own splits

@@ -96,3 +96,12 @@ def test_algebra_from_files_refuses_a_validation_set_larger_than_training(tiny_c
     task = AlgebraTask(validate(tiny_cfg(*merged(*course, "dataset.val_size=5"))))
     task.prepare(tmp_path / "cache")
     assert task.size("val") == 5 and task.size("train") == 5
+
+
+def test_a_kmnist_run_from_before_fractions_still_loads():
+    from dlrun.plan.config import migrate
+
+    old = {"dataset": {"name": "kmnist", "val_size": 5000, "seed": 0}, "trainer": {"seed": 0}}
+    new = migrate(old)
+    assert new["dataset"] == {"name": "kmnist", "seed": 0, "val_fraction": 5000 / 60000}
+    assert new["trainer"] == {"seed": 0, "folds": None}  # before cross-validation
