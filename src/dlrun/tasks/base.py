@@ -120,11 +120,10 @@ class TaskData:
         that keeps train or validation data any other way overrides this, or refuses
         ``trainer.folds`` (``cross_validates = False``).
         """
-        if getattr(self, "_unfolded", None) is None:  # the first fold: keep the split as made
-            self._unfolded = self._fold_parts()
-        parts = self._unfolded
-        sizes = [len(next(iter(parts["splits"][s].values()))) for s in ("train", "val")]
-        n = sum(sizes)
+        if getattr(self, "_unfolded", None) is None:  # the first fold: pool the split as made
+            self._unfolded = self._fold_pool()
+        tensors, rows = self._unfolded
+        n = next(iter(tensors.values())).shape[0]
         if not 2 <= folds <= n:
             raise UserError(
                 f"trainer.folds={folds}: needs 2 to {n} folds for the {n} training and "
@@ -136,43 +135,42 @@ class TaskData:
         train = torch.cat([c for i, c in enumerate(chunks) if i != k])  # stays shuffled
         self.splits.pop("train_subset", None)
         for name, idx in (("train", train), ("val", val)):
-            self.splits[name] = {
-                key: torch.cat([parts["splits"][s][key] for s in ("train", "val")])[idx]
-                for key in parts["splits"]["train"]
-            }
-            for attr, pooled in parts["rows"].items():
+            self.splits[name] = {key: v[idx] for key, v in tensors.items()}
+            for attr, pooled in rows.items():
                 getattr(self, attr)[name] = _take(pooled, idx.tolist())
 
-    def _fold_parts(self) -> dict[str, Any]:
-        """Training and validation data as prepared, pooled for ``fold``; one line for a
-        layout the default cannot re-split."""
-        name = self.cfg.task.name
-        refuse = f"trainer.folds: task {name} keeps its data in a way folds cannot re-split"
-        split = {s: self.splits.get(s) for s in ("train", "val")}
-        if any(not v for v in split.values()) or set(split["train"]) != set(split["val"]):
-            raise UserError(f"{refuse} (no train and val splits); leave trainer.folds out")
-        for s, tensors in split.items():
-            if len({v.shape[0] for v in tensors.values()}) > 1:
-                raise UserError(f"{refuse} (its {s} tensors differ in length); leave it out")
-            for key, v in tensors.items():
-                if v.shape[1:] != split["train"][key].shape[1:]:
-                    raise UserError(f"{refuse} ({key} differs in shape); leave it out")
+    def _fold_pool(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The training then the validation rows as prepared, pooled for ``fold``: their
+        tensors and their ``fold_rows``; one line for a layout the default cannot re-split."""
+        refuse = (
+            f"trainer.folds: task {self.cfg.task.name} keeps its data in a way folds cannot "
+            "re-split ({}); leave trainer.folds out"
+        )
+        train, val = self.splits.get("train"), self.splits.get("val")
+        if not train or not val or set(train) != set(val):
+            raise UserError(refuse.format("no train and val splits of the same tensors"))
+        for name, split in (("train", train), ("val", val)):
+            if len({v.shape[0] for v in split.values()}) > 1:
+                raise UserError(refuse.format(f"its {name} tensors differ in length"))
+        if any(v.shape[1:] != val[key].shape[1:] for key, v in train.items()):
+            raise UserError(refuse.format("train and val tensors differ in shape"))
         # Per-split data kept beside the tensors that ``fold_rows`` does not name.
         other = [
             attr
             for attr, value in vars(self).items()
-            if attr not in ("splits", "_unfolded", *self.fold_rows)
+            if attr not in ("splits", *self.fold_rows)
             and isinstance(value, dict)
             and {"train", "val"} <= set(value)
         ]
         if other:
-            raise UserError(f"{refuse} (per-split {', '.join(other)}); leave trainer.folds out")
+            raise UserError(refuse.format(f"per-split {', '.join(other)}"))
+        tensors = {key: torch.cat([v, val[key]]) for key, v in train.items()}
         rows = {}
         for attr in self.fold_rows:
             value = getattr(self, attr)
             if "train" in value and "val" in value:
                 rows[attr] = _join(value["train"], value["val"])
-        return {"splits": split, "rows": rows}
+        return tensors, rows
 
     def eval_order(self, split: str, rows: range) -> torch.Tensor:
         """The order in which the engine evaluates ``rows`` of ``split`` (default: as stored)."""
