@@ -79,7 +79,7 @@ if [[ $device == cuda ]]; then
     dates_data=(dataset.train_size=20000 dataset.val_size=1000 dataset.test_size=1000)
     algebra_data=(dataset.train_size=20000 dataset.val_size=500 dataset.test_size=500
         dataset.extrapolate_size=100)
-    kmnist_val=500
+    kmnist_val=0.1
     cuda_checks=1
     ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
 else
@@ -87,7 +87,7 @@ else
     dates_data=(dataset.train_size=768 dataset.val_size=128 dataset.test_size=128
         dataset.batch_size=64)
     algebra_data=("${dates_data[@]}" dataset.extrapolate_size=20)
-    kmnist_val=100
+    kmnist_val=0.17
     cuda_checks=0 ngpu=0
 fi
 data=$logs/data
@@ -101,7 +101,7 @@ common=(device="$device" trainer.max_epochs=null "trainer.eval_every=$every"
 declare -A task_args=(
     [dates]="task=dates ${dates_data[*]}"
     [algebra]="task=algebra ${algebra_data[*]}"
-    [kmnist]="task=kmnist dataset.path=$data/KMNIST/raw dataset.val_size=$kmnist_val"
+    [kmnist]="task=kmnist dataset.path=$data/KMNIST/raw dataset.val_fraction=$kmnist_val"
     [imdb]="task=imdb dataset.path=$data/aclImdb dataset.val_size=100"
     [text_pairs]="task=text_pairs dataset.path=$data/pairs.tsv"
 )

@@ -60,7 +60,7 @@ def test_a_short_run_learns_and_lowers_cer(tiny_cfg, tmp_path):
 def test_missing_file_and_bad_fractions_are_config_errors(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"dataset.path=.*nope.tsv: no such file"):
         validate(tiny_cfg("task=text_pairs", f"dataset.path={tmp_path / 'nope.tsv'}"))
-    with pytest.raises(ConfigError, match=r"must leave some pairs for training"):
+    with pytest.raises(ConfigError, match=r"holds out more than 0.5 of the pairs"):
         validate(
             tiny_cfg("task=text_pairs", "dataset.val_fraction=0.5", "dataset.test_fraction=0.5")
         )

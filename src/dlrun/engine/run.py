@@ -36,7 +36,6 @@ def run(
     """
     from dlrun.engine import distributed
     from dlrun.engine.device import resolve_device
-    from dlrun.engine.trackers import open_trackers
 
     wall_start = time.monotonic()
     cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
@@ -48,12 +47,33 @@ def run(
     rundir = RunDir(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
     if dist.main:  # the others write nothing there
         rundir.path.mkdir(parents=True, exist_ok=True)
-    task, data_time = _prepare(cfg, dev, dist, rundir)
+    if cfg.trainer.folds:
+        if dist.enabled:
+            raise UserError(
+                f"trainer.folds={cfg.trainer.folds}: cross-validation runs in one process; "
+                "start it without torchrun"
+            )
+        return _cross_validate(cfg, dev, dist, rundir, wall_start)
+    task, data_time = _load(cfg, dist)
+    _ready(cfg, task, dev, dist, rundir)
+    metrics, _ = _fit(cfg, task, dev, dist, rundir, resume, (wall_start, data_time))
+    distributed.shutdown(dist)
+    return metrics
+
+
+def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, resume: dict | None, started):
+    """Train and test a model on the task's splits as they are; write ``rundir``'s files.
+
+    ``started``: when the run began and the seconds its data took. Returns the headline
+    metrics and the summary (rank 0; ``{}`` and None on the others).
+    """
+    from dlrun.engine.trackers import open_trackers
+
+    wall_start, data_time = started
     trainer = _trainer(cfg, task, dev, dist, rundir, resume)
     if not dist.main:  # rank 0 tests and writes the rest
         _train_and_test(cfg, trainer, None)
-        distributed.shutdown(dist)
-        return {}
+        return {}, None
     # logger=mlflow/wandb, opened before a resume trims metrics.jsonl (a tracker that
     # cannot start leaves the run's files as they were); a run that raises ends them.
     with open_trackers(cfg, rundir.path) or contextlib.nullcontext() as trackers:
@@ -67,13 +87,12 @@ def run(
             trackers.finish(rundir, summary["status"])
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {rundir}\n{shown or f'pruned at step {result.state.step}'}", flush=True)
-    distributed.shutdown(dist)
-    return {**result.best, **test}
+    return {**result.best, **test}, summary
 
 
-def _prepare(cfg: RunConfig, dev, dist, run: RunDir):
-    """The task with its data on the device; the seconds its data took."""
-    from dlrun.engine import checkpoint, debug
+def _load(cfg: RunConfig, dist):
+    """The task with its data prepared (on the host); the seconds its data took."""
+    from dlrun.engine import checkpoint
     from dlrun.registry import task_entry
 
     checkpoint.seed_everything(cfg.trainer.seed)
@@ -84,13 +103,126 @@ def _prepare(cfg: RunConfig, dev, dist, run: RunDir):
     data_time = time.monotonic() - t0
     sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
     log.info("data: %s (%.1fs)", sizes, data_time)
+    return task, data_time
+
+
+def _ready(cfg: RunConfig, task, dev, dist, run: RunDir) -> None:
+    """The task's splits made ready for training in ``run``: its training subset, stats
+    and what prediction needs written, debug limits, the data on the device."""
+    from dlrun.engine import debug
+
     task.add_train_subset(cfg.trainer.train_eval_size)
     if dist.main:
         write_json(run.stats, task.stats())
         task.save(run)
     debug.limit_splits(task, cfg.debug, cfg.trainer.eval_batch_size)
     task.to(dev.device)
-    return task, data_time
+
+
+# -- cross-validation (trainer.folds) ------------------------------------------------------
+
+
+def _cross_validate(cfg: RunConfig, dev, dist, rundir: RunDir, wall_start: float):
+    """``trainer.folds`` = K models, fold k in ``fold_<k>/`` validating on part k of the
+    training and validation data (``Task.fold``); ``summary.json`` has every fold and
+    each metric's mean and standard deviation. A resume continues the fold it stopped
+    in and keeps the folds that finished."""
+    from dlrun.engine import checkpoint
+    from dlrun.errors import Interrupted
+    from dlrun.plan.resume import resume_command
+
+    k_folds = cfg.trainer.folds
+    task, data_time = _load(cfg, dist)
+    summaries = []
+    for k in range(k_folds):
+        fold = rundir.fold(k)
+        fold_cfg, fold_resume = _fold_start(cfg, fold)
+        if fold_cfg is None:
+            log.info("fold %d of %d: finished before, in %s", k, k_folds, fold)
+            summaries.append(fold.read_summary())
+            continue
+        started = time.monotonic()
+        task.fold(k, k_folds, cfg.trainer.seed)
+        fold.path.mkdir(parents=True, exist_ok=True)
+        _ready(fold_cfg, task, dev, dist, fold)
+        sizes = task.size("train"), task.size("val")
+        log.info("fold %d of %d: train %d, val %d", k, k_folds, *sizes)
+        checkpoint.seed_everything(cfg.trainer.seed)  # each fold's model starts alike
+        try:
+            _, summary = _fit(fold_cfg, task, dev, dist, fold, fold_resume, (started, 0.0))
+        except Interrupted as exc:  # resume the whole run, not the fold alone
+            message = str(exc).replace(resume_command(fold.path), resume_command(rundir.path))
+            raise Interrupted(f"fold {k} of {k_folds}: {message}", exc.exit_code) from None
+        summaries.append(summary)
+    times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
+    summary = cv_summary(cfg, summaries, times)
+    rundir.write_summary(summary)
+    means = {**summary["best"], **summary["test"]}
+    shown = "  ".join(f"{k}={v:.4f}±{summary['std'][k]:.4f}" for k, v in means.items())
+    print(f"run dir: {rundir} ({k_folds} folds)\n{shown}", flush=True)
+    return means
+
+
+def _fold_start(cfg: RunConfig, fold: RunDir) -> tuple[RunConfig | None, dict | None]:
+    """How ``fold`` starts: its config and the checkpoint it continues (in a resumed run,
+    a fold that trained before); no config for a fold that finished at its limits."""
+    import dataclasses
+
+    from dlrun.plan.resume import check_unfinished
+
+    fresh = dataclasses.replace(cfg, resume=None, tune=None)  # a search's trial: no pruning
+    if not cfg.resume or not fold.has_checkpoint():
+        return fresh, None
+    ckpt = fold.resume_checkpoint()
+    try:
+        check_unfinished(fold, ckpt.get("state"), cfg)
+    except UserError:  # finished, and this command's limits add nothing
+        return None, None
+    return dataclasses.replace(fresh, resume=str(fold.path)), ckpt
+
+
+def cv_summary(cfg: RunConfig, folds: list[dict], times: dict[str, float]) -> dict[str, Any]:
+    """A cross-validation run's ``summary.json``: each metric's mean over ``folds`` (the
+    folds' summaries) in ``best`` and ``test``, as a run's are, its standard deviation
+    (n - 1) in ``std``, and each fold's results in ``fold_results``."""
+    import statistics
+
+    import torch
+
+    def spread(section: str) -> tuple[dict[str, float], dict[str, float]]:
+        names = dict.fromkeys(k for f in folds for k in f.get(section, {}) if k != "step")
+        values = {n: [f[section][n] for f in folds if n in f.get(section, {})] for n in names}
+        mean = {n: statistics.fmean(v) for n, v in values.items()}
+        std = {n: statistics.stdev(v) if len(v) > 1 else 0.0 for n, v in values.items()}
+        return mean, std
+
+    best, best_std = spread("best")
+    test, test_std = spread("test")
+    per_fold = ("best", "test", "steps", "epochs", "stop_reason", "train_time_s")
+    return {
+        "status": "ok",
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "monitor": cfg.task.monitor,
+        "mode": cfg.task.mode,
+        "folds": len(folds),
+        "best": best,
+        "test": test,
+        "std": {**best_std, **test_std},
+        "fold_results": [
+            {"fold": k, **{key: f.get(key) for key in per_fold}} for k, f in enumerate(folds)
+        ],
+        "steps": sum(f.get("steps", 0) for f in folds),
+        "epochs": statistics.fmean(f.get("epochs", 0.0) for f in folds),
+        "train_time_s": round(sum(f.get("train_time_s", 0.0) for f in folds), 2),
+        **{k: round(v, 2) for k, v in times.items()},
+        "peak_memory_mb": max(f.get("peak_memory_mb", 0.0) for f in folds),
+        "world_size": 1,
+        "parameters": folds[0].get("parameters"),
+        "device": folds[0].get("device"),
+        "torch": torch.__version__,
+        "dlrun": __version__,
+    }
 
 
 def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, resume: dict | None) -> Trainer:

@@ -355,9 +355,16 @@ def _is_hydra(o) -> bool:
 
 def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     """The plan that continues ``run``; refuses changes that would not."""
-    from dlrun.plan.resume import check_overrides, check_unfinished, hydra_value, resumed_config
+    from dlrun.plan.resume import (
+        check_not_a_fold,
+        check_overrides,
+        check_unfinished,
+        hydra_value,
+        resumed_config,
+    )
 
     ckpt = run.resume_checkpoint()
+    check_not_a_fold(run, ckpt["config"])
     kept = check_overrides(run.path, parsed, ckpt["config"], set(all_groups(conf_dir)))
     where = hydra_value(str(run.path))
     texts = [o.input_line for o in kept if o.key_or_group != "resume"]

@@ -88,6 +88,7 @@ class TrainerConfig:
     eval_at_start: bool = spec()
     # Minutes between saves of checkpoints/last.pt besides evaluations; null: 10 in a SLURM job.
     checkpoint_every: float | None = spec(gt=0)
+    folds: int | None = spec(ge=2)  # cross-validation: train this many folds
 
 
 @dataclass(frozen=True)
@@ -313,11 +314,23 @@ def migrate(data: dict) -> dict:
 
     0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
     now a section of its own, null when not chosen. Its Transformers counted source
-    positions from the start (``model.src_positions`` came later).
+    positions from the start (``model.src_positions`` came later). Runs before
+    cross-validation have no ``trainer.folds``; KMNIST runs before fractions held out
+    ``dataset.val_size`` images (now ``val_fraction`` of its 60,000).
     """
     model = data.get("model")
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
         data = {**data, "model": {"src_positions": "start", **model}}
+    trainer = data.get("trainer")
+    if isinstance(trainer, dict) and "folds" not in trainer:  # before cross-validation
+        data = {**data, "trainer": {**trainer, "folds": None}}
+    dataset = data.get("dataset")
+    if isinstance(dataset, dict) and dataset.get("name") == "kmnist" and "val_size" in dataset:
+        # KMNIST held out a count of its 60,000 training images; now a fraction of them.
+        held = dataset["val_size"]
+        dataset = {k: v for k, v in dataset.items() if k != "val_size"}
+        fraction = held / 60_000 if isinstance(held, int) and 0 < held < 60_000 else held
+        data = {**data, "dataset": {**dataset, "val_fraction": fraction}}
     node = data.get("logger")
     if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
         chosen = {"tensorboard": {}} if node["name"] == "tensorboard" else {}

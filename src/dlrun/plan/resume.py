@@ -81,6 +81,16 @@ def check_unfinished(run: RunDir, state: Any, cfg) -> None:
         )
 
 
+def check_not_a_fold(run: RunDir, config: dict) -> None:
+    """Refuse to resume one fold of a cross-validation run alone: its run continues it."""
+    folds = select(config, "trainer.folds")
+    if folds and not run.folds():
+        raise UserError(
+            f"resume={run.path}: one fold of a cross-validation run (trainer.folds={folds}); "
+            f"resume the run it belongs to: {resume_command(run.path.parent)}"
+        )
+
+
 def _assign(data: dict, key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     node = data

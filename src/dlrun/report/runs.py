@@ -7,7 +7,8 @@ them; also runs made separately) and writes into ``DIR``:
 - ``summary.csv`` and ``summary.md``: one row per run with the keys that differ
   between runs, status (ok / failed: first line of the error), the monitored
   validation metric at the best checkpoint, the test metrics and the wall time,
-  best first;
+  best first; a cross-validation run (``trainer.folds``) shows each metric's mean
+  and its standard deviation (``<metric> std``), with a row per fold under it;
 - ``summary_<metric>_vs_<key>.png``: the metric against a swept key (log axis
   for learning rates and other keys spanning decades), one line per split;
 - ``summary_curves.png``: every run's training loss and validation metric
@@ -45,6 +46,7 @@ from dlrun.rundir.read import read_json, read_jsonl, read_yaml, select
 from dlrun.rundir.write import write_text_atomic
 
 LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
+STD = "std"  # the column of a metric's standard deviation over a cross-validation's folds
 PLAIN_FORMAT = {"epochs": "{:.2f}", "wall_time_s": "{:.1f}"}  # not metrics: fewer digits
 # Overrides that say where things are, not what was run.
 # tune.*: which study and trial a search's job reported to.
@@ -76,13 +78,22 @@ class Run:
         return ""
 
     def metrics(self) -> dict[str, float]:
-        """Validation metrics at the best checkpoint and the test metrics, by full name."""
-        best = {k: v for k, v in self.summary.get("best", {}).items() if k != "step"}
-        return {**best, **self.summary.get("test", {})}
+        """Validation metrics at the best checkpoint and the test metrics, by full name
+        (a cross-validation run's: their means over its folds)."""
+        return _metrics(self.summary)
+
+    def folds(self) -> list[dict]:
+        """A cross-validation run's folds (``trainer.folds``): their summaries' results."""
+        return self.summary.get("fold_results", [])
 
     @property
     def maximize(self) -> bool:
         return self.summary.get("mode", "max") == "max"
+
+
+def _metrics(summary: dict) -> dict[str, float]:
+    best = {k: v for k, v in (summary.get("best") or {}).items() if k != "step"}
+    return {**best, **(summary.get("test") or {})}
 
 
 def _natural(text: str) -> list:
@@ -128,9 +139,16 @@ def load_run(path: Path) -> Run:
 
 def _plain_summary(path: Path, summary: dict) -> dict:
     """``summary`` with its sections checked: what the table reads has the right shape."""
-    for key in ("best", "test"):
+    for key in ("best", "test", "std"):
         if not isinstance(summary.get(key, {}), dict):
             raise UserError(f"{path}: '{key}' should be a JSON object of metrics")
+    folds = summary.get("fold_results", [])
+    if not isinstance(folds, list) or not all(isinstance(f, dict) for f in folds):
+        raise UserError(f"{path}: 'fold_results' should be a list of JSON objects")
+    for fold in folds:
+        for key in ("best", "test"):
+            if not isinstance(fold.get(key) or {}, dict):
+                raise UserError(f"{path}: a fold's '{key}' should be a JSON object of metrics")
     return summary
 
 
@@ -196,7 +214,10 @@ def build_table(runs: list[Run], metric: str | None = None) -> Table:
     monitors = list(dict.fromkeys(r.summary["monitor"] for r in ok if r.summary.get("monitor")))
     tests = list(dict.fromkeys(k for r in ok for k in r.summary.get("test", {})))
     shown = list(dict.fromkeys([*monitors, *([sort_metric] if sort_metric else []), *tests]))
-    columns = ["run", *keys, "status", *shown, "epochs", "wall_time_s"]
+    # Cross-validation runs: each metric's standard deviation over the folds beside its mean.
+    spread = {m for r in ok for m in r.summary.get("std", {}) if m in shown}
+    metric_columns = [c for m in shown for c in (m, *([f"{m} {STD}"] if m in spread else []))]
+    columns = ["run", *keys, "status", *metric_columns, "epochs", "wall_time_s"]
     common = os.path.commonpath([str(r.path) for r in runs]) if len(runs) > 1 else None
     rows = []
     for r in runs:
@@ -206,6 +227,7 @@ def build_table(runs: list[Run], metric: str | None = None) -> Table:
             status = f"{status}: {r.summary['error']}"
         row: dict[str, Any] = {"run": name, **{k: r.value(k) for k in keys}, "status": status}
         row.update({k: v for k, v in r.metrics().items() if k in shown})
+        row.update({f"{k} {STD}": v for k, v in r.summary.get("std", {}).items() if k in spread})
         if r.status in ("ok", "pruned"):
             row["epochs"] = round(r.summary.get("epochs", float("nan")), 2)
             row["wall_time_s"] = r.summary.get("wall_time_s", "")
@@ -222,8 +244,30 @@ def build_table(runs: list[Run], metric: str | None = None) -> Table:
             maximize = base not in LOWER_IS_BETTER
         return (0, -value if maximize else value)
 
-    rows = [row for _, row in sorted(zip(runs, rows), key=order)]  # stable: ties keep run order
-    return Table(columns, rows, keys, sort_metric)
+    ordered = []
+    for run, row in sorted(zip(runs, rows), key=order):  # stable: ties keep run order
+        ordered.append(row)
+        ordered += _fold_rows(run, row, shown)  # under their run, in fold order
+    return Table(columns, ordered, keys, sort_metric)
+
+
+def _fold_rows(run: Run, row: dict[str, Any], shown: list[str]) -> list[dict[str, Any]]:
+    """A cross-validation run's folds as rows (``RUN/fold_<k>``) with their own metrics."""
+    out = []
+    for i, fold in enumerate(run.folds()):
+        name = RunDir(row["run"]).fold(fold.get("fold", i)).path
+        metrics = _metrics(fold)
+        epochs = fold.get("epochs")
+        out.append(
+            {
+                **{k: v for k, v in row.items() if k not in ("run", "wall_time_s")},
+                "run": str(name),
+                **{k: v for k, v in metrics.items() if k in shown},
+                **{k: "" for k in row if k.endswith(f" {STD}")},
+                "epochs": round(epochs, 2) if isinstance(epochs, (int, float)) else "",
+            }
+        )
+    return out
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dlrun.errors import UserError, first_line
 from dlrun.rundir import read, write
 
 CHECKPOINTS = "checkpoints"
+FOLD = "fold_"  # fold_0, fold_1...: the folds of a cross-validation run (trainer.folds)
 # Folders that experiment trackers keep inside a run or sweep directory (their own copies
 # of dlrun's files, which reports skip).
 STORE_DIRS = ("mlflow", "wandb")
@@ -79,20 +80,38 @@ class RunDir:
         """A task's own artifact in the run directory (``vocab_src.json``...)."""
         return self.path / name
 
+    def fold(self, k: int) -> RunDir:
+        """Fold ``k`` of a cross-validation run: a run directory of its own, ``fold_<k>``."""
+        return RunDir(self.path / f"{FOLD}{k}")
+
+    def folds(self) -> list[RunDir]:
+        """The folds a cross-validation run has started, in order."""
+        found = [p for p in self.path.glob(f"{FOLD}*") if p.name[len(FOLD) :].isdigit()]
+        return [RunDir(p) for p in sorted(found, key=lambda p: int(p.name[len(FOLD) :]))]
+
     # -- reading -------------------------------------------------------------------------
     def has_checkpoint(self) -> bool:
-        """Whether the run has trained at least once (``checkpoints/last.pt``)."""
-        return self.last.is_file()
+        """Whether the run has trained at least once (``checkpoints/last.pt``, or a fold's)."""
+        return self._resume_from() is not None
+
+    def _resume_from(self) -> Path | None:
+        """``checkpoints/last.pt``; in a cross-validation run, that of the last fold with one."""
+        if self.last.is_file():
+            return self.last
+        started = [f.last for f in self.folds() if f.last.is_file()]
+        return started[-1] if started else None
 
     def resume_checkpoint(self) -> dict:
         """``checkpoints/last.pt``, which a resume continues from: the run's config as
-        trained, its training state and weights; one line if the run has none."""
-        if not self.has_checkpoint():
+        trained, its training state and weights (a cross-validation run's: those of the
+        last fold it started); one line if the run has none."""
+        path = self._resume_from()
+        if path is None:
             raise UserError(
                 f"resume={self.path}: not a dlrun run directory with a checkpoint (expected "
                 f"{self.last.relative_to(self.path)}); pass a run directory that dlrun printed"
             )
-        return read.read_checkpoint(self.last)
+        return read.read_checkpoint(path)
 
     def find_checkpoint(self) -> Path:
         """``checkpoints/best.pt`` (or ``last.pt``); a clear error if the run has neither."""
@@ -101,6 +120,11 @@ class RunDir:
         for path in (self.best, self.last):
             if path.is_file():
                 return path
+        if self.folds():
+            raise UserError(
+                f"{self.path}: a cross-validation run (trainer.folds); each fold is a model: "
+                f"pass one of them, e.g. {self.folds()[0]}"
+            )
         raise UserError(
             f"{self.path}: not a complete dlrun run directory (needs {CHECKPOINTS}/best.pt); "
             "pass the directory a finished `dlrun` printed"
@@ -182,4 +206,12 @@ def run_dirs_under(root: Path) -> set[Path]:
             run = path.parents[depth - 1]
             if not set(run.relative_to(root).parts) & {*STORE_DIRS}:
                 found.add(run)
-    return found
+    # A cross-validation run's folds are its rows (its summary has them), not runs of their own.
+    return {run for run in found if not (run != root and _is_fold(run))}
+
+
+def _is_fold(path: Path) -> bool:
+    """Whether ``path`` is a fold (``fold_<k>``) of the run directory above it."""
+    parent = RunDir(path.parent)
+    numbered = path.name.startswith(FOLD) and path.name[len(FOLD) :].isdigit()
+    return numbered and (parent.summary.is_file() or parent.hydra_config.is_file())

@@ -188,6 +188,12 @@ def held_out_splits(files: dict[str, list[tuple[str, str]]], d: AlgebraDataConfi
             held.add(q)
         elif len(train) < d.train_size:
             train.append((q, a))
+    if len(val) > len(train):  # read from files (a generated pool fits train_size + val_size)
+        raise UserError(
+            f"dataset.val_size={d.val_size}: holds out more than half of the "
+            f"{len(val) + len(train)} usable training questions of the module's files, too "
+            "few left to train on; lower dataset.val_size"
+        )
     return {"train": train, "val": val, **out}
 
 

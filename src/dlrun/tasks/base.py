@@ -9,19 +9,33 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from dlrun.errors import printable
+from dlrun.errors import UserError, printable
 from dlrun.plan.config import RunConfig
 from dlrun.rundir.layout import RunDir
 
+# The most of a data set held out (validation + test) by fractions: at least half trains.
+MAX_HELD_OUT = 0.5
 
-def split_problems(dataset: Any, what: str) -> list[str]:
-    """``dataset.val_fraction`` and ``dataset.test_fraction`` must leave ``what`` to train on."""
-    total = dataset.val_fraction + dataset.test_fraction
-    if total < 1:
+
+def split_problems(
+    dataset: Any, what: str, keys: tuple[str, ...] = ("val_fraction", "test_fraction")
+) -> list[str]:
+    """The fractions ``keys`` of ``dataset`` (those it has) together hold out at most
+    ``MAX_HELD_OUT`` of the data (``what``: "rows", "images"...), so that most of it trains."""
+    keys = tuple(k for k in keys if hasattr(dataset, k))
+    total = sum(getattr(dataset, k) for k in keys)
+    if total <= MAX_HELD_OUT:
         return []
+    named = " + ".join(f"dataset.{k}" for k in keys)
     return [
-        f"dataset.val_fraction + dataset.test_fraction = {total:g}: must leave {what} for training"
+        f"{named} = {total:g}: holds out more than {MAX_HELD_OUT:g} of the {what}, too few "
+        f"left to train on; lower {' / '.join(f'dataset.{k}' for k in keys)}"
     ]
+
+
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of ``n`` examples a held-out ``fraction`` takes: at least one."""
+    return max(1, round(n * fraction))
 
 
 def encoding_problems(dataset: Any) -> list[str]:
@@ -93,6 +107,71 @@ class TaskData:
         if n > 0:
             self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
 
+    # Attributes that hold rows of ``train`` and ``val`` beside the tensors, aligned with
+    # them (dicts of split name -> list, or tuple of lists): ``fold`` re-splits them too.
+    fold_rows: ClassVar[tuple[str, ...]] = ()
+
+    def fold(self, k: int, folds: int, seed: int) -> None:
+        """Make ``train`` and ``val`` fold ``k`` of ``folds`` (``trainer.folds``): the rows
+        of training and validation pooled, shuffled by ``seed``, cut into ``folds`` parts;
+        part ``k`` validates and the others train. Other splits are untouched.
+
+        The default serves splits of row-aligned tensors (and the ``fold_rows``); a task
+        that keeps train or validation data any other way overrides this, or refuses
+        ``trainer.folds`` (``cross_validates = False``).
+        """
+        if getattr(self, "_unfolded", None) is None:  # the first fold: pool the split as made
+            self._unfolded = self._fold_pool()
+        tensors, rows = self._unfolded
+        n = next(iter(tensors.values())).shape[0]
+        if not 2 <= folds <= n:
+            raise UserError(
+                f"trainer.folds={folds}: needs 2 to {n} folds for the {n} training and "
+                "validation examples; lower trainer.folds"
+            )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        chunks = torch.tensor_split(order, folds)
+        val = chunks[k].sort().values
+        train = torch.cat([c for i, c in enumerate(chunks) if i != k])  # stays shuffled
+        self.splits.pop("train_subset", None)
+        for name, idx in (("train", train), ("val", val)):
+            self.splits[name] = {key: v[idx] for key, v in tensors.items()}
+            for attr, pooled in rows.items():
+                getattr(self, attr)[name] = _take(pooled, idx.tolist())
+
+    def _fold_pool(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The training then the validation rows as prepared, pooled for ``fold``: their
+        tensors and their ``fold_rows``; one line for a layout the default cannot re-split."""
+        refuse = (
+            f"trainer.folds: task {self.cfg.task.name} keeps its data in a way folds cannot "
+            "re-split ({}); leave trainer.folds out"
+        )
+        train, val = self.splits.get("train"), self.splits.get("val")
+        if not train or not val or set(train) != set(val):
+            raise UserError(refuse.format("no train and val splits of the same tensors"))
+        for name, split in (("train", train), ("val", val)):
+            if len({v.shape[0] for v in split.values()}) > 1:
+                raise UserError(refuse.format(f"its {name} tensors differ in length"))
+        if any(v.shape[1:] != val[key].shape[1:] for key, v in train.items()):
+            raise UserError(refuse.format("train and val tensors differ in shape"))
+        # Per-split data kept beside the tensors that ``fold_rows`` does not name.
+        other = [
+            attr
+            for attr, value in vars(self).items()
+            if attr not in ("splits", *self.fold_rows)
+            and isinstance(value, dict)
+            and {"train", "val"} <= set(value)
+        ]
+        if other:
+            raise UserError(refuse.format(f"per-split {', '.join(other)}"))
+        tensors = {key: torch.cat([v, val[key]]) for key, v in train.items()}
+        rows = {}
+        for attr in self.fold_rows:
+            value = getattr(self, attr)
+            if "train" in value and "val" in value:
+                rows[attr] = _join(value["train"], value["val"])
+        return tensors, rows
+
     def eval_order(self, split: str, rows: range) -> torch.Tensor:
         """The order in which the engine evaluates ``rows`` of ``split`` (default: as stored)."""
         return torch.arange(rows.start, rows.stop)
@@ -102,12 +181,27 @@ class TaskData:
         return {name: {"examples": self.size(name)} for name in self.splits}
 
 
+def _join(a: Any, b: Any) -> Any:
+    """Rows ``a`` then rows ``b``: lists, or tuples of lists (source and target texts)."""
+    if isinstance(a, tuple):
+        return tuple(_join(x, y) for x, y in zip(a, b, strict=True))
+    return [*a, *b]
+
+
+def _take(rows: Any, idx: list[int]) -> Any:
+    if isinstance(rows, tuple):
+        return tuple(_take(r, idx) for r in rows)
+    return [rows[i] for i in idx]
+
+
 class TaskChecks:
     """Optional: a task's checks of a config, run by validation before anything starts."""
 
     metric_names: ClassVar[tuple[str, ...]]
     # The kinds of problem ``task.problem`` may choose (none: the task has one kind).
     problems: ClassVar[tuple[str, ...]] = ()
+    # Whether ``trainer.folds`` may re-split its data (``TaskData.fold``); False: refused.
+    cross_validates: ClassVar[bool] = True
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -122,6 +216,11 @@ class TaskChecks:
             problems.append(
                 f"task.problem={problem}: task {cfg.task.name} has one kind of problem; "
                 "leave task.problem out"
+            )
+        if cfg.trainer and cfg.trainer.folds and not cls.cross_validates:
+            problems.append(
+                f"trainer.folds={cfg.trainer.folds}: task {cfg.task.name} cannot be "
+                "cross-validated; leave trainer.folds out"
             )
         return problems
 

@@ -97,6 +97,7 @@ def min_image_size(model_cfg: Any) -> int:
 @TASKS.register("images", schema=ImagesDataConfig)
 class ImagesTask(ClassificationTask):
     model_kind = "image"
+    fold_rows = ("names",)
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -105,7 +106,6 @@ class ImagesTask(ClassificationTask):
         self.image_size = cfg.dataset.image_size
         self.mean = torch.zeros(cfg.dataset.channels)
         self.std = torch.ones(cfg.dataset.channels)
-        self._stats: dict[str, Any] = {}
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
@@ -201,22 +201,21 @@ class ImagesTask(ClassificationTask):
             self.splits[split] = {"image": images[idx], "label": labels[idx]}
             self.names[split] = [names[i] for i in rows]
         self.mean, self.std = channel_stats(self.splits["train"]["image"])
-        k = len(self.classes)
-        self._stats = {
-            split: {
-                "examples": len(s["label"]),
-                **dict(zip(self._columns(), torch.bincount(s["label"], minlength=k).tolist())),
-            }
-            for split, s in self.splits.items()
-        }
-        self._stats["image_size"] = self.image_size
-        self._stats["channels"] = d.channels
 
     def _columns(self) -> list[str]:
         return [c if c != "examples" else "examples (class)" for c in self.classes]
 
     def stats(self) -> dict[str, Any]:
-        return self._stats
+        k = len(self.classes)
+        out: dict[str, Any] = {
+            split: {
+                "examples": len(s["label"]),
+                **dict(zip(self._columns(), torch.bincount(s["label"], minlength=k).tolist())),
+            }
+            for split, s in self.splits.items()
+            if split != "train_subset"
+        }
+        return {**out, "image_size": self.image_size, "channels": self.cfg.dataset.channels}
 
     def save(self, run: RunDir) -> None:
         write_json(run.file("classes.json"), list(self.classes), indent=None)

@@ -28,6 +28,7 @@ from dlrun.registry import TASKS
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json
 from dlrun.rundir.write import write_json
+from dlrun.tasks.base import held_out_count, split_problems
 from dlrun.tasks.classify import ClassificationTask
 
 MIRROR = "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"
@@ -51,7 +52,7 @@ CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
 class KmnistDataConfig(Named):
     path: str = spec()  # folder with the four IDX .gz or the four .npz files
     download: bool = spec()  # fetch the IDX files from the official mirror if missing
-    val_size: int = spec(ge=1)  # held out of the 60,000 training images
+    val_fraction: float = spec(gt=0, lt=1)  # of the training images, held out (seeded)
     seed: int = spec(ge=0)
     shift: int = spec(ge=0, le=8)  # training only: random translation by up to this many px
     batch_size: int = spec(ge=1)
@@ -115,6 +116,10 @@ class KmnistTask(ClassificationTask):
         self.device = torch.device("cpu")
 
     @classmethod
+    def check_config(cls, cfg: RunConfig) -> list[str]:
+        return super().check_config(cfg) + split_problems(cfg.dataset, "training images")
+
+    @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:
         d = cfg.dataset
         if not d.download and find_files(Path(d.path).expanduser()) is None:
@@ -130,13 +135,14 @@ class KmnistTask(ClassificationTask):
                 download(MIRROR + name, folder / name, md5)
         data = read_kmnist(folder)
         images, labels = map(torch.from_numpy, data["train"])
-        if d.val_size >= len(images):
+        n_val = held_out_count(len(images), d.val_fraction)
+        if n_val >= len(images):
             raise UserError(
-                f"dataset.val_size={d.val_size}: must be smaller than the "
-                f"{len(images)} training images"
+                f"dataset.val_fraction={d.val_fraction:g}: leaves none of the {len(images)} "
+                "training images to train on; add images or lower dataset.val_fraction"
             )
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(d.seed))
-        val, train = order[: d.val_size], order[d.val_size :]
+        val, train = order[:n_val], order[n_val:]
         self.splits = {
             "train": {"image": images[train], "label": labels[train]},
             "val": {"image": images[val], "label": labels[val]},

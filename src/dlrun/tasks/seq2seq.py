@@ -73,6 +73,20 @@ class Seq2SeqTask(Task):
                 "tgt": self.tgt_vocab.encode_batch(tgt, max(map(len, tgt)) + 1, eos=True),
             }
 
+    fold_rows = ("texts", "groups")
+
+    def fold(self, k: int, folds: int, seed: int) -> None:
+        """Training and validation padded to one width first (each split was as wide as its
+        longest example); widths found for the old splits are forgotten."""
+        if getattr(self, "_unfolded", None) is None:
+            for key in ("src", "tgt"):
+                width = max(self.splits[s][key].shape[1] for s in ("train", "val"))
+                for s in ("train", "val"):
+                    v = self.splits[s][key]
+                    self.splits[s][key] = F.pad(v, (0, width - v.shape[1]), value=Vocab.pad_id)
+        self.host_widths.clear()
+        super().fold(k, folds, seed)
+
     def _check_lengths(self, pairs: dict[str, list[tuple[str, str]]]) -> None:
         for name, split in pairs.items():
             if not split:

@@ -71,6 +71,7 @@ class TabularTask(ClassificationTask):
     problems = PROBLEMS
     metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
     METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
+    fold_rows = ("raw",)
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -95,8 +96,8 @@ class TabularTask(ClassificationTask):
                 f"task.monitor={cfg.task.monitor}: not a {problem} metric; choose one of "
                 + ", ".join(f"val/{m}" for m in ("loss", *cls.METRICS[problem]))
             )
-        if d.test_path is None:  # the table is split three ways
-            problems += split_problems(d, "rows")
+        held_out = ("val_fraction",) if d.test_path else ("val_fraction", "test_fraction")
+        problems += split_problems(d, "rows", held_out)  # test_path: the table splits two ways
         if d.delimiter is not None and len(d.delimiter) != 1:
             problems.append(f"dataset.delimiter={d.delimiter!r}: must be one character")
         return problems + encoding_problems(d)

@@ -19,7 +19,7 @@ from dlrun.errors import UserError, printable
 from dlrun.plan.config import RunConfig
 from dlrun.plan.schema import Named, spec
 from dlrun.registry import TASKS
-from dlrun.tasks.base import encoding_problems, path_problems, split_problems
+from dlrun.tasks.base import encoding_problems, held_out_count, path_problems, split_problems
 from dlrun.tasks.seq2seq import Seq2SeqTask
 
 log = logging.getLogger("dlrun")
@@ -65,7 +65,7 @@ class TextPairsTask(Seq2SeqTask):
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
         d = cfg.dataset
-        return problems + encoding_problems(d) + split_problems(d, "some pairs")
+        return problems + encoding_problems(d) + split_problems(d, "pairs")
 
     @classmethod
     def check_data(cls, cfg: RunConfig) -> list[str]:
@@ -100,8 +100,8 @@ class TextPairsTask(Seq2SeqTask):
             )
         order = list(range(len(kept)))
         random.Random(d.seed).shuffle(order)
-        n_test = max(1, round(len(kept) * d.test_fraction))
-        n_val = max(1, round(len(kept) * d.val_fraction))
+        n_test = held_out_count(len(kept), d.test_fraction)
+        n_val = held_out_count(len(kept), d.val_fraction)
         if len(kept) < n_test + n_val + 1:
             raise UserError(
                 f"{path}: {len(kept)} usable pairs are too few to split into train, val and test"

@@ -42,7 +42,7 @@ TINY: dict[str, Tiny] = {
     "algebra": Tiny((*GENERATED_PAIRS, "dataset.extrapolate_size=50")),
     "text_pairs": Tiny(("dataset.batch_size=32",), fake.write_text_pairs),
     "imdb": Tiny(("dataset.val_size=40", "dataset.batch_size=16"), fake.write_aclimdb),
-    "kmnist": Tiny(("dataset.val_size=100", "dataset.batch_size=32"), fake.write_kmnist),
+    "kmnist": Tiny(("dataset.val_fraction=0.17", "dataset.batch_size=32"), fake.write_kmnist),
     "images": Tiny(("dataset.image_size=16", "dataset.batch_size=16"), fake.write_image_folder),
     "tabular": Tiny(("dataset.target=labels", "dataset.batch_size=16"), fake.write_points),
 }
