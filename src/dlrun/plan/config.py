@@ -315,15 +315,16 @@ def migrate(data: dict) -> dict:
     0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
     now a section of its own, null when not chosen. Its Transformers counted source
     positions from the start (``model.src_positions`` came later). Runs before
-    cross-validation have no ``trainer.folds``; KMNIST runs before fractions held out
-    ``dataset.val_size`` images (now ``val_fraction`` of its 60,000).
+    cross-validation have no ``trainer.folds`` (nor ``trainer.checkpoint_every``);
+    KMNIST runs before fractions held out ``dataset.val_size`` images (now
+    ``val_fraction`` of its 60,000).
     """
     model = data.get("model")
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
         data = {**data, "model": {"src_positions": "start", **model}}
     trainer = data.get("trainer")
-    if isinstance(trainer, dict) and "folds" not in trainer:  # before cross-validation
-        data = {**data, "trainer": {**trainer, "folds": None}}
+    if isinstance(trainer, dict):  # before cross-validation and time-cadence checkpoints
+        data = {**data, "trainer": {"folds": None, "checkpoint_every": None, **trainer}}
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and dataset.get("name") == "kmnist" and "val_size" in dataset:
         # KMNIST held out a count of its 60,000 training images; now a fraction of them.
