@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.errors import UserError
 from dlrun.plan.schema import Named, spec
 from dlrun.registry import MODELS
 
@@ -17,8 +16,8 @@ from dlrun.registry import MODELS
 @dataclass(frozen=True)
 class BowMLPConfig(Named):
     hidden_size: int = spec(ge=1)
-    # 1: one logit with BCEWithLogits (two classes only); 2: one logit per class with
-    # cross-entropy (seed 003, V.3: two logits for two classes).
+    # 1: one logit with BCEWithLogits for two classes (more classes: one logit each);
+    # 2: one logit per class with cross-entropy (seed 003, V.3: two for two classes).
     outputs: int = spec(ge=1, le=2)
     dropout: float = spec(ge=0, lt=1)  # on the hidden layer; the seed has none
     # Gradients of the first layer only for the rows a batch uses: several times
@@ -96,18 +95,14 @@ class BowMLP(nn.Module):
 
     def __init__(self, cfg: BowMLPConfig, vocab_size: int, classes: int = 2):
         super().__init__()
-        if cfg.outputs == 1 and classes != 2:
-            raise UserError(
-                f"model.outputs=1 (one logit) fits two classes, and the data have {classes}; "
-                "set model.outputs=2 (one logit per class)"
-            )
         self.cfg = cfg
         self.first = nn.EmbeddingBag(
             vocab_size, cfg.hidden_size, mode="sum", sparse=cfg.sparse_grad
         )
         self.bias = nn.Parameter(torch.zeros(cfg.hidden_size))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.hidden_size, 1 if cfg.outputs == 1 else classes)
+        # One logit stands for two classes only; with more, there is one per class.
+        self.out = nn.Linear(cfg.hidden_size, 1 if cfg.outputs == 1 and classes == 2 else classes)
         # Initialise like the dense nn.Linear(vocab_size, hidden) it stands for.
         bound = 1 / vocab_size**0.5
         nn.init.uniform_(self.first.weight, -bound, bound)
