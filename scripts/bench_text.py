@@ -44,7 +44,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from dlrun.data.image_files import stratified_split
 
-train_path, test_path, val_fraction, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+train_path, test_path = sys.argv[1], sys.argv[2]
+val_fraction, seed = float(sys.argv[3]), int(sys.argv[4])
 csv.field_size_limit(sys.maxsize)
 
 def read(path):

@@ -222,7 +222,7 @@ def read_labelled(
         raw = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({first_line(exc, 120)})") from None
-    text = decode(raw, path, encoding, key="dataset.encoding")
+    text = decode_lines(raw, path, encoding)
     if suffix in (".jsonl", ".ndjson", ".json"):
         rows = _jsonl_rows(path, text, text_column, label_column)
     else:
@@ -232,6 +232,15 @@ def read_labelled(
     if not rows:
         raise UserError(f"{path}: no rows of text and label in it")
     return rows
+
+
+def decode_lines(raw: bytes, path: Path, encoding: str) -> str:
+    """``decode`` whose one line also names the line of the first bad byte."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return decode(raw, f"{path}: line {line:,}", encoding, key="dataset.encoding")
 
 
 def _checked(path: Path, line: int, text: object, label: object, keys: tuple[str, str]):
