@@ -11,9 +11,10 @@
    the default settings and an empty data cache: reading, tokenizing, counting,
    training, testing, every output file.
 3. scikit-learn from the same files: ``TfidfVectorizer(ngram_range=(1, 2))`` +
-   ``LogisticRegression(max_iter=1000)``, trained on dlrun's training split (the
-   validation texts, ``dataset.val_fraction`` per class, are left out), tested on
-   test.csv.
+   ``LogisticRegression(max_iter=1000)`` (``--tuned-peer``: bench_peers.py's tuned
+   setting, ``min_df=2, sublinear_tf=True`` and ``C=10, solver="liblinear"``), trained
+   on dlrun's training split (the validation texts, ``dataset.val_fraction`` per
+   class, are left out), tested on test.csv.
 
 Each runs as its own process (``bench_peers.measured``: wall time from command start
 to exit, peak resident memory by GNU time). scikit-learn is a bench-only dependency.
@@ -37,6 +38,12 @@ from bench_peers import ROOT, measured
 STARS = {1: "1-2 stars", 2: "1-2 stars", 3: "3-4 stars", 4: "3-4 stars"}
 STARS.update({7: "7-8 stars", 8: "7-8 stars", 9: "9-10 stars", 10: "9-10 stars"})
 
+# (TfidfVectorizer's, LogisticRegression's) arguments: defaults, or bench_peers.py's tuned ones.
+PEERS = {
+    False: ({}, {"max_iter": 1000}),
+    True: ({"min_df": 2, "sublinear_tf": True}, {"C": 10, "solver": "liblinear"}),
+}
+
 PEER = r"""
 import csv, json, sys
 import numpy as np
@@ -46,6 +53,7 @@ from dlrun.data.image_files import stratified_split
 
 train_path, test_path = sys.argv[1], sys.argv[2]
 val_fraction, seed = float(sys.argv[3]), int(sys.argv[4])
+vec_args, clf_args = json.loads(sys.argv[5]), json.loads(sys.argv[6])
 csv.field_size_limit(sys.maxsize)
 
 def read(path):
@@ -57,9 +65,9 @@ texts, labels = read(train_path)
 classes = sorted(set(labels))
 y = np.array([classes.index(label) for label in labels])
 train = stratified_split(y, val_fraction, 0.0, seed)["train"]  # dlrun's training split
-vec = TfidfVectorizer(ngram_range=(1, 2))
+vec = TfidfVectorizer(ngram_range=(1, 2), **vec_args)
 x = vec.fit_transform([texts[i] for i in train])
-clf = LogisticRegression(max_iter=1000).fit(x, y[train])
+clf = LogisticRegression(**clf_args).fit(x, y[train])
 test_texts, test_labels = read(test_path)
 pred = clf.predict(vec.transform(test_texts))
 acc = float(np.mean([classes[p] == t for p, t in zip(pred, test_labels)]))
@@ -87,6 +95,7 @@ def main() -> None:
     parser.add_argument("--imdb", required=True, help="aclImdb folder or tarball")
     parser.add_argument("--append", type=Path, help="add the table to this Markdown file")
     parser.add_argument("--no-peer", action="store_true", help="time dlrun only")
+    parser.add_argument("--tuned-peer", action="store_true", help="bench_peers.py's peer")
     parser.add_argument("overrides", nargs="*", help="more dlrun overrides")
     args = parser.parse_args()
     rows = []
@@ -134,13 +143,13 @@ def main() -> None:
                 str(paths["test"]),
                 str(settings["val_fraction"]),
                 str(settings["seed"]),
+                *map(json.dumps, PEERS[args.tuned_peer]),
             ]
             peer = measured(peer_cmd, work)
             result = json.loads(peer["stdout"].strip().splitlines()[-1])
             rows.append(
                 {
-                    "name": "scikit-learn TfidfVectorizer(ngram_range=(1, 2)) + "
-                    "LogisticRegression(max_iter=1000)",
+                    "name": peer_name(*PEERS[args.tuned_peer]),
                     "accuracy": result["accuracy"],
                     "wall_s": peer["wall_s"],
                     "peak_mb": peer["peak_mb"],
@@ -149,6 +158,14 @@ def main() -> None:
                 }
             )
     report(args, rows, counts)
+
+
+def peer_name(vec_args: dict, clf_args: dict) -> str:
+    def call(name: str, args: dict) -> str:
+        return f"{name}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+
+    vec = call("TfidfVectorizer", {"ngram_range": (1, 2), **vec_args})
+    return f"scikit-learn {vec} + {call('LogisticRegression', clf_args)}"
 
 
 def yaml_dataset(config: str) -> dict:
