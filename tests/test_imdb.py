@@ -291,3 +291,11 @@ def test_array_build_equals_the_list_of_strings_build(corpora, tmp_path, ngrams,
     assert stats["train_words"]["most_frequent"] == [list(p) for p in ranked[:5]]
     assert stats["train_words"]["least_frequent"] == [list(p) for p in ranked[-5:]]
     assert stats["train_words"]["distinct"] == len(ranked)
+
+
+def test_a_run_recorded_with_val_size_reads_as_a_fraction():
+    from dlrun.plan.config import migrate
+
+    old = {"dataset": {"name": "imdb", "val_size": 1000, "seed": 0}}
+    dataset = migrate(old)["dataset"]
+    assert dataset == {"name": "imdb", "val_fraction": 0.04, "max_tokens": 400, "seed": 0}

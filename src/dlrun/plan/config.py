@@ -311,11 +311,20 @@ def migrate(data: dict) -> dict:
 
     0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
     now a section of its own, null when not chosen. Its Transformers counted source
-    positions from the start (``model.src_positions`` came later).
+    positions from the start (``model.src_positions`` came later). Its imdb held
+    out ``dataset.val_size`` reviews, now ``dataset.val_fraction``.
     """
     model = data.get("model")
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
         data = {**data, "model": {"src_positions": "start", **model}}
+    dataset = data.get("dataset")
+    old_val = isinstance(dataset, dict) and dataset.get("name") == "imdb" and "val_size" in dataset
+    if old_val and isinstance(dataset["val_size"], int):
+        # imdb held out val_size reviews of the official 25,000 (now a fraction) and read
+        # bags only (max_tokens came with model=text_cnn).
+        rest = {k: v for k, v in dataset.items() if k != "val_size"}
+        fraction = min(max(dataset["val_size"] / 25_000, 1e-6), 0.999)
+        data = {**data, "dataset": {"val_fraction": fraction, "max_tokens": 400, **rest}}
     node = data.get("logger")
     if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
         chosen = {"tensorboard": {}} if node["name"] == "tensorboard" else {}

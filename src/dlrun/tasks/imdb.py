@@ -98,4 +98,4 @@ class ImdbTask(TextClassifier):
 
     def describe(self, split: str, i: int) -> str:
         texts = self.shown.get(split)
-        return texts[i] + "…" if texts else f"review #{i}"
+        return texts[i] if texts else f"review #{i}"

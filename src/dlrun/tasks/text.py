@@ -63,6 +63,11 @@ class TextFeaturesConfig(Named):
     nb_alpha: float = spec(gt=0)  # smoothing of the counts behind the nb ratios
 
 
+def shorter(text: str) -> str:
+    """The first ``SHOWN_CHARS`` characters of ``text`` on one line, … where it was cut."""
+    return " ".join(text[:SHOWN_CHARS].split()) + ("…" if len(text) > SHOWN_CHARS else "")
+
+
 def text_input(model_cfg: Any) -> str:
     """How the configured model reads a text: ``bag`` (distinct n-grams) or ``sequence``."""
     return model_entry(model_cfg.name).obj.text_input
@@ -226,7 +231,7 @@ class TextClassifier(ClassificationTask):
         (out / "vocab.json").write_text(json.dumps(vocab.itos))
         (out / "classes.json").write_text(json.dumps(classes))
         shown = {
-            s: [" ".join(t[:SHOWN_CHARS].split()) for t, _ in rows]
+            s: [shorter(t) for t, _ in rows]
             for s, rows in splits.items()
             if s not in self.not_tested
         }
@@ -331,7 +336,7 @@ class TextClassifier(ClassificationTask):
 
     def describe(self, split: str, i: int) -> str:
         texts = self.shown.get(split)
-        return texts[i] + "…" if texts else f"text #{i}"
+        return texts[i] if texts else f"text #{i}"
 
     # -- model --------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
