@@ -394,10 +394,8 @@ class TextTask(TextClassifier):
         d = cfg.dataset
         held = d.val_fraction + (0 if d.test_path else d.test_fraction)
         if held >= 0.9:
-            problems.append(
-                f"dataset.val_fraction + dataset.test_fraction = {held:g}: leaves too little "
-                "to train on; keep their sum under 0.9"
-            )
+            what = "dataset.val_fraction" + ("" if d.test_path else " + dataset.test_fraction")
+            problems.append(f"{what} = {held:g}: leaves too little to train on; keep it under 0.9")
         if d.test_path is None and d.test_fraction == 0:
             problems.append(
                 "dataset.test_fraction=0 with no dataset.test_path: nothing to test on; give "
