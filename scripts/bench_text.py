@@ -12,10 +12,9 @@
    training, testing, every output file.
 3. scikit-learn from the same files: ``TfidfVectorizer(ngram_range=(1, 2))`` +
    ``LogisticRegression(max_iter=1000)`` (``--tuned-peer``: bench_peers.py's tuned
-   setting, ``min_df=2, sublinear_tf=True`` and ``C=10``; liblinear has no multi-class
-   any more, so lbfgs), trained
-   on dlrun's training split (the validation texts, ``dataset.val_fraction`` per
-   class, are left out), tested on test.csv.
+   setting, ``min_df=2, sublinear_tf=True`` and ``C=10``, with lbfgs: liblinear is
+   binary only now), trained on dlrun's training split (the validation texts,
+   ``dataset.val_fraction`` per class, are left out), tested on test.csv.
 
 Each runs as its own process (``bench_peers.measured``: wall time from command start
 to exit, peak resident memory by GNU time). scikit-learn is a bench-only dependency.
