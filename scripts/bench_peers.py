@@ -112,7 +112,14 @@ def main() -> None:
             }
         )
         print("[bench_peers] scikit-learn ...", file=sys.stderr, flush=True)
-        peer_cmd = [sys.executable, "-c", PEER, imdb, str(split["seed"]), str(split["val_fraction"])]
+        peer_cmd = [
+            sys.executable,
+            "-c",
+            PEER,
+            imdb,
+            str(split["seed"]),
+            str(split["val_fraction"]),
+        ]
         peer = measured(peer_cmd, work)
         result = json.loads(peer["stdout"].strip().splitlines()[-1])
         rows.append(
