@@ -7,7 +7,7 @@
 1. ``dlrun <preset> dataset.path=PATH device=cpu`` with a fresh, empty data cache:
    reading, tokenizing, counting, training, testing, every output file.
 2. scikit-learn on the same reviews and the same split (dlrun's: the training
-   reviews shuffled by ``dataset.seed``, the first ``dataset.val_size`` held out
+   reviews shuffled by ``dataset.seed``, the first ``dataset.val_fraction`` held out
    and not used; the test reviews for accuracy): TfidfVectorizer(ngram_range=(1, 2),
    min_df=2, sublinear_tf=True) + LogisticRegression(C=10, solver="liblinear").
 
@@ -36,11 +36,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from dlrun.data.text import read_aclimdb
 
-path, seed, val_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, seed, val_fraction = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 reviews = read_aclimdb(path)
 train = list(reviews["train"])
-random.Random(seed).shuffle(train)  # dlrun's split: the first val_size are validation
-train = train[val_size:]
+random.Random(seed).shuffle(train)  # dlrun's split: the first val_fraction are validation
+train = train[round(val_fraction * len(train)):]
 test = reviews["test"]
 vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
 x = vec.fit_transform([t for t, _, _ in train])
@@ -75,7 +75,7 @@ def dataset_settings(overrides: list[str]) -> dict:
 
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    return {"seed": cfg.dataset.seed, "val_size": cfg.dataset.val_size}
+    return {"seed": cfg.dataset.seed, "val_fraction": cfg.dataset.val_fraction}
 
 
 def main() -> None:
@@ -112,7 +112,14 @@ def main() -> None:
             }
         )
         print("[bench_peers] scikit-learn ...", file=sys.stderr, flush=True)
-        peer_cmd = [sys.executable, "-c", PEER, imdb, str(split["seed"]), str(split["val_size"])]
+        peer_cmd = [
+            sys.executable,
+            "-c",
+            PEER,
+            imdb,
+            str(split["seed"]),
+            str(split["val_fraction"]),
+        ]
         peer = measured(peer_cmd, work)
         result = json.loads(peer["stdout"].strip().splitlines()[-1])
         rows.append(

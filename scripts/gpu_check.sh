@@ -102,7 +102,7 @@ declare -A task_args=(
     [dates]="task=dates ${dates_data[*]}"
     [algebra]="task=algebra ${algebra_data[*]}"
     [kmnist]="task=kmnist dataset.path=$data/KMNIST/raw dataset.val_fraction=$kmnist_val"
-    [imdb]="task=imdb dataset.path=$data/aclImdb dataset.val_size=100"
+    [imdb]="task=imdb dataset.path=$data/aclImdb dataset.val_fraction=0.05"
     [text_pairs]="task=text_pairs dataset.path=$data/pairs.tsv"
 )
 

@@ -202,8 +202,8 @@ CASES = [
     ),
     (
         "dlrun-stats",
-        ["task=imdb", "dataset.path={imdb_small}", "dataset.val_size=5000"],
-        r"too few for training after dataset.val_size=5000",
+        ["task=imdb", "dataset.path={imdb_small}", "dataset.val_fraction=0.999"],
+        r"dataset.val_fraction=0.999 of \d+ training reviews leaves too few for training",
     ),
     ("dlrun-stats", ["task=kmnist", "dataset.path={kmnist_32px}"], r"images are 32x32; KMNIST"),
     ("dlrun-stats", ["task=kmnist", "dataset.path={kmnist_labels}"], r"labels run from 0 to 12"),

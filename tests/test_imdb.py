@@ -47,7 +47,7 @@ def test_stats_on_a_corpus_with_known_counts(tiny_cfg, tmp_path):
         tiny_cfg(
             "task=imdb",
             f"dataset.path={path}",
-            "dataset.val_size=1",
+            "dataset.val_fraction=0.2",
             "dataset.vocab_size=3",
             "dataset.seed=3",
         )
@@ -262,7 +262,7 @@ def test_array_build_equals_the_list_of_strings_build(corpora, tmp_path, ngrams,
         "tokenizer": tokenizer,
         "ngrams": ngrams,
         "vocab_size": 40,
-        "val_size": 10,
+        "val_fraction": 0.05,  # 10 of the 200 training reviews
         "train_samples": None,
         "seed": 3,
     }
@@ -291,3 +291,11 @@ def test_array_build_equals_the_list_of_strings_build(corpora, tmp_path, ngrams,
     assert stats["train_words"]["most_frequent"] == [list(p) for p in ranked[:5]]
     assert stats["train_words"]["least_frequent"] == [list(p) for p in ranked[-5:]]
     assert stats["train_words"]["distinct"] == len(ranked)
+
+
+def test_a_run_recorded_with_val_size_reads_as_a_fraction():
+    from dlrun.plan.config import migrate
+
+    old = {"dataset": {"name": "imdb", "val_size": 1000, "seed": 0}}
+    dataset = migrate(old)["dataset"]
+    assert dataset == {"name": "imdb", "val_fraction": 0.04, "max_tokens": 400, "seed": 0}

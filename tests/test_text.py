@@ -1,13 +1,33 @@
-"""Word tokenizers, n-grams, vocabularies and the aclImdb reader, on hand-made data."""
+"""Word tokenizers, n-grams, vocabularies and the aclImdb reader, on hand-made data; then
+task=text: CSV, TSV, JSON Lines and class folders of three topics, both models, labels
+through predict, and each mistake in a file or a split as one line."""
 
 from __future__ import annotations
 
+import json
+import re
 import tarfile
+from pathlib import Path
 
 import pytest
+import torch
+from conftest import make_cfg, model_cfg, save_run_config
 
-from dlrun.data.text import WordVocab, basic_english, read_aclimdb, whitespace, with_ngrams
+from dlrun.cli import predict, stats
+from dlrun.data.text import (
+    WordVocab,
+    basic_english,
+    read_aclimdb,
+    read_labelled,
+    whitespace,
+    with_ngrams,
+)
+from dlrun.engine.run import run
 from dlrun.errors import UserError
+from dlrun.models import build_model
+from dlrun.plan.config import ConfigError, validate
+from dlrun.tasks.text import TextTask, nb_ratios
+from dlrun.testing.fake import TOPICS, write_texts
 
 
 def test_basic_english_rules():
@@ -126,3 +146,244 @@ def test_reader_reads_every_tar_format(tmp_path, fmt):
     with tarfile.open(tmp_path / "a.tar.gz", "w:gz", format=fmt) as tar:
         tar.add(tmp_path / "aclImdb", arcname="aclImdb")
     assert read_aclimdb(tmp_path / "a.tar.gz") == from_dir
+
+
+# -- task=text ---------------------------------------------------------------------------
+
+SHORT = ("trainer.max_epochs=4", "dataset.batch_size=16")
+
+
+def prepared(tiny_cfg, cache: Path, *overrides: str) -> TextTask:
+    task = TextTask(validate(tiny_cfg("task=text", *overrides)))
+    task.prepare(cache)
+    return task
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl", "folder"])
+def test_every_input_form_learns_three_topics(kind, tmp_path, cache_dir):
+    path = write_texts(tmp_path / "d", kind=kind)
+    cfg = make_cfg(cache_dir, "task=text", f"dataset.path={path}", *SHORT)
+    result = run(cfg, tmp_path / "run")
+    assert result["test/accuracy"] >= 0.9  # chance is 1/3
+    assert json.loads((tmp_path / "run" / "classes.json").read_text()) == sorted(TOPICS)
+
+
+def test_the_cnn_learns_too_and_reads_word_order(tiny_cfg, tmp_path, cache_dir):
+    path = write_texts(tmp_path / "d")
+    cfg = make_cfg(
+        cache_dir,
+        "task=text",
+        f"dataset.path={path}",
+        "model=text_cnn",
+        "model.filters=16",
+        "model.embedding_size=16",
+        "optimizer=adamw",
+        "optimizer.lr=1e-2",
+        *SHORT,
+        "trainer.max_epochs=8",
+    )
+    result = run(cfg, tmp_path / "run")
+    assert result["test/accuracy"] >= 0.8
+    task = prepared(
+        tiny_cfg, tmp_path / "c", f"dataset.path={path}", "model=text_cnn", "dataset.max_tokens=5"
+    )
+    d = task.splits["train"]
+    assert int(d["length"].max()) == 5 and task.flat["train"].numel() == int(d["length"].sum())
+    # In order, repeats kept: the first text's ids are its words, not a sorted set.
+    words = task.encode(["b a b"])["ids"].tolist()
+    assert words == [task.vocab.stoi.get(w, 0) for w in ["b", "a", "b"]]
+
+
+def test_cnn_ignores_padding():
+    torch.manual_seed(0)
+    cfg = model_cfg("text_cnn", embedding_size=8, filters=4, widths=[2, 3], dropout=0.0)
+    model = build_model(cfg, vocab_size=20, classes=3).eval()
+    alone = model(torch.tensor([4, 5]), torch.tensor([0]))
+    beside_a_longer_one = model(torch.tensor([4, 5, 1, 2, 3, 4, 5, 6]), torch.tensor([0, 2]))
+    torch.testing.assert_close(beside_a_longer_one[:1], alone)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cache_dir):
+    root = tmp_path_factory.mktemp("text_run")
+    path = write_texts(root / "d", kind="jsonl")
+    cfg = make_cfg(cache_dir, "task=text", f"dataset.path={path}", *SHORT)
+    result = run(cfg, root / "run")
+    save_run_config(cfg, root / "run")
+    return root / "run", result
+
+
+def test_outputs_name_the_users_labels(trained, tmp_path, capsys):
+    run_dir, result = trained
+    per_class = json.loads((run_dir / "per_class.json").read_text())["test"]
+    assert list(per_class["per_class_accuracy"]) == sorted(TOPICS)
+    assert (run_dir / "confusion_test.png").read_bytes()[:4] == b"\x89PNG"
+    samples = (run_dir / "samples.txt").read_text()
+    assert "tech news" in samples and re.search(r"(goal|oven|chip)", samples)
+    stats.main(["task=text", f"dataset.path={run_dir.parent / 'd' / 'texts.jsonl'}"])
+    table = capsys.readouterr().out
+    assert "| split | examples | cooking | sports | tech news | mean_words" in table
+
+
+def test_predict_answers_with_the_users_labels(trained, capsys):
+    run_dir, _ = trained
+    capsys.readouterr()
+    texts = ["the new laptop chip update", "a recipe: simmer the dough", "the team score a goal"]
+    predict.main([str(run_dir), *texts])
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [r[-2] for r in rows] == ["tech news", "cooking", "sports"]
+    assert all(1 / 3 < float(r[-1]) <= 1 for r in rows)
+
+
+def test_separate_test_file_and_unknown_test_label(tiny_cfg, tmp_path):
+    train = write_texts(tmp_path / "a", n=90)
+    test = write_texts(tmp_path / "b", n=30, kind="tsv", seed=1)
+    task = prepared(tiny_cfg, tmp_path / "c", f"dataset.path={train}", f"dataset.test_path={test}")
+    assert task.size("test") == 30 and task.size("train") + task.size("val") == 90
+    test.write_text(test.read_text() + "cooking\tpasta\nsailing\tboats\n")
+    with pytest.raises(UserError, match=r"b/texts.tsv: label 'sailing' is not among the training"):
+        prepared(tiny_cfg, tmp_path / "c", f"dataset.path={train}", f"dataset.test_path={test}")
+
+
+def test_validation_is_a_stratified_fraction(tiny_cfg, tmp_path):
+    path = write_texts(tmp_path / "d", n=300)
+    task = prepared(tiny_cfg, tmp_path / "c", f"dataset.path={path}", "dataset.val_fraction=0.2")
+    assert task.size("val") == 60 and task.size("test") == 30 and task.size("train") == 210
+    assert torch.bincount(task.splits["val"]["label"]).tolist() == [20, 20, 20]
+
+
+def test_nb_weights_of_several_classes_are_the_largest_one_against_the_rest():
+    # Texts (distinct ids): {1} class 0, {1, 2} class 1, {3} class 2.
+    ids, label, length = (
+        torch.tensor([1, 1, 2, 3]),
+        torch.tensor([0, 1, 2]),
+        torch.tensor([1, 2, 1]),
+    )
+    r = nb_ratios(ids, label, length, vocab_size=4, alpha=1.0, classes=3)
+    one_vs_rest = torch.stack(
+        [nb_ratios(ids, (label == c).long(), length, 4, 1.0).double().abs() for c in range(3)]
+    )
+    torch.testing.assert_close(r, one_vs_rest.amax(0).float())
+    assert (r >= 0).all() and r[3] > r[0]  # id 3 marks a class; id 0 (no text has it) less so
+
+
+def _write(tmp_path: Path, name: str, content: str) -> Path:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+MISTAKES = [
+    (
+        "t.csv",
+        "text,stars\nhello,1\nbye,2\n",
+        [],
+        r"t.csv: no column 'label' \(its columns: "
+        r"text, stars\); set dataset.label_column=NAME",
+    ),
+    ("t.csv", "body,label\nhello,a\n", [], r"no column 'text' .*dataset.text_column=NAME"),
+    (
+        "t.csv",
+        "text,label\nhello,a\nbye,b,extra\n",
+        [],
+        r"t.csv: line 3: 3 fields where the "
+        r"header has 2; quote a text that holds a comma",
+    ),
+    ("t.csv", "text,label\nhello,a\n  ,b\n", [], r"t.csv: line 3, column 'text': empty text"),
+    ("t.tsv", "text\tlabel\nhello\ta\nbye\t\n", [], r"t.tsv: line 3, column 'label': empty label"),
+    (
+        "t.csv",
+        "text,label\nhello,a\nbye,a\n",
+        [],
+        r"t.csv: every text has the label 'a' "
+        r"\(column 'label'\); a classifier needs at least two classes",
+    ),
+    (
+        "t.jsonl",
+        '{"text": "hi", "label": "a"}\n{"text": "yo", "label": \n',
+        [],
+        r"t.jsonl: line 2: not JSON \(Expecting value at column 25\)",
+    ),
+    (
+        "t.jsonl",
+        '{"text": "hi", "label": "a"}\n["yo", "b"]\n',
+        [],
+        r"t.jsonl: line 2: expected "
+        r"a JSON object",
+    ),
+    (
+        "t.jsonl",
+        '{"text": "hi", "label": "a"}\n\n{"label": "b"}\n',
+        [],
+        r"t.jsonl: line 3: no "
+        r"column 'text' \(its columns: label\); set dataset.text_column=NAME",
+    ),
+    (
+        "t.jsonl",
+        '{"text": "hi", "label": "a"}\n{"text": null, "label": "b"}\n',
+        [],
+        r"t.jsonl: line 2, column 'text': expected a text, got None",
+    ),
+    ("t.csv", "text,label\n", [], r"t.csv: no rows of text and label in it"),
+    ("t.txt", "hello", [], r"t.txt: not a file dlrun reads texts from; give a .csv, .tsv"),
+    (
+        "t.csv",
+        b"text,label\nna\xefve,a\n",
+        [],
+        r"t.csv: line 2: not utf-8 text \(byte 13 is 0xef\); "
+        r"set dataset.encoding=NAME",
+    ),
+    (
+        "t.csv",
+        "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(6)),
+        ["dataset.val_fraction=0.05"],
+        r"6 texts split by dataset.val_fraction=0.05 and "
+        r"dataset.test_fraction=0.1 leave nothing left to validate or test on",
+    ),
+    (
+        "t.csv",
+        "text,label\n" + "".join(f"t{i},{'a' if i > 2 else 'b'}\n" for i in range(30)),
+        ["dataset.val_fraction=0.5", "dataset.test_fraction=0.35"],
+        r"leave no 'b' text left to train on",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "overrides", "message"), MISTAKES)
+def test_file_mistakes_are_one_line(tmp_path, capsys, name, content, overrides, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(SystemExit) as info:
+        stats.main(["task=text", f"dataset.path={path}", f"paths.cache_dir={tmp_path}", *overrides])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and re.search(message, err), err
+    assert err.count("\n") == 1 and err.startswith("dlrun-stats: error: ")
+
+
+def test_folder_mistakes_are_one_line(tmp_path):
+    root = tmp_path / "texts"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    with pytest.raises(UserError, match=r"texts: no .txt files in subfolders"):
+        read_labelled(root, "text", "label")
+    (root / "a" / "1.txt").write_text("hello")
+    (root / "b" / "2.txt").write_text("  \n")
+    with pytest.raises(UserError, match=r"b/2.txt: empty text; fill it or remove the file"):
+        read_labelled(root, "text", "label")
+
+
+def test_config_mistakes_are_listed_before_reading(tiny_cfg, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        validate(
+            tiny_cfg(
+                "task=text",
+                "dataset.val_fraction=0.5",
+                "dataset.test_fraction=0.45",
+                "dataset.encoding=klingon",
+            )
+        )
+    message = str(info.value)
+    assert "dataset.val_fraction + dataset.test_fraction = 0.95: leaves too little" in message
+    assert "dataset.encoding=klingon: unknown encoding" in message
+    with pytest.raises(ConfigError, match="dataset.test_fraction=0 with no dataset.test_path"):
+        validate(tiny_cfg("task=text", "dataset.test_fraction=0"))

@@ -1,4 +1,5 @@
-"""Word tokenizers, n-grams, frequency vocabularies and the aclImdb reader.
+"""Word tokenizers, n-grams, frequency vocabularies, the aclImdb reader and your own
+labelled texts (CSV, TSV, JSON Lines or class folders).
 
 A few dozen lines instead of torchtext (unmaintained; its last release does not
 import with current torch): ``basic_english`` follows torchtext's rules.
@@ -6,15 +7,19 @@ import with current torch): ``basic_english`` follows torchtext's rules.
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
+import json
 import re
+import sys
 import tarfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dlrun.errors import UserError, first_line
+from dlrun.errors import UserError, first_line, printable
 
 # torchtext's basic_english: lowercase, then these substitutions, then split on whitespace.
 _BASIC_ENGLISH = [
@@ -189,3 +194,157 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
         s: [(text, label, rating) for label, _, text, rating in sorted(rows)]
         for s, rows in found.items()
     }
+
+
+# -- your own labelled texts ------------------------------------------------------------------
+
+TEXT_FILES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json")
+
+
+def read_labelled(
+    path: Path, text_column: str, label_column: str, encoding: str = "utf-8"
+) -> list[tuple[str, str]]:
+    """(text, label) pairs from a CSV, TSV or JSON Lines file, or from a folder with one
+    subfolder of ``.txt`` files per class (the subfolder's name is the label).
+
+    Every mistake is one line naming the file, the line and the column (or key).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _read_class_folders(path, encoding)
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_FILES:
+        raise UserError(
+            f"{path}: not a file dlrun reads texts from; give a .csv, .tsv or .jsonl file, "
+            "or a folder with one subfolder of .txt files per class"
+        )
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({first_line(exc, 120)})") from None
+    text = decode_lines(raw, path, encoding)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        rows = _jsonl_rows(path, text, text_column, label_column)
+    else:
+        rows = _delimited_rows(
+            path, text, "," if suffix == ".csv" else "\t", text_column, label_column
+        )
+    if not rows:
+        raise UserError(f"{path}: no rows of text and label in it")
+    return rows
+
+
+def decode_lines(raw: bytes, path: Path, encoding: str) -> str:
+    """``decode`` whose one line also names the line of the first bad byte."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return decode(raw, f"{path}: line {line:,}", encoding, key="dataset.encoding")
+
+
+def _checked(path: Path, line: int, text: object, label: object, keys: tuple[str, str]):
+    """The row's text and label as strings; an empty one is one line naming where."""
+    for value, key, what in ((text, keys[0], "text"), (label, keys[1], "label")):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise UserError(
+                f"{path}: line {line}, column '{printable(key)}': expected a {what}, got "
+                f"{printable(repr(value), 40)}"
+            )
+        if not str(value).strip():
+            raise UserError(
+                f"{path}: line {line}, column '{printable(key)}': empty {what}; fill it or "
+                "remove the row"
+            )
+    return str(text), str(label).strip()
+
+
+def _missing_column(path: Path, name: str, key: str, found: list[str], where: str = "") -> str:
+    return (
+        f"{path}{where}: no column '{printable(name)}' (its columns: "
+        f"{', '.join(map(printable, found)) or 'none'}); set dataset.{key}=NAME"
+    )
+
+
+def _delimited_rows(path: Path, text: str, delimiter: str, text_column: str, label_column: str):
+    csv.field_size_limit(sys.maxsize)  # a review is often longer than csv's 128 KiB default
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise UserError(f"{path}: empty file; expected a header row, then rows") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: line 1: not a valid header row ({exc})") from None
+    columns = []
+    for name, key in ((text_column, "text_column"), (label_column, "label_column")):
+        if name not in header:
+            raise UserError(_missing_column(path, name, key, header))
+        columns.append(header.index(name))
+    rows, line = [], reader.line_num
+    while True:
+        start = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise UserError(f"{path}: line {start}: not valid CSV ({exc})") from None
+        line = reader.line_num
+        if not any(v.strip() for v in row):
+            continue  # a blank line
+        if len(row) != len(header):
+            sep = "tab" if delimiter == "\t" else "comma"
+            raise UserError(
+                f"{path}: line {start}: {len(row)} fields where the header has {len(header)}; "
+                f'quote a text that holds a {sep} ("...")'
+            )
+        rows.append(
+            _checked(path, start, row[columns[0]], row[columns[1]], (text_column, label_column))
+        )
+    return rows
+
+
+def _jsonl_rows(path: Path, text: str, text_column: str, label_column: str):
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{path}: line {number}: not JSON ({exc.msg} at column {exc.colno}); JSON "
+                "Lines hold one object per line"
+            ) from None
+        if not isinstance(obj, dict):
+            raise UserError(
+                f"{path}: line {number}: expected a JSON object like "
+                f'{{"{text_column}": "...", "{label_column}": "..."}}'
+            )
+        for name, key in ((text_column, "text_column"), (label_column, "label_column")):
+            if name not in obj:
+                raise UserError(_missing_column(path, name, key, list(obj), f": line {number}"))
+        rows.append(
+            _checked(path, number, obj[text_column], obj[label_column], (text_column, label_column))
+        )
+    return rows
+
+
+def _read_class_folders(root: Path, encoding: str) -> list[tuple[str, str]]:
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in sorted(folder.rglob("*.txt")):
+            try:
+                raw = file.read_bytes()
+            except OSError as exc:
+                raise UserError(f"{file}: cannot read it ({first_line(exc, 120)})") from None
+            text = decode(raw, file, encoding, key="dataset.encoding")
+            if not text.strip():
+                raise UserError(f"{file}: empty text; fill it or remove the file")
+            rows.append((text, folder.name))
+    if not rows:
+        raise UserError(
+            f"{root}: no .txt files in subfolders; give one subfolder of .txt files per "
+            "class (e.g. pos/, neg/), or a .csv, .tsv or .jsonl file"
+        )
+    return rows

@@ -16,7 +16,8 @@ from dlrun.registry import MODELS
 @dataclass(frozen=True)
 class BowMLPConfig(Named):
     hidden_size: int = spec(ge=1)
-    # 1: one logit with BCEWithLogits; 2: two logits with cross-entropy (seed 003, V.3).
+    # 1: one logit with BCEWithLogits for two classes (more classes: one logit each);
+    # 2: one logit per class with cross-entropy (seed 003, V.3: two for two classes).
     outputs: int = spec(ge=1, le=2)
     dropout: float = spec(ge=0, lt=1)  # on the hidden layer; the seed has none
     # Gradients of the first layer only for the rows a batch uses: several times
@@ -89,9 +90,10 @@ class BowMLP(nn.Module):
     end, and the offset where each example starts.
     """
 
-    kind = "bag_of_words"
+    kind = "text"
+    text_input = "bag"  # each text's distinct n-gram ids
 
-    def __init__(self, cfg: BowMLPConfig, vocab_size: int):
+    def __init__(self, cfg: BowMLPConfig, vocab_size: int, classes: int = 2):
         super().__init__()
         self.cfg = cfg
         self.first = nn.EmbeddingBag(
@@ -99,7 +101,8 @@ class BowMLP(nn.Module):
         )
         self.bias = nn.Parameter(torch.zeros(cfg.hidden_size))
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.hidden_size, cfg.outputs)
+        # One logit stands for two classes only; with more, there is one per class.
+        self.out = nn.Linear(cfg.hidden_size, 1 if cfg.outputs == 1 and classes == 2 else classes)
         # Initialise like the dense nn.Linear(vocab_size, hidden) it stands for.
         bound = 1 / vocab_size**0.5
         nn.init.uniform_(self.first.weight, -bound, bound)

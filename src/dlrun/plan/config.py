@@ -315,9 +315,9 @@ def migrate(data: dict) -> dict:
     0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
     now a section of its own, null when not chosen. Its Transformers counted source
     positions from the start (``model.src_positions`` came later). Runs before
-    cross-validation have no ``trainer.folds`` (nor ``trainer.checkpoint_every``);
-    KMNIST runs before fractions held out ``dataset.val_size`` images (now
-    ``val_fraction`` of its 60,000).
+    cross-validation have no ``trainer.folds`` (nor ``trainer.checkpoint_every``).
+    KMNIST held out ``dataset.val_size`` images (now ``val_fraction`` of its 60,000),
+    and imdb ``dataset.val_size`` reviews (now ``dataset.val_fraction`` of 25,000).
     """
     model = data.get("model")
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
@@ -332,6 +332,14 @@ def migrate(data: dict) -> dict:
         dataset = {k: v for k, v in dataset.items() if k != "val_size"}
         fraction = held / 60_000 if isinstance(held, int) and 0 < held < 60_000 else held
         data = {**data, "dataset": {**dataset, "val_fraction": fraction}}
+    dataset = data.get("dataset")
+    old_val = isinstance(dataset, dict) and dataset.get("name") == "imdb" and "val_size" in dataset
+    if old_val and isinstance(dataset["val_size"], int):
+        # imdb held out val_size reviews of the official 25,000 (now a fraction) and read
+        # bags only (max_tokens came with model=text_cnn).
+        rest = {k: v for k, v in dataset.items() if k != "val_size"}
+        fraction = min(max(dataset["val_size"] / 25_000, 1e-6), 0.999)
+        data = {**data, "dataset": {"val_fraction": fraction, "max_tokens": 400, **rest}}
     node = data.get("logger")
     if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
         chosen = {"tensorboard": {}} if node["name"] == "tensorboard" else {}

@@ -1,9 +1,10 @@
 """Tiny synthetic corpora in the layouts the file-reading tasks read.
 
-An aclImdb tree, KMNIST files, a parallel TSV, image folders and a CSV table,
-each learnable in a few steps. Each writer takes a folder, writes into it and
-returns what ``dataset.path`` should name (``dlrun.testing.TINY``: the tests' and
-CI's seconds-long runs). The tests also build damaged variants from them.
+An aclImdb tree, labelled texts (CSV, TSV, JSON Lines, class folders), KMNIST
+files, a parallel TSV, image folders and a CSV table, each learnable in a few
+steps. Each writer takes a folder, writes into it and returns what
+``dataset.path`` should name (``dlrun.testing.TINY``: the tests' and CI's
+seconds-long runs). The tests also build damaged variants from them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,55 @@ def write_aclimdb(root: Path, n_train: int = 200, n_test: int = 100, seed: int =
             rating = rng.randint(7, 10) if label else rng.randint(1, 4)
             (folder / f"{i}_{rating}.txt").write_text(review(label, rng))
     return root / "aclImdb"
+
+
+# Three topics of texts, each with its own cue words among shared filler words.
+TOPICS = {
+    "sports": ["goal", "match", "team", "coach", "league", "score"],
+    "cooking": ["recipe", "oven", "flour", "spices", "simmer", "dough"],
+    "tech news": ["software", "chip", "startup", "laptop", "update", "cloud"],
+}
+
+
+def topic_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` (text, label) pairs cycling through ``TOPICS``: filler words with three cues,
+    some punctuation, a comma and a quote (what a CSV writer must quote)."""
+    rng = random.Random(seed)
+    labels = list(TOPICS)
+    out = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.choices(FILLER, k=rng.randint(4, 12)) + rng.choices(TOPICS[label], k=3)
+        rng.shuffle(words)
+        out.append(
+            (" ".join(words).capitalize() + ', "really". ' + rng.choice(["Ok!", "Hm."]), label)
+        )
+    return out
+
+
+def write_texts(folder: Path, n: int = 240, kind: str = "csv", seed: int = 0) -> Path:
+    """Three topics of texts as ``folder``/texts.csv, .tsv or .jsonl (columns ``text``,
+    ``label``), or (kind ``folder``) ``folder``/texts/<label>/<i>.txt; returns the path."""
+    import csv
+    import json
+
+    rows = topic_texts(n, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "folder":
+        root = folder / "texts"
+        for i, (text, label) in enumerate(rows):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            (root / label / f"{i}.txt").write_text(text, encoding="utf-8")
+        return root
+    path = folder / f"texts.{kind}"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        if kind == "jsonl":
+            f.writelines(json.dumps({"text": t, "label": label}) + "\n" for t, label in rows)
+        else:
+            writer = csv.writer(f, delimiter="," if kind == "csv" else "\t")
+            writer.writerow(["label", "text"])
+            writer.writerows((label, t) for t, label in rows)
+    return path
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
