@@ -4,9 +4,12 @@
 label column and the features are the other columns (or ``dataset.features``).
 Numeric columns are standardized with the training split's statistics, text
 columns one-hot encoded with the training split's categories; both are saved
-for prediction (``tabular.json``). Missing values are an error naming the row
-and column, or imputed (``dataset.missing=mean``) or dropped (``drop``).
-``task.problem=regression`` predicts a number (MSE or Huber loss; RMSE, MAE, R²).
+for prediction (``tabular.json``). A text column of mostly distinct values is
+free text and refused (``task=text``), unless listed in ``dataset.categorical``.
+Missing values are an error naming the row and column, or imputed
+(``dataset.missing=mean``) or dropped (``drop``). ``task.problem=regression``
+predicts a number (MSE or Huber loss; RMSE, MAE, R²; samples by error, a
+predicted-against-true figure). ``dlrun-predict`` finds the features by header name.
 """
 
 from __future__ import annotations
