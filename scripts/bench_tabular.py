@@ -1,19 +1,26 @@
-"""Points like seed 004's: dlrun's task=tabular (its defaults) against scikit-learn's MLPClassifier.
+"""Small real tables: dlrun's task=tabular (its defaults) against scikit-learn on the same split.
 
-    python scripts/bench_tabular.py [--out DIR] [--append BENCHMARKS.md] [OVERRIDES...]
+    python scripts/bench_tabular.py [--out DIR] [--sets NAME ...] [--seeds 0 1 2]
+                                    [--append BENCHMARKS.md] [OVERRIDES...]
 
-Writes ``points.csv`` (labels, feature1, feature2: 1,200 points on five spiral
-arms in [-1, 1]², like the seed's data: std about 0.41 per feature), runs
-``dlrun task=tabular dataset.path=points.csv dataset.target=labels`` as a user
-would, then fits ``MLPClassifier`` (the same 2-64-64-5 ReLU shape, Adam) on the
-same train/validation/test split, standardized the same way. Prints one
-Markdown table of test accuracy and times; scikit-learn is a bench-only
-dependency (``pip install scikit-learn``).
+Writes each table as a CSV file (column ``target`` is the label or value):
+scikit-learn's bundled ``breast_cancer``, ``wine`` and ``digits``
+(classification) and ``diabetes`` (regression), and ``points`` (1,200 points
+on five spiral arms in [-1, 1]², like seed 004's). For each table and split
+seed it runs ``dlrun task=tabular dataset.path=FILE dataset.target=target``
+as a user would, then fits scikit-learn's ``MLPClassifier``/``MLPRegressor``
+(its default (100,) and (64, 64) hidden layers, ``StandardScaler`` first,
+``max_iter=2000``) and ``HistGradientBoostingClassifier``/``Regressor`` on the
+same training split (dlrun's own split; scikit-learn does not see the
+validation rows, which dlrun uses only to pick its best checkpoint). Prints
+one Markdown table: test accuracy (R² and RMSE for regression) and seconds,
+means over the seeds. scikit-learn is a bench-only dependency.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -21,12 +28,16 @@ import random
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+
+CLASSIFICATION = ("points", "breast_cancer", "wine", "digits")
+REGRESSION = ("diabetes",)
 
 
 def write_points(path: Path, n: int = 1200, classes: int = 5, seed: int = 0) -> None:
     rng = random.Random(seed)
-    lines = ["labels,feature1,feature2"]
+    lines = ["target,feature1,feature2"]
     for i in range(n):
         k = i % classes
         r = rng.random()
@@ -35,31 +46,46 @@ def write_points(path: Path, n: int = 1200, classes: int = 5, seed: int = 0) -> 
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_dlrun(points: Path, out: Path, overrides: list[str]) -> dict:
+def write_table(name: str, path: Path) -> None:
+    """``name``'s table as CSV: its feature columns, then ``target``."""
+    if name == "points":
+        return write_points(path)
+    import sklearn.datasets
+
+    bunch = getattr(sklearn.datasets, f"load_{name}")()
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow([*bunch.feature_names, "target"])
+        for x, y in zip(bunch.data, bunch.target):
+            out.writerow([*(f"{v:.6g}" for v in x), f"{y:.6g}"])
+
+
+def run_dlrun(path: Path, out: Path, args: list[str]) -> dict:
     exe = Path(sys.executable).with_name("dlrun")  # the dlrun of this Python's environment
-    cmd = [str(exe), "task=tabular", f"dataset.path={points}", "dataset.target=labels"]
-    cmd += ["device=cpu", f"paths.output_dir={out / 'outputs'}", *overrides]
+    cmd = [str(exe), "task=tabular", f"dataset.path={path}", "dataset.target=target", *args]
+    cmd += ["device=cpu", f"paths.output_dir={out / 'outputs'}"]
     start = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=out)
     wall = time.monotonic() - start
     if done.returncode:
         sys.exit(f"dlrun failed:\n{done.stderr[-2000:]}")
+    if "Warning" in done.stderr:
+        sys.exit(f"dlrun printed a warning:\n{done.stderr[-2000:]}")
     run_dir = Path(done.stdout.split("run dir: ")[1].splitlines()[0])
     summary = json.loads((run_dir / "summary.json").read_text())
+    test = summary["test"]
     return {
-        "accuracy": summary["test"]["test/accuracy"],
+        "score": test.get("test/accuracy", test.get("test/r2")),
+        "rmse": test.get("test/rmse"),
         "train_s": summary["train_time_s"],
         "wall_s": wall,
-        "command": " ".join(["dlrun", *cmd[1:4], *overrides]),
+        "best_step": summary["best"]["step"],
     }
 
 
-def run_sklearn(points: Path) -> dict:
-    import numpy as np
-
-    # The same split and standardization as dlrun's (the task's own code).
+def split(path: Path, args: list[str]) -> dict:
+    """dlrun's own train/test split of ``path``: standardized features, labels."""
     from hydra import compose, initialize_config_dir
-    from sklearn.neural_network import MLPClassifier
 
     from dlrun.plan.config import conf_dir, validate
     from dlrun.tasks.tabular import TabularTask
@@ -67,45 +93,94 @@ def run_sklearn(points: Path) -> dict:
     with initialize_config_dir(str(conf_dir()), version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=["task=tabular", f"dataset.path={points}", "dataset.target=labels"],
+            overrides=["task=tabular", f"dataset.path={path}", "dataset.target=target", *args],
         )
     task = TabularTask(validate(cfg))
-    task.prepare(points.parent)
-    x = {s: task.splits[s]["x"].numpy() for s in task.splits}
-    y = {s: task.splits[s]["label"].numpy() for s in task.splits}
-    clf = MLPClassifier(hidden_layer_sizes=(64, 64), random_state=0, max_iter=2000)
-    start = time.monotonic()
-    clf.fit(x["train"], y["train"])
-    fit = time.monotonic() - start
-    return {
-        "accuracy": float(np.mean(clf.predict(x["test"]) == y["test"])),
-        "train_s": fit,
-        "iterations": clf.n_iter_,
+    task.prepare(path.parent)
+    return {s: (task.splits[s]["x"].numpy(), task.splits[s]["label"].numpy()) for s in task.splits}
+
+
+def run_sklearn(data: dict, regression: bool) -> dict[str, dict]:
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    mlp = MLPRegressor if regression else MLPClassifier
+    hgb = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
+    models = {
+        "MLP (100,)": make_pipeline(StandardScaler(), mlp(max_iter=2000, random_state=0)),
+        "MLP (64, 64)": make_pipeline(
+            StandardScaler(), mlp(hidden_layer_sizes=(64, 64), max_iter=2000, random_state=0)
+        ),
+        "HistGradientBoosting": hgb(random_state=0),
     }
+    (x, y), (xt, yt) = data["train"], data["test"]
+    out = {}
+    for name, model in models.items():
+        start = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a ConvergenceWarning at max_iter
+            model.fit(x, y)
+        fit = time.monotonic() - start
+        pred = model.predict(xt)
+        if regression:
+            rmse = float(np.sqrt(np.mean((pred - yt) ** 2)))
+            score = 1 - float(np.sum((pred - yt) ** 2) / np.sum((yt - yt.mean()) ** 2))
+        else:
+            rmse, score = None, float(np.mean(pred == yt))
+        out[name] = {"score": score, "rmse": rmse, "train_s": fit, "wall_s": None}
+    return out
+
+
+def mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_tabular"))
+    parser.add_argument("--sets", nargs="+", default=[*CLASSIFICATION, *REGRESSION])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="dataset.seed values")
     parser.add_argument("--append", type=Path, help="append the table to this Markdown file")
     parser.add_argument("overrides", nargs="*", help="more dlrun overrides")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    points = (args.out / "points.csv").resolve()
-    write_points(points)
-    env_cache = os.environ.setdefault("DLRUN_CACHE_DIR", str((args.out / "cache").resolve()))
-    ours = run_dlrun(points, args.out.resolve(), args.overrides)
-    theirs = run_sklearn(points)
+    out = args.out.resolve()
+    os.environ.setdefault("DLRUN_CACHE_DIR", str(out / "cache"))
     lines = [
-        f"Points like seed 004's (1,200 rows, five spiral arms), cache {env_cache}:",
+        f"Test accuracy (R² and RMSE for diabetes), mean over dataset.seed in {args.seeds}; "
+        "seconds: training (dlrun: command to exit in brackets).",
         "",
-        "| tool | test accuracy | training s | command-to-exit s |",
-        "|---|---|---|---|",
-        f"| dlrun (`{ours['command']}`) | {ours['accuracy']:.4f} | {ours['train_s']:.1f} "
-        f"| {ours['wall_s']:.1f} |",
-        f"| scikit-learn MLPClassifier((64, 64)), {theirs['iterations']} iterations "
-        f"| {theirs['accuracy']:.4f} | {theirs['train_s']:.1f} | |",
+        "| table (rows) | tool | test accuracy / R² | RMSE | training s (wall) |",
+        "|---|---|---|---|---|",
     ]
+    for name in args.sets:
+        path = out / f"{name}.csv"
+        write_table(name, path)
+        rows = sum(1 for _ in path.open()) - 1
+        regression = name in REGRESSION
+        extra = ["task.problem=regression"] if regression else []
+        results: dict[str, list[dict]] = {}
+        for seed in args.seeds:
+            seeded = [*extra, f"dataset.seed={seed}"]
+            results.setdefault("dlrun", []).append(run_dlrun(path, out, [*seeded, *args.overrides]))
+            for tool, r in run_sklearn(split(path, seeded), regression).items():
+                results.setdefault(tool, []).append(r)
+        for tool, rs in results.items():
+            score, rmse = mean([r["score"] for r in rs]), mean([r["rmse"] for r in rs])
+            train, wall = mean([r["train_s"] for r in rs]), mean([r["wall_s"] for r in rs])
+            label = f"dlrun {' '.join(args.overrides)}".strip() if tool == "dlrun" else tool
+            lines.append(
+                f"| {name} ({rows}) | {label} | {score:.4f} | "
+                + (f"{rmse:.2f}" if rmse is not None else "")
+                + f" | {train:.1f}"
+                + (f" ({wall:.1f})" if wall is not None else "")
+                + " |"
+            )
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.append:

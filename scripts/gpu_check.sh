@@ -175,7 +175,7 @@ predict() {
         [[ $(wc -l <"$logs/predict_dates_$where.txt") -eq 3 ]] &&
         dlrun-predict --device "$where" "$runs/imdb" "A wonderful, moving film." "Dull and awful." \
         | tee "$logs/predict_imdb_$where.txt" &&
-        [[ $(grep -cE $'^(positive|negative)\t[0-9.]+$' "$logs/predict_imdb_$where.txt") -eq 2 ]]
+        [[ $(grep -cE $'\t(positive|negative)\t[0-9.]+$' "$logs/predict_imdb_$where.txt") -eq 2 ]]
 }
 check predict_cpu predict cpu
 if ((cuda_checks)); then

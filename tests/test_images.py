@@ -231,7 +231,8 @@ def test_predict_one_and_several_files(trained, tmp_path, cache_dir, capsys):
     truth = ["vertical", "horizontal", "horizontal", "vertical", "horizontal", "vertical"]
     capsys.readouterr()  # what making the run printed
     predict.main([str(run_dir), str(files[0])])
-    label, p = capsys.readouterr().out.strip().split("\t")
+    name, label, p = capsys.readouterr().out.strip().split("\t")
+    assert name == str(files[0])
     assert label in ("horizontal", "vertical") and 0.5 <= float(p) <= 1
     done = run_cli(
         ["dlrun-predict", str(run_dir)],

@@ -125,7 +125,9 @@ def test_plugin_task_composes_validates_and_trains_through_its_entry_point(
     predicted = run_cli(["dlrun-predict", str(run_dir), *points], tmp_path, cache_dir, env=env)
     assert predicted.returncode == 0, predicted.stderr
     lines = predicted.stdout.splitlines()
-    assert len(lines) == 3 and all(re.fullmatch(r"arm[012]\t[01]\.\d{4}", x) for x in lines)
+    assert len(lines) == 3 and all(
+        re.fullmatch(rf"{re.escape(p)}\tarm[012]\t[01]\.\d{{4}}", x) for p, x in zip(points, lines)
+    )
     # The plugin uninstalled: its run directory is refused in one line, no code runs.
     gone = run_cli(["dlrun-predict", str(run_dir), *points], tmp_path, cache_dir)
     assert gone.returncode == 2 and "unknown task 'spirals'" in gone.stderr

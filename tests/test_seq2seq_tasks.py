@@ -86,7 +86,9 @@ def test_algebra_predict_round_trip(tiny_cfg, tmp_path, place_value_dir, capsys)
     lines = (tmp_path / "samples.txt").read_text().splitlines()[2:]
     sources = [line.split("\t")[1] for line in lines]
     predict_main([str(tmp_path), *sources])
-    assert capsys.readouterr().out.splitlines() == [line.split("\t")[3] for line in lines]
+    predicted = [line.split("\t")[3] for line in lines]
+    expected = [f"{source}\t{p}" for source, p in zip(sources, predicted)]
+    assert capsys.readouterr().out.splitlines() == expected
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

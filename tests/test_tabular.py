@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 
 import matplotlib.image
@@ -106,8 +107,20 @@ def test_regression_learns_and_predicts(tiny_cfg, tmp_path):
         "trainer.max_steps=400",
         "trainer.eval_every=100",
     )
-    result = run(cfg, tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's included: a run prints none
+        result = run(cfg, tmp_path / "run")
     assert result["test/r2"] > 0.95 and result["test/rmse"] < 3
+    # Errors, largest first, not a count of "wrong" numbers; predicted against true.
+    lines = (tmp_path / "run" / "samples.txt").read_text().splitlines()
+    assert lines[0].startswith("# 5 test examples, largest errors first")
+    assert lines[1] == "error\tsource\ttarget\tprediction"
+    errors = [float(line.split("\t")[0]) for line in lines[2:]]
+    assert errors == sorted(errors, key=abs, reverse=True)
+    for line in lines[2:]:
+        error, _, target, prediction = line.split("\t")
+        assert float(error) == pytest.approx(float(prediction) - float(target), abs=1e-3)
+    assert matplotlib.image.imread(tmp_path / "run" / "predicted_vs_true_test.png").shape[0] > 100
     save_run_config(cfg, tmp_path / "run")
     task, model = load_run(tmp_path / "run")
     (red, blue) = [float(v) for v in task.predict(model, ["4,red", "4,blue"], 8)]
@@ -124,7 +137,10 @@ def test_classification_run_pictures_and_predict(tiny_cfg, corpora, tmp_path):
     assert state["classes"] == ["0", "1", "2"]
     assert set(state["encoder"]["numeric"]) == {"feature1", "feature2"}
     task, model = load_run(tmp_path)
-    rows = task.predict(model, ["feature1,feature2", "-1,-1", "1,-1", "0,1"], 8)
+    # A typed header names the columns: any order, extra columns ignored.
+    inputs = task.inputs_from_lines(["labels,feature2,feature1", "", "9,-1,-1", "9,-1,1", "9,1,0"])
+    assert inputs == ["-1,-1", "1,-1", "0,1"]
+    rows = task.predict(model, inputs, 8)
     assert [r.split("\t")[0] for r in rows] == ["0", "1", "2"]
     assert all(0.5 < float(r.split("\t")[1]) <= 1 for r in rows)
     with pytest.raises(UserError, match=r"input 1: 1 values, expected 2 \(feature1, feature2\)"):
@@ -181,3 +197,58 @@ def test_classification_report_covers_every_test_split(tiny_cfg, corpora, tmp_pa
     assert sum(map(sum, per_class["test"]["confusion"])) == task.size("test")
     for split in per_class:
         assert matplotlib.image.imread(tmp_path / f"confusion_{split}.png").shape[0] > 100
+
+
+def _texts(n: int, distinct: bool) -> str:
+    rng = random.Random(0)
+    words = ["good", "bad", "fine", "odd", "new", "old", "red", "big"]
+    lines = ["size,note,label"]
+    for i in range(n):
+        note = " ".join(rng.choice(words) for _ in range(6)) if distinct else rng.choice(words)
+        lines.append(f"{i % 7},{note},{'ab'[i % 2]}")
+    return "\n".join(lines) + "\n"
+
+
+def test_free_text_column_is_refused_unless_listed(tiny_cfg, tmp_path):
+    """A column of mostly distinct texts is not one-hot encoded silently (issue 24)."""
+    path = table(tmp_path, "notes.csv", _texts(200, distinct=True))
+    with pytest.raises(UserError) as info:
+        _task(tiny_cfg, path, "dataset.target=label")
+    message = str(info.value)
+    assert "\n" not in message and "column 'note'" in message and "look like free text" in message
+    assert (
+        "task=text dataset.text_column=note" in message and "dataset.categorical=[note]" in message
+    )
+    listed = _task(tiny_cfg, path, "dataset.target=label", "dataset.categorical=[note]")
+    assert len(listed.encoder.categories["note"]) > 100 and "size" in listed.encoder.numeric
+    # Few distinct words are categories; a numeric-looking column listed becomes one-hot.
+    words = table(tmp_path, "words.csv", _texts(200, distinct=False))
+    coded = _task(tiny_cfg, words, "dataset.target=label", "dataset.categorical=[size]")
+    assert coded.encoder.categories == {
+        "size": [str(i) for i in range(7)],
+        "note": sorted(["good", "bad", "fine", "odd", "new", "old", "red", "big"]),
+    }
+    with pytest.raises(UserError, match=r"dataset.categorical: 'colour' is not a feature column"):
+        _task(tiny_cfg, words, "dataset.target=label", "dataset.categorical=[colour]")
+
+
+def test_early_stopping_is_on_by_default(tiny_cfg, corpora, tmp_path):
+    """task=tabular's own epochs and patience: it stops once val/loss stops improving,
+    long before its epoch limit, and tests the best checkpoint."""
+    path = table(tmp_path, "r.csv", _rows(300))  # noisy: val/loss levels off
+    cfg = tiny_cfg(
+        "task=tabular",
+        f"dataset.path={path}",
+        "dataset.target=price",
+        "task.problem=regression",
+        "trainer.max_steps=null",
+        "trainer.eval_every=null",
+    )
+    data = validate(cfg)
+    assert data.trainer.patience and data.task.monitor == "val/loss"
+    result = run(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "early_stopping"
+    assert summary["epochs"] < data.trainer.max_epochs
+    assert summary["best"]["step"] < summary["steps"]
+    assert result["test/r2"] > 0.95

@@ -1,17 +1,80 @@
-"""dlrun-predict RUN_DIR [TEXT ...]: answer new inputs with a trained run's best checkpoint.
+"""dlrun-predict RUN_DIR [INPUT ... | FILE]: answer new inputs with a trained run's best checkpoint.
 
-With no TEXT it reads one input per line from stdin and writes one prediction
-per line, in batches. The task and model are rebuilt from the config saved in
-the run's checkpoint and its vocabularies, read as data; inputs are normalized
-exactly as in training.
+With no INPUT it reads one input per line from stdin. One INPUT that is an
+existing .csv, .tsv or .jsonl file is read as a table: the task takes its
+inputs from the columns it needs, by header name (``inputs_from_table``).
+Every task prints one line per input, ``input<TAB>prediction`` and
+``<TAB>probability`` where there is one; ``--out FILE.csv`` writes the same as
+CSV (a file's rows with the prediction columns added). The task and model are
+rebuilt from the config saved in the run's checkpoint and its vocabularies,
+read as data; inputs are normalized exactly as in training.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sys
 from pathlib import Path
 
 from dlrun.errors import OneLineParser, UserError, first_line, one_line_errors, printable
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+OUTPUT_COLUMNS = ("prediction", "probability")  # the fields of a task's prediction, in order
+
+
+def read_input_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """A .csv/.tsv (header row) or .jsonl (one object per line) file as header and rows
+    of strings; a JSON value that is not a string is written as JSON (null: empty)."""
+    if path.suffix.lower() != ".jsonl":
+        from dlrun.data.table import read_table
+
+        table = read_table(path)
+        return table.header, table.rows
+    header: dict[str, None] = {}
+    records = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not readable as UTF-8 text ({first_line(exc, 80)})") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}, line {n}: expected a JSON object, one per line")
+        header.update(dict.fromkeys(record))
+        records.append(record)
+    if not records:
+        raise UserError(f"{path}: no JSON objects, one per line, in the file")
+
+    def field(value) -> str:
+        return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+    return list(header), [[field(r.get(k)) for k in header] for r in records]
+
+
+def write_predictions(path: Path, header: list[str], rows: list[list[str]], predictions) -> None:
+    """``rows`` (under ``header``) with each prediction's fields added as the columns
+    ``prediction`` and ``probability`` (those it has), replacing columns of those names."""
+    from dlrun.rundir.write import write_text_atomic
+
+    fields = [p.split("\t") for p in predictions]
+    added = list(OUTPUT_COLUMNS[: max([1, *map(len, fields)])])
+    keep = [i for i, h in enumerate(header) if h not in added]
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    out.writerow([header[i] for i in keep] + added)
+    for row, f in zip(rows, fields, strict=True):
+        out.writerow([row[i] for i in keep] + f)
+    try:
+        write_text_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot write it ({first_line(exc, 80)})") from None
 
 
 def load_run(run_dir: Path, device: str = "cpu"):
@@ -50,23 +113,48 @@ def load_run(run_dir: Path, device: str = "cpu"):
 def main(argv: list[str] | None = None) -> None:
     parser = OneLineParser(prog="dlrun-predict", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory written by dlrun")
-    parser.add_argument("inputs", nargs="*", help="inputs; none: read one per line from stdin")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        help="inputs, or one .csv/.tsv/.jsonl file of them; none: read one per line from stdin",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     parser.add_argument("--batch-size", type=int, default=1024, help="inputs per batch (>= 1)")
+    parser.add_argument(
+        "--out", type=Path, help="also write the inputs and predictions to this CSV file"
+    )
     args = parser.parse_intermixed_args(argv)  # options may follow the inputs
     with one_line_errors("dlrun-predict"):
         if args.batch_size < 1:
             raise UserError(f"--batch-size {args.batch_size}: must be >= 1")
+        if args.out is not None and args.out.suffix.lower() != ".csv":
+            raise UserError(f"--out {args.out}: name a .csv file, e.g. --out predictions.csv")
         import torch
 
         from dlrun.engine.device import pick
 
         task, model = load_run(args.run_dir, pick(args.device))
-        inputs = args.inputs or [line.rstrip("\n") for line in sys.stdin]
+        table = None
+        if len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in TABLE_SUFFIXES:
+            path = Path(args.inputs[0]).expanduser()
+            if not path.is_file():
+                raise UserError(f"{printable(args.inputs[0])}: no such file")
+            table = read_input_table(path)
+            inputs = task.inputs_from_table(*table, str(path))
+        else:
+            lines = args.inputs or [line.rstrip("\r\n") for line in sys.stdin]
+            inputs = task.inputs_from_lines(lines)
         with torch.inference_mode():  # one call: the task batches, and sees every input
-            for prediction in task.predict(model, inputs, args.batch_size):
-                # Fields stay TAB-separated; control characters inside a field are escaped.
-                print("\t".join(printable(f, 10_000) for f in prediction.split("\t")))
+            predictions = task.predict(model, inputs, args.batch_size)
+        if len(predictions) != len(inputs):  # a task's bug, not the user's
+            raise RuntimeError(f"{len(inputs)} inputs gave {len(predictions)} predictions")
+        for given, prediction in zip(inputs, predictions):
+            # Fields stay TAB-separated; control characters inside a field are escaped.
+            fields = [given, *prediction.split("\t")]
+            print("\t".join(printable(f, 10_000) for f in fields))
+        if args.out is not None:
+            header, rows = table or (["input"], [[i] for i in inputs])
+            write_predictions(args.out, header, rows, predictions)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dlrun.errors import UserError, printable
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
 DELIMITERS = ",\t;|"
+FREE_TEXT_DISTINCT = 20  # a text column with more distinct values may be free text
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -105,19 +106,41 @@ class Encoder:
     impute: bool = False  # missing values: the training mean / no category
 
     @classmethod
-    def fit(cls, rows: list[list[str]], features: list[str], impute: bool) -> Encoder:
-        """From the training rows, whose values are the ``features`` in that order."""
+    def fit(
+        cls,
+        rows: list[list[str]],
+        features: list[str],
+        impute: bool,
+        categorical: list[str] | tuple[str, ...] = (),
+        source: str = "the table",
+    ) -> Encoder:
+        """From the training rows, whose values are the ``features`` in that order.
+
+        A column is numeric when every present value is a number, else one-hot. A text
+        column whose values are mostly distinct is free text, not categories: it is
+        refused (naming ``source``) unless listed in ``categorical``, which also makes
+        a numeric-looking column (codes, ids) one-hot.
+        """
         enc = cls(features, impute=impute)
         for i, name in enumerate(features):
             values = [r[i] for r in rows]
             present = [v for v in values if not is_missing(v)]
             numbers = [number(v) for v in present]
-            if present and all(x is not None for x in numbers):
+            if name not in categorical and present and all(x is not None for x in numbers):
                 mean = sum(numbers) / len(numbers)
                 std = math.sqrt(sum((x - mean) ** 2 for x in numbers) / len(numbers)) or 1.0
                 enc.numeric[name] = (mean, std)
-            else:
-                enc.categories[name] = sorted(set(present))
+                continue
+            distinct = sorted(set(present))
+            if name not in categorical and is_free_text(len(distinct), len(present)):
+                raise UserError(
+                    f"{source}, column '{printable(name)}': {len(distinct):,} distinct texts in "
+                    f"{len(present):,} training rows look like free text, not categories; "
+                    f"classify texts with task=text dataset.text_column={printable(name)}, "
+                    f"leave the column out with dataset.features=[...], or one-hot encode it "
+                    f"anyway with dataset.categorical=[{printable(name)}]"
+                )
+            enc.categories[name] = distinct
         return enc
 
     @property
@@ -155,6 +178,12 @@ class Encoder:
         return out
 
 
+def is_free_text(distinct: int, present: int) -> bool:
+    """More than FREE_TEXT_DISTINCT distinct values, and more than half of the rows distinct:
+    one-hot categories that would rarely recur, so they could not generalize."""
+    return distinct > FREE_TEXT_DISTINCT and distinct > present / 2
+
+
 def missing_message(where: str, column: str) -> str:
     return (
         f"{where}, column '{printable(column)}': missing value; fill it in, or set "
@@ -174,9 +203,22 @@ def split_rows(table: Table, d: Any) -> dict[str, list[tuple[list[str], str]]]:
     return {k: out[k] for k in ("train", "val", "test") if k != "test" or n_test}
 
 
-def row_fields(row: str) -> list[str]:
-    delimiter = "\t" if "\t" in row else ","
-    return [v.strip() for v in next(csv.reader([row], delimiter=delimiter))]
+def row_fields(row: str, width: int | None = None) -> list[str]:
+    """One typed row's values: TAB-separated when it has a TAB (and, given the ``width``
+    expected, that gives as many values), else comma-separated (CSV quoting)."""
+    parsed = [v.strip() for v in next(csv.reader([row], delimiter=","))]
+    if "\t" in row:
+        tabbed = [v.strip() for v in next(csv.reader([row], delimiter="\t"))]
+        if width is None or len(tabbed) == width or len(parsed) != width:
+            return tabbed
+    return parsed
+
+
+def row_text(values: list[str]) -> str:
+    """``values`` as one comma-separated row that ``row_fields`` reads back."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
 
 
 def target_number(value: str, where: str, column: str) -> float:

@@ -214,16 +214,37 @@ def plot_table(names: list[str], values, labels, classes: tuple[str, ...], out: 
     if len(names) >= 2:
         ax = flat[len(names)]
         both = np.isfinite(values[:, 0]) & np.isfinite(values[:, 1])
-        colour = None if labels is None else np.asarray(labels)[both]
-        points = ax.scatter(
-            values[both, 0], values[both, 1], c=colour, s=8, cmap="tab10", vmin=0, vmax=9
-        )
+        # A colour map only with colours: matplotlib warns about a map it would ignore.
+        colour = {} if labels is None else {"c": np.asarray(labels)[both], "cmap": "tab10"}
+        if colour:
+            colour.update(vmin=0, vmax=9)
+        points = ax.scatter(values[both, 0], values[both, 1], s=8, **colour)
         if labels is not None and classes:
             handles = points.legend_elements()[0]
             ax.legend(handles, classes[: len(handles)], fontsize=7, title="label")
         ax.set(xlabel=names[0], ylabel=names[1], title=f"{names[1]} vs {names[0]}")
     for ax in flat[panels:]:
         ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+def plot_predicted_vs_true(
+    true, predicted, name: str, out: Path, title: str, max_points: int = 5000
+) -> None:
+    """A regression's predictions against the true values (one point per row, at most
+    ``max_points``), with the diagonal where they would be equal."""
+    import numpy as np
+
+    true, predicted = np.asarray(true, dtype=float)[:max_points], np.asarray(predicted)[:max_points]
+    lo = float(min(true.min(), predicted.min()))
+    hi = float(max(true.max(), predicted.max()))
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, label="predicted = true")
+    ax.scatter(true, predicted, s=10, alpha=0.7, color="C0")
+    ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)

@@ -39,16 +39,25 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def samples_text(rows: list[dict]) -> str:
-    """samples.txt: test examples with their target and prediction, wrong ones first."""
-    wrong = sum(not r["correct"] for r in rows)
-    lines = [
-        f"# {len(rows)} test examples, {wrong} wrong, wrong ones first",
-        "ok\tsource\ttarget\tprediction",
-    ]
-    lines += [
-        f"{'✓' if r['correct'] else '✗'}\t{r['source']}\t{r['target']}\t{r['prediction']}"
-        for r in rows
-    ]
+    """samples.txt: test examples with their target and prediction, wrong ones first.
+
+    Rows with an ``error`` (a regression's prediction minus target) instead of
+    ``correct`` are listed by that error, largest first: a number is not right or wrong.
+    """
+    if rows and "error" in rows[0]:
+        lines = [
+            f"# {len(rows)} test examples, largest errors first (error = prediction - target)",
+            "error\tsource\ttarget\tprediction",
+        ]
+        mark = [r["error"] for r in rows]
+    else:
+        wrong = sum(not r["correct"] for r in rows)
+        lines = [
+            f"# {len(rows)} test examples, {wrong} wrong, wrong ones first",
+            "ok\tsource\ttarget\tprediction",
+        ]
+        mark = ["✓" if r["correct"] else "✗" for r in rows]
+    lines += [f"{m}\t{r['source']}\t{r['target']}\t{r['prediction']}" for m, r in zip(mark, rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -239,9 +239,37 @@ class TaskOutputs:
     def load(self, run: RunDir) -> None:
         """Read what ``save`` wrote, for prediction without the data."""
 
+    cfg: RunConfig
+
     def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:
-        """Up to ``n`` examples with source, target and prediction, wrong ones first."""
+        """Up to ``n`` examples with source, target and prediction, wrong ones first (or,
+        for numbers, with ``error`` instead of ``correct``, largest first)."""
         return []
+
+    def inputs_from_lines(self, lines: list[str]) -> list[str]:
+        """``dlrun-predict``'s inputs from its arguments or stdin lines: the non-blank ones."""
+        return [line for line in lines if line.strip()]
+
+    def inputs_from_table(self, header: list[str], rows: list[list[str]], source: str) -> list[str]:
+        """One input per row of a table file (``source``) for ``predict``: the column named
+        by the run's ``dataset.text_column`` where its dataset has that key, else the
+        file's only column."""
+        key = getattr(self.cfg.dataset, "text_column", None)
+        if key is not None:
+            if key not in header:
+                raise UserError(
+                    f"{source}: no column '{printable(key)}' (this run's dataset.text_column); "
+                    f"its columns are {', '.join(map(printable, header))}"
+                )
+            column = header.index(key)
+        elif len(header) == 1:
+            column = 0
+        else:
+            raise UserError(
+                f"{source}: {len(header)} columns ({', '.join(map(printable, header))}); this "
+                "run reads one input per row: give a file with a single column of inputs"
+            )
+        return [row[column] for row in rows]
 
     def report(self, model: nn.Module, run: RunDir) -> None:
         """Task-specific figures and tables of the trained model, written into ``run``."""

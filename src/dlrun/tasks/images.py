@@ -313,12 +313,3 @@ class ImagesTask(ClassificationTask):
                     f"{printable(name)}: not a readable image ({why_unreadable(exc)})"
                 ) from None
         return {"image": torch.from_numpy(images)}
-
-    def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
-        """``label<TAB>probability`` for one file; ``PATH<TAB>label<TAB>probability`` each
-        for several (blank inputs, such as a trailing empty line, are ignored)."""
-        inputs = [i for i in inputs if i.strip()]
-        rows = super().predict(model, inputs, batch_size)
-        if len(inputs) == 1:
-            return rows
-        return [f"{name}\t{row}" for name, row in zip(inputs, rows, strict=True)]

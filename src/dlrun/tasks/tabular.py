@@ -4,9 +4,12 @@
 label column and the features are the other columns (or ``dataset.features``).
 Numeric columns are standardized with the training split's statistics, text
 columns one-hot encoded with the training split's categories; both are saved
-for prediction (``tabular.json``). Missing values are an error naming the row
-and column, or imputed (``dataset.missing=mean``) or dropped (``drop``).
-``task.problem=regression`` predicts a number (MSE or Huber loss; RMSE, MAE, R²).
+for prediction (``tabular.json``). A text column of mostly distinct values is
+free text and refused (``task=text``), unless listed in ``dataset.categorical``.
+Missing values are an error naming the row and column, or imputed
+(``dataset.missing=mean``) or dropped (``drop``). ``task.problem=regression``
+predicts a number (MSE or Huber loss; RMSE, MAE, R²; samples by error, a
+predicted-against-true figure). ``dlrun-predict`` finds the features by header name.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dlrun.data.table import (
     number,
     read_table,
     row_fields,
+    row_text,
     sorted_labels,
     split_rows,
     summary,
@@ -53,6 +57,7 @@ class TabularDataConfig(Named):
     test_path: str | None = spec()  # a separate test table with the same columns
     target: str | None = spec()  # the label (or value) column
     features: list[str] | None = spec()  # null: every other column
+    categorical: list[str] = spec()  # feature columns one-hot encoded whatever their values
     delimiter: str | None = spec()  # null: detected (comma, tab, semicolon, pipe)
     missing: str = spec(choices=["error", "mean", "drop"])
     encoding: str = spec()
@@ -119,6 +124,12 @@ class TabularTask(ClassificationTask):
             table.column(name)
         if d.target in features:
             raise UserError(f"dataset.features: the target '{d.target}' is also a feature")
+        for name in d.categorical:
+            if name not in features:
+                raise UserError(
+                    f"dataset.categorical: '{printable(name)}' is not a feature column; "
+                    f"the features are {', '.join(map(printable, features))}"
+                )
         splits = split_rows(table, d)
         if d.test_path is not None:
             test = read_table(Path(d.test_path).expanduser(), d.delimiter, d.encoding)
@@ -139,7 +150,9 @@ class TabularTask(ClassificationTask):
                 )
         index = [table.header.index(f) for f in features]
         train_rows = [[r[i] for i in index] for r, _ in splits["train"]]
-        self.encoder = Encoder.fit(train_rows, features, d.missing == "mean")
+        self.encoder = Encoder.fit(
+            train_rows, features, d.missing == "mean", d.categorical, str(table.path)
+        )
         labels = {s: [r[target] for r, _ in rows] for s, rows in splits.items()}
         where = {s: [w for _, w in rows] for s, rows in splits.items()}
         for s in splits:
@@ -283,12 +296,10 @@ class TabularTask(ClassificationTask):
             return []
         pred = self._values(model, self.splits[split]["x"]).cpu()
         target = self.splits[split]["label"].cpu()
-        tolerance = 0.1 * self.target_stats[1]
         order = torch.argsort((pred - target).abs(), descending=True)[:n].tolist()
         return [
             {
-                # Within a tenth of the target's standard deviation counts as right.
-                "correct": abs(float(pred[i] - target[i])) <= tolerance,
+                "error": f"{float(pred[i] - target[i]):+.6g}",
                 "source": self.describe(split, i),
                 "target": f"{float(target[i]):.6g}",
                 "prediction": f"{float(pred[i]):.6g}",
@@ -297,9 +308,22 @@ class TabularTask(ClassificationTask):
         ]
 
     def report(self, model: nn.Module, run: RunDir) -> None:
-        from dlrun.engine.plots import plot_decision_boundary, plot_table
+        from dlrun.engine.plots import (
+            plot_decision_boundary,
+            plot_predicted_vs_true,
+            plot_table,
+        )
 
-        if not self.regression:
+        if self.regression:
+            for split in self.test_splits:
+                plot_predicted_vs_true(
+                    self.splits[split]["label"].cpu(),
+                    self._values(model, self.splits[split]["x"]).cpu(),
+                    self.cfg.dataset.target,
+                    run.file(f"predicted_vs_true_{split}.png"),
+                    f"{split}: predicted against true {self.cfg.dataset.target}",
+                )
+        else:
             super().report(model, run)
         numeric = [f for f in self.encoder.features if f in self.encoder.numeric]
         index = [self.encoder.features.index(f) for f in numeric]
@@ -335,14 +359,43 @@ class TabularTask(ClassificationTask):
             )
 
     # -- prediction ------------------------------------------------------------------------
-    def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
+    def inputs_from_lines(self, lines: list[str]) -> list[str]:
+        """Typed rows; a first row naming every feature is a header (any order, more
+        columns allowed), and the rows under it are matched to it by name."""
+        lines = super().inputs_from_lines(lines)
+        header = row_fields(lines[0]) if lines else []
+        if set(self.encoder.features) <= set(header):
+            rows = [row_fields(line, len(header)) for line in lines[1:]]
+            return self.inputs_from_table(header, rows, "stdin")
+        return lines
+
+    def inputs_from_table(self, header: list[str], rows: list[list[str]], source: str) -> list[str]:
+        """Each row's features, found by column name in any order; other columns (the
+        target among them) are ignored."""
         features = self.encoder.features
-        rows = [r for r in inputs if r.strip()]
-        if rows and row_fields(rows[0]) == features:
-            rows = rows[1:]  # a header line naming the columns
+        missing = [f for f in features if f not in header]
+        if missing:
+            target = self.cfg.dataset.target
+            raise UserError(
+                f"{source}: no column {', '.join(repr(printable(f)) for f in missing)}; this "
+                f"run's model reads {', '.join(map(printable, features))} (by header name, "
+                f"in any order; '{printable(target)}' and other columns are ignored)"
+            )
+        index = [header.index(f) for f in features]
+        for n, row in enumerate(rows, 1):
+            if len(row) != len(header):
+                raise UserError(
+                    f"{source}, row {n}: {len(row)} values, the header has {len(header)}"
+                )
+        return [row_text([row[i] for i in index]) for row in rows]
+
+    def predict(self, model: nn.Module, inputs: list[str], batch_size: int) -> list[str]:
+        """``label<TAB>probability`` (classification) or the value (regression) per input,
+        a row of the features' values in the run's order (``inputs_from_table``)."""
+        features = self.encoder.features
         parsed = []
-        for i, row in enumerate(rows, 1):
-            values = row_fields(row)
+        for i, row in enumerate(inputs, 1):
+            values = row_fields(row, len(features))
             if len(values) != len(features):
                 raise UserError(
                     f"input {i}: {len(values)} values, expected {len(features)} "
