@@ -105,6 +105,7 @@ def test_srun_two_tasks_train_one_run_like_one_process(slurm, tmp_path, cache_di
 
 
 @pytest.mark.cluster
+@pytest.mark.slow  # CI runs the slow tests when its time allows
 def test_a_sweep_through_sbatch_runs_every_job(slurm, tmp_path, cache_dir):
     args = merged("task=kmnist", *TINY, *tiny_data("kmnist"))
     done = run_cli(
@@ -144,6 +145,7 @@ def postgres():
 
 
 @pytest.mark.cluster
+@pytest.mark.slow  # CI runs the slow tests when its time allows
 def test_two_sweepers_share_one_study_in_postgresql(postgres, tmp_path, cache_dir):
     import optuna
 
@@ -202,6 +204,7 @@ def _wait(what, timeout: float = 120.0, every: float = 0.5):
 
 
 @pytest.mark.cluster
+@pytest.mark.slow  # CI runs the slow tests when its time allows
 def test_a_requeued_job_resumes_its_run_and_ends_like_an_uninterrupted_one(
     slurm, tmp_path, cache_dir
 ):
@@ -287,3 +290,30 @@ def test_last_checkpoint_on_sigusr1_and_on_a_time_cadence(tiny_cfg, tmp_path, mo
     run(cfg, tmp_path / "b")
     last = [step for which, step in saved if which == "last"]
     assert [s for s in last if s % 10] == [s for s in range(1, 20) if s % 10]  # every step
+
+
+@pytest.mark.cluster
+@pytest.mark.slow  # a controller job and its array: about a minute
+def test_a_sweep_submitted_as_a_job_needs_no_terminal(slurm, tmp_path, cache_dir):
+    args = merged("task=kmnist", *TINY, *tiny_data("kmnist"))
+    sweep = tmp_path / "S"
+    command = shlex.join(
+        [
+            str(BIN / "dlrun"),
+            "-m",
+            "hydra/launcher=submitit_slurm",
+            *args,
+            "hydra.launcher.timeout_min=10",
+            "optimizer.lr=1e-3,1e-2",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir)}
+    submit = ["sbatch", "--parsable", "-c", "1", f"--chdir={tmp_path}", "-o", "sweep-%j.out"]
+    job = subprocess.run(
+        [*submit, "--wrap", command], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()  # the submitting command returns at once: the controller is a job
+    _wait(lambda: _squeue_state(job) == "", timeout=240)
+    rows = read_csv(sweep / "summary.csv")
+    assert sorted(r["optimizer.lr"] for r in rows) == ["0.001", "0.01"]
+    assert all(r["status"] == "ok" for r in rows), (tmp_path / f"sweep-{job}.out").read_text()

@@ -137,6 +137,7 @@ def test_a_task_that_says_it_cannot_cross_validate_is_a_config_error(tiny_cfg, m
         validate(tiny_cfg(*merged(*TABULAR, "trainer.folds=2")))
 
 
+@pytest.mark.slow  # CI runs the slow tests when its time allows
 def test_an_interrupted_k_fold_run_resumes_where_it_stopped(tmp_path, cache_dir):
     args = [*merged(*TINY, *TABULAR, "trainer.folds=3", "hydra.run.dir=outputs/cv")]
     first = run_cli(["dlrun", *args], tmp_path, cache_dir)

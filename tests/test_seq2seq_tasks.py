@@ -52,6 +52,7 @@ def test_every_model_on_every_sequence_task(tiny_cfg, tmp_path, place_value_dir,
     assert metrics["val/loss"] > 0 and 0.0 <= metrics["test/cer"]
 
 
+@pytest.mark.slow  # CI runs the slow tests when its time allows
 def test_place_value_exact_match_rises(tiny_cfg, tmp_path, place_value_dir):
     cfg = tiny_cfg(
         *task_overrides("algebra", place_value_dir),

@@ -306,3 +306,71 @@ def test_wandb_mode_is_offline_without_a_key(monkeypatch, tmp_path):
     assert trackers_wandb.wandb_mode("offline") == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert trackers_wandb.wandb_mode("auto") is None  # wandb's own setting wins
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` process on a free local port, its store under tmp_path."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server_artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not start: {server.stderr.read()}"
+                    ) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.cluster
+def test_mlflow_against_a_real_tracking_server(tiny_cfg, tmp_path, mlflow_server):
+    cfg = tiny_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server}")
+    metrics = run(cfg, tmp_path / "run")
+    client = MlflowClient(mlflow_server)
+    found = only_run(client)
+    assert found.info.status == "FINISHED" and found.data.tags["dlrun.status"] == "ok"
+    run_id = found.info.run_id
+    expected = jsonl_history(tmp_path / "run", "val", "loss")
+    assert history(client, run_id, "val/loss") == pytest.approx(expected)
+    assert history(client, run_id, "test/exact_match") == {20: metrics["test/exact_match"]}
+    # Artifacts went through the server into its own store, not next to the run.
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert names == {"summary.json", "curves.png", "samples.txt"}
+    assert list((tmp_path / "server_artifacts").rglob("summary.json"))
