@@ -273,7 +273,7 @@ def test_last_checkpoint_on_sigusr1_and_on_a_time_cadence(tiny_cfg, tmp_path, mo
 
     def loss(self, model, batch):
         calls["n"] += 1
-        if calls["n"] == 7:  # SLURM's warning (sbatch --signal=USR1@120) during step 7
+        if calls["n"] == 7:  # SLURM's warning (sbatch --signal=B:USR1@120) during step 7
             signal.raise_signal(signal.SIGUSR1)
         return original_loss(self, model, batch)
 

@@ -309,3 +309,31 @@ def test_a_search_preset_runs_its_trials(tmp_path, cache_dir):
         assert config["model"]["outputs"] == 1 and config["dataset"]["vocab_size"] == 20000
     best = yaml.safe_load((tmp_path / "S" / "best.yaml").read_text())
     assert best["command"].startswith("dlrun experiment=imdb_tune")
+
+
+def test_a_study_in_an_sqlite_database(tmp_path, cache_dir):
+    db = tmp_path / "studies.db"
+    url = f"sqlite:///{db}"
+    args = search_args(
+        tmp_path / "S",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage={url}",
+        "hydra.sweeper.study_name=lr",
+        LR,
+    )
+    done = run_cli(args, tmp_path, cache_dir)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "S" / "optuna.journal").exists()  # the study lives in the database
+    study = optuna.load_study(study_name="lr", storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for t in study.trials:  # each trial's job reported its evaluations to the database
+        assert sorted(t.intermediate_values) == [5, 10, 15, 20]
+    best = yaml.safe_load((tmp_path / "S" / "best.yaml").read_text())
+    assert best["trial"] == study.best_trial.number
+    # A database that cannot be opened is one line, before any trial.
+    bad = search_args(
+        tmp_path / "T", f"hydra.sweeper.storage=sqlite:///{tmp_path}/no/such/dir/x.db", LR
+    )
+    done = run_cli(bad, tmp_path, cache_dir)
+    assert done.returncode == 2
+    assert "cannot open the study's database" in done.stderr and "Traceback" not in done.stderr

@@ -88,7 +88,7 @@ class DataOrder:
         return idx
 
 
-# SLURM's warning before it ends a job (sbatch --signal=USR1@SECONDS): save, go on.
+# SLURM's warning before it ends a job (sbatch --signal=B:USR1@SECONDS): save, go on.
 SAVE_SIGNALS = tuple(s for s in (getattr(signal, "SIGUSR1", None),) if s is not None)
 
 
