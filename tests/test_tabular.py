@@ -37,7 +37,7 @@ def table(tmp_path: Path, name: str, text: str) -> Path:
 )
 def test_delimiters_are_detected(tmp_path, name, text, delimiter):
     t = read_table(table(tmp_path, name, text))
-    assert (t.delimiter, t.header, t.rows) == (
+    assert (t.delimiter, t.header, [t.row(i) for i in range(len(t))]) == (
         delimiter,
         ["x", "y", "label"],
         [
