@@ -181,3 +181,49 @@ def test_classification_report_covers_every_test_split(tiny_cfg, corpora, tmp_pa
     assert sum(map(sum, per_class["test"]["confusion"])) == task.size("test")
     for split in per_class:
         assert matplotlib.image.imread(tmp_path / f"confusion_{split}.png").shape[0] > 100
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # a byte that is not utf-8, with the key that changes the encoding
+        (b"x,label\n1,a\n\xff,b\n", r"t.csv: not utf-8 text \(byte 12 is 0xff\).*dataset.encoding"),
+        # a ragged row after a blank one: the line as the file numbers it
+        (b"x,y,label\n1,2,a\n\n3,4,b\n5,6\n", r"t.csv, line 5: 2 values, the header has 3"),
+        (b"x,y\n\n\n", r"no data rows"),
+    ],
+)
+def test_reader_errors_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "t.csv"
+    path.write_bytes(text)
+    with pytest.raises(UserError, match=message):
+        read_table(path)
+
+
+def test_columnar_reader_keeps_values_as_written(tmp_path):
+    # pyarrow guesses a column's type from its first block: text further down, dates,
+    # "true"/"false", "inf" and quoted newlines are read as written, numbers as numbers.
+    rows = [f"{i},{i / 4},2020-01-0{i % 9 + 1},true,{i}" for i in range(200_000)]
+    rows[-1] = '7,abc,"two\nlines",False,inf'
+    path = table(tmp_path, "big.csv", "a,b,when,flag,big\n" + "\n".join(rows) + "\n")
+    t = read_table(path, text=("a",))
+    assert len(t) == 200_000 and t.column("a").values is not None  # asked for as text
+    assert t.row(1) == ["1", "0.25", "2020-01-02", "true", "1"]
+    assert t.row(len(t) - 1) == ["7", "abc", "two\nlines", "False", "inf"]
+    assert t.column("big").values is not None and t.column("when").values is not None
+    assert t.where(len(t) - 1) == f"{path}, line 200002"  # the record ends on the next line
+
+
+def test_bad_number_in_a_held_out_row_names_its_line(tiny_cfg, tmp_path):
+    text = _rows(200)
+    lines = text.splitlines()
+    lines[150] = "abc," + lines[150].split(",", 1)[1]  # a non-number: the test split's?
+    path = table(tmp_path, "b.csv", "\n".join(lines) + "\n")
+    args = ("dataset.target=price", "task.problem=regression")
+    # wherever row 150 falls, the error names its line and column
+    try:
+        task = _task(tiny_cfg, path, *args)
+    except UserError as exc:
+        assert str(exc).startswith(f"{path}, line 151, column 'size': 'abc' is not a number")
+    else:  # in training: the column is a category there, as before
+        assert "size" in task.encoder.categories

@@ -8,6 +8,7 @@ import io
 import itertools
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,30 +156,11 @@ def read_table(
     head = _head(path, encoding)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else _sniff(head)
-    header = _check_header(
-        path, next(csv.reader([head.partition("\n")[0]], delimiter=delimiter), [])
-    )
-    strings = {name: pa.string() for name in text}
-    arrow = _arrow_read(path, delimiter, encoding, strings)
-    if arrow is not None:
-        odd = [
-            name
-            for name, kind in zip(arrow.column_names, arrow.schema.types)
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or kind == pa.string())
-        ]
-        if odd:  # dates, bytes...: text as written, unless the bytes are not ``encoding``
-            arrow = _arrow_read(
-                path, delimiter, encoding, strings | dict.fromkeys(odd, pa.string())
-            )
-    if arrow is not None and arrow.num_columns == len(header):
-        raw = arrow.columns
-        del arrow  # each column's buffers go as soon as it is converted
-        columns = []
-        for _ in range(len(raw)):
-            arr = raw.pop(0)
-            columns.append(
-                Column.from_strings(arr) if arr.type == pa.string() else Column.from_arrow(arr)
-            )
+    names = next(csv.reader([head.partition("\n")[0]], delimiter=delimiter), [])
+    header = _check_header(path, names)
+    text_columns = {names[header.index(t)] for t in text if t in header}
+    columns = _arrow_columns(path, delimiter, encoding, names, text_columns)
+    if columns is not None:
         blank = np.logical_and.reduce([c.missing for c in columns])
         if not blank.any() and len(columns[0]):
             return Table(path, header, columns, delimiter, encoding)
@@ -211,26 +193,100 @@ def _check_header(path: Path, names: list[str]) -> list[str]:
     return header
 
 
-def _arrow_read(
-    path: Path, delimiter: str, encoding: str, types: dict[str, pa.DataType]
-) -> pa.Table | None:
-    """The file as pyarrow reads it (numbers as numbers), or None where it cannot."""
+def _arrow_columns(
+    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str]
+) -> list[Column] | None:
+    """The file's columns as pyarrow reads them, a block at a time (numbers as numbers,
+    no copy of the whole file as text), or None where it cannot read the file.
+
+    pyarrow guesses a column's type from the first block; a column with text further
+    down, or of another type (dates...), is read again as text.
+    """
+    while True:
+        try:
+            return _arrow_blocks(path, delimiter, encoding, names, text)
+        except _AsText as exc:
+            if exc.name in text:
+                return None  # e.g. bytes that are not ``encoding``
+            text.add(exc.name)
+        except (pa.ArrowException, UnicodeError, ValueError, KeyError):
+            return None
+
+
+def _pool() -> pa.MemoryPool:
+    """jemalloc told to give freed blocks back at once (the default pools keep them: the
+    peak memory of a large file's read doubles), where this pyarrow has it."""
+    try:
+        pa.jemalloc_set_decay_ms(0)
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowException):
+        return pa.default_memory_pool()
+
+
+class _AsText(Exception):
+    """Read column ``name`` again, as text."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _arrow_blocks(
+    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str]
+) -> list[Column] | None:
     convert = pacsv.ConvertOptions(
         null_values=sorted(MISSING_SPELLINGS),
         strings_can_be_null=False,
         true_values=["\0"],  # no booleans: "true"/"false" stay categories as written
         false_values=["\0"],
-        column_types=types,
+        column_types=dict.fromkeys(text, pa.string()),
     )
     try:
-        return pacsv.read_csv(
+        reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 24),
+            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 22),
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
             convert_options=convert,
+            memory_pool=_pool(),
         )
-    except (pa.ArrowException, UnicodeError, ValueError, KeyError):
+    except pa.ArrowInvalid as exc:
+        _retry_as_text(exc, names)
+        raise
+    if reader.schema.names != names:
         return None
+    for name, kind in zip(names, reader.schema.types):
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or kind == pa.string()):
+            raise _AsText(name)  # dates, bytes...: text as written
+    parts: list[list] = [[] for _ in names]
+    try:
+        for block in reader:
+            for part, arr in zip(parts, block.columns):
+                numeric = arr.type != pa.string()
+                part.append(
+                    arr.to_numpy(zero_copy_only=False).astype(float, copy=False) if numeric else arr
+                )
+    except pa.ArrowInvalid as exc:
+        _retry_as_text(exc, names)
+        raise
+    columns = []
+    for i, name in enumerate(names):  # one column's blocks joined at a time
+        chunks, parts[i] = parts[i], []
+        if not chunks or not isinstance(chunks[0], np.ndarray):
+            columns.append(Column.from_strings(pa.chunked_array(chunks, pa.string())))
+            continue
+        numbers = np.concatenate(chunks)
+        del chunks
+        missing = np.isnan(numbers)
+        if np.isinf(numbers).any():
+            raise _AsText(name)  # "inf" is not a number to dlrun: as written
+        columns.append(Column(numbers, missing))
+    return columns
+
+
+def _retry_as_text(exc: Exception, names: list[str]) -> None:
+    """A block with text in a column read as numbers: read that column as text."""
+    found = re.search(r"In CSV column #(\d+)", str(exc))
+    if found and int(found.group(1)) < len(names):
+        raise _AsText(names[int(found.group(1))]) from None
 
 
 def _python_rows(
@@ -396,17 +452,17 @@ def sorted_labels(labels: set[str]) -> list[str]:
 
 def describe(values: np.ndarray) -> dict[str, float]:
     """count, mean, std (n-1, as pandas), min, quartiles, max."""
-    t = torch.from_numpy(np.asarray(values, dtype=np.float64))
-    q = torch.quantile(t, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    x = np.asarray(values, dtype=np.float64)
+    q = np.quantile(x, [0.25, 0.5, 0.75])  # linear, as pandas; by partition, not a sort
     return {
-        "count": len(values),
-        "mean": round(float(t.mean()), 6),
-        "std": round(float(t.std()), 6) if len(values) > 1 else 0.0,
-        "min": round(float(t.min()), 6),
+        "count": len(x),
+        "mean": round(float(x.mean()), 6),
+        "std": round(float(x.std(ddof=1)), 6) if len(x) > 1 else 0.0,
+        "min": round(float(x.min()), 6),
         "25%": round(float(q[0]), 6),
         "50%": round(float(q[1]), 6),
         "75%": round(float(q[2]), 6),
-        "max": round(float(t.max()), 6),
+        "max": round(float(x.max()), 6),
     }
 
 
@@ -414,12 +470,12 @@ def summary(table: Table, target: str, features: list[str], classes: bool) -> di
     """Per numeric column count, mean, std, min, quartiles, max; the ``target`` classes and
     their counts (when ``classes``); the correlations of the numeric ``features``."""
     out: dict[str, Any] = {}
-    numeric = {}
+    out["columns"] = {}
     for name, col in zip(table.header, table.columns):
         present = np.flatnonzero(~col.missing)
         if len(present) and not col.bad(present).any():
-            numeric[name] = col.numbers[present]
-    out["columns"] = {name: describe(values) for name, values in numeric.items()}
+            out["columns"][name] = describe(col.numbers[present])  # one column's copy at a time
+    numeric = out["columns"]
     if classes:
         values, codes = table.column(target).coded()
         counts: dict[str, int] = {}
