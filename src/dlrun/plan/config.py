@@ -66,6 +66,7 @@ class DeviceConfig:
     compile: bool = spec()
     threads: int | None = spec(ge=1)
     tf32: bool = spec()
+    data: str = spec(choices=["auto", "memory", "stream"])  # where the splits live
 
 
 @dataclass(frozen=True)
