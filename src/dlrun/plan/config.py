@@ -312,8 +312,12 @@ def migrate(data: dict) -> dict:
 
     0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
     now a section of its own, null when not chosen. Its Transformers counted source
-    positions from the start (``model.src_positions`` came later).
+    positions from the start (``model.src_positions`` came later). Every run kept its
+    data on the device (``device.data`` came later: ``auto`` chooses that where it fits).
     """
+    device = data.get("device")
+    if isinstance(device, dict) and "data" not in device:
+        data = {**data, "device": {**device, "data": "auto"}}
     model = data.get("model")
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
         data = {**data, "model": {"src_positions": "start", **model}}
