@@ -10,6 +10,7 @@ from dlrun.engine.progress import DataOrder, TrainState
 from dlrun.engine.run import run
 from dlrun.plan.config import validate
 from dlrun.tasks.images import ImagesTask
+from dlrun.tasks.imdb import ImdbTask
 
 CPU = torch.device("cpu")
 
@@ -77,3 +78,21 @@ def test_peek_is_the_next_batch_across_epochs():
     for _ in range(7):  # three batches an epoch: crosses two epoch boundaries
         ahead = order.peek(state)
         assert torch.equal(ahead, order.next(state))
+
+
+def test_streamed_text_batches_equal_in_memory_ones(tiny_cfg, cache_dir):
+    # task=imdb keeps its ids end to end outside ``splits``: streamed with them
+    tasks = {}
+    for data in ("memory", "stream"):
+        task = ImdbTask(validate(tiny_cfg("task=imdb", f"device.data={data}")))
+        task.prepare(cache_dir)
+        task.add_train_subset(3)
+        task.to(CPU)
+        tasks[data] = task
+    assert tasks["stream"].streamed
+    ids = tasks["stream"].flat["train"]
+    assert _mapped_from(ids.data_ptr()).startswith(str(cache_dir / "stream"))
+    for split in ("train", "train_subset", "test"):
+        idx = torch.tensor([2, 0, 1])
+        a, b = (tasks[k].batch(split, idx) for k in ("memory", "stream"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
