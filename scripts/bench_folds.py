@@ -52,19 +52,18 @@ def run_sklearn(table: Path, folds: int) -> tuple[list[float], float, float]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from dlrun.data.table import read_table, split_rows
+    from dlrun.data.table import read_table, split_indices
 
     t = read_table(table, None, "utf-8")
     d = SimpleNamespace(seed=0, test_path=None, test_fraction=0.1, val_fraction=0.1)
-    parts = split_rows(t, d)  # dlrun's split: the test rows stay out, as in dlrun's folds
+    parts = split_indices(len(t), d)  # dlrun's split: the test rows stay out, as in its folds
 
-    def arrays(rows: list[list[str]]):
-        return np.array([[float(v) for v in r[1:]] for r in rows]), np.array(
-            [int(r[0]) for r in rows]
-        )
+    def arrays(rows: np.ndarray):
+        x = np.stack([c.numbers[rows] for c in t.columns[1:]], axis=1)
+        return x, t.columns[0].numbers[rows].astype(int)
 
-    x, y = arrays([r for s in ("train", "val") for r, _ in parts[s]])
-    x_test, y_test = arrays([r for r, _ in parts["test"]])
+    x, y = arrays(np.concatenate([parts["train"], parts["val"]]))
+    x_test, y_test = arrays(parts["test"])
     model = make_pipeline(StandardScaler(), MLPClassifier((64, 64), max_iter=500, random_state=0))
     start = time.monotonic()
     scores = cross_val_score(model, x, y, cv=KFold(folds, shuffle=True, random_state=0))

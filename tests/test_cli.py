@@ -144,7 +144,7 @@ def test_cuda_missing_is_a_user_error(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = DeviceConfig(type="cuda", amp="auto", compile=False, threads=None, tf32=True)
+    cfg = DeviceConfig(type="cuda", amp="auto", compile=False, threads=None, tf32=True, data="auto")
     with pytest.raises(UserError, match="device=cuda but .* sees no CUDA GPU; use device=cpu"):
         resolve_device(cfg)
 

@@ -68,7 +68,9 @@ def test_device_settings_on_cuda(monkeypatch):
     # resolve_device switches TF32 on globally: put the flags back afterwards.
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    base = DeviceConfig(type="cuda", amp="auto", compile=False, threads=None, tf32=True)
+    base = DeviceConfig(
+        type="cuda", amp="auto", compile=False, threads=None, tf32=True, data="auto"
+    )
     dev = resolve_device(base)
     assert dev.device.type == "cuda" and dev.amp_dtype is torch.bfloat16 and not dev.use_scaler
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32

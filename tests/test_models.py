@@ -274,7 +274,7 @@ def test_auto_amp_on_a_cpu_is_bf16_for_transformers_with_amx(monkeypatch, amx):
     from dlrun.engine import device
 
     monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: amx)
-    cfg = DeviceConfig(type="cpu", amp="auto", compile=False, threads=None, tf32=True)
+    cfg = DeviceConfig(type="cpu", amp="auto", compile=False, threads=None, tf32=True, data="auto")
     dev = device.resolve_device(cfg)
     assert dev.amp_dtype is None
     transformer, gru = make("transformer_seq2seq"), make("gru_seq2seq")

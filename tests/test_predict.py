@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import make_cfg, save_run_config
 
-from dlrun.cli.predict import main
+from dlrun.cli.predict import main, read_input_table
 from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.tasks.base import TaskOutputs
@@ -122,6 +122,13 @@ def test_out_csv_has_the_rows_and_the_prediction(tabular_run, tmp_path, capsys):
     with typed.open() as f:
         assert list(csv.reader(f)) == [["input", "prediction", "probability"], line]
     assert line[:2] == ["1,-1,square", "1"]
+
+
+def test_table_file_values_stay_as_written(tmp_path):
+    """A file's values reach the task (and --out) as written, not as numbers read back."""
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,c\n1.50,007,x\n2, NA ,1e3\n")
+    assert read_input_table(path) == (["a", "b", "c"], [["1.50", "007", "x"], ["2", "NA", "1e3"]])
 
 
 def test_text_file_takes_its_only_column(imdb_run, tmp_path, capsys):

@@ -38,7 +38,7 @@ def table(tmp_path: Path, name: str, text: str) -> Path:
 )
 def test_delimiters_are_detected(tmp_path, name, text, delimiter):
     t = read_table(table(tmp_path, name, text))
-    assert (t.delimiter, t.header, t.rows) == (
+    assert (t.delimiter, t.header, [t.row(i) for i in range(len(t))]) == (
         delimiter,
         ["x", "y", "label"],
         [
@@ -252,3 +252,59 @@ def test_early_stopping_is_on_by_default(tiny_cfg, corpora, tmp_path):
     assert summary["epochs"] < data.trainer.max_epochs
     assert summary["best"]["step"] < summary["steps"]
     assert result["test/r2"] > 0.95
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # a byte that is not utf-8, with the key that changes the encoding
+        (b"x,label\n1,a\n\xff,b\n", r"t.csv: not utf-8 text \(byte 12 is 0xff\).*dataset.encoding"),
+        # a ragged row after a blank one: the line as the file numbers it
+        (b"x,y,label\n1,2,a\n\n3,4,b\n5,6\n", r"t.csv, line 5: 2 values, the header has 3"),
+        (b"x,y\n\n\n", r"no data rows"),
+    ],
+)
+def test_reader_errors_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "t.csv"
+    path.write_bytes(text)
+    with pytest.raises(UserError, match=message):
+        read_table(path)
+
+
+def test_columnar_reader_keeps_values_as_written(tmp_path):
+    # pyarrow guesses a column's type from its first block: text further down, dates,
+    # "true"/"false", "inf" and quoted newlines are read as written, numbers as numbers.
+    rows = [f"{i},{i / 4},2020-01-0{i % 9 + 1},true,{i}" for i in range(200_000)]
+    rows[-1] = '7,abc,"two\nlines",False,inf'
+    path = table(tmp_path, "big.csv", "a,b,when,flag,big\n" + "\n".join(rows) + "\n")
+    t = read_table(path, text=("a",))
+    assert len(t) == 200_000 and t.column("a").values is not None  # asked for as text
+    assert t.row(1) == ["1", "0.25", "2020-01-02", "true", "1"]
+    assert t.row(len(t) - 1) == ["7", "abc", "two\nlines", "False", "inf"]
+    assert t.column("big").values is not None and t.column("when").values is not None
+    assert t.where(len(t) - 1) == f"{path}, line 200002"  # the record ends on the next line
+
+
+def test_bad_number_names_its_line_wherever_it_falls(tiny_cfg, tmp_path):
+    args = ("dataset.target=price", "task.problem=regression")
+    lines = _rows(200).splitlines()
+    rows = _task(tiny_cfg, table(tmp_path, "clean.csv", "\n".join(lines) + "\n"), *args).rows
+
+    def with_text_at(split: str) -> tuple[Path, int]:
+        """The table with 'abc' in column size of a row of ``split``; its line."""
+        row = int(rows[split][0])
+        bad = [*lines]
+        bad[row + 1] = "abc," + bad[row + 1].split(",", 1)[1]  # under the header
+        return table(tmp_path, f"{split}.csv", "\n".join(bad) + "\n"), row + 2
+
+    for split in ("val", "test"):  # held out: the numeric column refuses it, naming its line
+        path, line = with_text_at(split)
+        with pytest.raises(UserError) as info:
+            _task(tiny_cfg, path, *args)
+        assert str(info.value).startswith(f"{path}, line {line}, column 'size': 'abc' is not a")
+    # In training the column is text, and of mostly distinct values: free text, refused.
+    path, _ = with_text_at("train")
+    with pytest.raises(UserError, match=r"train.csv, column 'size': .* look like free text"):
+        _task(tiny_cfg, path, *args)
+    task = _task(tiny_cfg, path, *args, "dataset.categorical=[size]")
+    assert "abc" in task.encoder.categories["size"]  # listed: one-hot, as asked

@@ -30,8 +30,8 @@ def read_input_table(path: Path) -> tuple[list[str], list[list[str]]]:
     if path.suffix.lower() != ".jsonl":
         from dlrun.data.table import read_table
 
-        table = read_table(path)
-        return table.header, table.rows
+        table = read_table(path, text=True)  # every value as written
+        return table.header, table.rows()
     header: dict[str, None] = {}
     records = []
     try:

@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import torch
 
 from dlrun.data.text import read_text
 from dlrun.errors import UserError, printable
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
+# Every capitalization of each (pyarrow matches null values exactly).
+MISSING_SPELLINGS = {
+    "".join(cs) for m in MISSING for cs in itertools.product(*({c.lower(), c.upper()} for c in m))
+}
 DELIMITERS = ",\t;|"
 FREE_TEXT_DISTINCT = 20  # a text column with more distinct values may be free text
 
@@ -25,16 +35,84 @@ FREE_TEXT_DISTINCT = 20  # a text column with more distinct values may be free t
 
 
 @dataclass
+class Column:
+    """One column of a table, row by row: its numbers (NaN where missing or not a number),
+    which rows are missing, and, for a column read as text, its distinct stripped values
+    (``values``) with each row's index into them (``codes``)."""
+
+    numbers: np.ndarray  # float64
+    missing: np.ndarray  # bool
+    values: list[str] | None = None  # None: read as numbers, every present value finite
+    codes: np.ndarray | None = None
+
+    @classmethod
+    def from_strings(cls, strings: list[str] | pa.Array | pa.ChunkedArray) -> Column:
+        """From each row's text: the distinct values are parsed once each."""
+        arr = strings if isinstance(strings, (pa.Array, pa.ChunkedArray)) else pa.array(strings)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        coded = pc.utf8_trim_whitespace(arr.cast(pa.string())).dictionary_encode()
+        values = coded.dictionary.to_pylist()
+        codes = coded.indices.fill_null(len(values)).to_numpy().astype(np.int32)
+        numbers = np.array([number(v) if number(v) is not None else math.nan for v in values])
+        missing = np.array([is_missing(v) for v in values], dtype=bool)
+        return cls(
+            np.append(numbers, math.nan)[codes], np.append(missing, True)[codes], values, codes
+        )
+
+    @classmethod
+    def from_arrow(cls, arr: pa.ChunkedArray) -> Column:
+        """From a column pyarrow read: numbers stay numbers (no Python per row)."""
+        if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+            missing = arr.is_null().to_numpy(zero_copy_only=False)
+            numbers = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            if np.isfinite(numbers[~missing]).all():
+                return cls(numbers, missing)
+        return cls.from_strings(arr)  # text, or a number column with inf: as written
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def text(self, row: int) -> str:
+        """The value of ``row`` as written (a number column's as Python prints it)."""
+        if self.codes is not None:
+            code = int(self.codes[row])
+            return self.values[code] if code < len(self.values) else ""
+        if self.missing[row]:
+            return ""
+        x = float(self.numbers[row])
+        return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)
+
+    def coded(self) -> tuple[list[str], np.ndarray]:
+        """The distinct values as text and each row's index into them (missing: the last
+        index, one past the values)."""
+        if self.codes is None:
+            as_text = Column.from_strings([self.text(i) for i in range(len(self))])
+            self.values, self.codes = as_text.values, as_text.codes
+        return self.values, self.codes
+
+    def bad(self, rows: np.ndarray) -> np.ndarray:
+        """Of ``rows``, those present but not a number (as a mask)."""
+        return np.isnan(self.numbers[rows]) & ~self.missing[rows]
+
+
+@dataclass
 class Table:
-    """A delimited file's header and rows of strings, with the line number of each row."""
+    """A delimited file's header and columns; ``where(i)`` names row ``i`` in errors
+    ("FILE, line N", the line numbers found only when an error needs them)."""
 
-    path: Path
+    path: Path | None
     header: list[str]
-    rows: list[list[str]]
-    lines: list[int]
+    columns: list[Column]
     delimiter: str
+    encoding: str = "utf-8"
+    lines: list[int] | None = None  # each row's line; None: found on first use
+    label: str | None = None  # rows are "LABEL N" (1-based) instead of file lines
 
-    def column(self, name: str) -> int:
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def index(self, name: str) -> int:
         if name not in self.header:
             raise UserError(
                 f"{self.path}: no column '{printable(name)}'; its columns are "
@@ -42,18 +120,196 @@ class Table:
             )
         return self.header.index(name)
 
+    def column(self, name: str) -> Column:
+        return self.columns[self.index(name)]
 
-def read_table(path: Path, delimiter: str | None = None, encoding: str = "utf-8") -> Table:
-    text = read_text(path, encoding, key="dataset.encoding")
+    def row(self, i: int, names: list[str] | None = None) -> list[str]:
+        """Row ``i``'s values (of the columns ``names``, or all) as text."""
+        index = range(len(self.header)) if names is None else map(self.index, names)
+        return [self.columns[c].text(i) for c in index]
+
+    def rows(self) -> list[list[str]]:
+        """Every row's values as text (a table read with ``text=True``: as written)."""
+        return [self.row(i) for i in range(len(self))]
+
+    def where(self, i: int) -> str:
+        if self.label is not None:
+            return f"{self.label} {i + 1}"
+        if self.lines is None:
+            self.lines = _python_rows(self.path, self.delimiter, self.encoding)[2]
+        return f"{self.path}, line {self.lines[i]}"
+
+    @classmethod
+    def from_rows(
+        cls, header: list[str], rows: list[list[str]], label: str, delimiter: str = ","
+    ) -> Table:
+        """Rows of text (prediction inputs) as a table; row ``i`` is "LABEL i+1" in errors."""
+        columns = [Column.from_strings([r[c] for r in rows]) for c in range(len(header))]
+        return cls(None, header, columns, delimiter, label=label)
+
+
+def read_table(
+    path: Path,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+    text: tuple[str, ...] | bool = (),
+) -> Table:
+    """A CSV/TSV file's columns, read by pyarrow's columnar reader; the columns named in
+    ``text`` (every column for ``text=True``) keep their values as written (labels:
+    "1.0" stays "1.0").
+
+    A file pyarrow does not read (a ragged row, bad bytes, quoted newlines...) is read
+    again by Python's csv module, which names the line of the problem or reads it.
+    """
+    path = Path(path)
+    head = _head(path, encoding)
     if delimiter is None:
-        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else _sniff(text)
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else _sniff(head)
+    names = next(csv.reader([head.partition("\n")[0]], delimiter=delimiter), [])
+    header = _check_header(path, names)
+    text_columns = (
+        set(names) if text is True else {names[header.index(t)] for t in text or () if t in header}
+    )
+    columns = _arrow_columns(path, delimiter, encoding, names, text_columns)
+    if columns is not None:
+        blank = np.logical_and.reduce([c.missing for c in columns])
+        if not blank.any() and len(columns[0]):
+            return Table(path, header, columns, delimiter, encoding)
+    # Python's reader: today's messages for a malformed file, or a file pyarrow refuses.
+    header, rows, lines = _python_rows(path, delimiter, encoding)
+    columns = [Column.from_strings([r[c] for r in rows]) for c in range(len(header))]
+    return Table(path, header, columns, delimiter, encoding, lines)
+
+
+def _head(path: Path, encoding: str, size: int = 1 << 16) -> str:
+    """The file's first lines (its header and a sample to detect the delimiter)."""
+    with open(path, "rb") as f:
+        raw = f.read(size)
     try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise UserError(f"{path}: empty file; expected a header row and data rows") from None
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if exc.start < len(raw) - 8:  # not a character cut at the end of the sample
+            read_text(path, encoding, key="dataset.encoding")  # the one-line message
+        text = raw[: exc.start].decode(encoding)
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise UserError(f"{path}: empty file; expected a header row and data rows")
+    return text if len(raw) < size else text[: text.rfind("\n") + 1]
+
+
+def _check_header(path: Path, names: list[str]) -> list[str]:
+    header = [h.strip() for h in names]
     if len(set(header)) != len(header) or "" in header:
         raise UserError(f"{path}: the header row needs distinct, non-empty column names")
+    return header
+
+
+def _arrow_columns(
+    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str]
+) -> list[Column] | None:
+    """The file's columns as pyarrow reads them, a block at a time (numbers as numbers,
+    no copy of the whole file as text), or None where it cannot read the file.
+
+    pyarrow guesses a column's type from the first block; a column with text further
+    down, or of another type (dates...), is read again as text.
+    """
+    while True:
+        try:
+            return _arrow_blocks(path, delimiter, encoding, names, text)
+        except _AsText as exc:
+            if exc.name in text:
+                return None  # e.g. bytes that are not ``encoding``
+            text.add(exc.name)
+        except (pa.ArrowException, UnicodeError, ValueError, KeyError):
+            return None
+
+
+def _pool() -> pa.MemoryPool:
+    """jemalloc told to give freed blocks back at once (the default pools keep them: the
+    peak memory of a large file's read doubles), where this pyarrow has it."""
+    try:
+        pa.jemalloc_set_decay_ms(0)
+        return pa.jemalloc_memory_pool()
+    except (NotImplementedError, pa.ArrowException):
+        return pa.default_memory_pool()
+
+
+class _AsText(Exception):
+    """Read column ``name`` again, as text."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _arrow_blocks(
+    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str]
+) -> list[Column] | None:
+    convert = pacsv.ConvertOptions(
+        null_values=sorted(MISSING_SPELLINGS),
+        strings_can_be_null=False,
+        true_values=["\0"],  # no booleans: "true"/"false" stay categories as written
+        false_values=["\0"],
+        column_types=dict.fromkeys(text, pa.string()),
+    )
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=convert,
+            memory_pool=_pool(),
+        )
+    except pa.ArrowInvalid as exc:
+        _retry_as_text(exc, names)
+        raise
+    if reader.schema.names != names:
+        return None
+    for name, kind in zip(names, reader.schema.types):
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or kind == pa.string()):
+            raise _AsText(name)  # dates, bytes...: text as written
+    parts: list[list] = [[] for _ in names]
+    try:
+        for block in reader:
+            for part, arr in zip(parts, block.columns):
+                numeric = arr.type != pa.string()
+                part.append(
+                    arr.to_numpy(zero_copy_only=False).astype(float, copy=False) if numeric else arr
+                )
+    except pa.ArrowInvalid as exc:
+        _retry_as_text(exc, names)
+        raise
+    columns = []
+    for i, name in enumerate(names):  # one column's blocks joined at a time
+        chunks, parts[i] = parts[i], []
+        if not chunks or not isinstance(chunks[0], np.ndarray):
+            columns.append(Column.from_strings(pa.chunked_array(chunks, pa.string())))
+            continue
+        numbers = np.concatenate(chunks)
+        del chunks
+        missing = np.isnan(numbers)
+        if np.isinf(numbers).any():
+            raise _AsText(name)  # "inf" is not a number to dlrun: as written
+        columns.append(Column(numbers, missing))
+    return columns
+
+
+def _retry_as_text(exc: Exception, names: list[str]) -> None:
+    """A block with text in a column read as numbers: read that column as text."""
+    found = re.search(r"In CSV column #(\d+)", str(exc))
+    if found and int(found.group(1)) < len(names):
+        raise _AsText(names[int(found.group(1))]) from None
+
+
+def _python_rows(
+    path: Path, delimiter: str, encoding: str
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows of stripped strings and each row's line, by Python's csv module."""
+    text = read_text(path, encoding, key="dataset.encoding").lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        header = _check_header(path, next(reader))
+    except StopIteration:
+        raise UserError(f"{path}: empty file; expected a header row and data rows") from None
     rows, lines = [], []
     for row in reader:
         if not any(v.strip() for v in row):
@@ -67,7 +323,7 @@ def read_table(path: Path, delimiter: str | None = None, encoding: str = "utf-8"
         lines.append(reader.line_num)
     if not rows:
         raise UserError(f"{path}: no data rows under the header")
-    return Table(path, header, rows, lines, delimiter)
+    return header, rows, lines
 
 
 def _sniff(text: str) -> str:
@@ -108,30 +364,30 @@ class Encoder:
     @classmethod
     def fit(
         cls,
-        rows: list[list[str]],
+        table: Table,
+        rows: np.ndarray,
         features: list[str],
         impute: bool,
         categorical: list[str] | tuple[str, ...] = (),
-        source: str = "the table",
     ) -> Encoder:
-        """From the training rows, whose values are the ``features`` in that order.
+        """From the training ``rows`` (indices) of ``table``'s ``features`` columns.
 
         A column is numeric when every present value is a number, else one-hot. A text
         column whose values are mostly distinct is free text, not categories: it is
-        refused (naming ``source``) unless listed in ``categorical``, which also makes
-        a numeric-looking column (codes, ids) one-hot.
+        refused (naming the table's file) unless listed in ``categorical``, which also
+        makes a numeric-looking column (codes, ids) one-hot.
         """
         enc = cls(features, impute=impute)
-        for i, name in enumerate(features):
-            values = [r[i] for r in rows]
-            present = [v for v in values if not is_missing(v)]
-            numbers = [number(v) for v in present]
-            if name not in categorical and present and all(x is not None for x in numbers):
-                mean = sum(numbers) / len(numbers)
-                std = math.sqrt(sum((x - mean) ** 2 for x in numbers) / len(numbers)) or 1.0
-                enc.numeric[name] = (mean, std)
+        source = "the table" if table.path is None else str(table.path)
+        for name in features:
+            col = table.column(name)
+            present = rows[~col.missing[rows]]
+            if name not in categorical and len(present) and not col.bad(present).any():
+                x = col.numbers[present]
+                enc.numeric[name] = (float(x.mean()), float(x.std()) or 1.0)
                 continue
-            distinct = sorted(set(present))
+            values, codes = col.coded()
+            distinct = sorted(values[c] for c in np.unique(codes[present]))
             if name not in categorical and is_free_text(len(distinct), len(present)):
                 raise UserError(
                     f"{source}, column '{printable(name)}': {len(distinct):,} distinct texts in "
@@ -147,34 +403,38 @@ class Encoder:
     def width(self) -> int:
         return sum(1 if f in self.numeric else len(self.categories[f]) for f in self.features)
 
-    def encode(self, rows: list[list[str]], where: list[str]) -> torch.Tensor:
-        """(len(rows), width) floats; ``where[i]`` names row i in errors."""
+    def encode(self, table: Table, rows: np.ndarray) -> torch.Tensor:
+        """(len(rows), width) floats of ``table``'s ``rows`` (indices), column by column."""
         out = torch.zeros(len(rows), self.width)
-        for i, row in enumerate(rows):
-            col = 0
-            for name, value in zip(self.features, row):
-                if name in self.numeric:
-                    mean, std = self.numeric[name]
-                    if is_missing(value):
-                        if not self.impute:
-                            raise UserError(missing_message(where[i], name))
-                        x = mean
-                    else:
-                        x = number(value)
-                        if x is None:
-                            raise UserError(
-                                f"{where[i]}, column '{name}': '{printable(value, 40)}' is not a "
-                                "number"
-                            )
-                    out[i, col] = (x - mean) / std
-                    col += 1
-                else:
-                    cats = self.categories[name]
-                    if is_missing(value) and not self.impute:
-                        raise UserError(missing_message(where[i], name))
-                    if value in cats:
-                        out[i, col + cats.index(value)] = 1.0
-                    col += len(cats)
+        at = 0
+        for name in self.features:
+            col = table.column(name)
+            missing = col.missing[rows]
+            if missing.any() and not self.impute:
+                raise UserError(missing_message(table.where(rows[missing.argmax()]), name))
+            if name in self.numeric:
+                bad = col.bad(rows)
+                if bad.any():
+                    i = rows[bad.argmax()]
+                    raise UserError(
+                        f"{table.where(i)}, column '{name}': '{printable(col.text(i), 40)}' is "
+                        "not a number"
+                    )
+                mean, std = self.numeric[name]
+                x = (col.numbers[rows] - mean) / std
+                x[missing] = 0.0  # imputed: the training mean
+                out[:, at] = torch.from_numpy(x)
+                at += 1
+            else:
+                cats = self.categories[name]
+                values, codes = col.coded()
+                lookup = {c: k for k, c in enumerate(cats)}
+                onehot = np.array([lookup.get(v, -1) for v in values] + [-1])[codes[rows]]
+                known = onehot >= 0  # a category training never saw: all zeros
+                out[
+                    torch.from_numpy(np.flatnonzero(known)), at + torch.from_numpy(onehot[known])
+                ] = 1.0
+                at += len(cats)
         return out
 
 
@@ -191,11 +451,11 @@ def missing_message(where: str, column: str) -> str:
     )
 
 
-def split_rows(table: Table, d: Any) -> dict[str, list[tuple[list[str], str]]]:
-    """Shuffled (seeded) rows with where each came from, cut into train/val(/test)."""
-    rows = list(zip(table.rows, (f"{table.path}, line {n}" for n in table.lines)))
-    random.Random(d.seed).shuffle(rows)
-    n = len(rows)
+def split_indices(n: int, d: Any) -> dict[str, np.ndarray]:
+    """Row indices shuffled (seeded) and cut into train/val(/test)."""
+    order = list(range(n))
+    random.Random(d.seed).shuffle(order)
+    rows = np.array(order, dtype=np.int64)
     n_test = 0 if d.test_path is not None else max(1, round(n * d.test_fraction))
     n_val = max(1, round(n * d.val_fraction))
     out = {"test": rows[:n_test], "val": rows[n_test : n_test + n_val]}
@@ -221,14 +481,19 @@ def row_text(values: list[str]) -> str:
     return buffer.getvalue()
 
 
-def target_number(value: str, where: str, column: str) -> float:
-    x = number(value)
-    if x is None:
+def target_numbers(table: Table, name: str, rows: np.ndarray) -> np.ndarray:
+    """The numbers of column ``name`` at ``rows``: a regression target, none missing."""
+    col = table.column(name)
+    missing, bad = col.missing[rows], col.bad(rows)
+    if missing.any():
+        raise UserError(missing_message(table.where(rows[missing.argmax()]), name))
+    if bad.any():
+        i = rows[bad.argmax()]
         raise UserError(
-            f"{where}, column '{printable(column)}': '{printable(value, 40)}' is not a number; "
-            "regression needs a numeric target (or task.problem=classification)"
+            f"{table.where(i)}, column '{printable(name)}': '{printable(col.text(i), 40)}' is not "
+            "a number; regression needs a numeric target (or task.problem=classification)"
         )
-    return x
+    return col.numbers[rows]
 
 
 def sorted_labels(labels: set[str]) -> list[str]:
@@ -238,19 +503,19 @@ def sorted_labels(labels: set[str]) -> list[str]:
     return sorted(labels)
 
 
-def describe(values: list[float]) -> dict[str, float]:
+def describe(values: np.ndarray) -> dict[str, float]:
     """count, mean, std (n-1, as pandas), min, quartiles, max."""
-    t = torch.tensor(values, dtype=torch.float64)
-    q = torch.quantile(t, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    x = np.asarray(values, dtype=np.float64)
+    q = np.quantile(x, [0.25, 0.5, 0.75])  # linear, as pandas; by partition, not a sort
     return {
-        "count": len(values),
-        "mean": round(float(t.mean()), 6),
-        "std": round(float(t.std()), 6) if len(values) > 1 else 0.0,
-        "min": round(float(t.min()), 6),
+        "count": len(x),
+        "mean": round(float(x.mean()), 6),
+        "std": round(float(x.std(ddof=1)), 6) if len(x) > 1 else 0.0,
+        "min": round(float(x.min()), 6),
         "25%": round(float(q[0]), 6),
         "50%": round(float(q[1]), 6),
         "75%": round(float(q[2]), 6),
-        "max": round(float(t.max()), 6),
+        "max": round(float(x.max()), 6),
     }
 
 
@@ -258,28 +523,41 @@ def summary(table: Table, target: str, features: list[str], classes: bool) -> di
     """Per numeric column count, mean, std, min, quartiles, max; the ``target`` classes and
     their counts (when ``classes``); the correlations of the numeric ``features``."""
     out: dict[str, Any] = {}
-    numeric = {}
-    for i, name in enumerate(table.header):
-        values = [number(r[i]) for r in table.rows if not is_missing(r[i])]
-        if values and all(v is not None for v in values):
-            numeric[name] = values
-    out["columns"] = {name: describe(values) for name, values in numeric.items()}
+    out["columns"] = {}
+    for name, col in zip(table.header, table.columns):
+        present = np.flatnonzero(~col.missing)
+        if len(present) and not col.bad(present).any():
+            out["columns"][name] = describe(col.numbers[present])  # one column's copy at a time
+    numeric = out["columns"]
     if classes:
+        values, codes = table.column(target).coded()
         counts: dict[str, int] = {}
-        for r in table.rows:
-            label = r[table.header.index(target)]
-            counts[label] = counts.get(label, 0) + 1
+        for value, n in zip(values + [""], np.bincount(codes, minlength=len(values) + 1).tolist()):
+            if n:
+                counts[value] = counts.get(value, 0) + n
         out["classes"] = {k: counts[k] for k in sorted_labels(set(counts))}
     features = [f for f in features if f in numeric]
-    complete = [
-        [number(r[table.header.index(f)]) for f in features]
-        for r in table.rows
-        if all(not is_missing(r[table.header.index(f)]) for f in features)
-    ]
-    if len(features) >= 2 and len(complete) > 1:
-        matrix = torch.corrcoef(torch.tensor(complete, dtype=torch.float64).T)
-        out["correlation"] = {
-            a: {b: round(float(matrix[i, j]), 4) for j, b in enumerate(features)}
-            for i, a in enumerate(features)
-        }
+    if len(features) >= 2:
+        cols = [table.column(f) for f in features]
+        complete = np.flatnonzero(~np.logical_or.reduce([c.missing for c in cols]))
+        if len(complete) > 1:
+            matrix = _correlation([c.numbers for c in cols], complete)
+            out["correlation"] = {
+                a: {b: round(float(matrix[i, j]), 4) for j, b in enumerate(features)}
+                for i, a in enumerate(features)
+            }
     return out
+
+
+def _correlation(columns: list[np.ndarray], rows: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Pearson correlations of ``columns`` over ``rows``, a chunk of rows at a time (no copy
+    of the whole table)."""
+    means = np.array([c[rows].mean() for c in columns])
+    gram = np.zeros((len(columns), len(columns)))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        x = np.stack([c[part] for c in columns], axis=1) - means
+        gram += x.T @ x
+    scale = np.sqrt(np.diag(gram))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return gram / np.outer(scale, scale)

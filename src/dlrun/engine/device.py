@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -88,6 +89,18 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op off CUDA), e.g. before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for data on ``device``: the GPU's free memory, else the RAM available."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: line.split()[1] for line in f}
+        return int(info["MemAvailable"]) * 1024
+    except (OSError, KeyError, ValueError, IndexError):  # not Linux
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def peak_memory_mb(device: torch.device) -> float:

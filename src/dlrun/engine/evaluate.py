@@ -27,6 +27,8 @@ class TaskLike(Protocol):
 
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
+    def prefetch(self, split: str, idx: torch.Tensor) -> None: ...
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
     def eval_order(self, split: str, rows: range) -> torch.Tensor: ...
@@ -59,7 +61,10 @@ def totals(
     order = task.eval_order(split, dist.rows(task.size(split)))
     out: dict[str, torch.Tensor] = {}
     for start in range(0, order.numel(), batch_size):
-        sums = task.eval_sums(model, task.batch(split, order[start : start + batch_size]), split)
+        batch = task.batch(split, order[start : start + batch_size])
+        if start + batch_size < order.numel():  # streamed data: gathered while this one runs
+            task.prefetch(split, order[start + batch_size : start + 2 * batch_size])
+        sums = task.eval_sums(model, batch, split)
         out = sums if not out else {k: out[k] + v for k, v in sums.items()}
     if not out:
         # A rank with no rows (a split smaller than the world) still joins the reduction:

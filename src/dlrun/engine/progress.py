@@ -70,14 +70,7 @@ class DataOrder:
 
     def next(self, s: TrainState) -> torch.Tensor:
         """The next micro-batch's indices; advances ``s`` (its epoch and position)."""
-        if self._perm is None:
-            if self.shuffle:
-                g = torch.Generator().manual_seed(self.seed * 1_000_003 + s.epoch)
-                self._perm = torch.randperm(self.n, generator=g)
-            else:
-                self._perm = torch.arange(self.n)
-            if self.pin:
-                self._perm = self._perm.pin_memory()
+        self._order(s)
         b = s.batch_in_epoch
         idx = self._perm[b * self.batch_size : (b + 1) * self.batch_size]
         s.batch_in_epoch += 1
@@ -86,6 +79,23 @@ class DataOrder:
             s.batch_in_epoch = 0
             self._perm = None
         return idx
+
+    def peek(self, s: TrainState) -> torch.Tensor:
+        """The indices ``next`` will return, without advancing (to prefetch them)."""
+        b = s.batch_in_epoch
+        return self._order(s)[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def _order(self, s: TrainState) -> torch.Tensor:
+        """Epoch ``s.epoch``'s order of the examples, made once per epoch."""
+        if self._perm is None:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + s.epoch)
+                self._perm = torch.randperm(self.n, generator=g)
+            else:
+                self._perm = torch.arange(self.n)
+            if self.pin:
+                self._perm = self._perm.pin_memory()
+        return self._perm
 
 
 # SLURM's warning before it ends a job (sbatch --signal=B:USR1@SECONDS): save, go on.

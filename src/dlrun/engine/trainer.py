@@ -216,6 +216,8 @@ class Trainer:
             idx = self.order.next(s)
             mine = self.dist.shard(idx)
             batch = self.task.batch("train", mine)
+            # Streamed data: the next batch is gathered on the host while this one trains.
+            self.task.prefetch("train", self.dist.shard(self.order.peek(s)))
             with self._autocast():
                 loss = self.task.loss(self.forward_model, batch)
             # Ranks' gradients are averaged: weigh each shard by its size so the

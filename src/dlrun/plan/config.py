@@ -66,6 +66,7 @@ class DeviceConfig:
     compile: bool = spec()
     threads: int | None = spec(ge=1)
     tf32: bool = spec()
+    data: str = spec(choices=["auto", "memory", "stream"])  # where the splits live
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,12 @@ def migrate(data: dict) -> dict:
     cross-validation have no ``trainer.folds`` (nor ``trainer.checkpoint_every``).
     KMNIST held out ``dataset.val_size`` images (now ``val_fraction`` of its 60,000),
     and imdb ``dataset.val_size`` reviews (now ``dataset.val_fraction`` of 25,000).
+    Every run kept its data on the device (``device.data`` came later: ``auto`` chooses
+    that where it fits).
     """
+    device = data.get("device")
+    if isinstance(device, dict) and "data" not in device:
+        data = {**data, "device": {**device, "data": "auto"}}
     model = data.get("model")
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
         data = {**data, "model": {"src_positions": "start", **model}}

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import codecs
+import logging
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from dlrun.errors import UserError, printable
 from dlrun.plan.config import RunConfig
 from dlrun.rundir.layout import RunDir
+
+log = logging.getLogger("dlrun")
 
 # The most of a data set held out (validation + test) by fractions: at least half trains.
 MAX_HELD_OUT = 0.5
@@ -57,6 +62,36 @@ def path_problems(key: str, value: str | None, kind: str, fix: str) -> list[str]
     return [] if found else [f"{key}={printable(value)}: no such {kind}; {fix}"]
 
 
+STREAM_MIN_ROW = 64  # bytes per example: smaller tensors (labels, lengths) are never streamed
+
+
+def _row_bytes(tensor: torch.Tensor) -> int:
+    return tensor[:1].numel() * tensor.element_size()
+
+
+def memory_mapped(
+    splits: dict[str, dict[str, torch.Tensor]], folder: Path, min_row: int
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``splits`` with every tensor of at least ``min_row`` bytes a row replaced by a
+    memory-mapped copy in ``folder`` (the file is unlinked at once: it lives as long as the
+    mapping, and its pages leave RAM when memory is short)."""
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, split in splits.items():
+        big = {k: v for k, v in split.items() if _row_bytes(v) >= min_row}
+        fd, path = tempfile.mkstemp(prefix=f"{name}.", suffix=".pt", dir=folder)
+        os.close(fd)
+        try:
+            torch.save({k: v.contiguous() for k, v in big.items()}, path)
+            mapped = torch.load(path, mmap=True, weights_only=True)
+        finally:
+            os.unlink(path)
+        out[name] = {k: mapped.get(k, v) for k, v in split.items()}
+    return out
+
+
 class TaskData:
     """The part of a task the engine reads its data through (and ``stats`` describes).
     Each has a default; a task overrides one only where its data need it (augmentation
@@ -71,6 +106,8 @@ class TaskData:
     not_tested: ClassVar[tuple[str, ...]] = ("train", "val", "train_subset")
     cfg: RunConfig
     splits: dict[str, dict[str, torch.Tensor]]
+    streamed: bool = False  # ``to`` left the large tensors on the host (``device.data``)
+    device: torch.device = torch.device("cpu")
 
     @property
     def batch_size(self) -> int:
@@ -87,14 +124,67 @@ class TaskData:
 
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The examples at ``idx`` (on the host or the data's device) as one batch."""
-        data = self.splits[split]
-        idx = idx.to(next(iter(data.values())).device, non_blocking=True)
-        return {k: v[idx] for k, v in data.items()}
+        pending = self._pending.pop(split, None) if self.streamed else None
+        if pending is not None and torch.equal(pending[0], idx):
+            return pending[1].result()  # gathered while the previous batch trained
+        return self._gather(self.splits[split], idx)
+
+    def prefetch(self, split: str, idx: torch.Tensor) -> None:
+        """Start gathering the batch ``idx`` of ``split`` (streamed data: in a background
+        thread, while the current batch trains); a no-op for data on the device."""
+        if self.streamed:
+            self._pending[split] = (idx, self._pool.submit(self._gather, self.splits[split], idx))
+
+    def _gather(self, data: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: self.gather(v, idx) for k, v in data.items()}
+
+    def gather(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``tensor[idx]`` on the device: rows of a streamed (host, memory-mapped) tensor are
+        copied out on the host, pinned next to a GPU, and sent asynchronously."""
+        if not self.streamed or tensor.device == self.device:
+            return tensor[idx.to(tensor.device, non_blocking=True)]
+        rows = tensor[idx.cpu()]
+        if self.device.type == "cuda":
+            rows = rows.pin_memory()
+        return rows.to(self.device, non_blocking=True)
 
     def to(self, device: torch.device) -> None:
-        """Move every split to ``device`` once; batches are then index slices there."""
+        """Move every split to ``device`` once; batches are then index slices there.
+
+        Data that would not fit (``device.data=auto``: more than half the device's free
+        memory, or of the RAM available for a CPU), or ``device.data=stream``, stay on the
+        host in a memory-mapped file instead: ``batch`` gathers each batch's rows there and
+        sends them, the next batch prefetched (``prefetch``). Small per-example tensors
+        (labels, lengths: under ``STREAM_MIN_ROW`` bytes a row) go to the device either way.
+        """
+        from dlrun.engine.device import free_memory
+
+        self.device = torch.device(device)
+        tensors = [v for split in self.splits.values() for v in split.values()]
+        size = sum(v.numel() * v.element_size() for v in tensors)
+        mode = self.cfg.device.data
+        self.streamed = mode == "stream" or (
+            mode == "auto" and size > free_memory(self.device) // 2
+        )
+        if self.streamed:
+            from concurrent.futures import ThreadPoolExecutor
+
+            log.info(
+                "data: %.1f MB streamed from a memory-mapped host copy (device.data=%s)",
+                size / 2**20,
+                mode,
+            )
+            if getattr(self, "_pool", None) is not None:  # a fold's ``to`` after another's
+                self._pool.shutdown(wait=False)
+            self._pending: dict[str, tuple[torch.Tensor, Any]] = {}
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="dlrun-prefetch")
+            folder = Path(self.cfg.paths.cache_dir).expanduser() / "stream"
+            self.splits = memory_mapped(self.splits, folder, STREAM_MIN_ROW)
         self.splits = {
-            name: {k: v.to(device, non_blocking=True) for k, v in split.items()}
+            name: {
+                k: v if self.streamed and _row_bytes(v) >= STREAM_MIN_ROW else v.to(device)
+                for k, v in split.items()
+            }
             for name, split in self.splits.items()
         }
 
@@ -108,7 +198,8 @@ class TaskData:
             self.splits["train_subset"] = {k: v[:n] for k, v in self.splits["train"].items()}
 
     # Attributes that hold rows of ``train`` and ``val`` beside the tensors, aligned with
-    # them (dicts of split name -> list, or tuple of lists): ``fold`` re-splits them too.
+    # them (dicts of split name -> list, numpy array, or tuple of lists): ``fold``
+    # re-splits them too.
     fold_rows: ClassVar[tuple[str, ...]] = ()
 
     def fold(self, k: int, folds: int, seed: int) -> None:
@@ -134,6 +225,8 @@ class TaskData:
         val = chunks[k].sort().values
         train = torch.cat([c for i, c in enumerate(chunks) if i != k])  # stays shuffled
         self.splits.pop("train_subset", None)
+        if self.streamed:  # batches prefetched from the previous fold's splits
+            self._pending.clear()
         for name, idx in (("train", train), ("val", val)):
             self.splits[name] = {key: v[idx] for key, v in tensors.items()}
             for attr, pooled in rows.items():
@@ -182,15 +275,20 @@ class TaskData:
 
 
 def _join(a: Any, b: Any) -> Any:
-    """Rows ``a`` then rows ``b``: lists, or tuples of lists (source and target texts)."""
+    """Rows ``a`` then rows ``b``: lists, numpy arrays (a table's row indices), or tuples
+    of lists (source and target texts)."""
     if isinstance(a, tuple):
         return tuple(_join(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray):
+        return np.concatenate([a, b])
     return [*a, *b]
 
 
 def _take(rows: Any, idx: list[int]) -> Any:
     if isinstance(rows, tuple):
         return tuple(_take(r, idx) for r in rows)
+    if isinstance(rows, np.ndarray):
+        return rows[np.asarray(idx, dtype=np.int64)]
     return [rows[i] for i in idx]
 
 

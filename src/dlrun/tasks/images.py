@@ -292,7 +292,7 @@ class ImagesTask(ClassificationTask):
         label = self.splits["test"]["label"]
         order = torch.argsort((pred == label).int(), stable=True)[:SAMPLES_SHOWN].cpu()
         plot_image_grid(
-            self.splits["test"]["image"][order.to(label.device)].cpu(),
+            self.gather(self.splits["test"]["image"], order).cpu(),
             [
                 (self.classes[t], self.classes[p])
                 for t, p in zip(label.cpu()[order].tolist(), pred.cpu()[order].tolist())

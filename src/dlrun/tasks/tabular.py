@@ -19,23 +19,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dlrun.data.table import (
+    Column,
     Encoder,
     Table,
-    is_missing,
     missing_message,
-    number,
     read_table,
     row_fields,
     row_text,
     sorted_labels,
-    split_rows,
+    split_indices,
     summary,
-    target_number,
+    target_numbers,
 )
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
@@ -67,6 +67,9 @@ class TabularDataConfig(Named):
     batch_size: int = spec(ge=1)
 
 
+PLOTTED = 10_000  # rows of a table's picture (data.png): a sample of a large one
+
+
 # -- the task -------------------------------------------------------------------------------
 
 
@@ -76,14 +79,17 @@ class TabularTask(ClassificationTask):
     problems = PROBLEMS
     metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
     METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
-    fold_rows = ("raw",)
+    fold_rows = ("rows",)  # each split's row indices in its table follow the folds
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.encoder: Encoder | None = None
         self.target_stats = (0.0, 1.0)  # regression: training mean and std of the target
-        self.raw: dict[str, list[list[str]]] = {}  # feature values as read, per split
+        # Each split's rows: their indices in its table (``table_of``), aligned with the
+        # split's tensors.
+        self.rows: dict[str, np.ndarray] = {}
         self.table: Table | None = None
+        self.test_table: Table | None = None  # dataset.test_path's
 
     @property
     def regression(self) -> bool:
@@ -117,11 +123,13 @@ class TabularTask(ClassificationTask):
     # -- data ----------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
         d = self.cfg.dataset
-        table = read_table(Path(d.path).expanduser(), d.delimiter, d.encoding)
-        target = table.column(d.target)
+        # Class names and categorical features as written ("1.0" stays "1.0").
+        text = (*d.categorical, *(() if self.regression else (d.target,)))
+        table = read_table(Path(d.path).expanduser(), d.delimiter, d.encoding, text)
+        table.index(d.target)
         features = d.features or [h for h in table.header if h != d.target]
         for name in features:
-            table.column(name)
+            table.index(name)
         if d.target in features:
             raise UserError(f"dataset.features: the target '{d.target}' is also a feature")
         for name in d.categorical:
@@ -130,67 +138,74 @@ class TabularTask(ClassificationTask):
                     f"dataset.categorical: '{printable(name)}' is not a feature column; "
                     f"the features are {', '.join(map(printable, features))}"
                 )
-        splits = split_rows(table, d)
+        tables = dict.fromkeys(("train", "val", "test"), table)
+        splits = split_indices(len(table), d)
         if d.test_path is not None:
-            test = read_table(Path(d.test_path).expanduser(), d.delimiter, d.encoding)
+            test = read_table(Path(d.test_path).expanduser(), d.delimiter, d.encoding, text)
             if test.header != table.header:
                 raise UserError(f"{test.path}: its columns differ from {table.path}'s")
-            splits["test"] = list(zip(test.rows, (f"{test.path}, line {n}" for n in test.lines)))
+            tables["test"], splits["test"] = test, np.arange(len(test))
         if d.missing == "drop":
-            used = [table.header.index(f) for f in features] + [target]
-            splits = {
-                s: [(r, w) for r, w in rows if not any(is_missing(r[i]) for i in used)]
-                for s, rows in splits.items()
-            }
+            for s, rows in splits.items():
+                used = [tables[s].column(f).missing[rows] for f in (*features, d.target)]
+                splits[s] = rows[~np.logical_or.reduce(used)]
         for name, rows in splits.items():
-            if not rows:
+            if not len(rows):
                 raise UserError(
-                    f"{table.path}: the {name} split is empty ({len(table.rows)} rows); use a "
+                    f"{table.path}: the {name} split is empty ({len(table)} rows); use a "
                     "larger table or other dataset.val_fraction / test_fraction"
                 )
-        index = [table.header.index(f) for f in features]
-        train_rows = [[r[i] for i in index] for r, _ in splits["train"]]
         self.encoder = Encoder.fit(
-            train_rows, features, d.missing == "mean", d.categorical, str(table.path)
+            table, splits["train"], features, d.missing == "mean", d.categorical
         )
-        labels = {s: [r[target] for r, _ in rows] for s, rows in splits.items()}
-        where = {s: [w for _, w in rows] for s, rows in splits.items()}
-        for s in splits:
-            for value, w in zip(labels[s], where[s]):
-                if is_missing(value):
-                    raise UserError(missing_message(w, d.target))
+        # A missing label is refused naming its line (target_numbers, _class_targets).
         if self.regression:
-            y = {
-                s: [target_number(v, w, d.target) for v, w in zip(labels[s], where[s])]
-                for s in splits
-            }
-            mean = sum(y["train"]) / len(y["train"])
-            std = math.sqrt(sum((v - mean) ** 2 for v in y["train"]) / len(y["train"])) or 1.0
-            self.target_stats = (mean, std)
-            targets = {s: torch.tensor(v, dtype=torch.float32) for s, v in y.items()}
+            y = {s: target_numbers(tables[s], d.target, rows) for s, rows in splits.items()}
+            self.target_stats = (float(y["train"].mean()), float(y["train"].std()) or 1.0)
+            targets = {s: torch.from_numpy(v.astype(np.float32)) for s, v in y.items()}
         else:
-            self.classes = tuple(sorted_labels(set(labels["train"])))
-            unseen = [
-                (v, w) for s in splits for v, w in zip(labels[s], where[s]) if v not in self.classes
-            ]
-            if unseen:
-                value, w = unseen[0]
-                raise UserError(
-                    f"{w}: label '{printable(value, 40)}' never occurs in the training split"
-                )
-            if len(self.classes) < 2:
-                raise UserError(
-                    f"{table.path}: column '{d.target}' has one class in training; "
-                    "classification needs two or more (task.problem=regression for numbers)"
-                )
-            targets = {s: torch.tensor([self.classes.index(v) for v in labels[s]]) for s in splits}
-        self.table = table
+            targets = self._class_targets(tables, splits)
+        self.table, self.test_table = table, tables["test"] if d.test_path else None
         for s, rows in splits.items():
-            self.raw[s] = [[r[i] for i in index] for r, _ in rows]
-            self.splits[s] = {
-                "x": self.encoder.encode(self.raw[s], where[s]),
-                "label": targets[s],
-            }
+            self.rows[s] = rows
+            self.splits[s] = {"x": self.encoder.encode(tables[s], rows), "label": targets[s]}
+
+    def table_of(self, split: str) -> Table:
+        """The table that split ``split``'s ``rows`` index: ``dataset.test_path``'s for a
+        separate test table, else ``dataset.path``'s."""
+        return self.test_table if split == "test" and self.test_table is not None else self.table
+
+    def _class_targets(
+        self, tables: dict[str, Table], splits: dict[str, np.ndarray]
+    ) -> dict[str, torch.Tensor]:
+        """Each split's class indices; the classes are the training split's labels."""
+        target = self.cfg.dataset.target
+        coded = {s: tables[s].column(target).coded() for s in splits}
+        for s, rows in splits.items():
+            missing = tables[s].column(target).missing[rows]
+            if missing.any():
+                raise UserError(missing_message(tables[s].where(rows[missing.argmax()]), target))
+        values, codes = coded["train"]
+        self.classes = tuple(sorted_labels({values[c] for c in np.unique(codes[splits["train"]])}))
+        index = {c: k for k, c in enumerate(self.classes)}
+        targets = {}
+        for s, rows in splits.items():
+            values, codes = coded[s]
+            lookup = np.array([index.get(v, -1) for v in values] + [-1])
+            y = lookup[codes[rows]]
+            if (y < 0).any():
+                i = rows[(y < 0).argmax()]
+                raise UserError(
+                    f"{tables[s].where(i)}: label '{printable(values[codes[i]], 40)}' never "
+                    "occurs in the training split"
+                )
+            targets[s] = torch.from_numpy(y)
+        if len(self.classes) < 2:
+            raise UserError(
+                f"{tables['train'].path}: column '{target}' has one class in training; "
+                "classification needs two or more (task.problem=regression for numbers)"
+            )
+        return targets
 
     def stats(self) -> dict[str, Any]:
         """Per split sizes, then the table's column statistics, classes and correlations."""
@@ -231,7 +246,10 @@ class TabularTask(ClassificationTask):
             raise UserError(f"{path}: not a dlrun tabular description (damaged?)")
 
     def describe(self, split: str, i: int) -> str:
-        return ",".join(self.raw[split][i]) if split in self.raw else f"#{i}"
+        if split not in self.rows:
+            return f"#{i}"
+        row = self.table_of(split).row(int(self.rows[split][i]), self.encoder.features)
+        return ",".join(row)
 
     # -- model, loss, metrics ----------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -326,25 +344,22 @@ class TabularTask(ClassificationTask):
         else:
             super().report(model, run)
         numeric = [f for f in self.encoder.features if f in self.encoder.numeric]
-        index = [self.encoder.features.index(f) for f in numeric]
-        values = [
-            [math.nan if number(r[i]) is None else number(r[i]) for i in index]
-            for r in self.raw["train"]
-        ]
-        colours = None if self.regression else self.splits["train"]["label"].cpu()
+        rows = self.rows["train"][:PLOTTED]  # training rows are in random order: a fair sample
+        colours = None if self.regression else self.splits["train"]["label"][:PLOTTED].cpu()
         if numeric:
+            values = np.stack([self.table.column(f).numbers[rows] for f in numeric], axis=1)
             plot_table(numeric, values, colours, self.classes, run.file("data.png"))
         if len(self.encoder.features) == 2 and len(numeric) == 2 and not self.regression:
             split = "test" if "test" in self.splits else "val"
-            points = torch.tensor([[number(v) for v in r] for r in self.raw[split]])
+            table, rows = self.table_of(split), self.rows[split]
+            points = torch.from_numpy(np.stack([table.column(f).numbers[rows] for f in numeric], 1))
             x = self.splits[split]["x"]
             pred = model(x).argmax(1).cpu()
 
             def classify(grid: torch.Tensor) -> torch.Tensor:
-                encoded = self.encoder.encode(
-                    [[repr(float(a)), repr(float(b))] for a, b in grid.tolist()],
-                    ["grid"] * len(grid),
-                ).to(x.device)
+                columns = [Column(c.double().numpy(), np.zeros(len(c), dtype=bool)) for c in grid.T]
+                table = Table(None, numeric, columns, ",", label="grid point")
+                encoded = self.encoder.encode(table, np.arange(len(grid))).to(x.device)
                 return model(encoded).argmax(1).cpu()
 
             plot_decision_boundary(
@@ -394,7 +409,7 @@ class TabularTask(ClassificationTask):
         a row of the features' values in the run's order (``inputs_from_table``)."""
         features = self.encoder.features
         parsed = []
-        for i, row in enumerate(inputs, 1):
+        for i, row in enumerate(inputs, 1):  # one line, one row: no file around them
             values = row_fields(row, len(features))
             if len(values) != len(features):
                 raise UserError(
@@ -402,12 +417,12 @@ class TabularTask(ClassificationTask):
                     f"({', '.join(features)}), comma-separated"
                 )
             parsed.append(values)
+        table = Table.from_rows(features, parsed, "input")
         device = next(model.parameters()).device
         out = []
         for start in range(0, len(parsed), batch_size):
-            chunk = parsed[start : start + batch_size]
-            where = [f"input {start + k + 1}" for k in range(len(chunk))]
-            x = self.encoder.encode(chunk, where).to(device)
+            chunk = np.arange(start, min(start + batch_size, len(parsed)))
+            x = self.encoder.encode(table, chunk).to(device)
             if self.regression:
                 out += [f"{v:.6g}" for v in self._values(model, x).tolist()]
             else:

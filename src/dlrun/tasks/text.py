@@ -39,7 +39,7 @@ from dlrun.registry import TASKS, model_entry
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json, read_torch
 from dlrun.rundir.write import write_json
-from dlrun.tasks.base import encoding_problems, path_problems
+from dlrun.tasks.base import encoding_problems, memory_mapped, path_problems
 from dlrun.tasks.classify import ClassificationTask
 
 PREP_VERSION = 2  # 2: classes.json and the sequence form
@@ -308,7 +308,13 @@ class TextClassifier(ClassificationTask):
 
     def to(self, device: torch.device) -> None:
         super().to(device)
-        self.flat = {k: v.to(device) for k, v in self.flat.items()}
+        if self.streamed:  # the ids, most of the data, stay memory-mapped on the host
+            folder = Path(self.cfg.paths.cache_dir).expanduser() / "stream"
+            own = {s: {"ids": v} for s, v in self.flat.items() if s != "train_subset"}
+            mapped = memory_mapped(own, folder, 0)
+            self.flat = {s: mapped.get(s, mapped["train"])["ids"] for s in self.flat}
+        else:
+            self.flat = {k: v.to(device) for k, v in self.flat.items()}
         if self.feature_weights is not None:
             self.feature_weights = self.feature_weights.to(device)
 
@@ -331,7 +337,7 @@ class TextClassifier(ClassificationTask):
         pos = torch.arange(total, device=idx.device) + torch.repeat_interleave(
             start - offsets, length, output_size=total
         )
-        ids = self.flat[split][pos]
+        ids = self.gather(self.flat[split], pos)
         return {"ids": ids, "offsets": offsets, "label": d["label"][idx], **self._weights(ids)}
 
     def _weights(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
