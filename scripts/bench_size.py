@@ -1,6 +1,7 @@
 """Data at real size: time to ready-to-train and peak memory at 10x steps of size.
 
     python scripts/bench_size.py KIND SIZE [SIZE...] [--data /tmp/dlrun-size] [--stream]
+        [--device cpu|cuda]
 
 KIND is ``table`` (SIZE rows x 20 numeric columns: 19 features and a 0/1 label, as
 CSV), ``text`` (SIZE synthetic reviews in the aclImdb layout, half train, half test,
@@ -86,11 +87,10 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure(kind: str, n: int, root: Path, stream: bool) -> dict:
+def measure(kind: str, n: int, root: Path, stream: bool, device: str) -> dict:
     path, args = data(kind, n, root)
     out = root / "runs"
-    exe = Path(sys.executable).with_name("dlrun")
-    cmd = [str(exe), *args, "device=cpu", "trainer.max_steps=20", "trainer.eval_every=null"]
+    cmd = [sys.executable, "-m", "dlrun.train", *args, f"device={device}", "trainer.max_steps=20", "trainer.eval_every=null"]
     cmd += [f"paths.output_dir={out}", f"paths.cache_dir={root / 'cache'}"]
     cmd += ["device.data=stream"] if stream else []
     start = time.time()
@@ -118,12 +118,13 @@ def main() -> None:
     parser.add_argument("sizes", nargs="+", type=lambda s: int(float(s)))
     parser.add_argument("--data", type=Path, default=Path("/tmp/dlrun-size"))
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--device", default="cpu", help="device= of the runs (cpu, cuda)")
     a = parser.parse_args()
     a.data.mkdir(parents=True, exist_ok=True)
     print("| data | size | on disk MB | ready to train s | data s | run wall s | peak RSS MB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for n in a.sizes:
-        r = measure(a.kind, n, a.data, a.stream)
+        r = measure(a.kind, n, a.data, a.stream, a.device)
         kind = r["kind"] + (" (streamed)" if r["stream"] else "")
         print(
             f"| {kind} | {n:,} | {r['mb']:.1f} | {r['ready_s']:.1f} | {r['data_s']:.1f} | "

@@ -21,14 +21,24 @@ from pathlib import Path
 
 def write_data(folder: Path, small: bool) -> None:
     """The tests' tiny corpora (dlrun.testing.fake); ``small``: ten times more of each."""
-    from dlrun.testing.fake import write_aclimdb, write_kmnist, write_text_pairs
+    from dlrun.testing.fake import (
+        write_aclimdb,
+        write_image_folder,
+        write_kmnist,
+        write_points,
+        write_text_pairs,
+        write_texts,
+    )
 
     scale = 10 if small else 1
     folder.mkdir(parents=True, exist_ok=True)
     write_aclimdb(folder, n_train=200 * scale, n_test=100 * scale)
     write_kmnist(folder / "KMNIST" / "raw", n_train=600 * scale, n_test=200 * scale)
     write_text_pairs(folder, n=400 * scale)
-    print(f"wrote {folder}/aclImdb, {folder}/KMNIST/raw, {folder}/pairs.tsv")
+    write_texts(folder, n=240 * scale)
+    write_points(folder, n=300 * scale)
+    write_image_folder(folder / "images", per_class=30 * scale)
+    print(f"wrote {folder}: aclImdb, KMNIST/raw, pairs.tsv, texts.csv, points.csv, images/")
 
 
 def last_step(run_dir: Path) -> int:

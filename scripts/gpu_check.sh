@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # the check functions are called through check()
-# scripts/gpu_check.sh [--wheels DIR] [--device cuda|cpu] [--logs DIR]
+# scripts/gpu_check.sh [--wheels DIR] [--device cuda|cpu] [--logs DIR] [--only REGEX]
 #
 # Runs every CUDA path of dlrun once on a GPU box, in 4.5 minutes on one H200 (measured
 # 2026-12-04, BENCHMARKS.md), on data it writes itself (no data or network needed):
 #   - installs dlrun from a wheel folder first if asked (--wheels DIR or WHEELS=DIR:
 #     pip install --no-index --find-links DIR -e ".[test]"; see scripts/wheels.sh);
-#   - trains dates, algebra, kmnist, imdb and text_pairs for a few hundred steps in
-#     bf16; dates in fp16 (GradScaler on); kmnist with device.compile=true;
+#   - trains dates, algebra, kmnist, imdb, text_pairs, text, tabular and images for a
+#     few hundred steps in bf16; images, text (model=text_cnn too) and tabular again with
+#     device.data=stream; dates in fp16 (GradScaler on); kmnist with device.compile=true;
 #   - interrupts a run with SIGINT and resumes it; dlrun-predict of the GPU-trained
 #     dates and imdb runs on the CPU and on the GPU;
 #     torchrun --nproc_per_node=1 (and 2 ranks over NCCL where there are 2 GPUs);
 #   - the CUDA tests (python -m pytest -m gpu);
-# and prints a table (check, result, seconds) last. Each check goes on after a failure;
+# and prints a table (check, result, seconds) last; --only REGEX (ONLY=) runs only the
+# checks whose names match, e.g. --only stream to rerun what failed (predict_* needs the
+# train_dates and train_imdb runs in the same --logs). Each check goes on after a failure;
 # the exit status is 1 if any failed. Logs and run directories go to --logs (LOGS=),
 # by default $OUT/gpu_check when OUT is set, else ./gpu_check_DATE.
 #
@@ -20,8 +23,9 @@
 # skipping those that need CUDA: it tests this script where there is no GPU.
 set -uo pipefail
 
-usage="usage: scripts/gpu_check.sh [--wheels DIR] [--device cuda|cpu] [--logs DIR]"
+usage="usage: scripts/gpu_check.sh [--wheels DIR] [--device cuda|cpu] [--logs DIR] [--only REGEX]"
 wheels=${WHEELS:-}
+only=${ONLY:-}
 device=${DEVICE:-cuda}
 logs=${LOGS:-}
 while [[ $# -gt 0 ]]; do
@@ -29,6 +33,7 @@ while [[ $# -gt 0 ]]; do
         --wheels) wheels=${2:?$usage}; shift 2 ;;
         --device) device=${2:?$usage}; shift 2 ;;
         --logs) logs=${2:?$usage}; shift 2 ;;
+        --only) only=${2:?$usage}; shift 2 ;;
         -h | --help) echo "$usage"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument '$1'; $usage" >&2; exit 2 ;;
     esac
@@ -48,10 +53,14 @@ echo "gpu_check: device $device, logs in $logs"
 
 names=() results=() seconds=()
 failed=0
-# check NAME COMMAND...: run it with its output in $logs/NAME.log and record the result.
+# check NAME COMMAND...: run it with its output in $logs/NAME.log and record the result
+# (with --only REGEX, only checks whose names match it run, beside install and data).
 check() {
     local name=$1 start=$SECONDS rc
     shift
+    if [[ -n $only && ! $name =~ $only && $name != install && $name != data ]]; then
+        return 0
+    fi
     echo "== $name"
     "$@" >"$logs/$name.log" 2>&1
     rc=$?
@@ -65,6 +74,7 @@ check() {
     fi
 }
 skip() {
+    [[ -n $only && ! $1 =~ $only ]] && return 0
     echo "== $1: skipped: $2"
     names+=("$1") results+=("skipped: $2") seconds+=(0)
 }
@@ -104,6 +114,9 @@ declare -A task_args=(
     [kmnist]="task=kmnist dataset.path=$data/KMNIST/raw dataset.val_fraction=$kmnist_val"
     [imdb]="task=imdb dataset.path=$data/aclImdb dataset.val_fraction=0.05"
     [text_pairs]="task=text_pairs dataset.path=$data/pairs.tsv"
+    [text]="task=text dataset.path=$data/texts.csv"
+    [tabular]="task=tabular dataset.path=$data/points.csv dataset.target=labels"
+    [images]="task=images dataset.path=$data/images"
 )
 
 # verify RUN_DIR AMP STEPS [EXTRA...]: the run ended ok after STEPS steps with device.amp=AMP.
@@ -124,10 +137,25 @@ train() {
 }
 
 check data "${helper[@]}" data "$data" $small
-for task in dates algebra kmnist imdb text_pairs; do
+for task in dates algebra kmnist imdb text_pairs text tabular images; do
     # shellcheck disable=SC2086  # task_args hold several words
     check "train_$task" train "$task" "$amp" "" ${task_args[$task]}
 done
+# The same data kept on the host, memory-mapped, and streamed to the device in
+# prefetched batches (device.data=stream; auto chooses it for data larger than the device).
+stream() {
+    local name=$1
+    shift
+    train "$name" "$amp" "" "$@" device.data=stream &&
+        grep -q "streamed from a memory-mapped host copy" "$runs/$name/dlrun.log"
+}
+for task in images text tabular; do
+    # shellcheck disable=SC2086
+    check "stream_$task" stream "stream_$task" ${task_args[$task]}
+done
+# shellcheck disable=SC2086
+check stream_text_cnn stream stream_text_cnn ${task_args[text]} model=text_cnn \
+    optimizer=adamw optimizer.lr=1e-3
 
 if ((cuda_checks)); then
     # shellcheck disable=SC2086

@@ -141,7 +141,8 @@ class TaskData:
     def gather(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``tensor[idx]`` on the device: rows of a streamed (host, memory-mapped) tensor are
         copied out on the host, pinned next to a GPU, and sent asynchronously."""
-        if not self.streamed or tensor.device == self.device:
+        # Compared by type: a tensor sent to device "cuda" reports "cuda:0".
+        if not self.streamed or tensor.device.type == self.device.type:
             return tensor[idx.to(tensor.device, non_blocking=True)]
         rows = tensor[idx.cpu()]
         if self.device.type == "cuda":
