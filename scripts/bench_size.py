@@ -90,7 +90,15 @@ def size_of(path: Path) -> int:
 def measure(kind: str, n: int, root: Path, stream: bool, device: str) -> dict:
     path, args = data(kind, n, root)
     out = root / "runs"
-    cmd = [sys.executable, "-m", "dlrun.train", *args, f"device={device}", "trainer.max_steps=20", "trainer.eval_every=null"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dlrun.train",
+        *args,
+        f"device={device}",
+        "trainer.max_steps=20",
+        "trainer.eval_every=null",
+    ]
     cmd += [f"paths.output_dir={out}", f"paths.cache_dir={root / 'cache'}"]
     cmd += ["device.data=stream"] if stream else []
     start = time.time()
@@ -121,7 +129,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device= of the runs (cpu, cuda)")
     a = parser.parse_args()
     a.data.mkdir(parents=True, exist_ok=True)
-    print("| data | size | on disk MB | ready to train s | data s | run wall s | peak RSS MB |")
+    peak = "peak GPU MB allocated" if a.device.startswith("cuda") else "peak RSS MB"
+    print(f"| data | size | on disk MB | ready to train s | data s | run wall s | {peak} |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for n in a.sizes:
         r = measure(a.kind, n, a.data, a.stream, a.device)
