@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import os
 import re
 import sys
 from typing import NoReturn
@@ -58,6 +60,31 @@ def first_line(what: BaseException | str, limit: int | None = None) -> str:
     return text if limit is None else printable(text, limit)
 
 
+# What a failed write (or a folder that cannot be made) means for the user, by errno.
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free some space or choose a folder on another disk",
+    errno.EDQUOT: "the disk quota is used up: free some space or choose another folder",
+    errno.EROFS: "the file system is read-only: choose a folder you can write",
+    errno.EACCES: "permission denied: choose a folder you can write, or change its permissions",
+    errno.EPERM: "not permitted: choose a folder you can write, or change its permissions",
+    errno.ENOTDIR: "a file is where a folder should be: move it, or choose another folder",
+    errno.EISDIR: "a folder is where a file should be: move it, or choose another folder",
+    errno.EEXIST: "something is in the way: move it, or choose another folder",
+}
+
+
+def os_problem(exc: OSError) -> str | None:
+    """One line for an ``OSError`` a machine's state explains (a full disk, a read-only
+    or forbidden folder, a file in the way): the path and the fix. None for any other
+    (a bug, which keeps its traceback)."""
+    fix = _FIXES.get(exc.errno or 0)
+    if fix is None:
+        return None
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(printable(os.fsdecode(p), 200) for p in paths) or "a file dlrun writes"
+    return f"{where}: {fix}"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage mistakes are one line and exit status 2, like every dlrun error."""
 
@@ -84,6 +111,12 @@ def one_line_errors(prog: str):
         yield
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        problem = os_problem(exc)
+        if problem is None:
+            raise
+        print(f"{prog}: error: {problem}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{prog}: stopped by SIGINT", file=sys.stderr)

@@ -17,17 +17,21 @@ import signal
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun import __version__
-from dlrun.errors import Interrupted, Terminated, UserError
+from dlrun.errors import Interrupted, Terminated, UserError, os_problem
 from dlrun.plan.command import Plan, plan_command
 from dlrun.plan.compose import register_plugins, run_hydra
 from dlrun.plan.config import conf_dir
 from dlrun.plan.resume import resume_command
+from dlrun.rundir import lock
 from dlrun.rundir.layout import RunDir
+from dlrun.rundir.write import remove_abandoned
 
 log = logging.getLogger("dlrun")
 _claimed: dict[str, str] = {}
@@ -87,8 +91,21 @@ class Job:
         config = self.plan.config if single else cfg
         resume = self.plan.resume.take() if self.plan.resume else None
         try:
-            return run(config, rundir.path, resume)
+            try:
+                if from_env().main:  # one writer: refused if another process writes there
+                    lock.hold(rundir.path, "run directory", "wait for it to end")
+                    for tmp in remove_abandoned(rundir.path):
+                        log.info("removed %s, left by a process killed while writing it", tmp)
+                return run(config, rundir.path, resume)
+            except OSError as exc:  # a full disk, a read-only folder...: the user's to fix
+                problem = os_problem(exc)
+                if problem is None:
+                    raise
+                raise UserError(problem) from None
         except UserError as exc:
+            if single and self._discard(rundir):
+                log.error("dlrun: error: %s", exc)
+                sys.exit(2)
             rundir.write_failure("failed", str(exc))
             if from_env().main:  # under torchrun, one rank says it
                 log.error("dlrun: error: %s (run directory: %s)", exc, rundir)
@@ -109,6 +126,49 @@ class Job:
         except Exception as exc:  # a bug: recorded for the sweep's table, then raised
             rundir.write_failure("failed", f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            lock.release(rundir.path)  # a sweep's jobs in this process: one at a time
+
+    def _discard(self, run: RunDir) -> bool:
+        """Remove ``run`` if this command made it and the run stopped before its first
+        step (a mistake in the data, found while reading it): a user's typo leaves no
+        run directory behind to show in reports as a failed run. Whether it did."""
+        from dlrun.engine.distributed import from_env
+
+        made_here = {Path(p).resolve() for p in _claimed.values()}  # dlrun_unique's folders
+        made = self.plan.new_dir or run.path.resolve() in made_here
+        if self.plan.resume or not made or not from_env().main:
+            return False
+        if run.metrics.exists() or run.has_checkpoint():
+            return False
+        lock.release(run.path)
+        shutil.rmtree(run.path, ignore_errors=True)  # (its log file is open: Linux lets go)
+        if run.path.resolve() in made_here:  # dlrun's own outputs/DATE/, if now empty
+            with contextlib.suppress(OSError):
+                run.path.parent.rmdir()
+        return not run.path.exists()
+
+
+class SweepLock(Callback):
+    """Hydra callback: a sweep's folder has one writer. Its start locks the folder
+    (before Hydra's sweeper writes ``multirun.yaml``); a second sweep or search into a
+    folder that one is writing is refused in one line. A search continued later in the
+    same folder (its study is there) is not refused: the lock ends with its writer."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from dlrun.engine.distributed import from_env
+
+        if not from_env().main:
+            return
+        try:
+            lock.hold(
+                Path(str(config.hydra.sweep.dir)),
+                "sweep folder",
+                "wait for that sweep to end, or choose another hydra.sweep.dir",
+            )
+        except UserError as exc:  # a callback's exception would be Hydra's traceback
+            print(f"dlrun: error: {exc}", file=sys.stderr)
+            sys.exit(2)
 
 
 @contextlib.contextmanager

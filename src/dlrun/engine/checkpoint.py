@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +14,27 @@ import torch
 
 from dlrun.rundir.write import atomic_write
 
+FULL_BELOW = 1 << 20  # bytes free under which a failed torch.save was a full disk
+
 
 def save_atomic(obj: Any, path: Path) -> None:
     """Write to a temporary file beside ``path`` and rename it into place.
 
     A crash mid-write leaves the previous checkpoint intact, never a torn one.
     """
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: save(obj, tmp))
+
+
+def save(obj: Any, path: Path) -> None:
+    """``torch.save``, whose failed write (a full disk) is the ``OSError`` it is: torch
+    reports one as a RuntimeError ("unexpected pos", "failed writing"), with no errno."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as exc:
+        # A write that failed for want of space has used up what there was.
+        if shutil.disk_usage(path.parent).free < FULL_BELOW:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -115,6 +115,7 @@ class Plan:
     argv: list[str]
     config: RunConfig | None = None
     resume: Resume | None = None
+    new_dir: bool = False  # hydra.run.dir names a folder this command makes (or finds empty)
 
 
 def plan_command(argv: list[str], conf_dir: Path) -> Plan:
@@ -176,19 +177,51 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
         return Plan(["-m", *argv, *_job_dirname_override(conf_dir, parsed)])
     data = _validate(cfg)
     _check_writable(data.paths)
+    given = next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None)
     job = slurm_job()
     if job is None:
-        return Plan(argv, data)
+        if given is None:
+            return Plan(argv, data)
+        return Plan(argv, data, new_dir=_claim_run_dir(Path(str(given)).expanduser()))
     from dlrun.plan.resume import hydra_value
 
     # In a SLURM job, a run has a directory of its own that a requeued job finds again.
-    given = next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None)
     where = Path(str(given)).expanduser() if given else slurm_run_dir(data, job, argv)
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and RunDir(where).last.is_file():
         print(f"dlrun: SLURM requeued job {job}: resuming {where}", file=sys.stderr)
         kept = [a for a in argv if not a.startswith("hydra.run.dir=")]
         return plan_command([*kept, f"resume={hydra_value(str(where))}"], conf_dir)
-    return Plan(argv if given else [*argv, f"hydra.run.dir={hydra_value(str(where))}"], data)
+    new = _claim_run_dir(where)
+    return Plan(
+        argv if given else [*argv, f"hydra.run.dir={hydra_value(str(where))}"], data, None, new
+    )
+
+
+def _claim_run_dir(where: Path) -> bool:
+    """A new run in a directory the command names (``hydra.run.dir``): refused if that
+    directory holds a run that trained (its files are never rewritten) or one that is
+    running now; else locked for this command (``dlrun.rundir.lock``). Returns whether
+    the folder is new (absent or empty)."""
+    from dlrun.engine.distributed import from_env
+    from dlrun.plan.resume import resume_command
+    from dlrun.rundir import lock
+
+    if not from_env().main:  # under torchrun, rank 0 writes the run directory
+        return False
+    how = "wait for it to end, or choose another hydra.run.dir"
+    lock.refuse_if_held(where, "run directory", how)
+    run = RunDir(where)
+    shown = _shown(str(where))
+    if run.finished() or run.has_checkpoint():
+        done = "a finished run" if run.finished() else "a run with checkpoints"
+        how = "" if run.finished() else f", continue it with: {resume_command(where)}"
+        raise UserError(
+            f"hydra.run.dir={shown} already holds {done}, whose files are never rewritten; "
+            f"choose another hydra.run.dir{how}"
+        )
+    new = not where.is_dir() or not any(where.iterdir())
+    lock.hold(where, "run directory", how)
+    return new
 
 
 def slurm_job(env=os.environ) -> str | None:
@@ -355,6 +388,7 @@ def _is_hydra(o) -> bool:
 
 def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     """The plan that continues ``run``; refuses changes that would not."""
+    from dlrun.engine.distributed import from_env
     from dlrun.plan.resume import (
         check_not_a_fold,
         check_overrides,
@@ -362,7 +396,11 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
         hydra_value,
         resumed_config,
     )
+    from dlrun.rundir import lock
 
+    how = "wait for it to end, then resume it"
+    if from_env().main:  # first: a running run's checkpoint changes under us
+        lock.refuse_if_held(run.path, "run directory", how)
     ckpt = run.resume_checkpoint()
     check_not_a_fold(run, ckpt["config"])
     kept = check_overrides(run.path, parsed, ckpt["config"], set(all_groups(conf_dir)))
@@ -374,6 +412,8 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     data = _validate(resumed_config(ckpt["config"], run.path, to_dict(cfg), keys))
     check_unfinished(run, ckpt.get("state"), data)
     _check_writable(data.paths)
+    if from_env().main:  # nothing refused it: from here this command writes the run
+        lock.hold(run.path, "run directory", how)
     return Plan([*flags, *texts], data, Resume(ckpt))
 
 

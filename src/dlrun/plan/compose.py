@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def run_hydra(argv: list[str], task_function: Callable[[Any], Any]) -> None:
     )
     from hydra.core.global_hydra import GlobalHydra
 
-    from dlrun.errors import UserError
+    from dlrun.errors import UserError, os_problem
     from dlrun.plan.config import conf_dir
 
     parser = get_args_parser()
@@ -82,7 +83,18 @@ def run_hydra(argv: list[str], task_function: Callable[[Any], Any]) -> None:
     mode = "MULTIRUN" if args.multirun else "RUN"
     launch = app.multirun if args.multirun else app.run
     overrides = [*args.overrides, f"hydra.mode={mode}"]
+
+    def launch_reported() -> None:
+        try:
+            launch("config", task_function, overrides)
+        except OSError as exc:  # Hydra's own writes: the run directory, .hydra/, its log
+            problem = os_problem(exc)
+            if problem is None:
+                raise
+            print(f"dlrun: error: {problem}", file=sys.stderr)
+            sys.exit(2)  # SystemExit passes through Hydra's error reporting
+
     try:
-        run_and_report(lambda: launch("config", task_function, overrides))
+        run_and_report(launch_reported)
     finally:
         GlobalHydra.instance().clear()

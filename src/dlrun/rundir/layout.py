@@ -159,7 +159,10 @@ class RunDir:
         """
         if not self.path.is_dir() or self.finished():
             return
-        self.write_summary({"status": status, "error": first_line(error)})
+        try:
+            self.write_summary({"status": status, "error": first_line(error)})
+        except OSError:  # best effort: the disk that failed the run may refuse this too
+            pass
 
     def write_samples(self, rows: list[dict]) -> None:
         write.write_text_atomic(self.samples, write.samples_text(rows))

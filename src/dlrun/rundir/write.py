@@ -25,8 +25,25 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # named by the file meant (a full disk...), not the temporary
+        if exc.filename not in (str(tmp), tmp):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_abandoned(folder: Path) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write (kill -9, power loss) left
+    in ``folder`` and its subfolders; only for the folder's lock holder (``rundir.lock``),
+    beside whom nobody else writes there. Returns what it removed."""
+    removed = []
+    for tmp in folder.rglob(".*.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_json(path: Path, data: Any, indent: int | None = 2) -> None:

@@ -77,6 +77,8 @@ def memory_mapped(
     mapping, and its pages leave RAM when memory is short)."""
     import tempfile
 
+    from dlrun.engine import checkpoint
+
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, dict[str, torch.Tensor]] = {}
     for name, split in splits.items():
@@ -84,7 +86,7 @@ def memory_mapped(
         fd, path = tempfile.mkstemp(prefix=f"{name}.", suffix=".pt", dir=folder)
         os.close(fd)
         try:
-            torch.save({k: v.contiguous() for k, v in big.items()}, path)
+            checkpoint.save({k: v.contiguous() for k, v in big.items()}, Path(path))
             mapped = torch.load(path, mmap=True, weights_only=True)
         finally:
             os.unlink(path)

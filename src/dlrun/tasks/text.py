@@ -30,6 +30,7 @@ from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import stratified_split
 from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
 from dlrun.data.text import TOKENIZERS, WordVocab, read_labelled, with_ngrams
+from dlrun.engine import checkpoint
 from dlrun.engine.checkpoint import save_atomic
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
@@ -230,7 +231,7 @@ class TextClassifier(ClassificationTask):
                 "length": length,
                 "ids": torch.from_numpy(flat),
             }
-        torch.save(data, out / "data.pt")
+        checkpoint.save(data, out / "data.pt")
         (out / "vocab.json").write_text(json.dumps(vocab.itos))
         (out / "classes.json").write_text(json.dumps(classes))
         shown = {

@@ -1,0 +1,363 @@
+"""A real machine's faults: two writers at once, full and read-only disks, kill -9.
+
+Each case asserts the exit status, ONE line on stderr with no traceback, that no
+temporary file is left behind and that a finished run's files stay byte-identical.
+Full disks and read-only folders are real: a small tmpfs and a read-only bind mount
+(root only, as in CI). Other processes holding a lock are real processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_cli
+from test_hostile import DATES, _finished_run, assert_one_line, digest, invoke
+
+from dlrun.errors import os_problem
+from dlrun.rundir import lock
+from dlrun.rundir.write import atomic_write, remove_abandoned, write_text_atomic
+
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, cache_dir) -> Path:
+    """A finished tiny dates run (never modified: cases work on it read-only or copy it)."""
+    return _finished_run(tmp_path_factory.mktemp("faults"), cache_dir, DATES)
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if re.search(r"\.tmp\d+$|^\.\w+\.\d+\.", p.name)]
+
+
+class Holder:
+    """Another process that holds ``folder``'s lock, as a dlrun writing there would."""
+
+    def __init__(self, folder: Path):
+        code = textwrap.dedent(
+            f"""
+            import sys, time
+            sys.argv = ["dlrun", "task=dates", "(the other writer)"]
+            from dlrun.rundir import lock
+            lock.hold({str(folder)!r}, "x", "y")
+            print("held", flush=True)
+            time.sleep(120)
+            """
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture
+def holder():
+    started: list[Holder] = []
+
+    def start(folder: Path) -> Holder:
+        started.append(Holder(folder))
+        return started[-1]
+
+    yield start
+    for h in started:
+        h.kill()
+
+
+# -- one writer: locks ---------------------------------------------------------------------
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path, holder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = holder(tmp_path / "run")
+    code, _, err = invoke("dlrun", [*DATES, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert code == 2
+    line = assert_one_line(err, "dlrun", r"run directory .*run is in use by process \d+")
+    assert f"process {other.proc.pid} (dlrun task=dates (the other writer)" in line
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".dlrun.lock"]
+
+
+def test_resume_of_a_run_in_use_is_refused_and_changes_nothing(done, tmp_path, holder):
+    other = holder(done)
+    before = digest(done)
+    code, _, err = invoke("dlrun", [f"resume={done}", "trainer.max_steps=40"])
+    assert code == 2
+    pattern = rf"run directory .* in use by process {other.proc.pid} .*then resume it"
+    assert_one_line(err, "dlrun", pattern)
+    other.kill()
+    assert digest(done) == before
+
+
+def test_a_lock_dies_with_its_process(tmp_path, holder):
+    other = holder(tmp_path)
+    assert lock.holder(tmp_path).startswith(f"process {other.proc.pid} ")
+    other.proc.send_signal(signal.SIGKILL)  # kill -9: no cleanup ran
+    other.proc.wait()
+    assert lock.holder(tmp_path) is None
+    lock.hold(tmp_path, "folder", "how")  # taken over at once
+    try:
+        assert lock.holder(tmp_path) is None  # our own lock: nobody else's
+    finally:
+        lock.release(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["finished", "checkpoints"])
+def test_a_new_run_never_rewrites_a_run_directory(done, tmp_path, kind, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    target = done
+    if kind == "checkpoints":  # a run that trained and stopped: resumable, not finished
+        target = tmp_path / "stopped"
+        shutil.copytree(done, target)
+        (target / "summary.json").write_text('{"status": "interrupted"}\n')
+    before = digest(target)
+    code, _, err = invoke("dlrun", [*DATES, f"hydra.run.dir={target}"])
+    assert code == 2
+    line = assert_one_line(err, "dlrun", r"already holds a .*never rewritten")
+    assert ("resume=" in line) == (kind == "checkpoints")
+    assert digest(target) == before  # .hydra/ included
+
+
+def test_a_sweep_folder_in_use_is_refused(tmp_path, holder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    holder(tmp_path / "sweep")
+    argv = ["-m", *DATES, "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    code, _, err = invoke("dlrun", argv)
+    assert code == 2
+    assert_one_line(err, "dlrun", r"sweep folder .*sweep is in use by process \d+")
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [".dlrun.lock"]
+
+
+def test_a_cache_entry_waits_for_its_builder(tmp_path):
+    """The second builder of one cache entry waits until the first lets go."""
+    path = tmp_path / ".entry.lock"
+    code = textwrap.dedent(
+        f"""
+        import time
+        from dlrun.rundir import lock
+        with lock.wait_for(__import__("pathlib").Path({str(path)!r}), "entry"):
+            print("held", flush=True)
+            time.sleep(1.5)
+        """
+    )
+    first = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "held"
+    start = time.monotonic()
+    with lock.wait_for(path, "entry"):
+        waited = time.monotonic() - start
+    first.wait()
+    assert waited > 0.5
+
+
+# -- one writer: failed writes ---------------------------------------------------------------
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """mount(kind): a 300 KB tmpfs ("full") or a read-only bind mount ("ro") in tmp_path."""
+    if not ROOT:
+        pytest.skip("mounting a tmpfs or a read-only folder needs root (CI runs as root)")
+    points = []
+
+    def mount(kind: str) -> Path:
+        point = tmp_path / f"mnt_{kind}_{len(points)}"
+        point.mkdir()
+        if kind == "full":
+            cmd = ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(point)]
+        else:
+            source = tmp_path / f"src_{len(points)}"
+            (source / "cache").mkdir(parents=True)
+            cmd = ["mount", "--bind", "-o", "ro", str(source), str(point)]
+        subprocess.run(cmd, check=True)
+        points.append(point)
+        return point
+
+    yield mount
+    for point in reversed(points):
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, mounted, cache_dir):
+    disk = mounted("full")
+    # A subprocess: the tmpfs fills at the first checkpoint (weights are ~0.8 MB).
+    done = run_cli(["dlrun", *DATES, f"hydra.run.dir={disk / 'run'}"], tmp_path, cache_dir)
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert re.search(r"dlrun: error: .*run/\S+: the disk is full: free some space", errors[0])
+    assert temporaries(disk) == []
+
+
+@pytest.mark.parametrize(
+    "key", ["hydra.run.dir={ro}/run", "paths.output_dir={ro}/out", "paths.cache_dir={ro}/cache"]
+)
+def test_a_read_only_folder_is_one_line(tmp_path, mounted, key, monkeypatch):
+    ro = mounted("ro")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke("dlrun", [*DATES, key.format(ro=ro)])
+    assert code == 2
+    assert_one_line(err, "dlrun", r"is not writable; choose another")
+
+
+def test_a_run_directory_under_a_file_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    code, _, err = invoke("dlrun", [*DATES, f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    assert code == 2
+    assert_one_line(err, "dlrun", r"is under .*file, which is a file, not a folder")
+
+
+@pytest.mark.parametrize(
+    "number, fix",
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.EDQUOT, "quota"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "permission denied"),
+        (errno.EPERM, "not permitted"),
+        (errno.ENOTDIR, "a file is where a folder should be"),
+        (errno.EISDIR, "a folder is where a file should be"),
+        (errno.EEXIST, "something is in the way"),
+    ],
+)
+def test_a_failed_write_names_the_file_meant_and_leaves_no_temporary(tmp_path, number, fix):
+    target = tmp_path / "summary.json"
+
+    def fail(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(number, os.strerror(number), str(tmp))
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(target, fail)
+    assert caught.value.filename == str(target)
+    problem = os_problem(caught.value)
+    assert problem.startswith(f"{target}: ") and fix in problem
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unexplained_os_error_stays_a_bug():
+    assert os_problem(OSError(errno.EIO, "Input/output error", "/x")) is None
+
+
+def test_abandoned_temporary_files_are_removed_by_the_next_writer(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    dead = tmp_path / "checkpoints" / ".last.pt.tmp999999999"
+    ours = tmp_path / f".summary.json.tmp{os.getpid()}"
+    for p in (dead, ours):
+        p.write_bytes(b"torn")
+    write_text_atomic(tmp_path / "kept.txt", "kept")
+    assert remove_abandoned(tmp_path) == [dead]
+    assert ours.exists() and (tmp_path / "kept.txt").read_text() == "kept"
+
+
+# -- a mistake in the data leaves no run directory (issue 28) --------------------------------
+
+
+def _table(folder: Path, text: str) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / "t.csv"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["task=tabular", "dataset.path={t}", "dataset.target=nope"], r"no column 'nope'"),
+        (["task=tabular", "dataset.path={gap}", "dataset.target=y"], r"missing value"),
+        (["task=text_pairs", "dataset.path={t}"], r"tab"),
+    ],
+)
+def test_a_mistake_in_the_data_leaves_no_run_directory(tmp_path, args, pattern, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"{i % 3},{i / 10},{i % 2}\n" for i in range(30))
+    paths = {
+        "t": _table(tmp_path, "a,b,y\n" + rows),
+        "gap": _table(tmp_path / "gap", "a,b,y\n1,,0\n" + rows),
+    }
+    argv = [a.format(**paths) for a in [*TINY, *args]]
+    code, _, err = invoke("dlrun", argv)
+    assert code == 2
+    assert re.search(pattern, err), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*"))
+
+
+def test_a_mistake_in_the_data_keeps_a_folder_the_user_made(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    table = _table(tmp_path, "a,y\n1,0\n2,1\n")
+    code, _, err = invoke(
+        "dlrun",
+        [
+            *TINY,
+            "task=tabular",
+            f"dataset.path={table}",
+            "dataset.target=nope",
+            f"hydra.run.dir={mine}",
+        ],
+    )
+    assert code == 2 and "no column 'nope'" in err
+    assert (mine / "notes.txt").read_text() == "mine"
+    fresh = tmp_path / "fresh"
+    code, _, _ = invoke(
+        "dlrun",
+        [
+            *TINY,
+            "task=tabular",
+            f"dataset.path={table}",
+            "dataset.target=nope",
+            f"hydra.run.dir={fresh}",
+        ],
+    )
+    assert code == 2 and not fresh.exists()
+
+
+# -- kill -9 ----------------------------------------------------------------------------------
+
+
+def test_kill_9_in_training_then_resume(tmp_path, cache_dir):
+    """A run killed with SIGKILL (no handler runs) after its first checkpoint, with a torn
+    temporary checkpoint beside it: the resume continues without a traceback and removes
+    the temporary file; the lock of the killed process is gone with it."""
+    run_dir = tmp_path / "run"
+    kept = [a for a in DATES if not a.startswith(("trainer.max_steps=", "trainer.eval_every="))]
+    argv = [*kept, "trainer.max_steps=100000", "trainer.eval_every=5"]
+    env = {**os.environ, "DLRUN_CACHE_DIR": str(cache_dir)}
+    dlrun = str(Path(sys.executable).with_name("dlrun"))
+    proc = subprocess.Popen(
+        [dlrun, *argv, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.kill()
+    _, err = proc.communicate()
+    assert (run_dir / "checkpoints" / "last.pt").exists(), err.decode()[-2000:]
+    torn = run_dir / "checkpoints" / f".last.pt.tmp{proc.pid}"
+    torn.write_bytes(b"PK\x03\x04 torn")
+    assert lock.holder(run_dir) is None  # its lock died with it
+    resumed = run_cli(["dlrun", f"resume={run_dir}", "trainer.max_steps=30"], tmp_path, cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Traceback" not in resumed.stderr
+    assert not torn.exists() and temporaries(run_dir) == []
+    assert '"status": "ok"' in (run_dir / "summary.json").read_text()
