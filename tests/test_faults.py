@@ -361,3 +361,70 @@ def test_kill_9_in_training_then_resume(tmp_path, cache_dir):
     assert "Traceback" not in resumed.stderr
     assert not torn.exists() and temporaries(run_dir) == []
     assert '"status": "ok"' in (run_dir / "summary.json").read_text()
+
+
+# -- nothing in a folder someone hands you directs I/O ----------------------------------------
+
+
+def test_a_resume_sends_nothing_to_a_store_its_checkpoint_names(done, tmp_path):
+    """A handed run whose checkpoint config chose MLflow at some store: a plain resume
+    logs nowhere; the store is never created."""
+    import shutil
+
+    import torch
+
+    run_dir = tmp_path / "handed"
+    shutil.copytree(done, run_dir)
+    store = tmp_path / "elsewhere"
+    last = run_dir / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["config"]["logger"] = {
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{store}/mlflow.db",
+            "experiment": "x",
+            "log_checkpoints": True,
+        },
+    }
+    torch.save(ckpt, last)
+    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    assert code == 0, err[-2000:]
+    assert not store.exists()
+    assert not (run_dir / "trackers.json").exists()
+
+
+def test_a_sweep_folder_never_chooses_a_tracking_store(tmp_path, monkeypatch):
+    """A sweep folder's trackers.json naming an MLflow store is ignored by a sweep whose
+    command chose no logger: the store is never opened or created."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    store = tmp_path / "elsewhere"
+    record = {"mlflow": {"id": "abc", "tracking_uri": f"sqlite:///{store}/mlflow.db"}}
+    (sweep / "trackers.json").write_text(json.dumps(record))
+    code, _, err = invoke("dlrun", ["-m", *DATES, "optimizer.lr=1e-3", f"hydra.sweep.dir={sweep}"])
+    assert code == 0, err[-2000:]
+    assert not store.exists()
+    assert json.loads((sweep / "trackers.json").read_text()) == record
+
+
+def test_a_folder_name_with_an_interpolation_is_refused(done, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "x${oc.env:HOME}"
+    shutil.copytree(done, run_dir)
+    before = digest(run_dir)
+    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    assert code == 2
+    assert_one_line(err, "dlrun", r"a folder name with '\$\{' cannot hold a run")
+    assert digest(run_dir) == before
+
+
+def test_a_log_file_that_cannot_be_opened_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    log_file = "hydra.job_logging.handlers.file.filename=" + str(tmp_path / "file" / "x.log")
+    code, _, err = invoke("dlrun", [*DATES, log_file])
+    assert code == 2
+    assert_one_line(err, "dlrun", r"x\.log: a file is where a folder should be|cannot open the log")

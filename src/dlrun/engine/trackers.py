@@ -23,6 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from dlrun.engine.writers import TensorBoardWriter, flat_hparams
 from dlrun.errors import Interrupted, UserError, first_line
 from dlrun.plan.config import to_dict
@@ -220,13 +222,26 @@ def sweep_record(run_dir: Path, data: dict, names: list[str]) -> dict:
         record = read_json(path) if path.is_file() else {}
         added = False
         for name in names:
-            if name not in record:
+            if not _ours(data, name, record.get(name)):
                 make = MlflowTracker.parent if name == "mlflow" else WandbTracker.parent
                 record[name] = make(data, sweep)
                 added = True
         if added:
             write_json(path, record)
     return record
+
+
+def _ours(data: dict, name: str, record: Any) -> bool:
+    """Whether a sweep folder's ``record`` of a tracker run is in the store this command's
+    config chooses: a folder someone hands you never chooses where results are sent."""
+    if name not in chosen(data) or not isinstance(record, dict):
+        return False
+    if name != "mlflow":
+        return isinstance(record.get("id"), str)
+    from dlrun.engine.trackers_mlflow import mlflow_store
+
+    uri, _ = mlflow_store(data["logger"]["mlflow"], data["paths"]["output_dir"])
+    return record.get("tracking_uri") == uri and isinstance(record.get("id"), str)
 
 
 try:
@@ -257,7 +272,8 @@ class SweepTrackers(Callback):
             return
         try:
             record = read_json(sweep.trackers)
-            if isinstance(record.get("mlflow"), dict):
+            data = {k: OmegaConf.to_container(config[k], resolve=True) for k in ("logger", "paths")}
+            if _ours(data, "mlflow", record.get("mlflow")):
                 act(record["mlflow"], sweep)
         except Exception as exc:  # the sweep's jobs matter more than its parent run
             log.warning("dlrun: mlflow: the sweep's parent run: %s", first_line(exc, 200))

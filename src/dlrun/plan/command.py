@@ -307,6 +307,16 @@ def _check_hydra_dirs(parsed) -> None:
                 _writable_dir(Path(fixed), o.key_or_group)
 
 
+def _check_plain_dir(path: Path, key: str) -> None:
+    """A run or sweep directory whose name holds ``${``: Hydra would resolve it again
+    in its log file's name and write elsewhere; a folder's name never directs I/O."""
+    if "${" in str(path):
+        raise UserError(
+            f"{key}={_shown(str(path))}: a folder name with '${{' cannot hold a run (Hydra "
+            "would resolve it as an interpolation); rename the folder"
+        )
+
+
 def _check_writable(paths) -> None:
     """The output and cache folders can be created and written, before anything starts."""
     for key in ("output_dir", "cache_dir"):
@@ -398,6 +408,7 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     )
     from dlrun.rundir import lock
 
+    _check_plain_dir(run.path, "resume")
     how = "wait for it to end, then resume it"
     if from_env().main:  # first: a running run's checkpoint changes under us
         lock.refuse_if_held(run.path, "run directory", how)

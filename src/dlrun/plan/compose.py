@@ -87,8 +87,14 @@ def run_hydra(argv: list[str], task_function: Callable[[Any], Any]) -> None:
     def launch_reported() -> None:
         try:
             launch("config", task_function, overrides)
-        except OSError as exc:  # Hydra's own writes: the run directory, .hydra/, its log
-            problem = os_problem(exc)
+        except (OSError, ValueError) as exc:  # Hydra's own writes: run directory, .hydra/, log
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            problem = os_problem(cause) if isinstance(cause, OSError) else None
+            if problem is None and isinstance(cause, OSError) and "handler" in str(exc):
+                problem = (  # logging.config: "Unable to configure handler 'file'"
+                    f"cannot open the log file {cause.filename}: {cause.strerror}; check "
+                    "hydra.run.dir and hydra.job_logging.handlers.file.filename"
+                )
             if problem is None:
                 raise
             print(f"dlrun: error: {problem}", file=sys.stderr)

@@ -131,13 +131,16 @@ def _unchanged(o, saved: dict, groups: set[str]) -> bool:
 def resumed_config(saved: dict, run_dir: Path, composed: dict, keys: list[str]) -> dict:
     """The run's ``saved`` config with this command's continuation ``keys`` from ``composed``.
 
-    ``paths`` always come from this command: they say where things are on
-    this machine now, and a run directory must not choose where files go.
+    ``paths`` and ``logger`` always come from this command: they say where things are
+    and where results go on this machine now, and a run directory someone hands you
+    must not choose where files go or which tracking store is written (a resume logs
+    to MLflow or W&B when its own command says so).
     """
     data = copy.deepcopy(saved)
     for key in keys:
-        if continues(key) and not key.startswith("paths"):
+        if continues(key) and not key.startswith(("paths", "logger")):
             _assign(data, key, copy.deepcopy(select(composed, key)))
+    data["logger"] = copy.deepcopy(composed["logger"])
     if "dataset.download" not in keys and isinstance(data.get("dataset"), dict):
         if "download" in data["dataset"]:
             data["dataset"]["download"] = False  # fetch only when this command says so
