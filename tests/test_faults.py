@@ -9,6 +9,7 @@ Full disks and read-only folders are real: a small tmpfs and a read-only bind mo
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ import pytest
 from conftest import TINY, run_cli
 from test_hostile import DATES, _finished_run, assert_one_line, digest, invoke
 
-from dlrun.errors import os_problem
+from dlrun.errors import UserError, os_problem
 from dlrun.rundir import lock
 from dlrun.rundir.write import atomic_write, remove_abandoned, write_text_atomic
 
@@ -428,3 +429,53 @@ def test_a_log_file_that_cannot_be_opened_is_one_line(tmp_path, monkeypatch):
     code, _, err = invoke("dlrun", [*DATES, log_file])
     assert code == 2
     assert_one_line(err, "dlrun", r"x\.log: a file is where a folder should be|cannot open the log")
+
+
+# -- bounded reading ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["json", "yaml"])
+def test_deeply_nested_files_are_one_line(tmp_path, kind):
+    from dlrun.rundir.read import read_json, read_yaml
+
+    path = tmp_path / f"deep.{kind}"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError, match="nested too deeply"):
+        (read_json if kind == "json" else read_yaml)(path, expect=list)
+
+
+def test_an_oversized_run_file_is_not_read(tmp_path, monkeypatch):
+    from dlrun.rundir import read
+
+    monkeypatch.setattr(read, "MAX_TEXT_BYTES", 1000)
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(["word"] * 1000))
+    with pytest.raises(UserError, match=r"more than the 0 MB a run directory's JSON file"):
+        read.read_json(path, expect=list)
+
+
+def test_a_checkpoint_claiming_an_absurd_size_is_one_line(done, tmp_path):
+    """A checkpoint whose tensor claims 64 GiB in a file of a few bytes: refused at once,
+    without allocating it."""
+    import shutil
+    import zipfile
+
+    run_dir = tmp_path / "handed"
+    shutil.copytree(done, run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(4)}, "config": {}}, last)
+    src = zipfile.ZipFile(last)
+    pickled = next(n for n in src.namelist() if n.endswith("data.pkl"))
+    huge = b"\x8a\x05\x00\x00\x00\x00\x04"  # pickle LONG1: 2**34
+    data = src.read(pickled).replace(b"cpuq\x08K\x04t", b"cpuq\x08" + huge + b"t")
+    data = data.replace(b"QK\x00K\x04\x85", b"QK\x00" + huge + b"\x85")
+    blobs = {n: (data if n == pickled else src.read(n)) for n in src.namelist()}
+    src.close()
+    with zipfile.ZipFile(last, "w", compression=zipfile.ZIP_STORED) as out:
+        for name, blob in blobs.items():
+            out.writestr(name, blob)
+    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    assert code == 2
+    assert_one_line(err, "dlrun", r"last\.pt: not readable \(.*size")

@@ -26,9 +26,20 @@ def select(data: dict, key: str, default: Any = None) -> Any:
     return node
 
 
+# The largest JSON or YAML file read from a run or sweep directory (a vocabulary of a
+# million words is ~20 MB): a handed folder cannot make a reader take gigabytes.
+MAX_TEXT_BYTES = 256 << 20
+
+
 def read_text(path: Path, what: str = "file") -> str:
-    """A UTF-8 text file of a run directory."""
+    """A UTF-8 text file of a run directory, at most ``MAX_TEXT_BYTES``."""
     try:
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise UserError(
+                f"{path}: {size / 2**20:,.0f} MB, more than the {MAX_TEXT_BYTES >> 20} MB a "
+                f"run directory's {what} can be; it was not read"
+            )
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: missing; the run directory is incomplete") from None
@@ -50,6 +61,8 @@ def read_json(path: Path, expect: type = dict) -> Any:
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "the file is damaged or truncated"
         ) from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply; not a file dlrun wrote") from None
     if not isinstance(value, expect):
         raise UserError(
             f"{path}: expected a JSON {_json_kind(expect)}, found a JSON {_json_kind(type(value))}"
@@ -70,6 +83,8 @@ def read_yaml(path: Path, expect: type = dict) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({first_line(exc, 160)})") from None
+    except RecursionError:
+        raise UserError(f"{path}: YAML nested too deeply; not a file dlrun wrote") from None
     if not isinstance(value, expect):
         kind = "mapping" if expect is dict else "list"
         raise UserError(f"{path}: expected a YAML {kind}, found {type(value).__name__}")
