@@ -283,12 +283,14 @@ def fake_cuda(free_bytes: int = 80 * 2**30) -> Iterator[FakeGpu]:
         (concurrent.futures, "ThreadPoolExecutor"): _pool_of(gpu),
     }
     saved = {key: getattr(*key) for key in patches}
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    cudnn = torch.backends.cudnn
+    flags = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.enabled)
     overwrite = torch.__future__.get_overwrite_module_params_on_conversion()
     for (owner, name), value in patches.items():
         setattr(owner, name, value)
     # Module.to(cuda) must make new Parameters (FakeCudaTensor ones), not swap .data.
     torch.__future__.set_overwrite_module_params_on_conversion(True)
+    cudnn.enabled = False  # RNNs would hand cuDNN (on a CUDA build) their CPU weights
     try:
         with FakeCudaMode(gpu):
             yield gpu
@@ -296,7 +298,7 @@ def fake_cuda(free_bytes: int = 80 * 2**30) -> Iterator[FakeGpu]:
         torch.__future__.set_overwrite_module_params_on_conversion(overwrite)
         for (owner, name), value in saved.items():
             setattr(owner, name, value)
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+        torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.enabled = flags
 
 
 def _cpu_autocast(original):
