@@ -7,8 +7,9 @@
 #   - installs dlrun from a wheel folder first if asked (--wheels DIR or WHEELS=DIR:
 #     pip install --no-index --find-links DIR -e ".[test]"; see scripts/wheels.sh);
 #   - trains dates, algebra, kmnist, imdb, text_pairs, text, tabular and images for a
-#     few hundred steps in bf16; images, text (model=text_cnn too) and tabular again with
-#     device.data=stream; dates in fp16 (GradScaler on); kmnist with device.compile=true;
+#     few hundred steps in bf16; images, text (model=text_cnn too), tabular and kmnist
+#     again with device.data=stream; dates in fp16 (GradScaler on); kmnist with
+#     device.compile=true;
 #   - interrupts a run with SIGINT and resumes it; dlrun-predict of the GPU-trained
 #     dates and imdb runs on the CPU and on the GPU;
 #     torchrun --nproc_per_node=1 (and 2 ranks over NCCL where there are 2 GPUs);
@@ -149,7 +150,7 @@ stream() {
     train "$name" "$amp" "" "$@" device.data=stream &&
         grep -q "streamed from a memory-mapped host copy" "$runs/$name/dlrun.log"
 }
-for task in images text tabular; do
+for task in images text tabular kmnist; do
     # shellcheck disable=SC2086
     check "stream_$task" stream "stream_$task" ${task_args[$task]}
 done

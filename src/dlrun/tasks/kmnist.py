@@ -208,7 +208,8 @@ class KmnistTask(ClassificationTask):
         from dlrun.engine.plots import plot_activation_maps
 
         super().report(model, run)
-        image = self.splits["train"]["image"][:1]
+        # Gathered onto the model's device: streamed images stay on the host.
+        image = self.gather(self.splits["train"]["image"], torch.zeros(1, dtype=torch.long))
         maps = model.first_activations(self.inputs(image))[0].float().cpu()
         label = CLASSES[int(self.splits["train"]["label"][0])]
         plot_activation_maps(
