@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
 import struct
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, TINY_GRU, merged, run_cli, tiny_data
 from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
@@ -70,6 +72,11 @@ def test_mlflow_run_has_params_metrics_tags_and_artifacts(tiny_cfg, tmp_path):
     tags = found.data.tags
     assert (tags["task"], tags["model"], tags["dlrun.status"]) == ("dates", "gru_seq2seq", "ok")
     assert tags["dlrun_version"] == __version__
+    # Where the run came from, as the summary records it (issue 27, item 5).
+    origin = json.loads((tmp_path / "run" / "summary.json").read_text())["provenance"]
+    assert tags["provenance.dlrun"] == __version__ == origin["dlrun"]
+    assert tags["provenance.python"] == origin["python"] == platform.python_version()
+    assert tags["provenance.code.dlrun.path"] == origin["code"]["dlrun"]["path"]
     # Every step of every split, the same numbers as metrics.jsonl.
     run_id = found.info.run_id
     for split, key in [("train", "loss"), ("val", "loss"), ("val", "exact_match")]:
@@ -224,6 +231,8 @@ def test_wandb_offline_run_has_config_metrics_tags_and_files(tiny_cfg, tmp_path)
     assert logged["config"]["optimizer.lr"] == "0.002"
     assert logged["config"]["model.hidden_size"] == "32"
     assert {"dates", "gru_seq2seq"} <= logged["tags"]
+    assert logged["config"]["provenance.dlrun"] == __version__
+    assert logged["config"]["provenance.torch"] == torch.__version__
     for split, key in [("train", "loss"), ("val", "loss"), ("val", "exact_match")]:
         expected = jsonl_history(run_dir, split, key)
         assert logged["history"][f"{split}/{key}"] == pytest.approx(expected)

@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from dlrun.api import load_model as load_run  # (task, model): the one loader, in dlrun.api
 from dlrun.errors import OneLineParser, UserError, first_line, one_line_errors, printable
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -75,39 +76,6 @@ def write_predictions(path: Path, header: list[str], rows: list[list[str]], pred
         write_text_atomic(path, buffer.getvalue())
     except OSError as exc:
         raise UserError(f"--out {path}: cannot write it ({first_line(exc, 80)})") from None
-
-
-def load_run(run_dir: Path, device: str = "cpu"):
-    """(task, model) rebuilt from a run directory, model in eval mode on ``device``."""
-    import torch
-
-    from dlrun.errors import ConfigError
-    from dlrun.plan.config import validate
-    from dlrun.registry import task_entry
-    from dlrun.rundir.layout import RunDir
-    from dlrun.rundir.read import read_checkpoint
-
-    run = RunDir(run_dir)
-    path = run.find_checkpoint()
-    # map_location: a model trained on a GPU loads on a CPU-only machine.
-    ckpt = read_checkpoint(path, map_location=device)
-    try:
-        data = validate(ckpt["config"], check_data=False)
-    except ConfigError as exc:
-        raise UserError(f"{path}: the run's saved config is not valid here ({exc})") from None
-    task = task_entry(data.task.name).obj(data)
-    task.load(run)
-    model = task.build_model()
-    try:
-        model.load_state_dict(ckpt["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise UserError(
-            f"{path}: its weights do not fit the model the run's config and vocabularies "
-            f"describe ({first_line(exc, 120)}); the files of this run "
-            "directory do not belong together"
-        ) from None
-    model.to(torch.device(device)).eval()
-    return task, model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="where to write (default: the one PATH given, else the folder the paths share)",
     )
+    parser.add_argument(
+        "--provenance",
+        action="store_true",
+        help="add each run's git commit, Python and torch versions and data digests",
+    )
     args = parser.parse_args(argv)
     paths = [p.expanduser() for p in args.paths]
     out = args.out
@@ -32,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.resolve() for p in paths]))
         )
     with one_line_errors("dlrun-report"):
-        report = write_report(paths, out, args.metric, args.x)
+        report = write_report(paths, out, args.metric, args.x, provenance=args.provenance)
     print(report.table.markdown(), end="")
     print(f"\nwrote {', '.join(f.name for f in report.files)} in {out}")
 

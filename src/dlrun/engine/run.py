@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dlrun import __version__
+from dlrun.engine.provenance import provenance
 from dlrun.engine.trainer import Callback, FitResult, Trainer
 from dlrun.errors import UserError
 from dlrun.plan.config import RunConfig, to_dict, validate
@@ -84,7 +85,7 @@ def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, resume: dict | None, s
         summary = _summary(cfg, trainer, result, test, times)
         rundir.write_summary(summary)
         if trackers:  # after the files they send: summary, curves, samples
-            trackers.finish(rundir, summary["status"])
+            trackers.finish(rundir, summary)
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {rundir}\n{shown or f'pruned at step {result.state.step}'}", flush=True)
     return {**result.best, **test}, summary
@@ -222,6 +223,7 @@ def cv_summary(cfg: RunConfig, folds: list[dict], times: dict[str, float]) -> di
         "device": folds[0].get("device"),
         "torch": torch.__version__,
         "dlrun": __version__,
+        "provenance": provenance(cfg),
     }
 
 
@@ -338,4 +340,5 @@ def _summary(cfg: RunConfig, trainer: Trainer, result: FitResult, test: dict, ti
         "device": dev.describe(),
         "torch": torch.__version__,
         "dlrun": __version__,
+        "provenance": provenance(cfg),
     }

@@ -2,8 +2,10 @@
 
 Each tracker gets what the run directory gets: the flattened config as
 parameters, every metrics record as ``<split>/<metric>`` at its step, tags
-(task, model, dlrun's version) and, at the end, ``summary.json``,
-``curves.png`` and ``samples.txt`` (checkpoints with ``log_checkpoints``).
+(task, model, dlrun's version) and, at the end, the run's provenance
+(``provenance.*`` tags in MLflow, config keys in W&B: git commit, versions, data
+fingerprint), ``summary.json``, ``curves.png`` and ``samples.txt`` (checkpoints
+with ``log_checkpoints``).
 
 The tracker runs' ids are data in the run directory (``trackers.json``), so
 ``dlrun resume=RUN_DIR`` continues the same runs. A sweep (``-m``, any
@@ -89,9 +91,13 @@ class Trackers:
     def close(self) -> None:
         pass
 
-    def finish(self, run: RunDir, status: str) -> None:
-        """Log the run's files and end each tracker run (``status``: the summary's)."""
-        self._end(lambda t: t.finish(run, status))
+    def finish(self, run: RunDir, summary: dict[str, Any]) -> None:
+        """Log the run's files and its provenance (as tags) and end each tracker run
+        with the status of its ``summary``."""
+        from dlrun.engine.provenance import flat
+
+        tags = flat(summary.get("provenance") or {})
+        self._end(lambda t: t.finish(run, summary["status"], tags))
 
     def fail(self, status: str) -> None:
         """End each tracker run as failed (``status`` failed) or killed (interrupted)."""

@@ -100,7 +100,13 @@ class MlflowTracker:
         metrics = [Metric(k, v, now, step) for k, v in values.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def finish(self, run: RunDir, status: str) -> None:
+    def finish(self, run: RunDir, status: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        # Where the run came from (git commit, versions, data), searchable as tags.
+        new = [RunTag(k, v[:5000]) for k, v in tags.items()]
+        for i in range(0, len(new), self.BATCH):
+            self.client.log_batch(self.run_id, tags=new[i : i + self.BATCH])
         for path in run.artifacts():
             self.client.log_artifact(self.run_id, str(path))
         if self.log_checkpoints:

@@ -89,7 +89,9 @@ class WandbTracker:
         # Steps must not go back: W&B drops (with a warning) what a resume repeats.
         self.run.log(values, step=step)
 
-    def finish(self, run: RunDir, status: str) -> None:
+    def finish(self, run: RunDir, status: str, tags: dict[str, str]) -> None:
+        # Where the run came from (git commit, versions, data), beside the config.
+        self.run.config.update(tags, allow_val_change=True)
         files = run.artifacts() + (run.checkpoint_files() if self.log_checkpoints else [])
         for path in files:
             self.run.save(str(path), base_path=str(run.path), policy="now")

@@ -9,6 +9,8 @@ them; also runs made separately) and writes into ``DIR``:
   validation metric at the best checkpoint, the test metrics and the wall time,
   best first; a cross-validation run (``trainer.folds``) shows each metric's mean
   and its standard deviation (``<metric> std``), with a row per fold under it;
+- with ``--provenance``, the columns commit (``+dirty``), python, torch and data (the
+  digests of the data files read), from each run's ``summary.json``;
 - ``summary_<metric>_vs_<key>.png``: the metric against a swept key (log axis
   for learning rates and other keys spanning decades), one line per split;
 - ``summary_curves.png``: every run's training loss and validation metric
@@ -207,7 +209,11 @@ def resolve_metric(runs: list[Run], metric: str | None) -> str | None:
     )
 
 
-def build_table(runs: list[Run], metric: str | None = None) -> Table:
+def build_table(runs: list[Run], metric: str | None = None, provenance: bool = False) -> Table:
+    """The table of ``runs``, best first; with ``provenance``, each run's code commit,
+    Python and torch versions and data digests (``summary.json``'s provenance) too."""
+    from dlrun.engine.provenance import short
+
     keys = varying_keys(runs)
     sort_metric = resolve_metric(runs, metric)
     ok = [r for r in runs if r.status == "ok"]
@@ -217,7 +223,8 @@ def build_table(runs: list[Run], metric: str | None = None) -> Table:
     # Cross-validation runs: each metric's standard deviation over the folds beside its mean.
     spread = {m for r in ok for m in r.summary.get("std", {}) if m in shown}
     metric_columns = [c for m in shown for c in (m, *([f"{m} {STD}"] if m in spread else []))]
-    columns = ["run", *keys, "status", *metric_columns, "epochs", "wall_time_s"]
+    origin = ["commit", "python", "torch", "data"] if provenance else []
+    columns = ["run", *keys, "status", *metric_columns, "epochs", "wall_time_s", *origin]
     common = os.path.commonpath([str(r.path) for r in runs]) if len(runs) > 1 else None
     rows = []
     for r in runs:
@@ -231,6 +238,9 @@ def build_table(runs: list[Run], metric: str | None = None) -> Table:
         if r.status in ("ok", "pruned"):
             row["epochs"] = round(r.summary.get("epochs", float("nan")), 2)
             row["wall_time_s"] = r.summary.get("wall_time_s", "")
+        if provenance:
+            source = r.summary.get("provenance")
+            row.update(short(source if isinstance(source, dict) else {}))
         rows.append(row)
 
     def order(item: tuple[Run, dict]) -> tuple:
@@ -285,6 +295,7 @@ def write_report(
     metric: str | None = None,
     x: str | None = None,
     plots: bool = True,
+    provenance: bool = False,
 ) -> Report:
     """Tables (and plots) for the runs under ``paths``, written into ``out``."""
     run_dirs = find_runs(paths)
@@ -297,7 +308,7 @@ def write_report(
     for r in runs:  # damaged metrics are one error before anything is written
         if plots and r.status == "ok" and RunDir(r.path).metrics.is_file():
             read_jsonl(RunDir(r.path).metrics)
-    table = build_table(runs, metric)
+    table = build_table(runs, metric, provenance)
     if x is not None and x not in table.keys:
         hint = ", ".join(table.keys) or "none: every run has the same settings"
         raise UserError(f"--x {x}: not a key that varies between these runs; those are: {hint}")

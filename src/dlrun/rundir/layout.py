@@ -71,6 +71,7 @@ class RunDir:
     trackers = property(lambda self: self.path / "trackers.json")
     tensorboard = property(lambda self: self.path / "tensorboard")
     profile = property(lambda self: self.path / "profile")
+    export = property(lambda self: self.path / "export")  # dlrun-export's default --out
     profile_table = property(lambda self: self.path / "profile" / "top_operators.txt")
     hydra_config = property(lambda self: self.path / ".hydra" / "config.yaml")
     hydra_overrides = property(lambda self: self.path / ".hydra" / "overrides.yaml")
