@@ -1,10 +1,12 @@
 """dlrun-report's plots over runs (``dlrun.report.runs`` reads and tabulates them):
 
 - ``summary_<metric>_vs_<key>.png``: the metric against a swept key (log axis
-  for learning rates and other keys spanning decades), one line per split;
+  for keys that span decades), one line per split, or per value of the other keys
+  when they take a few values each (a grid); the runs as points when they vary
+  continuously (a search);
 - ``summary_curves.png``: every run's training loss and validation metric
   against the step, overlaid;
-- ``summary_bars.png``: a grouped bar chart when two keys vary.
+- ``summary_bars.png``: a grouped bar chart when two keys vary over a few values each.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
 def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path]:
     """The curves, the metric against a swept key and, when two keys vary, grouped bars."""
+    from dlrun.engine.palette import log_scale
     from dlrun.engine.plots import plot_grouped_bars, plot_metric_vs, plot_overlaid_curves
 
     files = []
@@ -34,6 +37,10 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
 
     def is_numeric(key: str) -> bool:
         return all(number(r.value(key)) is not None for r in runs)
+
+    def is_grid(key: str) -> bool:  # a few values, each shared by several runs
+        distinct = len({r.value(key) for r in runs})
+        return distinct <= 8 and distinct < len(runs)
 
     if base:
         curves = [(describe(r, keys) or r.path.name, RunDir(r.path).metrics) for r in runs]
@@ -54,21 +61,20 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
     xs = [r.value(x) for r in runs]
     values = [number(v) for v in xs] if is_num else xs
     positive = is_num and all(v > 0 for v in values)
-    logx = positive and (
-        x.rpartition(".")[2] in ("lr", "weight_decay") or max(values) / min(values) >= 100
-    )
+    logx = positive and (x.rpartition(".")[2] in ("lr", "weight_decay") or log_scale(values))
+    grouped = all(is_grid(k) for k in others)  # else a search: every run is one point
     series: dict[str, list[tuple[Any, float]]] = {}
     for run, xv in zip(runs, values):
-        group = describe(run, others)
+        group = describe(run, others) if grouped else ""
         for split in splits if not others else [headline]:
             y = run.metrics().get(split)
             if isinstance(y, (int, float)):
                 name = f"{split} ({group})" if group else split
                 series.setdefault(name, []).append((xv, y))
     path = SweepDir(out).report_plot(f"{base}_vs_{x.replace('/', '_')}")
-    plot_metric_vs(series, x, base, path, logx=logx, categorical=not is_num)
+    plot_metric_vs(series, x, base, path, logx=logx, categorical=not is_num, points=not grouped)
     files.append(path)
-    if others:
+    if others and is_grid(x) and is_grid(others[0]):
         group_key = others[0]
         bars = {}
         for run in runs:

@@ -1,0 +1,72 @@
+"""The figures a run writes: equal loss windows, one colour per split, readable sizes."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from PIL import Image
+
+from conftest import TINY, run_cli, tiny_data
+from dlrun.engine.palette import SPLITS, log_scale, split_colour
+from dlrun.engine.plots import plot_confusion, plot_curves, train_loss_windows
+
+
+def records(steps_losses, split="train"):
+    return [{"step": s, "split": split, "loss": v} for s, v in steps_losses]
+
+
+def test_loss_windows_merge_the_short_ones_at_epoch_ends():
+    # log_every=5 with an evaluation at step 12 (an epoch end): windows (10, 12] and
+    # (12, 15] are one window of five steps, weighted by the steps each covers.
+    got = train_loss_windows(records([(5, 1.0), (10, 0.8), (12, 0.1), (15, 0.6), (20, 0.5)]))
+    assert [s for s, _ in got] == [5, 10, 15, 20]
+    assert abs(got[2][1] - (0.1 * 2 + 0.6 * 3) / 5) < 1e-12
+    # a last window shorter than the others is left out
+    assert [s for s, _ in train_loss_windows(records([(5, 1), (10, 1), (15, 1), (17, 9)]))] == [
+        5,
+        10,
+        15,
+    ]
+
+
+def test_log_axis_only_for_positive_values_spanning_decades():
+    assert log_scale([2.0, 0.01])
+    assert not log_scale([2.0, 0.5])
+    assert not log_scale([2.0, 0.0, 1e-9])
+    assert not log_scale([])
+
+
+def test_a_split_keeps_its_colour():
+    assert split_colour("train") != split_colour("val") != split_colour("test")
+    assert split_colour("test_b") == SPLITS["test"]
+    assert split_colour("other") == split_colour("other") not in SPLITS.values()
+
+
+def test_small_figures_are_still_readable(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    lines = [{"step": 5, "split": "train", "loss": 1.0}, {"step": 5, "split": "val", "loss": 1}]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    plot_curves(metrics, tmp_path / "curves.png")
+    plot_confusion(torch.tensor([[5, 1], [2, 7]]), ("no", "yes"), tmp_path / "c.png", "test")
+    for name in ("curves.png", "c.png"):
+        with Image.open(tmp_path / name) as image:
+            assert max(image.size) >= 800, (name, image.size)
+
+
+def test_a_tabular_run_draws_every_figure_without_a_warning(tmp_path, cache_dir):
+    args = ["dlrun", "task=tabular", *tiny_data("tabular"), *TINY]
+    args += ["dataset.features=[feature1,feature2]", f"hydra.run.dir={tmp_path / 'run'}"]
+    done = run_cli(args, tmp_path, cache_dir)
+    assert done.returncode == 0, done.stderr
+    assert "arning" not in done.stderr, done.stderr
+    pictures = sorted((tmp_path / "run").glob("*.png"))
+    assert {p.name for p in pictures} == {
+        "confusion_test.png",
+        "curves.png",
+        "data.png",
+        "decision_boundary.png",
+    }
+    for path in pictures:
+        with Image.open(path) as image:
+            assert max(image.size) >= 800, (path.name, image.size)
