@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import torch
+from conftest import TINY, run_cli, tiny_data
 from PIL import Image
 
-from conftest import TINY, run_cli, tiny_data
 from dlrun.engine.palette import SPLITS, log_scale, split_colour
 from dlrun.engine.plots import plot_confusion, plot_curves, train_loss_windows
 
