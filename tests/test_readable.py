@@ -1,4 +1,5 @@
-"""The figures a run writes: equal loss windows, one colour per split, readable sizes."""
+"""What a person reads: figures (equal loss windows, a colour per split, sizes), samples.txt,
+predict lines, help and progress."""
 
 from __future__ import annotations
 
@@ -70,3 +71,17 @@ def test_a_tabular_run_draws_every_figure_without_a_warning(tmp_path, cache_dir)
     for path in pictures:
         with Image.open(path) as image:
             assert max(image.size) >= 800, (path.name, image.size)
+
+
+def test_samples_say_what_they_show():
+    from dlrun.rundir.write import samples_text
+
+    rows = [
+        {"correct": c, "source": "s", "target": "t", "prediction": p}
+        for c, p in ((False, "u"), (True, "t"), (True, "t"))
+    ]
+    head = samples_text(rows, 1000, {"test/accuracy": 0.906, "test/loss": 0.3}).splitlines()[0]
+    assert head == (
+        "# 3 of 1000 test examples, the wrong ones first: 1 of these 3; "
+        "the whole test split: accuracy 0.906, loss 0.3"
+    )
