@@ -85,3 +85,35 @@ def test_samples_say_what_they_show():
         "# 3 of 1000 test examples, the wrong ones first: 1 of these 3; "
         "the whole test split: accuracy 0.906, loss 0.3"
     )
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_lines_without_a_terminal(caplog):
+    import logging
+
+    from dlrun.engine.progress import ProgressLines, TrainState
+
+    clock, state = Clock(), TrainState()
+    lines = ProgressLines(total=1000, every=10.0, clock=clock, log=logging.getLogger("t"))
+    lines.started(0)
+    with caplog.at_level(logging.INFO, logger="t"):
+        for step in range(1, 1001):  # 20 steps a second: 50 s of training
+            clock.now, state.step = step / 20, step
+            lines.step(state, 0.5)
+            if step % 10 == 0:  # an evaluation every half second, as tabular's epochs
+                lines.evaluation(state, {"val": {"loss": 0.25}}, clock.now, final=step == 1000)
+    text = [r.getMessage() for r in caplog.records]
+    assert "step 210/1000  epoch 0  20 steps/s  loss 0.5000  40s left" in text
+    steps = [line for line in text if "steps/s" in line]
+    evals = [line for line in text if "val loss=0.2500" in line]
+    assert 3 <= len(steps) <= 5 and 5 <= len(evals) <= 7  # about one line per 10 s of each
+    assert evals[-1] == (
+        "step 1000 epoch 0  val loss=0.2500  (50s) (18 more evaluations in metrics.jsonl)"
+    )
