@@ -117,3 +117,16 @@ def test_progress_lines_without_a_terminal(caplog):
     assert evals[-1] == (
         "step 1000 epoch 0  val loss=0.2500  (50s) (18 more evaluations in metrics.jsonl)"
     )
+
+
+def test_help_is_dlruns_own(tmp_path, cache_dir):
+    done = run_cli(["dlrun", "--help"], tmp_path, cache_dir)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+    text = done.stdout
+    for needed in ("dlrun-predict", "dlrun-report", "dlrun-stats", "--cfg job", "--hydra-help"):
+        assert needed in text
+    tabular = text[text.index("  tabular ") :].splitlines()
+    assert tabular[0].split() == ["tabular", "models:", "mlp"]
+    assert "dataset.target (required)" in tabular[1]
+    assert "logger:" in text and "mlflow" in text and "optimizer:" in text
+    assert max(map(len, text.splitlines())) <= 100
