@@ -130,3 +130,34 @@ def test_help_is_dlruns_own(tmp_path, cache_dir):
     assert "dataset.target (required)" in tabular[1]
     assert "logger:" in text and "mlflow" in text and "optimizer:" in text
     assert max(map(len, text.splitlines())) <= 100
+
+
+def test_numbers_in_names_and_tables_are_rounded():
+    from dlrun.report.runs import short_numbers
+
+    text = "model.dropout=0.34430192534364906,optimizer.lr=0.00015206407446736916,wd=1e-05"
+    assert short_numbers(text) == "model.dropout=0.3443,optimizer.lr=0.0001521,wd=1e-05"
+    assert short_numbers("v1.2345678 3.14 42") == "v1.2345678 3.14 42"  # names stay
+
+
+def test_a_report_over_mixed_runs_groups_them_by_task(tmp_path):
+    from pathlib import Path
+
+    from dlrun.report.runs import Run, build_table
+
+    def run(name, task, overrides, metrics):
+        summary = {"status": "ok", "task": task, "monitor": f"val/{next(iter(metrics))}"}
+        summary["best"] = {f"val/{k}": v for k, v in metrics.items()}
+        return Run(Path(tmp_path / name), summary, {"task": task, **overrides})
+
+    runs = [
+        run("a", "imdb", {"trainer.log_every": "10", "optimizer.lr": "0.1"}, {"accuracy": 0.8}),
+        run("b", "dates", {"trainer.log_every": "50"}, {"exact_match": 0.5}),
+        run("c", "imdb", {"trainer.log_every": "10", "optimizer.lr": "0.01"}, {"accuracy": 0.9}),
+    ]
+    table = build_table(runs)
+    assert table.keys == ["task", "optimizer.lr"]  # log_every differs only across tasks
+    assert [r["run"] for r in table.rows] == ["c", "a", "b"]  # by task, best first
+    text = table.markdown()
+    assert text.startswith("task=imdb\n\n| run | optimizer.lr | status | val/accuracy |")
+    assert "task=dates\n\n| run | status | val/exact_match |" in text

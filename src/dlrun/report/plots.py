@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dlrun.data.table import number
+from dlrun.report.runs import short_numbers
 from dlrun.rundir.layout import RunDir, SweepDir
 
 if TYPE_CHECKING:
@@ -22,18 +23,36 @@ if TYPE_CHECKING:
 
 
 def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[Path]:
-    """The curves, the metric against a swept key and, when two keys vary, grouped bars."""
+    """The curves, the metric against a swept key and, when two keys vary, grouped bars;
+    runs of several tasks: those of each task apart, its name in the files' names."""
+    from dlrun.report.runs import by_task
+
+    groups = by_task(runs)
+    if len(groups) == 1:
+        return _plot_group(runs, table.sort_metric, table.keys, out, x, "")
+    files = []
+    for task, group in groups.items():
+        metric = next((r.summary["monitor"] for r in group if r.summary.get("monitor")), None)
+        if table.sort_metric and all(table.sort_metric in r.metrics() for r in group):
+            metric = table.sort_metric  # --metric, where this task has it
+        keys = [k for k in table.keys if k != "task"]
+        files += _plot_group(group, metric, keys, out, x if x in keys else None, f"_{task}")
+    return files
+
+
+def _plot_group(
+    runs: list[Run], metric: str | None, keys: list[str], out: Path, x: str | None, suffix: str
+) -> list[Path]:
     from dlrun.engine.palette import log_scale
     from dlrun.engine.plots import plot_grouped_bars, plot_metric_vs, plot_overlaid_curves
 
     files = []
-    metric = table.sort_metric
     base = metric.rpartition("/")[2] if metric else None
     # Among the runs that finished: a key that varied only through failed runs is constant here.
-    keys = [k for k in table.keys if len({r.value(k) for r in runs}) > 1]
+    keys = [k for k in keys if len({r.value(k) for r in runs}) > 1]
 
     def describe(run: Run, keys: list[str]) -> str:
-        return ", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in keys)
+        return short_numbers(", ".join(f"{k.rpartition('.')[2]}={run.value(k)}" for k in keys))
 
     def is_numeric(key: str) -> bool:
         return all(number(r.value(key)) is not None for r in runs)
@@ -45,7 +64,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
     if base:
         curves = [(describe(r, keys) or r.path.name, RunDir(r.path).metrics) for r in runs]
         val_split = (metric.partition("/")[0]) if "/" in metric else "val"
-        path = SweepDir(out).report_plot("curves")
+        path = SweepDir(out).report_plot("curves" + suffix)
         plot_overlaid_curves(curves, val_split, base, path)
         files.append(path)
     if not (keys or x) or not base:
@@ -71,7 +90,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
             if isinstance(y, (int, float)):
                 name = f"{split} ({group})" if group else split
                 series.setdefault(name, []).append((xv, y))
-    path = SweepDir(out).report_plot(f"{base}_vs_{x.replace('/', '_')}")
+    path = SweepDir(out).report_plot(f"{base}_vs_{x.replace('/', '_')}{suffix}")
     plot_metric_vs(series, x, base, path, logx=logx, categorical=not is_num, points=not grouped)
     files.append(path)
     if others and is_grid(x) and is_grid(others[0]):
@@ -81,7 +100,7 @@ def plot_runs(runs: list[Run], table: Table, out: Path, x: str | None) -> list[P
             y = run.metrics().get(headline)
             if isinstance(y, (int, float)):
                 bars[(run.value(x), run.value(group_key))] = y
-        path = SweepDir(out).report_plot("bars")
+        path = SweepDir(out).report_plot("bars" + suffix)
         plot_grouped_bars(bars, x, group_key, headline, path)
         files.append(path)
     return files
