@@ -162,3 +162,12 @@ def test_text_column_names_the_column():
     assert TaskOutputs.inputs_from_table(task, header, rows, "f.csv") == ["nice", "bad"]
     with pytest.raises(UserError, match=r"f.csv: no column 'body' \(this run's dataset.text_co"):
         TaskOutputs.inputs_from_table(task, ["id", "text"], [["1", "x"]], "f.csv")
+
+
+def test_inputs_are_echoed_escaped_and_an_empty_one_is_refused(imdb_run, tmp_path, capsys):
+    rows = predict(capsys, imdb_run, "two\tparts", "line\nbreak")
+    assert [r[0] for r in rows] == ["two\\tparts", "line\\nbreak"] and len(rows[0]) == 3
+    assert "input 2 of 2 is empty" in refused(capsys, imdb_run, "fine", " ")
+    path = tmp_path / "reviews.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": ""}\n')
+    assert "input 2 of 2 is empty (an empty cell of" in refused(capsys, imdb_run, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import warnings
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def test_regression_learns_and_predicts(tiny_cfg, tmp_path):
     assert result["test/r2"] > 0.95 and result["test/rmse"] < 3
     # Errors, largest first, not a count of "wrong" numbers; predicted against true.
     lines = (tmp_path / "run" / "samples.txt").read_text().splitlines()
-    assert lines[0].startswith("# 5 test examples, largest errors first")
+    assert re.match(r"# 5 of \d+ test examples, largest errors first", lines[0])
+    assert "; the whole test split: loss " in lines[0] and " r2 " in lines[0]
     assert lines[1] == "error\tsource\ttarget\tprediction"
     errors = [float(line.split("\t")[0]) for line in lines[2:]]
     assert errors == sorted(errors, key=abs, reverse=True)

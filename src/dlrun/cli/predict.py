@@ -4,8 +4,11 @@ With no INPUT it reads one input per line from stdin. One INPUT that is an
 existing .csv, .tsv or .jsonl file is read as a table: the task takes its
 inputs from the columns it needs, by header name (``inputs_from_table``).
 Every task prints one line per input, ``input<TAB>prediction`` and
-``<TAB>probability`` where there is one; ``--out FILE.csv`` writes the same as
-CSV (a file's rows with the prediction columns added). The task and model are
+``<TAB>probability`` where there is one (the input as given: a text, a table's
+row, an image's file name; tabs, newlines and other control characters in it
+escaped as ``\\t``, ``\\n``...); an empty input is an error. ``--out FILE.csv``
+writes the same as CSV (a file's rows with the prediction columns added). The task
+and model are
 rebuilt from the config saved in the run's checkpoint and its vocabularies,
 read as data; inputs are normalized exactly as in training.
 """
@@ -110,8 +113,20 @@ def main(argv: list[str] | None = None) -> None:
             table = read_input_table(path)
             inputs = task.inputs_from_table(*table, str(path))
         else:
+            blank = [n for n, given in enumerate(args.inputs, 1) if not given.strip()]
+            if blank:
+                raise UserError(
+                    f"input {blank[0]} of {len(args.inputs)} is empty: give each INPUT a "
+                    "text, a row or a file to predict (blank lines on stdin are skipped)"
+                )
             lines = args.inputs or [line.rstrip("\r\n") for line in sys.stdin]
             inputs = task.inputs_from_lines(lines)
+        blank = [n for n, given in enumerate(inputs, 1) if not given.strip()]
+        if blank:  # a table's empty cell: nothing to answer, not a question with an answer
+            raise UserError(
+                f"input {blank[0]} of {len(inputs)} is empty (an empty cell of "
+                f"{printable(args.inputs[0])}?): fill it or leave the row out"
+            )
         with torch.inference_mode():  # one call: the task batches, and sees every input
             predictions = task.predict(model, inputs, args.batch_size)
         if len(predictions) != len(inputs):  # a task's bug, not the user's

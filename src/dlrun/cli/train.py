@@ -59,12 +59,16 @@ def _unique_dir(base: str) -> str:
 def _register() -> None:
     """Registration, the one thing importing this module does: dlrun's Hydra plugins
     (Hydra may start without composing through the plan, e.g. ``--info``) and the
-    run-dir resolver. ``use_cache``: Hydra copies resolver
+    run-dir resolvers. ``use_cache``: Hydra copies resolver
     caches into each sweep job's config, so a job resolved in another process (a
     launcher plugin) gets the same directory.
     """
+    from dlrun.report.runs import short_numbers
+
     register_plugins()
     OmegaConf.register_new_resolver("dlrun_unique", _unique_dir, replace=True, use_cache=True)
+    # A sweep job's directory name: a search's 0.34430192534364906 as 0.3443.
+    OmegaConf.register_new_resolver("dlrun_short", short_numbers, replace=True)
 
 
 _register()
@@ -205,10 +209,100 @@ def main() -> None:
         gc.freeze()
 
 
+def help_text() -> str:
+    """``dlrun --help``: the commands, each task with the models that fit it and what it
+    needs, the config groups, and where the full config and Hydra's own help are. Read
+    from the registries and the YAML of dlrun and installed plugins, never written twice."""
+    import textwrap
+
+    import yaml
+
+    from dlrun.registry import list_models, list_tasks, model_entry, plugin_conf_dirs, task_entry
+
+    roots = [conf_dir(), *plugin_conf_dirs()]
+
+    def options(group: str) -> list[str]:
+        return sorted({p.stem for r in roots for p in (r / group).glob("*.yaml")})
+
+    def yaml_of(group: str, name: str) -> tuple[str, dict]:
+        for root in roots:
+            path = root / group / f"{name}.yaml"
+            if path.is_file():
+                text = path.read_text(encoding="utf-8")
+                return text, yaml.safe_load(text) or {}
+        return "", {}
+
+    kinds = {m: model_entry(m).kind for m in list_models()}
+    rows = []
+    for task in list_tasks():
+        kind = task_entry(task).obj.model_kind
+        text, _ = yaml_of("task", task)
+        default = next(
+            (line.split(":", 1)[1].strip() for line in text.splitlines() if "/model:" in line),
+            None,
+        )
+        fits = [
+            o for o in options("model") if kinds.get(yaml_of("model", o)[1].get("name")) == kind
+        ]
+        fits.sort(key=lambda o: o != default)
+        needs = []
+        dataset_text, dataset = yaml_of("dataset", task)
+        for line in dataset_text.splitlines():
+            key = line.partition(":")[0].strip()
+            if "# required" in line:
+                needs.append(f"dataset.{key} (required)")
+            elif key == "path" and isinstance(dataset.get("path"), str):
+                default_path = dataset["path"].replace("${paths.data_dir}", "data")
+                needs.append(f"dataset.path (default {default_path})")
+        rows.append((task, ", ".join(fits), "; ".join(needs) or "generated data"))
+    width = max(len(t) for t, _, _ in rows) + 2
+    lines = [
+        f"dlrun {__version__}: train a model on a task; one run, or a sweep or search with -m.",
+        "",
+        "usage: dlrun [-m] [GROUP=OPTION | KEY=VALUE ...]",
+        "  dlrun task=imdb dataset.path=~/aclImdb optimizer.lr=1e-3    one run",
+        "  dlrun -m optimizer.lr=1e-3,3e-4 dataset.batch_size=32,128   a 2x2 sweep",
+        "  dlrun -m hydra/sweeper=optuna 'optimizer.lr=tag(log, interval(1e-4, 1))'   a search",
+        "  dlrun resume=RUN_DIR                                         continue a run",
+        "",
+        "tasks (task=NAME): the models that fit each (model=NAME; the default first), and",
+        "the keys to give:",
+    ]
+
+    def wrapped(head: str, text: str, indent: int) -> list[str]:
+        return textwrap.wrap(
+            head + text, 96, subsequent_indent=" " * indent, break_on_hyphens=False
+        )
+
+    for task, fits, needs in rows:
+        lines += wrapped(f"  {task:<{width}}models: ", fits, width + 10)
+        lines += wrapped(f"  {'':<{width}}data:   ", needs, width + 10)
+    lines += ["", "groups (GROUP=OPTION):"]
+    for group in sorted(p.name for p in conf_dir().iterdir() if p.is_dir()):
+        if group not in ("task", "dataset", "model", "hydra"):
+            lines += wrapped(f"  {group + ':':<13}", ", ".join(options(group)), 15)
+    lines += [
+        "",
+        "other commands:",
+        "  dlrun-predict RUN_DIR [INPUT ... | FILE]   answer new inputs with a trained run",
+        "  dlrun-report DIR ...                       tables and plots over runs, sweeps, searches",
+        "  dlrun-stats task=NAME [KEY=VALUE ...]      a data set's statistics, before training",
+        "",
+        "more:",
+        "  dlrun task=NAME --cfg job       the full config of a command (every key and value)",
+        "  dlrun --hydra-help              Hydra's own help (its flags, --multirun, -cd...)",
+        "  dlrun --version; README.md (every key explained) and docs/architecture.md",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _main() -> None:
     argv = sys.argv[1:]
     if argv == ["--version"]:  # Hydra's own flag would print Hydra's version
         print(f"dlrun {__version__} (Hydra {hydra.__version__})")
+        return
+    if argv in (["--help"], ["-h"]):  # dlrun's own; with overrides, Hydra's (the config)
+        print(help_text(), end="")
         return
     from dlrun.engine.distributed import adopt_slurm, from_env
 

@@ -9,63 +9,132 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dlrun.engine.palette import (  # noqa: E402
+    MIN_INCHES,
+    class_colours,
+    log_scale,
+    series_colour,
+    split_colour,
+)
 from dlrun.rundir.read import read_jsonl  # noqa: E402
 from dlrun.rundir.write import save_figure  # noqa: E402
 
 SKIP = {"step", "epoch", "split", "lr", "samples_per_sec", "elapsed", "loss"}
 
 
+def train_loss_windows(records: list[dict]) -> list[tuple[int, float]]:
+    """The training loss as (step, mean) over equal windows of steps.
+
+    The trainer logs every ``log_every`` steps and also at each evaluation, so an epoch
+    end leaves a short window whose mean is noisier than the rest. The records are
+    re-averaged, weighted by the steps each covers, over windows of the usual width
+    (the commonest distance between records), each plotted at its end; a last window
+    shorter than the others is left out.
+    """
+    pts = [
+        (r["step"], r["loss"])
+        for r in records
+        if r["split"] == "train" and isinstance(r.get("loss"), (int, float))
+    ]
+    if len(pts) < 3:
+        return pts
+    gaps = [b - a for (a, _), (b, _) in zip(pts, pts[1:]) if b > a]
+    if not gaps:
+        return pts
+    width = max(set(gaps), key=lambda g: (gaps.count(g), g))
+    sums: dict[int, list[float]] = {}  # window -> [weighted sum, steps covered]
+    prev = None
+    for step, loss in pts:
+        span = step - prev if prev is not None and step > prev else width
+        prev = step
+        window = sums.setdefault(-(-step // width), [0.0, 0])
+        window[0] += loss * span
+        window[1] += span
+    out = [(k * width, total / steps) for k, (total, steps) in sorted(sums.items())]
+    last = sorted(sums)[-1]
+    if len(out) > 1 and sums[last][1] < width:
+        out.pop()
+    return out
+
+
+def _points(records: list[dict], split: str, name: str) -> list[tuple[int, float]]:
+    if split == "train" and name == "loss":
+        return train_loss_windows(records)
+    return [
+        (r["step"], r[name])
+        for r in records
+        if r["split"] == split and isinstance(r.get(name), (int, float))
+    ]
+
+
 def plot_curves(metrics_path: Path, out: Path) -> None:
     """Loss and every metric against the optimizer step, one line per evaluated split.
 
-    Training loss comes from the logging intervals; the other lines from the
-    evaluations (validation, and ``train_subset`` or ``test`` when evaluated
-    during training). Final test results of the best checkpoint are not curves.
+    Training loss comes from the logging intervals (re-averaged over equal windows:
+    ``train_loss_windows``); the other lines from the evaluations (validation, and
+    ``train_subset`` or ``test`` when evaluated during training). Final test results of
+    the best checkpoint are not curves. Each split has its colour in every figure
+    (``dlrun.engine.palette``); the loss axis is logarithmic only when it spans decades.
     """
     records = [r for r in read_jsonl(metrics_path) if "checkpoint" not in r]
-    splits = list(dict.fromkeys(r["split"] for r in records))
+    splits = sorted(
+        dict.fromkeys(r["split"] for r in records),
+        key=lambda s: (s != "train", s != "val", s),
+    )
     metric_names = sorted({k for r in records if r["split"] != "train" for k in r} - SKIP)
-    fig, axes = plt.subplots(1, 1 + len(metric_names), figsize=(5 * (1 + len(metric_names)), 4))
-    axes = list(axes) if metric_names else [axes]
-    for ax, name in zip(axes, ["loss", *metric_names]):
+    panels = 1 + len(metric_names)
+    width = max(MIN_INCHES, 4.2 * panels)
+    fig, axes = plt.subplots(1, panels, figsize=(width, 4.2), squeeze=False, layout="constrained")
+    for ax, name in zip(axes[0], ["loss", *metric_names]):
+        values = []
         for split in splits:
-            pts = [
-                (r["step"], r[name])
-                for r in records
-                if r["split"] == split and isinstance(r.get(name), (int, float))
-            ]
+            pts = _points(records, split, name)
             if pts:
+                values += [y for _, y in pts]
                 ax.plot(
                     *zip(*pts),
                     label=split,
-                    color=f"C{splits.index(split)}",
+                    color=split_colour(split),
                     marker=None if split == "train" else ".",
                 )
         ax.set(title=name, xlabel="step")
-        if name == "loss":
+        if log_scale(values):
             ax.set_yscale("log")
+        ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    fig.tight_layout()
+            ax.legend(fontsize=8)
     save_figure(fig, out)
     plt.close(fig)
 
 
 def plot_confusion(confusion, classes: tuple[str, ...], out: Path, title: str) -> None:
-    """A confusion matrix (rows: true class, columns: predicted), row-normalized colours."""
+    """A confusion matrix (rows: true class, columns: predicted), row-normalized colours;
+    the title gives the accuracy over all examples and the mean of the per-class ones."""
     counts = confusion.double()
     rates = counts / counts.sum(1, keepdim=True).clamp(min=1)
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    side = max(MIN_INCHES, 1.5 + 0.45 * k)
+    fontsize = max(5.0, min(14.0, 160 / max(k, 1)))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class", shrink=0.8)
     for i in range(k):
         for j in range(k):
             color = "white" if rates[i, j] > 0.5 else "black"
-            ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
-    ax.set(xlabel="predicted", ylabel="true", title=f"{title}: accuracy {rates.diag().mean():.4f}")
-    fig.tight_layout()
+            ax.text(
+                j, i, int(counts[i, j]), ha="center", va="center", fontsize=fontsize, color=color
+            )
+    labels = [str(c)[:20] for c in classes]
+    ax.set_xticks(range(k), labels, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_yticks(range(k), labels)
+    total = float(counts.sum())
+    accuracy = float(counts.diag().sum()) / max(total, 1)
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=f"{title}: accuracy {accuracy:.4f} of {int(total)} examples, "
+        f"per-class mean {float(rates.diag().mean()):.4f}",
+    )
     save_figure(fig, out)
     plt.close(fig)
 
@@ -75,7 +144,8 @@ def plot_activation_maps(image, maps, out: Path, title: str) -> None:
     n = maps.shape[0]
     cols = min(n, 8)
     rows = 1 + (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows), squeeze=False)
+    size = (max(MIN_INCHES, 1.6 * cols), 1.7 * rows * max(1.0, MIN_INCHES / (1.6 * cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     axes[0][0].imshow(image.numpy(), cmap="gray")
@@ -84,10 +154,16 @@ def plot_activation_maps(image, maps, out: Path, title: str) -> None:
         ax = axes[1 + c // cols][c % cols]
         ax.imshow(maps[c].numpy(), cmap="viridis")
         ax.set_title(f"channel {c}", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(title, fontsize=10)
     save_figure(fig, out)
     plt.close(fig)
+
+
+def _legend_below(fig, ax, ncol: int = 3) -> None:
+    """``ax``'s legend under the figure, never over the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8)
 
 
 def plot_overlaid_curves(
@@ -96,26 +172,29 @@ def plot_overlaid_curves(
     """Training loss and the validation metric of several runs against the step, overlaid.
 
     ``curves`` holds (label, metrics.jsonl) pairs; a run without a metrics file is skipped.
+    The legend (one colour per run) sits under the plots.
     """
-    fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (loss_ax, metric_ax) = plt.subplots(
+        1, 2, figsize=(12, 4.5 + 0.2 * ((len(curves) + 2) // 3)), layout="constrained"
+    )
+    losses = []
     for i, (label, path) in enumerate(curves):
         if not path.is_file():
             continue
         records = [r for r in read_jsonl(path) if "checkpoint" not in r]
         for ax, split, name in ((loss_ax, "train", "loss"), (metric_ax, val_split, metric)):
-            pts = [
-                (r["step"], r[name])
-                for r in records
-                if r["split"] == split and isinstance(r.get(name), (int, float))
-            ]
+            pts = _points(records, split, name)
             if pts:
-                ax.plot(*zip(*pts), label=label, color=f"C{i % 10}")
-    loss_ax.set(title="training loss", xlabel="step", yscale="log")
+                ax.plot(*zip(*pts), label=label, color=series_colour(i))
+                if ax is loss_ax:
+                    losses += [y for _, y in pts]
+    loss_ax.set(title="training loss", xlabel="step")
+    if log_scale(losses):
+        loss_ax.set_yscale("log")
     metric_ax.set(title=f"{val_split}/{metric}", xlabel="step")
     for ax in (loss_ax, metric_ax):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.grid(alpha=0.3)
+    _legend_below(fig, loss_ax)
     save_figure(fig, out)
     plt.close(fig)
 
@@ -127,35 +206,50 @@ def plot_metric_vs(
     out: Path,
     logx: bool = False,
     categorical: bool = False,
+    points: bool = False,
 ) -> None:
-    """One line per series of (x, y) points: e.g. accuracy against the learning rate."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ticks = list(dict.fromkeys(x for pts in series.values() for x, _ in pts))
+    """One line per series of (x, y) points: e.g. accuracy against the learning rate;
+    ``points``: markers alone (runs that vary in more than x, as a search's trials).
+
+    Categorical x values are placed in sorted order (numbers by value)."""
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    ticks = sorted({x for pts in series.values() for x, _ in pts}, key=_order)
     for i, (name, pts) in enumerate(series.items()):
         if categorical:
             pts = [(ticks.index(x), y) for x, y in pts]
         pts = sorted(pts)
-        ax.plot(*zip(*pts), marker="o", label=name, color=f"C{i % 10}")
+        line = "none" if points else "-"
+        ax.plot(*zip(*pts), marker="o", linestyle=line, label=name, color=series_colour(i))
     if categorical:
-        ax.set_xticks(range(len(ticks)), ticks, rotation=20, ha="right")
+        ax.set_xticks(range(len(ticks)), [str(t) for t in ticks], rotation=20, ha="right")
     if logx:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel} vs {xlabel}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(fig, ax, ncol=2)
     save_figure(fig, out)
     plt.close(fig)
+
+
+def _order(value) -> tuple:
+    """A sort key putting numbers (also as text) by value, before other values."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
 
 
 def plot_grouped_bars(
     values: dict[tuple[str, str], float], xkey: str, group_key: str, ylabel: str, out: Path
 ) -> None:
-    """Bars of ``values[(x, group)]``: one cluster per x value, one colour per group value."""
-    xs = list(dict.fromkeys(x for x, _ in values))
-    groups = list(dict.fromkeys(g for _, g in values))
+    """Bars of ``values[(x, group)]``: one cluster per x value, one colour per group value,
+    both in sorted order."""
+    xs = sorted({x for x, _ in values}, key=_order)
+    groups = sorted({g for _, g in values}, key=_order)
     width = 0.8 / len(groups)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(xs) * len(groups) ** 0.5), 4.5))
+    fig, ax = plt.subplots(
+        figsize=(min(16.0, max(9.0, 0.5 * len(xs) * len(groups))), 5.5), layout="constrained"
+    )
     for j, group in enumerate(groups):
         pos = [
             i + (j - (len(groups) - 1) / 2) * width
@@ -163,11 +257,11 @@ def plot_grouped_bars(
             if (x, group) in values
         ]
         ys = [values[(x, group)] for x in xs if (x, group) in values]
-        ax.bar(pos, ys, width, label=f"{group_key}={group}", color=f"C{j % 10}")
-    ax.set_xticks(range(len(xs)), xs)
+        ax.bar(pos, ys, width, label=f"{group_key}={group}", color=series_colour(j))
+    ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set(xlabel=xkey, ylabel=ylabel, title=f"{ylabel} by {xkey} and {group_key}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.grid(alpha=0.3, axis="y")
+    _legend_below(fig, ax, ncol=min(4, len(groups)))
     save_figure(fig, out)
     plt.close(fig)
 
@@ -177,7 +271,9 @@ def plot_image_grid(images, labels: list[tuple[str, str]], out: Path, title: str
     n = len(images)
     cols = min(8, max(1, n))
     rows = max(1, (n + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.75 * rows + 0.4), squeeze=False)
+    scale = max(1.0, MIN_INCHES / (1.5 * cols))
+    size = (1.5 * cols * scale, 1.75 * rows * scale + 0.4)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for i, (image, (true, pred)) in enumerate(zip(images, labels, strict=True)):
@@ -190,42 +286,61 @@ def plot_image_grid(images, labels: list[tuple[str, str]], out: Path, title: str
         color = "black" if true == pred else "red"
         shown = [s[:14].replace("$", r"\$") for s in (true, pred)]  # no mathtext
         ax.set_title(f"true {shown[0]}\npred {shown[1]}", fontsize=7, color=color)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(title, fontsize=10)
     save_figure(fig, out)
     plt.close(fig)
 
 
-def plot_table(names: list[str], values, labels, classes: tuple[str, ...], out: Path) -> None:
-    """A histogram per column of ``values`` (N, len(names), NaN = missing) and a scatter of
-    the first two, coloured by ``labels`` (class indices) when there are classes."""
+def plot_table(
+    names: list[str],
+    values,
+    labels,
+    classes: tuple[str, ...],
+    out: Path,
+    target: tuple[str, object] | None = None,
+) -> None:
+    """A histogram per column of ``values`` (N, len(names), NaN = missing) and a scatter:
+    of the first two columns coloured by ``labels`` (class indices) when there are
+    classes, or by a regression's ``target`` (its name and N values) with a colour bar;
+    of the one column against the target when there is one column."""
     import numpy as np
 
     values = np.asarray(values, dtype=float)
-    panels = len(names) + (1 if len(names) >= 2 else 0)
+    goal = None if target is None else np.asarray(target[1], dtype=float)
+    scatter = len(names) >= 2 or goal is not None
+    panels = len(names) + scatter
     cols = min(panels, 4)
     rows = -(-panels // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
+    size = (max(MIN_INCHES, 3.6 * cols), max(3.4, 3.2 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False, layout="constrained")
     flat = axes.ravel()
     for i, name in enumerate(names):
         column = values[:, i]
-        flat[i].hist(column[np.isfinite(column)], bins=20, color=f"C{i % 10}", alpha=0.8)
+        flat[i].hist(column[np.isfinite(column)], bins=20, color=series_colour(i), alpha=0.8)
         flat[i].set(title=name, xlabel=name, ylabel="rows")
-    if len(names) >= 2:
+    if scatter:
         ax = flat[len(names)]
-        both = np.isfinite(values[:, 0]) & np.isfinite(values[:, 1])
-        # A colour map only with colours: matplotlib warns about a map it would ignore.
-        colour = {} if labels is None else {"c": np.asarray(labels)[both], "cmap": "tab10"}
-        if colour:
-            colour.update(vmin=0, vmax=9)
-        points = ax.scatter(values[both, 0], values[both, 1], s=8, **colour)
+        if len(names) >= 2:
+            x, y, xname, yname = values[:, 0], values[:, 1], names[0], names[1]
+        else:
+            x, y, xname, yname = values[:, 0], goal, names[0], target[0]
+        both = np.isfinite(x) & np.isfinite(y)
         if labels is not None and classes:
-            handles = points.legend_elements()[0]
-            ax.legend(handles, classes[: len(handles)], fontsize=7, title="label")
-        ax.set(xlabel=names[0], ylabel=names[1], title=f"{names[1]} vs {names[0]}")
+            codes = np.asarray(labels)[both]
+            palette = class_colours(len(classes))
+            for k, name in enumerate(classes):
+                mine = codes == k
+                if mine.any():
+                    ax.scatter(x[both][mine], y[both][mine], s=8, color=palette[k], label=name)
+            ax.legend(fontsize=7, title="label", markerscale=2)
+        elif goal is not None and len(names) >= 2:
+            points = ax.scatter(x[both], y[both], s=8, c=goal[both], cmap="viridis")
+            fig.colorbar(points, ax=ax, label=target[0])
+        else:
+            ax.scatter(x[both], y[both], s=8, color=series_colour(0))
+        ax.set(xlabel=xname, ylabel=yname, title=f"{yname} vs {xname}")
     for ax in flat[panels:]:
         ax.axis("off")
-    fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)
 
@@ -240,12 +355,13 @@ def plot_predicted_vs_true(
     true, predicted = np.asarray(true, dtype=float)[:max_points], np.asarray(predicted)[:max_points]
     lo = float(min(true.min(), predicted.min()))
     hi = float(max(true.max(), predicted.max()))
-    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    fig, ax = plt.subplots(figsize=(MIN_INCHES, 7.0), layout="constrained")
     ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, label="predicted = true")
-    ax.scatter(true, predicted, s=10, alpha=0.7, color="C0")
+    ax.scatter(true, predicted, s=10, alpha=0.7, color=split_colour("test"), label="rows")
     ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=title)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)
 
@@ -254,8 +370,11 @@ def plot_decision_boundary(
     classify, points, labels, predictions, classes, names, out: Path, title: str, steps: int = 200
 ) -> None:
     """The class ``classify`` gives each point of a grid spanning ``points`` (N, 2), with
-    the points on top coloured by their label and the misclassified ones marked."""
+    the points on top coloured by their label and the misclassified ones marked; the
+    legend names each class's colour."""
     import torch
+    from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
 
     lo, hi = points.min(0).values, points.max(0).values
     pad = 0.05 * (hi - lo).clamp(min=1e-6)
@@ -264,33 +383,35 @@ def plot_decision_boundary(
     gx, gy = torch.meshgrid(xs, ys, indexing="xy")
     regions = classify(torch.stack([gx.ravel(), gy.ravel()], 1)).view(steps, steps)
     k = len(classes)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    ax.contourf(
-        gx, gy, regions, levels=torch.arange(k + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.35
-    )
+    palette = class_colours(k)
+    cmap = ListedColormap(palette)
+    fig, ax = plt.subplots(figsize=(9.0, 7.0), layout="constrained")
+    ax.contourf(gx, gy, regions, levels=torch.arange(k + 1) - 0.5, cmap=cmap, alpha=0.3)
     ax.scatter(
         points[:, 0],
         points[:, 1],
-        c=labels,
-        cmap="tab10",
-        vmin=0,
-        vmax=9,
-        s=14,
+        c=[palette[i] for i in labels.tolist()],
+        s=18,
         edgecolors="k",
         linewidths=0.3,
     )
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=palette[i], label=str(c))
+        for i, c in enumerate(classes)
+    ]
     wrong = predictions != labels
     if wrong.any():
-        ax.scatter(
-            points[wrong, 0],
-            points[wrong, 1],
-            marker="x",
-            c="red",
-            s=60,
-            label=f"{int(wrong.sum())} misclassified",
+        handles.append(
+            ax.scatter(
+                points[wrong, 0],
+                points[wrong, 1],
+                marker="x",
+                c="red",
+                s=60,
+                label=f"{int(wrong.sum())} misclassified",
+            )
         )
-        ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=8, title="class (point: label, area: prediction)")
     ax.set(xlabel=names[0], ylabel=names[1], title=title)
-    fig.tight_layout()
     save_figure(fig, out)
     plt.close(fig)

@@ -1,11 +1,15 @@
-"""Where training stands: its saved state, the order it visits data in, stop signals."""
+"""Where training stands: its saved state, the order it visits data in, stop signals,
+and the progress lines a run prints when its output is not a terminal."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +100,88 @@ class DataOrder:
             if self.pin:
                 self._perm = self._perm.pin_memory()
         return self._perm
+
+
+class ProgressLines:
+    """Progress as log lines, for output that is not a terminal (a log file, CI, a SLURM
+    job), where a bar would be one endless line.
+
+    ``step`` prints a line when ``every`` seconds have passed since the last one (the
+    step, the rate, the last logged training loss, the time left), so a log never goes
+    quiet for long. ``evaluation`` prints an evaluation's metrics on one line, at most
+    one such line per ``every`` seconds (short epochs evaluated each epoch would print
+    hundreds of near-identical lines); the last evaluation is always printed.
+    """
+
+    def __init__(
+        self,
+        total: int | None,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        log: logging.Logger | None = None,
+    ):
+        self.total, self.every, self.clock = total, every, clock
+        self.log = log or logging.getLogger("dlrun")
+        self._start: tuple[int, float] | None = None  # (step, time) when fit() began
+        self._last_line = self._last_eval = -math.inf
+        self._skipped = 0  # evaluations not printed since the last printed one
+
+    def started(self, step: int) -> None:
+        now = self.clock()
+        self._start, self._last_line = (step, now), now
+
+    def _rate(self, step: int) -> float:
+        step0, t0 = self._start or (0, self.clock())
+        return (step - step0) / max(self.clock() - t0, 1e-9)
+
+    def step(self, state: TrainState, loss: float | None) -> None:
+        """After each optimizer step: a line if ``every`` seconds passed without one."""
+        now = self.clock()
+        if now - self._last_line < self.every:
+            return
+        rate = self._rate(state.step)
+        parts = [f"step {state.step}" + (f"/{self.total}" if self.total else "")]
+        parts.append(f"epoch {state.epoch}")
+        parts.append(f"{rate:.3g} steps/s")
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+        if self.total and rate > 0:
+            parts.append(f"{duration((self.total - state.step) / rate)} left")
+        self.log.info("  ".join(parts))
+        self._last_line = now
+
+    def evaluation(
+        self,
+        state: TrainState,
+        results: dict[str, dict[str, float]],
+        elapsed: float,
+        final: bool = False,
+    ) -> None:
+        """An evaluation's metrics of every split on one line (see the class)."""
+        now = self.clock()
+        if not final and now - self._last_eval < self.every:
+            self._skipped += 1
+            return
+        shown = "  ".join(
+            f"{split} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            for split, metrics in results.items()
+        )
+        more = f" ({self._skipped} more evaluations in metrics.jsonl)" if self._skipped else ""
+        self.log.info(
+            "step %d epoch %d  %s  (%s)%s", state.step, state.epoch, shown, duration(elapsed), more
+        )
+        self._last_eval = self._last_line = now
+        self._skipped = 0
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as 42s, 3m05s or 2h07m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    seconds = int(round(seconds))
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 # SLURM's warning before it ends a job (sbatch --signal=B:USR1@SECONDS): save, go on.

@@ -80,7 +80,7 @@ def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, resume: dict | None, s
     with open_trackers(cfg, rundir.path) or contextlib.nullcontext() as trackers:
         result, test = _train_and_test(cfg, trainer, trackers)
         pruned = result.state.stop_reason == "pruned"  # a search's trial its pruner stopped
-        _write_outputs(cfg, task, trainer, tested=not pruned)
+        _write_outputs(cfg, task, trainer, None if pruned else test)
         times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
         summary = _summary(cfg, trainer, result, test, times)
         rundir.write_summary(summary)
@@ -292,21 +292,23 @@ def _train_and_test(cfg: RunConfig, trainer: Trainer, trackers) -> tuple[FitResu
     return result, test
 
 
-def _write_outputs(cfg: RunConfig, task, trainer: Trainer, tested: bool) -> None:
-    """samples.txt and the task's report (a tested run), and the curves."""
+def _write_outputs(cfg: RunConfig, task, trainer: Trainer, test: dict | None) -> None:
+    """samples.txt and the task's report (a tested run: ``test`` holds its metrics), and
+    the curves."""
     import torch
 
     from dlrun.engine.plots import plot_curves
 
     run = trainer.run
-    if tested:
+    if test is not None:
         model, dev = trainer.model, trainer.dev
         model.eval()
         amp = dict(dtype=dev.amp_dtype, enabled=dev.amp_dtype is not None)
         with torch.inference_mode(), torch.autocast(dev.device.type, **amp):  # as the test
             rows = task.samples(model, "test", cfg.trainer.num_samples)
             task.report(model, run)
-        run.write_samples(rows)
+        shown = {k: v for k, v in test.items() if k.startswith("test/")}
+        run.write_samples(rows, task.size("test") if "test" in task.splits else None, shown)
     plot_curves(run.metrics, run.curves)
 
 

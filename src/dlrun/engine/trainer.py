@@ -29,7 +29,13 @@ from dlrun.engine.device import DeviceInfo, for_training, synchronize
 from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.engine.evaluate import TaskLike, evaluate, periodic_splits
 from dlrun.engine.optim import build_optimizer, build_scheduler
-from dlrun.engine.progress import DataOrder, StopSignals, TrainState, check_finite
+from dlrun.engine.progress import (
+    DataOrder,
+    ProgressLines,
+    StopSignals,
+    TrainState,
+    check_finite,
+)
 from dlrun.engine.writers import Writers
 from dlrun.errors import Interrupted
 from dlrun.plan.config import to_dict
@@ -108,7 +114,8 @@ class Trainer:
         self.first_step_s: float | None = None  # compilation included when device.compile
         self.first_step_at: float | None = None  # time.time() when the first step began
         self.train_losses: list[float] = []  # each logging window's mean training loss
-        self.interactive = sys.stderr.isatty()  # a progress bar; else a log line per evaluation
+        self.interactive = sys.stderr.isatty()  # a progress bar; else log lines (ProgressLines)
+        self.lines = None if self.interactive or not dist.main else ProgressLines(self.total_steps)
         self._since_eval: tuple[int, float] = (0, 0.0)  # samples and time at the last evaluation
         self.reset_window()
         # The first step whose loss was not finite (-1: none), checked at logging cadence.
@@ -270,6 +277,8 @@ class Trainer:
         hidden = not (self.interactive and self.dist.main)
         shape = {"unit": "step", "dynamic_ncols": True, "disable": hidden}
         bar = tqdm(total=self.total_steps, initial=s.step, **shape)
+        if self.lines:
+            self.lines.started(s.step)
         self.reset_window()
         postfix: dict = {}
         if t.eval_at_start and s.last_eval_step < 0:
@@ -278,6 +287,8 @@ class Trainer:
             while (reason := self._should_stop(started)) is None:
                 self._timed_step()
                 bar.update()
+                if self.lines:
+                    self.lines.step(s, self.train_losses[-1] if self.train_losses else None)
                 epoch_end = s.batch_in_epoch < t.accumulate and t.eval_every is None
                 eval_now = (t.eval_every and s.step % t.eval_every == 0) or epoch_end
                 if s.step % t.log_every == 0 or eval_now:
@@ -353,11 +364,12 @@ class Trainer:
             # Training throughput since the previous evaluation.
             extra = {"lr": lr, "samples_per_sec": throughput, "elapsed": elapsed}
             writer.log({"epoch": s.epoch, "split": split, **metrics, **extra}, s.step)
-            if not self.interactive:
-                shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-                log.info("step %d epoch %d %s %s (%.1fs)", s.step, s.epoch, split, shown, elapsed)
         value = results[self.monitor_split][self.monitor_key]
-        if s.evaluated(value, self.maximize, self.t.patience, self.t.stop_at):
+        best = s.evaluated(value, self.maximize, self.t.patience, self.t.stop_at)
+        if self.lines:  # the last evaluation always shows
+            final = s.halt is not None or bool(self.total_steps and s.step >= self.total_steps)
+            self.lines.evaluation(s, results, elapsed, final=final)
+        if best:
             s.best_metrics = dict(results[self.monitor_split])
             self.save("best")
         for callback in self.callbacks:

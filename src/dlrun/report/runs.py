@@ -15,7 +15,12 @@ them; also runs made separately) and writes into ``DIR``:
   for learning rates and other keys spanning decades), one line per split;
 - ``summary_curves.png``: every run's training loss and validation metric
   against the step, overlaid;
-- ``summary_bars.png``: a grouped bar chart when two keys vary.
+- ``summary_bars.png``: a grouped bar chart when two keys vary over a few values.
+
+Runs of several tasks are grouped by task (``by_task``): the keys shown are those
+that vary within a task's runs, ``summary.md`` holds a table per task, and each
+task's plots are named ``summary_<plot>_<task>.png``. Long numbers are rounded
+where a person reads them (``short_numbers``), not in ``summary.csv``.
 
 The plots are drawn in ``dlrun.report.plots``; a search directory's
 ``best.yaml`` and the study's plots come from ``dlrun.search.results``.
@@ -98,6 +103,16 @@ def _metrics(summary: dict) -> dict[str, float]:
     return {**best, **(summary.get("test") or {})}
 
 
+LONG_NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+def short_numbers(text: str, digits: int = 4) -> str:
+    """``text`` with every number of many decimals rounded to ``digits`` significant ones
+    (``model.dropout=0.34430192534364906`` -> ``model.dropout=0.3443``): for names and
+    tables a person reads; the config keeps the full value."""
+    return LONG_NUMBER.sub(lambda m: f"{float(m.group()):.{digits}g}", text)
+
+
 def _natural(text: str) -> list:
     """Sort key: '2_lr' before '10_lr'."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
@@ -154,10 +169,24 @@ def _plain_summary(path: Path, summary: dict) -> dict:
     return summary
 
 
+def by_task(runs: list[Run]) -> dict[str, list[Run]]:
+    """``runs`` grouped by their task, in order of first appearance."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.summary.get("task") or r.value("task.name"), []).append(r)
+    return groups
+
+
 def varying_keys(runs: list[Run]) -> list[str]:
-    """The override keys whose value is not the same in every run, in command-line order."""
-    keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
-    return [k for k in keys if len({r.value(k) for r in runs}) > 1]
+    """The override keys whose value is not the same in every run of a task, in
+    command-line order (runs of several tasks: ``task`` first, then the keys that vary
+    within a task's runs, not those that differ only because the tasks do)."""
+    groups = by_task(runs)
+    keys = list(dict.fromkeys(k for r in runs for k in r.overrides if k != "task"))
+    varying = [
+        k for k in keys if any(len({r.value(k) for r in group}) > 1 for group in groups.values())
+    ]
+    return (["task"] if len(groups) > 1 else []) + varying
 
 
 @dataclass
@@ -175,20 +204,34 @@ class Table:
         return buf.getvalue()
 
     def markdown(self) -> str:
+        """The table in Markdown; runs of several tasks (a ``task`` column): one table per
+        task, each with only the columns its runs fill."""
+        if "task" not in self.keys:
+            return self._markdown(self.columns, self.rows)
+        parts = []
+        for task in dict.fromkeys(r["task"] for r in self.rows):
+            rows = [r for r in self.rows if r["task"] == task]
+            columns = [
+                c
+                for c in self.columns
+                if c in ("run", "status") or (c != "task" and any(r.get(c, "") != "" for r in rows))
+            ]
+            parts.append(f"task={task}\n\n" + self._markdown(columns, rows))
+        return "\n".join(parts)
+
+    def _markdown(self, columns: list[str], rows: list[dict[str, Any]]) -> str:
         def cell(column: str, value: Any) -> str:
             if column in PLAIN_FORMAT and isinstance(value, (int, float)):
                 return PLAIN_FORMAT[column].format(value)
             if isinstance(value, float):
                 return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
-            return str(value).replace("|", "\\|").replace("\n", " ")
+            return short_numbers(str(value)).replace("|", "\\|").replace("\n", " ")
 
         lines = [
-            "| " + " | ".join(self.columns) + " |",
-            "|" + "---|" * len(self.columns),
+            "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
         ]
-        lines += [
-            "| " + " | ".join(cell(c, r.get(c, "")) for c in self.columns) + " |" for r in self.rows
-        ]
+        lines += ["| " + " | ".join(cell(c, r.get(c, "")) for c in columns) + " |" for r in rows]
         return "\n".join(lines) + "\n"
 
 
@@ -243,16 +286,22 @@ def build_table(runs: list[Run], metric: str | None = None, provenance: bool = F
             row.update(short(source if isinstance(source, dict) else {}))
         rows.append(row)
 
+    tasks = list(by_task(runs))
+
     def order(item: tuple[Run, dict]) -> tuple:
         run, row = item
-        value = row.get(sort_metric) if sort_metric else None
+        task = tasks.index(run.summary.get("task") or run.value("task.name"))
+        by = sort_metric
+        if metric is None and len(tasks) > 1:  # each task by its own monitored metric
+            by = run.summary.get("monitor") or sort_metric
+        value = row.get(by) if by else None
         if run.status != "ok" or not isinstance(value, (int, float)) or math.isnan(value):
-            return (1, 0.0)
-        base = sort_metric.rpartition("/")[2]
+            return (task, 1, 0.0)
+        base = by.rpartition("/")[2]
         maximize = run.maximize if any(m.endswith("/" + base) for m in monitors) else None
         if maximize is None:
             maximize = base not in LOWER_IS_BETTER
-        return (0, -value if maximize else value)
+        return (task, 0, -value if maximize else value)
 
     ordered = []
     for run, row in sorted(zip(runs, rows), key=order):  # stable: ties keep run order

@@ -165,8 +165,9 @@ class RunDir:
         except OSError:  # best effort: the disk that failed the run may refuse this too
             pass
 
-    def write_samples(self, rows: list[dict]) -> None:
-        write.write_text_atomic(self.samples, write.samples_text(rows))
+    def write_samples(self, rows: list[dict], of: int | None = None, metrics=None) -> None:
+        """samples.txt: ``rows`` of the test split's ``of`` examples, and its ``metrics``."""
+        write.write_text_atomic(self.samples, write.samples_text(rows, of, metrics))
 
     def remove_checkpoints(self) -> None:
         """A run that trained nothing keeps no checkpoints (a resume then refuses it)."""

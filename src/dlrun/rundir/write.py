@@ -55,25 +55,29 @@ def write_text_atomic(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def samples_text(rows: list[dict]) -> str:
+def samples_text(rows: list[dict], of: int | None = None, metrics: dict | None = None) -> str:
     """samples.txt: test examples with their target and prediction, wrong ones first.
 
-    Rows with an ``error`` (a regression's prediction minus target) instead of
-    ``correct`` are listed by that error, largest first: a number is not right or wrong.
+    The header says how many are shown of the split's ``of`` examples, how many of
+    those are wrong, and the whole split's ``metrics`` (``test/accuracy``...), so a page
+    of wrong answers is not read as the model's accuracy. Rows with an ``error`` (a
+    regression's prediction minus target) instead of ``correct`` are listed by that
+    error, largest first: a number is not right or wrong.
     """
+    shown = f"{len(rows)} of {of}" if of is not None else f"{len(rows)}"
     if rows and "error" in rows[0]:
         lines = [
-            f"# {len(rows)} test examples, largest errors first (error = prediction - target)",
-            "error\tsource\ttarget\tprediction",
+            f"# {shown} test examples, largest errors first (error = prediction - target)",
         ]
-        mark = [r["error"] for r in rows]
+        head, mark = "error", [r["error"] for r in rows]
     else:
         wrong = sum(not r["correct"] for r in rows)
-        lines = [
-            f"# {len(rows)} test examples, {wrong} wrong, wrong ones first",
-            "ok\tsource\ttarget\tprediction",
-        ]
-        mark = ["✓" if r["correct"] else "✗" for r in rows]
+        lines = [f"# {shown} test examples, the wrong ones first: {wrong} of these {len(rows)}"]
+        head, mark = "ok", ["✓" if r["correct"] else "✗" for r in rows]
+    if metrics:
+        values = ", ".join(f"{k.partition('/')[2]} {v:.4g}" for k, v in metrics.items())
+        lines[0] += f"; the whole test split: {values}"
+    lines.append(f"{head}\tsource\ttarget\tprediction")
     lines += [f"{m}\t{r['source']}\t{r['target']}\t{r['prediction']}" for m, r in zip(mark, rows)]
     return "\n".join(lines) + "\n"
 

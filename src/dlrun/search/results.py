@@ -71,41 +71,33 @@ def best_yaml(study) -> str | None:
 
 
 def plot_study(study, out: Path) -> list[Path]:
-    """Optimization history, parameter importances, slices, and a contour for two params."""
+    """The search's plots: the objective by trial (history), against each parameter
+    (slice), the parameters' importances, and a contour for two parameters."""
     import warnings
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
     from optuna.trial import TrialState
-    from optuna.visualization import matplotlib as vis
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not done:
         return []
     params = list(dict.fromkeys(k for t in done for k in t.params))
-    plots: list[tuple[str, Callable]] = [("history", vis.plot_optimization_history)]
+    plots: list[tuple[str, Callable]] = [("history", _history)]
     if len(done) >= 2 and params:
-        plots.append(("slice", vis.plot_slice))
+        plots.append(("slice", _slice))
         varied = [k for k in params if len({repr(t.params.get(k)) for t in done}) > 1]
         if varied and len(done) >= 3:
-            plots.append(("importances", vis.plot_param_importances))
+            plots.append(("importances", _importances))
         if len(params) == 2 and len(varied) == 2 and len(done) >= 3:
             plots.append(("contour", _contour))  # Optuna's needs scipy
     files = []
     for name, draw in plots:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            drawn = draw(study)
-            first = drawn.flat[0] if hasattr(drawn, "flat") else drawn
-            fig = first.figure
-            for ax in fig.axes:  # log axes: labels at the decades only, not crowded between
-                if ax.get_xscale() == "log":
-                    ax.xaxis.set_minor_formatter(NullFormatter())
-            fig.set_size_inches(max(6.4, fig.get_figwidth()), max(4.8, fig.get_figheight()))
-            fig.tight_layout()
+            warnings.simplefilter("ignore")  # Optuna marks parts of its API experimental
+            fig = draw(study, done)
             path = SweepDir(out).search_plot(name)
             save_figure(fig, path)
         plt.close(fig)
@@ -113,34 +105,118 @@ def plot_study(study, out: Path) -> list[Path]:
     return files
 
 
-def _contour(study):
+def _objective(study) -> str:
+    return study.user_attrs.get("monitor") or "objective"
+
+
+def _history(study, done):
+    """The objective of each complete trial by trial number, and the best so far."""
+    import matplotlib.pyplot as plt
+
+    from dlrun.engine.palette import series_colour
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    numbers = [t.number + 1 for t in done]
+    values = [t.value for t in done]
+    best = max if study.direction.name == "MAXIMIZE" else min
+    so_far = [best(values[: i + 1]) for i in range(len(values))]
+    ax.plot(numbers, values, "o", color=series_colour(0), label="trial")
+    ax.step(numbers, so_far, where="post", color=series_colour(1), label="best so far")
+    ax.set(
+        xlabel="trial",
+        ylabel=_objective(study),
+        title=f"{_objective(study)} by trial ({study.direction.name.lower()}d)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _axis_of(done, key):
+    """A parameter's values as numbers to plot, the tick labels of a categorical one
+    (else None), and whether its range is logarithmic."""
+    import numpy as np
+    from optuna.distributions import CategoricalDistribution
+
+    dist = next(t.distributions[key] for t in done if key in t.distributions)
+    values = [t.params.get(key) for t in done]
+    if isinstance(dist, CategoricalDistribution):
+        labels = [str(c) for c in dist.choices]
+        return np.array([labels.index(str(v)) for v in values], float), labels, False
+    return np.array(values, float), None, bool(getattr(dist, "log", False))
+
+
+def _slice(study, done):
+    """The objective against each parameter, one panel each, trials coloured by number."""
+    import matplotlib.pyplot as plt
+
+    from dlrun.engine.palette import MIN_INCHES
+
+    keys = list(dict.fromkeys(k for t in done for k in t.params))
+    cols = min(len(keys), 3)
+    rows = -(-len(keys) // cols)
+    size = (max(MIN_INCHES, 4.2 * cols + 1.2), 4.0 * rows + 0.6)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=size, squeeze=False, sharey=True, layout="constrained"
+    )
+    z = [t.value for t in done]
+    order = [t.number + 1 for t in done]
+    points = None
+    for ax, key in zip(axes.flat, keys):
+        x, labels, log = _axis_of(done, key)
+        points = ax.scatter(x, z, c=order, cmap="viridis", edgecolors="black", linewidths=0.4)
+        if labels:
+            ax.set_xticks(range(len(labels)), labels)
+            ax.margins(x=0.2)
+        if log:
+            ax.set_xscale("log")
+        ax.set(xlabel=key)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(_objective(study))
+    for ax in axes.flat[len(keys) :]:
+        ax.axis("off")
+    fig.colorbar(points, ax=axes, label="trial", shrink=0.8)
+    fig.suptitle(f"{_objective(study)} against each parameter")
+    return fig
+
+
+def _importances(study, done):
+    """fANOVA importances of the parameters (Optuna's), as sorted horizontal bars."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    from dlrun.engine.palette import series_colour
+
+    importances = optuna.importance.get_param_importances(study)
+    names = sorted(importances, key=importances.get)
+    fig, ax = plt.subplots(figsize=(9, max(3.5, 1.0 + 0.5 * len(names))), layout="constrained")
+    bars = ax.barh(names, [importances[n] for n in names], color=series_colour(0))
+    ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=3)
+    ax.set(
+        xlabel="importance (share of the objective's variance)",
+        title=f"How much each parameter moves {_objective(study)}",
+        xlim=(0, 1.1),
+    )
+    return fig
+
+
+def _contour(study, done):
     """The objective over two parameters: filled contours between the trials, and the trials."""
     import matplotlib.pyplot as plt
     import numpy as np
-    from optuna.distributions import CategoricalDistribution
-    from optuna.trial import TrialState
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     keys = list(dict.fromkeys(k for t in done for k in t.params))
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    axes = []
-    for key in keys:
-        dist = done[0].distributions[key]
-        values = [t.params[key] for t in done]
-        if isinstance(dist, CategoricalDistribution):
-            labels = list(dict.fromkeys(map(str, dist.choices)))
-            axes.append((np.array([labels.index(str(v)) for v in values], float), labels, False))
-        else:
-            axes.append((np.array(values, float), None, bool(getattr(dist, "log", False))))
-    (x, xlabels, xlog), (y, ylabels, ylog) = axes
+    fig, ax = plt.subplots(figsize=(9, 7), layout="constrained")
+    (x, xlabels, xlog), (y, ylabels, ylog) = (_axis_of(done, k) for k in keys)
     z = np.array([t.value for t in done], float)
     px, py = (np.log10(x) if xlog else x), (np.log10(y) if ylog else y)
     try:
         filled = ax.tricontourf(px, py, z, levels=12, cmap="viridis", alpha=0.8)
-        fig.colorbar(filled, ax=ax, label=study.user_attrs.get("monitor") or "objective")
     except (ValueError, RuntimeError):  # too few or collinear points: the trials alone
-        pass
-    ax.scatter(px, py, c=z, cmap="viridis", edgecolors="black", zorder=3)
+        filled = None
+    points = ax.scatter(px, py, c=z, cmap="viridis", edgecolors="black", zorder=3)
+    fig.colorbar(filled or points, ax=ax, label=_objective(study))
     for axis, labels, log, key in (
         (ax.xaxis, xlabels, xlog, keys[0]),
         (ax.yaxis, ylabels, ylog, keys[1]),
@@ -149,5 +225,5 @@ def _contour(study):
         if labels:
             axis.set_ticks(range(len(labels)), labels)
     ax.margins(0.05)
-    ax.set_title("Objective over two parameters")
-    return ax
+    ax.set_title(f"{_objective(study)} over two parameters")
+    return fig

@@ -348,7 +348,11 @@ class TabularTask(ClassificationTask):
         colours = None if self.regression else self.splits["train"]["label"][:PLOTTED].cpu()
         if numeric:
             values = np.stack([self.table.column(f).numbers[rows] for f in numeric], axis=1)
-            plot_table(numeric, values, colours, self.classes, run.file("data.png"))
+            target = None
+            if self.regression:
+                goal = self.splits["train"]["label"][:PLOTTED].cpu().numpy()
+                target = (self.cfg.dataset.target, goal)
+            plot_table(numeric, values, colours, self.classes, run.file("data.png"), target)
         if len(self.encoder.features) == 2 and len(numeric) == 2 and not self.regression:
             split = "test" if "test" in self.splits else "val"
             table, rows = self.table_of(split), self.rows[split]

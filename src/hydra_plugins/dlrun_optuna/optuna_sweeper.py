@@ -55,6 +55,26 @@ ConfigStore.instance().store(
 )
 
 
+class _ReadableLaunch(logging.Filter):
+    """A launcher's line of a trial's overrides without the ``+tune.*`` keys that only tie
+    the job to its study, and with its numbers rounded (the job gets them in full)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "+tune." in text:
+            from dlrun.report.runs import short_numbers
+
+            kept = " ".join(w for w in text.split(" ") if not w.startswith("+tune."))
+            record.msg, record.args = short_numbers(kept), ()
+        return True
+
+
+LAUNCHER_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+)
+
+
 class OptunaSweeper(Sweeper):
     def __init__(
         self,
@@ -83,6 +103,10 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
+        for name in LAUNCHER_LOGGERS:
+            launcher_log = logging.getLogger(name)
+            if not any(isinstance(f, _ReadableLaunch) for f in launcher_log.filters):
+                launcher_log.addFilter(_ReadableLaunch())
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
@@ -123,11 +147,14 @@ class OptunaSweeper(Sweeper):
             f"+tune.pruner_options={_dict_text(self.pruner_options)}",
         ]
 
+        from dlrun.report.runs import short_numbers
+
         def overrides(trial) -> list[str]:
             params = [tune.override_text(k, trial.params[k]) for k in space]
             job = [*fixed, *params, *tune_overrides, f"+tune.trial={trial.number}"]
             self.validate_batch_is_legal([job])
-            log.info("trial %d of %d: %s", trial.number, n_trials, " ".join(params))
+            shown = short_numbers(" ".join(params))  # the job gets the full values
+            log.info("trial %d of %d: %s", trial.number + 1, n_trials, shown)
             return job
 
         returns = self._run_trials(study, distributions, overrides, n_trials, monitor)
