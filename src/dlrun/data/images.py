@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,32 +13,43 @@ from dlrun.errors import UserError
 
 # IDX magic: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions.
 _UBYTE = 0x08
+MAX_IDX_BYTES = 1 << 33  # 8 GiB: ten times EMNIST's largest file
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (``.gz`` or plain) as a uint8 array of the shape its header gives."""
+    """An IDX file (``.gz`` or plain) as a uint8 array of the shape its header gives.
+
+    Reads no more than the header promises (a gzip bomb stops there), and at most
+    ``MAX_IDX_BYTES``."""
     path = Path(path)
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != bytes([0, 0, _UBYTE]) or head[3] == 0:
+                raise UserError(f"{path}: not an unsigned-byte IDX file (bad header)")
+            dims = f.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                raise UserError(f"{path}: truncated IDX header; delete it and fetch it again")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
+            size = int(np.prod(shape, dtype=object))
+            if size > MAX_IDX_BYTES:
+                raise UserError(
+                    f"{path}: its header promises {size:,} bytes (shape {shape}), more than "
+                    f"{MAX_IDX_BYTES:,}; the file is corrupt: delete it and fetch it again"
+                )
+            raw = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise UserError(
             f"{path}: corrupt or truncated file ({exc}); delete it and fetch it again"
         ) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE or raw[3] == 0:
-        raise UserError(f"{path}: not an unsigned-byte IDX file (bad header)")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise UserError(f"{path}: truncated IDX header; delete it and fetch it again") from None
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = 4 + 4 * ndim + int(np.prod(shape))
-    if len(raw) != expected:
+    if len(raw) != size:
+        found = f"{4 + len(dims) + len(raw)}{'+' if len(raw) > size else ''}"
         raise UserError(
-            f"{path}: {len(raw)} bytes where the header promises {expected} (shape {shape}); "
-            "the file is truncated or corrupt: delete it and fetch it again"
+            f"{path}: {found} bytes where the header promises {4 + len(dims) + size} (shape "
+            f"{shape}); the file is truncated or corrupt: delete it and fetch it again"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
 
 
 def read_npz(path: Path) -> np.ndarray:

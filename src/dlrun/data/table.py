@@ -165,7 +165,10 @@ def read_table(
     head = _head(path, encoding)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else _sniff(head)
-    names = next(csv.reader([head.partition("\n")[0]], delimiter=delimiter), [])
+    try:
+        names = next(csv.reader([head.partition("\n")[0]], delimiter=delimiter), [])
+    except csv.Error as exc:  # e.g. a lone carriage return inside the header line
+        raise UserError(f"{path}, line 1: cannot read the header ({exc})") from None
     header = _check_header(path, names)
     text_columns = (
         set(names) if text is True else {names[header.index(t)] for t in text or () if t in header}
@@ -305,22 +308,25 @@ def _python_rows(
 ) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, rows of stripped strings and each row's line, by Python's csv module."""
     text = read_text(path, encoding, key="dataset.encoding").lstrip("\ufeff")
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = _check_header(path, next(reader))
+        rows, lines = [], []
+        for row in reader:
+            if not any(v.strip() for v in row):
+                continue
+            if len(row) != len(header):
+                raise UserError(
+                    f"{path}, line {reader.line_num}: {len(row)} values, the header has "
+                    f"{len(header)} columns (delimiter {delimiter!r}; set dataset.delimiter "
+                    "if wrong)"
+                )
+            rows.append([v.strip() for v in row])
+            lines.append(reader.line_num)
     except StopIteration:
         raise UserError(f"{path}: empty file; expected a header row and data rows") from None
-    rows, lines = [], []
-    for row in reader:
-        if not any(v.strip() for v in row):
-            continue
-        if len(row) != len(header):
-            raise UserError(
-                f"{path}, line {reader.line_num}: {len(row)} values, the header has "
-                f"{len(header)} columns (delimiter {delimiter!r}; set dataset.delimiter if wrong)"
-            )
-        rows.append([v.strip() for v in row])
-        lines.append(reader.line_num)
+    except csv.Error as exc:  # a NUL byte, a stray carriage return, an endless field
+        raise UserError(f"{path}, line {reader.line_num}: not readable as CSV ({exc})") from None
     if not rows:
         raise UserError(f"{path}: no data rows under the header")
     return header, rows, lines
