@@ -116,8 +116,10 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def for_training(model: torch.nn.Module, dev: DeviceInfo, dist) -> torch.nn.Module:
     """The model as training calls it: in DistributedDataParallel under torchrun, compiled
-    with device.compile (RNNs excepted: Dynamo does not trace them)."""
+    with device.compile (but a model with ``compilable = False``: RNNs, which Dynamo does not
+    trace, or what its ``compile_note`` says)."""
     compilable = getattr(model, "compilable", True)
+    note = getattr(model, "compile_note", "it is built on RNNs, which torch.compile does not trace")
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -127,8 +129,6 @@ def for_training(model: torch.nn.Module, dev: DeviceInfo, dist) -> torch.nn.Modu
         if compilable:
             return torch.compile(model)
         logging.getLogger("dlrun").warning(
-            "device.compile: %s is built on RNNs, which torch.compile does not trace; "
-            "running it eagerly",
-            type(model).__name__,
+            "device.compile: running %s eagerly (%s)", type(model).__name__, note
         )
     return model

@@ -93,9 +93,15 @@ class BowMLP(nn.Module):
     kind = "text"
     text_input = "bag"  # each text's distinct n-gram ids
 
+    compile_note = (
+        "model.sparse_grad=true: inductor fails on EmbeddingBag's sparse gradient; "
+        "model.sparse_grad=false compiles"
+    )
+
     def __init__(self, cfg: BowMLPConfig, vocab_size: int, classes: int = 2):
         super().__init__()
         self.cfg = cfg
+        self.compilable = not cfg.sparse_grad  # device.compile runs it eagerly
         self.first = nn.EmbeddingBag(
             vocab_size, cfg.hidden_size, mode="sum", sparse=cfg.sparse_grad
         )
