@@ -118,6 +118,10 @@ def test_mistakes_are_one_line(cache_dir, corpora, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "none"), "--format", "safetensors"])
     assert "no such run directory" in capsys.readouterr().err
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="a run directory; its files would be replaced"):
+        export(run_dir, "safetensors", run_dir)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     with pytest.raises(SystemExit):
         main([str(run_dir), "--format", "onnx", "--example", "1,1"])
     assert "input 1: 2 values, expected 3" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,10 @@ from dlrun.engine.provenance import code_state, fingerprint, short
 from dlrun.engine.run import run
 
 GIT = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
+
+
+def refuse(self, *args, **kwargs):
+    raise PermissionError(13, "Permission denied")
 
 
 def test_data_fingerprint_by_content_and_by_stats(tmp_path, monkeypatch):
@@ -37,6 +42,9 @@ def test_data_fingerprint_by_content_and_by_stats(tmp_path, monkeypatch):
     assert fingerprint(copy)["digest"] != first["digest"]
     assert fingerprint(folder / "y.csv")["files"] == 1
     assert fingerprint(tmp_path / "nothing") == {"path": str(tmp_path / "nothing"), "missing": True}
+    monkeypatch.setattr(Path, "stat", refuse)  # a file gone or unreadable: never an error
+    assert fingerprint(folder)["unreadable"] == "PermissionError: Permission denied"
+    monkeypatch.undo()
     monkeypatch.setattr(provenance, "HASH_LIMIT", 5)  # big data: names, sizes, times only
     big = fingerprint(folder)
     assert big["digest_of"] == "names, sizes and modification times"
@@ -69,6 +77,12 @@ def test_code_state_of_a_git_checkout(tmp_path, monkeypatch):
     assert code_state("prov_pkg")["dirty"] is False
     shutil.rmtree(repo / ".git")  # an installed copy: where it is, no commit
     assert code_state("prov_pkg") == {"path": str(package)}
+    namespace = tmp_path / "ns" / "prov_ns"  # no __init__.py: a namespace package
+    namespace.mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(namespace.parent))
+    monkeypatch.delitem(sys.modules, "prov_ns", raising=False)
+    __import__("prov_ns")
+    assert code_state("prov_ns") == {"path": str(namespace)}
 
 
 def test_a_run_records_where_it_came_from(cache_dir, corpora, tmp_path, capsys):

@@ -97,6 +97,10 @@ def export(
         # Two at least: a dimension of size 1 is taken for a constant by the exporter.
         args, kwargs = forward_inputs(task, model, inputs * (2 if len(inputs) == 1 else 1))
     out = Path(out).expanduser() if out is not None else run.export
+    if RunDir(out).summary.is_file() or RunDir(out).checkpoints.is_dir():
+        raise UserError(
+            f"--out {out}: a run directory; its files would be replaced: name a new folder"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -9,6 +9,7 @@ file) is left out or ``None``, never an error: provenance must not fail a run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import platform
 import re
@@ -44,7 +45,9 @@ def provenance(cfg) -> dict[str, Any]:
 def code_state(package: str) -> dict[str, Any]:
     """Where ``package``'s code was loaded from and, in a git checkout, its commit and
     whether tracked files differed from it (``dirty``)."""
-    folder = Path(sys.modules[package].__file__).parent
+    module = sys.modules[package]
+    where = getattr(module, "__file__", None)  # None: a namespace package, in __path__
+    folder = Path(where).parent if where else Path(next(iter(module.__path__), "."))
     state: dict[str, Any] = {"path": str(folder)}
     commit = _git(folder, "rev-parse", "HEAD")
     if commit:
@@ -88,7 +91,8 @@ def library_versions(packages: list[str]) -> dict[str, str]:
     for module in sorted(loaded & by_module.keys()):
         for dist in by_module[module]:
             if _canonical(dist) in wanted:
-                found[dist] = metadata.version(dist)
+                with contextlib.suppress(metadata.PackageNotFoundError):
+                    found[dist] = metadata.version(dist)
     return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
 
 
@@ -114,6 +118,13 @@ def fingerprint(path: Path) -> dict[str, Any]:
     ``digest``: SHA-256 of their contents when they total at most ``HASH_LIMIT`` bytes
     (the same data anywhere gives the same digest), else of their names, sizes and
     modification times (``digest_of`` says which)."""
+    try:
+        return _fingerprint(path)
+    except OSError as exc:  # a file the run could read and this cannot, or one gone since
+        return {"path": str(path), "unreadable": f"{type(exc).__name__}: {exc.strerror}"}
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
     if path.is_file():
         files = [(path.name, path)]
     elif path.is_dir():
