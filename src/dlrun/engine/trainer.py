@@ -100,6 +100,7 @@ class Trainer:
         self.state = TrainState()
         self.monitor_split, _, self.monitor_key = cfg.task.monitor.partition("/")
         self.maximize = cfg.task.mode == "max"
+        self.keep = task.keep if self.t.keep == "auto" else self.t.keep  # best or last
         self.signals = StopSignals()
         every = self.t.checkpoint_every or (10.0 if "SLURM_JOB_ID" in os.environ else None)
         self.save_every_s = every * 60 if every else None  # besides evaluations and SIGUSR1
@@ -183,8 +184,9 @@ class Trainer:
         return metrics
 
     def test(self, writer: Writers) -> dict[str, dict[str, float]]:
-        """Every held-out split, evaluated once with the best checkpoint (not the last step's
-        weights); rank 0 alone."""
+        """Every held-out split, evaluated once with the kept checkpoint (``best.pt``: the best
+        evaluation's weights, or the last evaluation's with ``trainer.keep=last``); rank 0
+        alone."""
         best = self.run.best
         if best.exists():
             self.model.load_state_dict(checkpoint.load(best, self.dev.device)["model"])
@@ -357,8 +359,9 @@ class Trainer:
                 shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
                 log.info("step %d epoch %d %s %s (%.1fs)", s.step, s.epoch, split, shown, elapsed)
         value = results[self.monitor_split][self.monitor_key]
-        if s.evaluated(value, self.maximize, self.t.patience, self.t.stop_at):
-            s.best_metrics = dict(results[self.monitor_split])
+        better = s.evaluated(value, self.maximize, self.t.patience, self.t.stop_at)
+        if better or self.keep == "last":
+            s.best_metrics, s.kept_step = dict(results[self.monitor_split]), s.step
             self.save("best")
         for callback in self.callbacks:
             s.halt = callback.on_eval_end(self, value) or s.halt

@@ -95,6 +95,14 @@ class TabularTask(ClassificationTask):
     def regression(self) -> bool:
         return self.cfg.task.problem == "regression"
 
+    @property
+    def keep(self) -> str:
+        """``trainer.keep=auto``: a classifier keeps the weights where early stopping
+        ended it, since the cross-entropy of a small validation split rises with
+        confidence while accuracy holds and picks an early, underfit checkpoint
+        (BENCHMARKS.md, Tabular); a regressor keeps its best validation MSE."""
+        return "best" if self.regression else "last"
+
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
