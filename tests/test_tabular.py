@@ -19,7 +19,7 @@ from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.plan.config import validate
 from dlrun.rundir.layout import RunDir
-from dlrun.tasks.tabular import TabularTask
+from dlrun.tasks.tabular import TabularTask, held_out_fractions
 
 
 def table(tmp_path: Path, name: str, text: str) -> Path:
@@ -294,6 +294,22 @@ def test_classifier_keeps_where_it_stopped(tiny_cfg, tmp_path, keep, kept):
     else:
         assert summary["best"]["step"] < summary["steps"]
         assert summary["best"]["val/loss"] == min(losses)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fraction"),
+    [
+        ((), 0.05),  # a classifier keeps its last weights: validation only stops it
+        (("task.problem=regression",), 0.1),  # validation MSE also picks the checkpoint
+        (("trainer.keep=best",), 0.1),
+        (("dataset.val_fraction=0.2",), 0.2),
+    ],
+)
+def test_validation_fraction_follows_what_validation_decides(
+    tiny_cfg, corpora, overrides, fraction
+):
+    cfg = validate(tiny_cfg("task=tabular", f"dataset.path={corpora['tabular']}", *overrides))
+    assert held_out_fractions(cfg).val_fraction == fraction
 
 
 @pytest.mark.parametrize(
