@@ -61,7 +61,7 @@ class TabularDataConfig(Named):
     delimiter: str | None = spec()  # null: detected (comma, tab, semicolon, pipe)
     missing: str = spec(choices=["error", "mean", "drop"])
     encoding: str = spec()
-    val_fraction: float | None = spec(gt=0, lt=1)  # null: the task's (held_out)
+    val_fraction: float | None = spec(gt=0, lt=1)  # null: held_out_fractions
     test_fraction: float = spec(gt=0, lt=1)  # unused with test_path
     seed: int = spec(ge=0)
     batch_size: int = spec(ge=1)
