@@ -1,6 +1,6 @@
 """Small real tables: dlrun's task=tabular (its defaults) against scikit-learn on the same split.
 
-    python scripts/bench_tabular.py [--out DIR] [--sets NAME ...] [--seeds 0 1 2]
+    python scripts/bench_tabular.py [--out DIR] [--sets NAME ...] [--seeds 0 1 ... 9]
                                     [--append BENCHMARKS.md] [OVERRIDES...]
 
 Writes each table as a CSV file (column ``target`` is the label or value):
@@ -10,17 +10,23 @@ on five spiral arms in [-1, 1]², like seed 004's). For each table and split
 seed it runs ``dlrun task=tabular dataset.path=FILE dataset.target=target``
 as a user would, then fits scikit-learn's ``MLPClassifier``/``MLPRegressor``
 (its default (100,) and (64, 64) hidden layers, ``StandardScaler`` first,
-``max_iter=2000``) and ``HistGradientBoostingClassifier``/``Regressor`` on the
-same training split (dlrun's own split; scikit-learn does not see the
-validation rows, which dlrun uses only to pick its best checkpoint). Prints
-one Markdown table: test accuracy (R² and RMSE for regression) and seconds,
-means over the seeds. scikit-learn is a bench-only dependency.
+``max_iter=2000``) and ``HistGradientBoostingClassifier``/``Regressor`` on
+every row of dlrun's split but its test rows (dlrun's training and validation
+rows: scikit-learn needs no validation split, dlrun uses it to stop and pick
+its checkpoint; ``--sklearn-rows train`` fits on the training rows alone).
+Prints one Markdown table: test accuracy (R² and RMSE for regression) and
+seconds, the mean over the seeds with the standard deviation and the worst
+seed. The test splits are small (18 to 180 rows): use ten seeds or more.
+Each (table, seed, tool) result is kept under ``--out``/results and reused by
+a later call with the same options, so a long run can go in several calls
+(delete the folder after changing dlrun). scikit-learn is a bench-only dependency.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
@@ -100,7 +106,9 @@ def split(path: Path, args: list[str]) -> dict:
     return {s: (task.splits[s]["x"].numpy(), task.splits[s]["label"].numpy()) for s in task.splits}
 
 
-def run_sklearn(data: dict, regression: bool) -> dict[str, dict]:
+def run_sklearn(path: Path, args: list[str], regression: bool, rows: str) -> dict[str, dict]:
+    """scikit-learn's models fitted on dlrun's split of ``path`` (``rows``: train+val or
+    train), scored on its test rows."""
     import numpy as np
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -116,7 +124,10 @@ def run_sklearn(data: dict, regression: bool) -> dict[str, dict]:
         ),
         "HistGradientBoosting": hgb(random_state=0),
     }
+    data = split(path, args)
     (x, y), (xt, yt) = data["train"], data["test"]
+    if rows == "train+val":
+        x, y = np.concatenate([x, data["val"][0]]), np.concatenate([y, data["val"][1]])
     out = {}
     for name, model in models.items():
         start = time.monotonic()
@@ -139,22 +150,47 @@ def mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def sd(values: list) -> float:
+    m = mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def cached(path: Path, compute, *args) -> dict:
+    """``compute(*args)``'s result, kept as JSON in ``path`` for a later call."""
+    if path.exists():
+        return json.loads(path.read_text())
+    result = compute(*args)
+    path.write_text(json.dumps(result))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_tabular"))
     parser.add_argument("--sets", nargs="+", default=[*CLASSIFICATION, *REGRESSION])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="dataset.seed values")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=list(range(10)), help="dataset.seed values"
+    )
+    parser.add_argument(
+        "--sklearn-rows",
+        choices=["train+val", "train"],
+        default="train+val",
+        help="the rows scikit-learn fits on (default: all but the test rows)",
+    )
     parser.add_argument("--append", type=Path, help="append the table to this Markdown file")
     parser.add_argument("overrides", nargs="*", help="more dlrun overrides")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out.resolve()
     os.environ.setdefault("DLRUN_CACHE_DIR", str(out / "cache"))
+    (out / "results").mkdir(exist_ok=True)
+    options = hashlib.sha1(f"{args.overrides}{args.sklearn_rows}".encode()).hexdigest()[:8]
     lines = [
-        f"Test accuracy (R² and RMSE for diabetes), mean over dataset.seed in {args.seeds}; "
-        "seconds: training (dlrun: command to exit in brackets).",
+        f"Test accuracy (R² and RMSE for diabetes) over dataset.seed in {args.seeds}: mean, "
+        "standard deviation, worst seed; scikit-learn fitted on the "
+        f"{args.sklearn_rows} rows; seconds: training (dlrun: command to exit in brackets).",
         "",
-        "| table (rows) | tool | test accuracy / R² | RMSE | training s (wall) |",
+        "| table (rows) | tool | test accuracy / R² (sd; worst) | RMSE | training s (wall) |",
         "|---|---|---|---|---|",
     ]
     for name in args.sets:
@@ -166,15 +202,29 @@ def main() -> None:
         results: dict[str, list[dict]] = {}
         for seed in args.seeds:
             seeded = [*extra, f"dataset.seed={seed}"]
-            results.setdefault("dlrun", []).append(run_dlrun(path, out, [*seeded, *args.overrides]))
-            for tool, r in run_sklearn(split(path, seeded), regression).items():
+            stem = out / "results" / f"{name}-{seed}-{options}"
+            dl = cached(
+                stem.with_suffix(".dlrun.json"), run_dlrun, path, out, [*seeded, *args.overrides]
+            )
+            results.setdefault("dlrun", []).append(dl)
+            sk = cached(
+                stem.with_suffix(".sklearn.json"),
+                run_sklearn,
+                path,
+                seeded,
+                regression,
+                args.sklearn_rows,
+            )
+            for tool, r in sk.items():
                 results.setdefault(tool, []).append(r)
         for tool, rs in results.items():
-            score, rmse = mean([r["score"] for r in rs]), mean([r["rmse"] for r in rs])
+            scores = [r["score"] for r in rs]
+            score, rmse = mean(scores), mean([r["rmse"] for r in rs])
+            worst = min(scores)
             train, wall = mean([r["train_s"] for r in rs]), mean([r["wall_s"] for r in rs])
             label = f"dlrun {' '.join(args.overrides)}".strip() if tool == "dlrun" else tool
             lines.append(
-                f"| {name} ({rows}) | {label} | {score:.4f} | "
+                f"| {name} ({rows}) | {label} | {score:.4f} ({sd(scores):.4f}; {worst:.4f}) | "
                 + (f"{rmse:.2f}" if rmse is not None else "")
                 + f" | {train:.1f}"
                 + (f" ({wall:.1f})" if wall is not None else "")

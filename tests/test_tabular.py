@@ -10,6 +10,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 from conftest import save_run_config
 
 from dlrun.cli.predict import load_run
@@ -19,7 +20,7 @@ from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.plan.config import validate
 from dlrun.rundir.layout import RunDir
-from dlrun.tasks.tabular import TabularTask
+from dlrun.tasks.tabular import TabularTask, held_out_fractions
 
 
 def table(tmp_path: Path, name: str, text: str) -> Path:
@@ -254,6 +255,63 @@ def test_early_stopping_is_on_by_default(tiny_cfg, corpora, tmp_path):
     assert summary["epochs"] < data.trainer.max_epochs
     assert summary["best"]["step"] < summary["steps"]
     assert result["test/r2"] > 0.95
+
+
+def _noisy_labels(n: int) -> str:
+    """Two features, the label their sign's with a fifth flipped: val/loss rises as the
+    model learns the flips."""
+    rng = random.Random(0)
+    lines = ["x,y,label"]
+    for _ in range(n):
+        x, y = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        label = (x + y > 0) != (rng.random() < 0.2)
+        lines.append(f"{x:.4f},{y:.4f},{'ab'[label]}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("keep", "kept"), [("auto", "last"), ("best", "best")])
+def test_classifier_keeps_where_it_stopped(tiny_cfg, tmp_path, keep, kept):
+    """trainer.keep=auto: a table's classifier tests and keeps (best.pt) the weights where
+    early stopping ended it, not the earlier best val/loss; keep=best the best's."""
+    path = table(tmp_path, "n.csv", _noisy_labels(200))
+    cfg = tiny_cfg(
+        "task=tabular",
+        f"dataset.path={path}",
+        "dataset.target=label",
+        "trainer.max_steps=null",
+        "trainer.eval_every=null",
+        "trainer.patience=10",
+        f"trainer.keep={keep}",
+    )
+    run(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "early_stopping"
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    assert saved["state"]["step"] == summary["best"]["step"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    losses = [r["loss"] for r in records if r["split"] == "val" and "checkpoint" not in r]
+    if kept == "last":
+        assert summary["best"]["step"] == summary["steps"]
+        assert summary["best"]["val/loss"] == losses[-1] > min(losses)
+    else:
+        assert summary["best"]["step"] < summary["steps"]
+        assert summary["best"]["val/loss"] == min(losses)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fraction"),
+    [
+        ((), 0.05),  # a classifier keeps its last weights: validation only stops it
+        (("task.problem=regression",), 0.1),  # validation MSE also picks the checkpoint
+        (("trainer.keep=best",), 0.1),
+        (("dataset.val_fraction=0.2",), 0.2),
+    ],
+)
+def test_validation_fraction_follows_what_validation_decides(
+    tiny_cfg, corpora, overrides, fraction
+):
+    cfg = validate(tiny_cfg("task=tabular", f"dataset.path={corpora['tabular']}", *overrides))
+    assert held_out_fractions(cfg).val_fraction == fraction
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ class TrainState:
     train_time: float = 0.0  # seconds spent in fit() across resumes
     best_value: float | None = None
     best_step: int | None = None
-    best_metrics: dict | None = None  # every metric of the best evaluation
+    best_metrics: dict | None = None  # every metric of the kept evaluation (best.pt's)
+    kept_step: int | None = None  # best.pt's step: best_step, or the last with trainer.keep=last
     bad_evals: int = 0  # evaluations since the monitored metric last improved
     last_eval_step: int = -1
     halt: str | None = None  # early_stopping, stop_at or pruned: survives a resume

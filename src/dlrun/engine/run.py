@@ -324,7 +324,10 @@ def _summary(cfg: RunConfig, trainer: Trainer, result: FitResult, test: dict, ti
         "model": cfg.model.name,
         "monitor": cfg.task.monitor,
         "mode": cfg.task.mode,
-        "best": {"step": state.best_step, **result.best},
+        "best": {
+            "step": state.best_step if state.kept_step is None else state.kept_step,
+            **result.best,
+        },
         "test": test,
         "steps": state.step,
         "epochs": result.epochs,

@@ -106,6 +106,7 @@ class Trainer:
         self.state = TrainState()
         self.monitor_split, _, self.monitor_key = cfg.task.monitor.partition("/")
         self.maximize = cfg.task.mode == "max"
+        self.keep = task.keep if self.t.keep == "auto" else self.t.keep  # best or last
         self.signals = StopSignals()
         every = self.t.checkpoint_every or (10.0 if "SLURM_JOB_ID" in os.environ else None)
         self.save_every_s = every * 60 if every else None  # besides evaluations and SIGUSR1
@@ -190,8 +191,9 @@ class Trainer:
         return metrics
 
     def test(self, writer: Writers) -> dict[str, dict[str, float]]:
-        """Every held-out split, evaluated once with the best checkpoint (not the last step's
-        weights); rank 0 alone."""
+        """Every held-out split, evaluated once with the kept checkpoint (``best.pt``: the best
+        evaluation's weights, or the last evaluation's with ``trainer.keep=last``); rank 0
+        alone."""
         best = self.run.best
         if best.exists():
             self.model.load_state_dict(checkpoint.load(best, self.dev.device)["model"])
@@ -365,12 +367,12 @@ class Trainer:
             extra = {"lr": lr, "samples_per_sec": throughput, "elapsed": elapsed}
             writer.log({"epoch": s.epoch, "split": split, **metrics, **extra}, s.step)
         value = results[self.monitor_split][self.monitor_key]
-        best = s.evaluated(value, self.maximize, self.t.patience, self.t.stop_at)
+        better = s.evaluated(value, self.maximize, self.t.patience, self.t.stop_at)
         if self.lines:  # the last evaluation always shows
             final = s.halt is not None or bool(self.total_steps and s.step >= self.total_steps)
             self.lines.evaluation(s, results, elapsed, final=final)
-        if best:
-            s.best_metrics = dict(results[self.monitor_split])
+        if better or self.keep == "last":
+            s.best_metrics, s.kept_step = dict(results[self.monitor_split]), s.step
             self.save("best")
         for callback in self.callbacks:
             s.halt = callback.on_eval_end(self, value) or s.halt

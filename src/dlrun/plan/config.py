@@ -81,6 +81,7 @@ class TrainerConfig:
     grad_clip: float | None = spec(gt=0)
     accumulate: int = spec(ge=1)
     patience: int | None = spec(ge=1)
+    keep: str = spec(choices=["auto", "best", "last"])  # the weights tested and saved as best.pt
     stop_at: float | None = spec()
     num_samples: int = spec(ge=0)
     train_eval_size: int = spec(ge=0)

@@ -391,6 +391,9 @@ class Task(TaskData, TaskChecks, TaskOutputs):
     model_kind: ClassVar[str]
     # Metrics ``evaluate`` returns for every split, besides ``loss``.
     metric_names: ClassVar[tuple[str, ...]]
+    # The weights kept and tested under ``trainer.keep=auto``: "best" (by ``task.monitor``)
+    # or "last" (where training stopped).
+    keep: str = "best"
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

@@ -15,7 +15,7 @@ predicted-against-true figure). ``dlrun-predict`` finds the features by header n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +61,31 @@ class TabularDataConfig(Named):
     delimiter: str | None = spec()  # null: detected (comma, tab, semicolon, pipe)
     missing: str = spec(choices=["error", "mean", "drop"])
     encoding: str = spec()
-    val_fraction: float = spec(gt=0, lt=1)
+    val_fraction: float | None = spec(gt=0, lt=1)  # null: held_out_fractions
     test_fraction: float = spec(gt=0, lt=1)  # unused with test_path
     seed: int = spec(ge=0)
     batch_size: int = spec(ge=1)
 
 
 PLOTTED = 10_000  # rows of a table's picture (data.png): a sample of a large one
+
+
+def keep_of(cfg: RunConfig) -> str:
+    """The weights a run keeps: ``trainer.keep``, or under ``auto`` the weights where a
+    classifier stopped ("last") and a regressor's best by validation MSE ("best")."""
+    if cfg.trainer is not None and cfg.trainer.keep != "auto":  # None: a config check failed
+        return cfg.trainer.keep
+    return "best" if cfg.task.problem == "regression" else "last"
+
+
+def held_out_fractions(cfg: RunConfig) -> TabularDataConfig:
+    """``cfg.dataset`` with ``val_fraction`` null made a number: 0.05 when the run keeps
+    its last weights (validation then only says when to stop, and the rows it spares
+    train), 0.1 when validation also picks the checkpoint (BENCHMARKS.md, Tabular)."""
+    d = cfg.dataset
+    if d.val_fraction is not None:
+        return d
+    return replace(d, val_fraction=0.05 if keep_of(cfg) == "last" else 0.1)
 
 
 # -- the task -------------------------------------------------------------------------------
@@ -95,6 +113,14 @@ class TabularTask(ClassificationTask):
     def regression(self) -> bool:
         return self.cfg.task.problem == "regression"
 
+    @property
+    def keep(self) -> str:
+        """``trainer.keep=auto``: a classifier keeps the weights where early stopping
+        ended it, since the cross-entropy of a small validation split rises with
+        confidence while accuracy holds and picks an early, underfit checkpoint
+        (BENCHMARKS.md, Tabular); a regressor keeps its best validation MSE."""
+        return keep_of(self.cfg)
+
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
         problems = super().check_config(cfg)
@@ -108,7 +134,9 @@ class TabularTask(ClassificationTask):
                 + ", ".join(f"val/{m}" for m in ("loss", *cls.METRICS[problem]))
             )
         held_out = ("val_fraction",) if d.test_path else ("val_fraction", "test_fraction")
-        problems += split_problems(d, "rows", held_out)  # test_path: the table splits two ways
+        problems += split_problems(
+            held_out_fractions(cfg), "rows", held_out
+        )  # test_path: the table splits two ways
         if d.delimiter is not None and len(d.delimiter) != 1:
             problems.append(f"dataset.delimiter={d.delimiter!r}: must be one character")
         return problems + encoding_problems(d)
@@ -139,7 +167,7 @@ class TabularTask(ClassificationTask):
                     f"the features are {', '.join(map(printable, features))}"
                 )
         tables = dict.fromkeys(("train", "val", "test"), table)
-        splits = split_indices(len(table), d)
+        splits = split_indices(len(table), held_out_fractions(self.cfg))
         if d.test_path is not None:
             test = read_table(Path(d.test_path).expanduser(), d.delimiter, d.encoding, text)
             if test.header != table.header:
