@@ -479,3 +479,19 @@ def test_a_checkpoint_claiming_an_absurd_size_is_one_line(done, tmp_path):
     code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
     assert code == 2
     assert_one_line(err, "dlrun", r"last\.pt: not readable \(.*size")
+
+
+def test_a_run_saved_before_a_key_existed_resumes(done, tmp_path):
+    """A checkpoint from an older dlrun lacks keys added since: they take their defaults."""
+    import shutil
+
+    import torch
+
+    run_dir = tmp_path / "older"
+    shutil.copytree(done, run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["config"]["trainer"]["keep"], ckpt["config"]["decode"]
+    torch.save(ckpt, last)
+    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    assert code == 0, err[-2000:]
