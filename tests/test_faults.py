@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, run_cli
-from test_hostile import DATES, _finished_run, assert_one_line, digest, invoke
+from test_hostile import DATES, _finished_run, assert_one_line, digest
 
 from dlrun.errors import UserError, os_problem
 from dlrun.rundir import lock
@@ -34,6 +34,14 @@ ROOT = os.geteuid() == 0
 def done(tmp_path_factory, cache_dir) -> Path:
     """A finished tiny dates run (never modified: cases work on it read-only or copy it)."""
     return _finished_run(tmp_path_factory.mktemp("faults"), cache_dir, DATES)
+
+
+def dlrun(argv: list[str], cwd: Path) -> tuple[int, str, str]:
+    """``dlrun`` in a process of its own, as a user runs it (in-process, after
+    test_algebra's spawned workers, pytest's captured stderr was found closed; not
+    understood yet)."""
+    done = run_cli(["dlrun", *argv], cwd, cwd / "cache")
+    return done.returncode, done.stdout, done.stderr
 
 
 def temporaries(folder: Path) -> list[Path]:
@@ -83,7 +91,7 @@ def holder():
 def test_a_run_directory_in_use_is_refused(tmp_path, holder, monkeypatch):
     monkeypatch.chdir(tmp_path)
     other = holder(tmp_path / "run")
-    code, _, err = invoke("dlrun", [*DATES, f"hydra.run.dir={tmp_path / 'run'}"])
+    code, _, err = dlrun([*DATES, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert code == 2
     line = assert_one_line(err, "dlrun", r"run directory .*run is in use by process \d+")
     assert f"process {other.proc.pid} (dlrun task=dates (the other writer)" in line
@@ -93,7 +101,7 @@ def test_a_run_directory_in_use_is_refused(tmp_path, holder, monkeypatch):
 def test_resume_of_a_run_in_use_is_refused_and_changes_nothing(done, tmp_path, holder):
     other = holder(done)
     before = digest(done)
-    code, _, err = invoke("dlrun", [f"resume={done}", "trainer.max_steps=40"])
+    code, _, err = dlrun([f"resume={done}", "trainer.max_steps=40"], tmp_path)
     assert code == 2
     pattern = rf"run directory .* in use by process {other.proc.pid} .*then resume it"
     assert_one_line(err, "dlrun", pattern)
@@ -125,7 +133,7 @@ def test_a_new_run_never_rewrites_a_run_directory(done, tmp_path, kind, monkeypa
         shutil.copytree(done, target)
         (target / "summary.json").write_text('{"status": "interrupted"}\n')
     before = digest(target)
-    code, _, err = invoke("dlrun", [*DATES, f"hydra.run.dir={target}"])
+    code, _, err = dlrun([*DATES, f"hydra.run.dir={target}"], tmp_path)
     assert code == 2
     line = assert_one_line(err, "dlrun", r"already holds a .*never rewritten")
     assert ("resume=" in line) == (kind == "checkpoints")
@@ -136,7 +144,7 @@ def test_a_sweep_folder_in_use_is_refused(tmp_path, holder, monkeypatch):
     monkeypatch.chdir(tmp_path)
     holder(tmp_path / "sweep")
     argv = ["-m", *DATES, "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    code, _, err = invoke("dlrun", argv)
+    code, _, err = dlrun(argv, tmp_path)
     assert code == 2
     assert_one_line(err, "dlrun", r"sweep folder .*sweep is in use by process \d+")
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [".dlrun.lock"]
@@ -208,7 +216,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, mounted,
 def test_a_read_only_folder_is_one_line(tmp_path, mounted, key, monkeypatch):
     ro = mounted("ro")
     monkeypatch.chdir(tmp_path)
-    code, _, err = invoke("dlrun", [*DATES, key.format(ro=ro)])
+    code, _, err = dlrun([*DATES, key.format(ro=ro)], tmp_path)
     assert code == 2
     assert_one_line(err, "dlrun", r"is not writable; choose another")
 
@@ -216,7 +224,7 @@ def test_a_read_only_folder_is_one_line(tmp_path, mounted, key, monkeypatch):
 def test_a_run_directory_under_a_file_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("x")
-    code, _, err = invoke("dlrun", [*DATES, f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    code, _, err = dlrun([*DATES, f"hydra.run.dir={tmp_path / 'file' / 'run'}"], tmp_path)
     assert code == 2
     assert_one_line(err, "dlrun", r"is under .*file, which is a file, not a folder")
 
@@ -290,7 +298,7 @@ def test_a_mistake_in_the_data_leaves_no_run_directory(tmp_path, args, pattern, 
         "gap": _table(tmp_path / "gap", "a,b,y\n1,,0\n" + rows),
     }
     argv = [a.format(**paths) for a in [*TINY, *args]]
-    code, _, err = invoke("dlrun", argv)
+    code, _, err = dlrun(argv, tmp_path)
     assert code == 2
     assert re.search(pattern, err), err
     assert "Traceback" not in err
@@ -303,8 +311,7 @@ def test_a_mistake_in_the_data_keeps_a_folder_the_user_made(tmp_path, monkeypatc
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     table = _table(tmp_path, "a,y\n1,0\n2,1\n")
-    code, _, err = invoke(
-        "dlrun",
+    code, _, err = dlrun(
         [
             *TINY,
             "task=tabular",
@@ -312,12 +319,12 @@ def test_a_mistake_in_the_data_keeps_a_folder_the_user_made(tmp_path, monkeypatc
             "dataset.target=nope",
             f"hydra.run.dir={mine}",
         ],
+        tmp_path,
     )
     assert code == 2 and "no column 'nope'" in err
     assert (mine / "notes.txt").read_text() == "mine"
     fresh = tmp_path / "fresh"
-    code, _, _ = invoke(
-        "dlrun",
+    code, _, _ = dlrun(
         [
             *TINY,
             "task=tabular",
@@ -325,6 +332,7 @@ def test_a_mistake_in_the_data_keeps_a_folder_the_user_made(tmp_path, monkeypatc
             "dataset.target=nope",
             f"hydra.run.dir={fresh}",
         ],
+        tmp_path,
     )
     assert code == 2 and not fresh.exists()
 
@@ -387,7 +395,7 @@ def test_a_resume_sends_nothing_to_a_store_its_checkpoint_names(done, tmp_path):
         },
     }
     torch.save(ckpt, last)
-    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=25"], tmp_path)
     assert code == 0, err[-2000:]
     assert not store.exists()
     assert not (run_dir / "trackers.json").exists()
@@ -404,7 +412,7 @@ def test_a_sweep_folder_never_chooses_a_tracking_store(tmp_path, monkeypatch):
     store = tmp_path / "elsewhere"
     record = {"mlflow": {"id": "abc", "tracking_uri": f"sqlite:///{store}/mlflow.db"}}
     (sweep / "trackers.json").write_text(json.dumps(record))
-    code, _, err = invoke("dlrun", ["-m", *DATES, "optimizer.lr=1e-3", f"hydra.sweep.dir={sweep}"])
+    code, _, err = dlrun(["-m", *DATES, "optimizer.lr=1e-3", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert code == 0, err[-2000:]
     assert not store.exists()
     assert json.loads((sweep / "trackers.json").read_text()) == record
@@ -416,7 +424,7 @@ def test_a_folder_name_with_an_interpolation_is_refused(done, tmp_path):
     run_dir = tmp_path / "x${oc.env:HOME}"
     shutil.copytree(done, run_dir)
     before = digest(run_dir)
-    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=25"], tmp_path)
     assert code == 2
     assert_one_line(err, "dlrun", r"a folder name with '\$\{' cannot hold a run")
     assert digest(run_dir) == before
@@ -426,7 +434,7 @@ def test_a_log_file_that_cannot_be_opened_is_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("x")
     log_file = "hydra.job_logging.handlers.file.filename=" + str(tmp_path / "file" / "x.log")
-    code, _, err = invoke("dlrun", [*DATES, log_file])
+    code, _, err = dlrun([*DATES, log_file], tmp_path)
     assert code == 2
     assert_one_line(err, "dlrun", r"x\.log: a file is where a folder should be|cannot open the log")
 
@@ -476,7 +484,7 @@ def test_a_checkpoint_claiming_an_absurd_size_is_one_line(done, tmp_path):
     with zipfile.ZipFile(last, "w", compression=zipfile.ZIP_STORED) as out:
         for name, blob in blobs.items():
             out.writestr(name, blob)
-    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=25"], tmp_path)
     assert code == 2
     assert_one_line(err, "dlrun", r"last\.pt: not readable \(.*size")
 
@@ -493,5 +501,5 @@ def test_a_run_saved_before_a_key_existed_resumes(done, tmp_path):
     ckpt = torch.load(last, weights_only=True)
     del ckpt["config"]["trainer"]["keep"], ckpt["config"]["decode"]
     torch.save(ckpt, last)
-    code, _, err = invoke("dlrun", [f"resume={run_dir}", "trainer.max_steps=25"])
+    code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=25"], tmp_path)
     assert code == 0, err[-2000:]

@@ -164,6 +164,7 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
         return _resume_plan(conf_dir, flags, RunDir(Path(str(resume)).expanduser()), parsed)
     if multirun:
         _check_sweep(conf_dir, parsed)
+        _check_sweep_dir(parsed)
         return Plan([*argv, *_job_dirname_override(conf_dir, parsed)])
     swept = next((o for o in parsed if o.is_sweep_override()), None)
     if swept is not None:
@@ -305,6 +306,18 @@ def _check_hydra_dirs(parsed) -> None:
             fixed = str(o.value()).split("${", 1)[0]  # up to the first interpolation
             if fixed:
                 _writable_dir(Path(fixed), o.key_or_group)
+
+
+def _check_sweep_dir(parsed) -> None:
+    """A ``hydra.sweep.dir`` that another sweep is writing: refused before Hydra starts
+    (the ``SweepLock`` callback then holds it while this sweep runs)."""
+    from dlrun.engine.distributed import from_env
+    from dlrun.rundir import lock
+
+    given = next((o.value() for o in parsed if o.key_or_group == "hydra.sweep.dir"), None)
+    if given is not None and "${" not in str(given) and from_env().main:
+        how = "wait for that sweep to end, or choose another hydra.sweep.dir"
+        lock.refuse_if_held(Path(str(given)).expanduser(), "sweep folder", how)
 
 
 def _check_plain_dir(path: Path, key: str) -> None:
