@@ -107,6 +107,9 @@ class TaskData:
     cfg: RunConfig
     splits: dict[str, dict[str, torch.Tensor]]
     streamed: bool = False  # ``to`` left the large tensors on the host (``device.data``)
+    # The splits are already memory-mapped host files (a task that prepared them so): ``to``
+    # streams them as they are instead of copying them into files of its own.
+    host_mapped: bool = False
     device: torch.device = torch.device("cpu")
 
     @property
@@ -180,7 +183,8 @@ class TaskData:
             self._pending: dict[str, tuple[torch.Tensor, Any]] = {}
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="dlrun-prefetch")
             folder = Path(self.cfg.paths.cache_dir).expanduser() / "stream"
-            self.splits = memory_mapped(self.splits, folder, STREAM_MIN_ROW)
+            if not self.host_mapped:
+                self.splits = memory_mapped(self.splits, folder, STREAM_MIN_ROW)
         self.splits = {
             name: {
                 k: v if self.streamed and _row_bytes(v) >= STREAM_MIN_ROW else v.to(device)
