@@ -147,10 +147,14 @@ class TaskData:
         # Compared by type: a tensor sent to device "cuda" reports "cuda:0".
         if not self.streamed or tensor.device.type == self.device.type:
             return tensor[idx.to(tensor.device, non_blocking=True)]
-        rows = tensor[idx.cpu()]
+        rows = self.host_rows(tensor, idx.cpu())
         if self.device.type == "cuda":
             rows = rows.pin_memory()
         return rows.to(self.device, non_blocking=True)
+
+    def host_rows(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The rows ``idx`` of a streamed host tensor (a task may read them another way)."""
+        return tensor[idx]
 
     def to(self, device: torch.device) -> None:
         """Move every split to ``device`` once; batches are then index slices there.
