@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -299,6 +299,27 @@ def mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     return storage.view(shape)
 
 
+class RowFile:
+    """Rows of uint8 (``shape[1:]`` each) in an open file (unlinked: it lives as long as
+    this): ``tensor`` maps them all, ``read`` copies some with pread, mapping nothing."""
+
+    def __init__(self, file: BinaryIO, shape: tuple[int, ...]):
+        self.file, self.shape, self.row_bytes = file, shape, math.prod(shape[1:])
+        self.tensor = mapped(Path(file.name), shape)
+
+    def read(self, rows: np.ndarray) -> torch.Tensor:
+        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        read_rows(self.file, self.row_bytes, rows, out)
+        return torch.from_numpy(out).view(len(rows), *self.shape[1:])
+
+
+def read_rows(file: BinaryIO, row_bytes: int, rows: np.ndarray, out: np.ndarray) -> None:
+    """Rows ``rows`` of ``row_bytes`` bytes each of ``file`` into ``out``, by pread."""
+    for k, r in enumerate(rows.tolist()):
+        if os.preadv(file.fileno(), [out[k]], r * row_bytes) != row_bytes:
+            raise ValueError(f"{file.name}: shorter than row {r}")
+
+
 def gather_rows(
     source: Path,
     shape: tuple[int, ...],
@@ -306,26 +327,23 @@ def gather_rows(
     out: Path,
     on_chunk: Callable[[torch.Tensor], None] | None = None,
     chunk: int = 1024,
-) -> torch.Tensor:
+) -> RowFile:
     """Rows ``rows`` (in that order) of the uint8 rows of ``shape[1:]`` in file ``source``,
-    written to file ``out`` a chunk at a time and returned memory-mapped (``mapped``); the
-    file is unlinked at once and lives as long as the mapping. Rows are read with pread,
-    so neither file's pages are mapped while copying: memory for a chunk, not the set.
-    ``on_chunk`` sees each chunk (e.g. to add up statistics)."""
+    written to file ``out`` a chunk at a time (``out`` is unlinked at once). Rows are read
+    with pread, so neither file's pages are mapped while copying: memory for a chunk, not
+    the set. ``on_chunk`` sees each chunk (e.g. to add up statistics)."""
     row_bytes = math.prod(shape[1:])
     buffer = np.empty((chunk, row_bytes), dtype=np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(source, "rb") as src, open(out, "wb") as dst:
         for start in range(0, len(rows), chunk):
             part = buffer[: len(rows[start : start + chunk])]
-            for k, r in enumerate(rows[start : start + chunk].tolist()):
-                if os.preadv(src.fileno(), [part[k]], r * row_bytes) != row_bytes:
-                    raise ValueError(f"{source}: shorter than its {shape[0]} images")
+            read_rows(src, row_bytes, rows[start : start + chunk], part)
             if on_chunk is not None:
                 on_chunk(torch.from_numpy(part).view(len(part), *shape[1:]))
             dst.write(part.tobytes())
     try:
-        return mapped(out, (len(rows), *shape[1:]))
+        return RowFile(open(out, "rb"), (len(rows), *shape[1:]))  # noqa: SIM115 - kept open
     finally:
         os.unlink(out)
 

@@ -30,6 +30,7 @@ from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import (
     AUTO_SIZE,
     ChannelStats,
+    RowFile,
     annotations_file,
     decode_image,
     gather_rows,
@@ -107,6 +108,7 @@ class ImagesTask(ClassificationTask):
         super().__init__(cfg)
         self.classes: tuple[str, ...] = ()
         self.names: dict[str, list[str]] = {}  # each split's file names, for samples
+        self._row_files: dict[int, RowFile] = {}  # by the address of a split's mapped images
         self.image_size = cfg.dataset.image_size
         self.mean = torch.zeros(cfg.dataset.channels)
         self.std = torch.ones(cfg.dataset.channels)
@@ -211,8 +213,10 @@ class ImagesTask(ClassificationTask):
         for split, rows in parts.items():
             out = folder / f"{split}.{os.getpid()}.{id(self)}.u8"
             add = stats.add if split == "train" else None
+            row_file = gather_rows(images, shape, rows, out, add)
+            self._row_files[row_file.tensor.data_ptr()] = row_file
             self.splits[split] = {
-                "image": gather_rows(images, shape, rows, out, add),
+                "image": row_file.tensor,
                 "label": labels[torch.from_numpy(rows)],
             }
             self.names[split] = [names[i] for i in rows]
@@ -265,6 +269,15 @@ class ImagesTask(ClassificationTask):
         if not self.streamed and self.device.type == "cpu":
             self._into_ram()
         self.mean, self.std = self.mean.to(device), self.std.to(device)
+
+    def host_rows(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Streamed images are read from their split's file with pread: rows mapped from it
+        would stay resident (the kernel maps neighbouring pages on each fault), so memory
+        would grow with the data read, not the batch."""
+        row_file = self._row_files.get(tensor.untyped_storage().data_ptr())
+        if row_file is None:
+            return super().host_rows(tensor, idx)
+        return row_file.read(idx.numpy() + tensor.storage_offset() // row_file.row_bytes)
 
     def _into_ram(self) -> None:
         """Data kept in memory (``device.data``) on the CPU: the memory-mapped split images
