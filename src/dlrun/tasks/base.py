@@ -144,10 +144,13 @@ class TaskData:
     def gather(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``tensor[idx]`` on the device: rows of a streamed (host, memory-mapped) tensor are
         copied out on the host, pinned next to a GPU, and sent asynchronously."""
-        # Compared by type: a tensor sent to device "cuda" reports "cuda:0".
-        if not self.streamed or tensor.device.type == self.device.type:
+        # Compared by type: a tensor sent to device "cuda" reports "cuda:0". Streamed host
+        # tensors go through ``host_rows`` on a CPU too.
+        if not self.streamed or tensor.device.type != "cpu":
             return tensor[idx.to(tensor.device, non_blocking=True)]
         rows = self.host_rows(tensor, idx.cpu())
+        if self.device.type == "cpu":
+            return rows
         if self.device.type == "cuda":
             rows = rows.pin_memory()
         return rows.to(self.device, non_blocking=True)
