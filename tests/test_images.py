@@ -112,6 +112,47 @@ def test_unreadable_image_is_one_line_or_skipped(tiny_cfg, folder_with_bad_file,
     assert "skipped 1 unreadable images" in caplog.text
 
 
+def test_cache_is_written_a_chunk_at_a_time_and_split_into_mapped_files(
+    tiny_cfg, folder_with_bad_file, tmp_path, monkeypatch
+):
+    """The cache's images are raw rows written as each chunk is decoded (a bad file in
+    a chunk left out), and each split is its own memory-mapped file: the rows, labels and
+    training statistics equal those of the whole set decoded in memory."""
+    monkeypatch.setattr(image_files, "CHUNK", 4)
+    written = []
+    real = image_files.decode_chunks
+
+    def decode_chunks(*args):  # the cache file grows chunk by chunk, as they come
+        for chunk in real(*args):
+            written.append(sum(p.stat().st_size for p in (tmp_path / "c").rglob("images.u8")))
+            yield chunk
+
+    monkeypatch.setattr(image_files, "decode_chunks", decode_chunks)
+    task = prepared(
+        tiny_cfg, tmp_path / "c", f"dataset.path={folder_with_bad_file}", "dataset.skip_bad=true"
+    )
+    row = 3 * task.image_size**2
+    # Before the last chunk comes, earlier ones are on disk (less Python's write buffer).
+    assert len(written) == 8 and written == sorted(written) and 0 < written[-1] < 30 * row
+    (cache,) = (tmp_path / "c").rglob("images.u8")
+    assert cache.stat().st_size == 30 * row  # 31 files, one unreadable
+    files, labels = [], []
+    for k, c in enumerate(task.classes):
+        names = sorted(p.name for p in (folder_with_bad_file / c).iterdir())
+        files += [str(folder_with_bad_file / c / n) for n in names if "broken" not in n]
+        labels += [k] * (len(names) - ("broken" in "".join(names)))
+    whole, bad = image_files.decode_all(files, task.image_size, 3, workers=1)
+    assert bad == [] and len(whole) == 30
+    names = [str(folder_with_bad_file / n) for s in task.splits for n in task.names[s]]
+    for split, data in task.splits.items():
+        rows = [files.index(str(folder_with_bad_file / n)) for n in task.names[split]]
+        assert np.array_equal(data["image"].numpy(), whole[rows])
+        assert data["label"].tolist() == [labels[r] for r in rows]
+    assert sorted(names) == sorted(files)
+    mean, std = image_files.channel_stats(task.splits["train"]["image"])
+    assert torch.equal(task.mean, mean) and torch.equal(task.std, std)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -147,8 +188,8 @@ def test_cache_is_reused_and_rebuilt_when_damaged_or_files_change(
 ):
     root = write_image_folder(tmp_path / "d", per_class=10)
     decoded = []
-    real = image_files.decode_all
-    monkeypatch.setattr(image_files, "decode_all", lambda *a: decoded.append(1) or real(*a))
+    real = image_files.decode_chunks
+    monkeypatch.setattr(image_files, "decode_chunks", lambda *a: decoded.append(1) or real(*a))
     first = prepared(tiny_cfg, tmp_path / "c", f"dataset.path={root}")
     again = prepared(tiny_cfg, tmp_path / "c", f"dataset.path={root}", "dataset.shift=0")
     assert len(decoded) == 1  # augmentation settings are not part of the key

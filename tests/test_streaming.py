@@ -38,7 +38,9 @@ def test_streamed_batches_equal_in_memory_ones(tiny_cfg, cache_dir):
     streamed = _images(tiny_cfg, cache_dir, "stream")
     assert not memory.streamed and streamed.streamed
     image = streamed.splits["train"]["image"]
-    assert _mapped_from(image.data_ptr()).startswith(str(cache_dir / "stream"))
+    # the split file the task wrote, streamed as it is (not copied again by ``to``)
+    assert _mapped_from(image.data_ptr()).startswith(str(cache_dir / "stream" / "train."))
+    assert ".u8" in _mapped_from(image.data_ptr())
     assert not _mapped_from(memory.splits["train"]["image"].data_ptr()).startswith("/")
     assert streamed.splits["train"]["label"].device == CPU  # small: sent whole
     g = torch.Generator().manual_seed(0)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 AUTO_SIZE = (16, 64)
 AUTO_SAMPLE = 512  # images whose headers are read to choose the size
 CHUNK = 256  # images per worker job
+IMAGES = "images.u8"  # the cache's images: raw uint8 rows (N, size, size, channels)
 # Workers start in about 2 s (they import torch): used only when the images left after
 # the first chunk would take longer than this to decode in this process.
 POOL_AFTER_S = 4.0
@@ -158,24 +161,35 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def decode_all(
+def decode_chunks(
     files: list[str], size: int, channels: int, workers: int
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Every file decoded; (images, bad files). The first chunk is timed here, and the
-    rest go to ``workers`` processes when that pays for starting them."""
+) -> Iterator[tuple[np.ndarray, list[tuple[int, str]]]]:
+    """Every file decoded, CHUNK files at a time and in order: each chunk's images and
+    (position in the chunk, reason) of its unreadable files. The first chunk is timed
+    here, and the rest go to ``workers`` processes when that pays for starting them; a
+    consumer that writes each chunk away holds a few chunks, never the whole set."""
     from PIL import Image
 
     Image.init()  # every format plugin imported before the timing starts
     jobs = [(files[i : i + CHUNK], size, channels) for i in range(0, len(files), CHUNK)]
+    if not jobs:
+        return
     start = time.perf_counter()
-    results = [_decode_chunk(job) for job in jobs[:1]]
+    yield _decode_chunk(jobs[0])
     rest = jobs[1:]
     if workers > 1 and rest and (time.perf_counter() - start) * len(rest) >= POOL_AFTER_S:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(min(workers, len(rest)), initializer=_init_worker) as pool:
-            results += pool.map(_decode_chunk, rest)
+            yield from pool.imap(_decode_chunk, rest)
     else:
-        results += [_decode_chunk(job) for job in rest]
+        yield from map(_decode_chunk, rest)
+
+
+def decode_all(
+    files: list[str], size: int, channels: int, workers: int
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Every file decoded into one array; (images, (index, reason) of the bad files)."""
+    results = list(decode_chunks(files, size, channels, workers))
     images = np.concatenate([r[0] for r in results]) if results else np.zeros((0, size, size, 1))
     bad = [(j * CHUNK + i, why) for j, (_, errors) in enumerate(results) for i, why in errors]
     return images, bad
@@ -224,14 +238,22 @@ def stratified_split(
 
 
 def write_cache(out: Path, root: Path, names: list[str], labels: list[int], d: Any) -> None:
-    """Decode ``names`` (under ``root``) per the dataset config ``d`` into ``out``:
-    data.pt (images, labels) and meta.json (size, names kept, files skipped)."""
+    """Decode ``names`` (under ``root``) per the dataset config ``d`` into ``out``: the
+    images as raw uint8 rows (IMAGES, written a chunk at a time as they are decoded, so
+    a set larger than RAM can be prepared), data.pt (labels) and meta.json (size, names
+    kept, files skipped)."""
     files = [str(root / n) for n in names]
     size, chosen_from = d.image_size, 0
     if size is None:
         size, chosen_from = choose_size(files)
     workers = d.workers or len(os.sched_getaffinity(0))
-    images, bad = decode_all(files, size, d.channels, workers)
+    bad: list[tuple[int, str]] = []
+    with open(out / IMAGES, "wb") as f:
+        for j, (images, errors) in enumerate(decode_chunks(files, size, d.channels, workers)):
+            bad += [(j * CHUNK + i, why) for i, why in errors]
+            if errors:
+                images = np.delete(images, [i for i, _ in errors], axis=0)
+            f.write(images.tobytes())
     if bad and not d.skip_bad:
         i, why = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -241,15 +263,11 @@ def write_cache(out: Path, root: Path, names: list[str], labels: list[int], d: A
         )
     keep = np.ones(len(files), dtype=bool)
     keep[[i for i, _ in bad]] = False
-    torch.save(
-        {
-            "image": torch.from_numpy(images[keep]),
-            "label": torch.tensor(labels, dtype=torch.long)[torch.from_numpy(keep)],
-        },
-        out / "data.pt",
-    )
+    label = torch.tensor(labels, dtype=torch.long)[torch.from_numpy(keep)]
+    torch.save({"label": label}, out / "data.pt")
     meta = {
         "image_size": size,
+        "channels": d.channels,
         "chosen_from": chosen_from,
         "names": [n for n, k in zip(names, keep, strict=True) if k],
         "skipped": [f"{printable(names[i])}: {why}" for i, why in bad],
@@ -258,24 +276,103 @@ def write_cache(out: Path, root: Path, names: list[str], labels: list[int], d: A
 
 
 def load_cache(folder: Path) -> dict:
-    """What ``write_cache`` wrote (ValueError if images and names disagree)."""
+    """What ``write_cache`` wrote: labels, meta, the images file (``images_file``) and its
+    rows memory-mapped (``image``: read from disk as used, not loaded). ValueError if the
+    images, labels and names disagree."""
     data = torch.load(folder / "data.pt", weights_only=True)
-    data["meta"] = json.loads((folder / "meta.json").read_text())
-    if data["image"].dim() != 4 or len(data["image"]) != len(data["meta"]["names"]):
-        raise ValueError("images and names do not match")
+    data["meta"] = meta = json.loads((folder / "meta.json").read_text())
+    shape = (len(meta["names"]), meta["image_size"], meta["image_size"], meta["channels"])
+    path = folder / IMAGES
+    if path.stat().st_size != math.prod(shape) or len(data["label"]) != shape[0]:
+        raise ValueError("images, labels and names do not match")
+    data["images_file"] = path
+    data["image"] = mapped(path, shape)
     return data
+
+
+def mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """The uint8 rows in file ``path`` as a tensor of ``shape``, memory-mapped copy-on-write
+    (the file is never changed; its pages are read when used and can leave RAM)."""
+    if not math.prod(shape):
+        return torch.zeros(shape, dtype=torch.uint8)
+    storage = torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=torch.uint8)
+    return storage.view(shape)
+
+
+class RowFile:
+    """Rows of uint8 (``shape[1:]`` each) in an open file (unlinked: it lives as long as
+    this): ``tensor`` maps them all, ``read`` copies some with pread, mapping nothing."""
+
+    def __init__(self, file: BinaryIO, shape: tuple[int, ...]):
+        self.file, self.shape, self.row_bytes = file, shape, math.prod(shape[1:])
+        self.tensor = mapped(Path(file.name), shape)
+
+    def read(self, rows: np.ndarray) -> torch.Tensor:
+        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        read_rows(self.file, self.row_bytes, rows, out)
+        return torch.from_numpy(out).view(len(rows), *self.shape[1:])
+
+
+def read_rows(file: BinaryIO, row_bytes: int, rows: np.ndarray, out: np.ndarray) -> None:
+    """Rows ``rows`` of ``row_bytes`` bytes each of ``file`` into ``out``, by pread."""
+    for k, r in enumerate(rows.tolist()):
+        if os.preadv(file.fileno(), [out[k]], r * row_bytes) != row_bytes:
+            raise ValueError(f"{file.name}: shorter than row {r}")
+
+
+def gather_rows(
+    source: Path,
+    shape: tuple[int, ...],
+    rows: np.ndarray,
+    out: Path,
+    on_chunk: Callable[[torch.Tensor], None] | None = None,
+    chunk: int = 1024,
+) -> RowFile:
+    """Rows ``rows`` (in that order) of the uint8 rows of ``shape[1:]`` in file ``source``,
+    written to file ``out`` a chunk at a time (``out`` is unlinked at once). Rows are read
+    with pread, so neither file's pages are mapped while copying: memory for a chunk, not
+    the set. ``on_chunk`` sees each chunk (e.g. to add up statistics)."""
+    row_bytes = math.prod(shape[1:])
+    buffer = np.empty((chunk, row_bytes), dtype=np.uint8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as src, open(out, "wb") as dst:
+        for start in range(0, len(rows), chunk):
+            part = buffer[: len(rows[start : start + chunk])]
+            read_rows(src, row_bytes, rows[start : start + chunk], part)
+            if on_chunk is not None:
+                on_chunk(torch.from_numpy(part).view(len(part), *shape[1:]))
+            dst.write(part.tobytes())
+    try:
+        return RowFile(open(out, "rb"), (len(rows), *shape[1:]))  # noqa: SIM115 - kept open
+    finally:
+        os.unlink(out)
+
+
+class ChannelStats:
+    """Per-channel mean and std of uint8 (N, H, W, C) images scaled to [0, 1], added up a
+    chunk of images at a time (no float copy of the whole set)."""
+
+    def __init__(self, channels: int):
+        self.total = torch.zeros(channels, dtype=torch.float64)
+        self.squares = torch.zeros(channels, dtype=torch.float64)
+        self.n = 0
+
+    def add(self, images: torch.Tensor) -> None:
+        x = images.reshape(-1, self.total.numel()).double() / 255
+        self.total += x.sum(0)
+        self.squares += (x * x).sum(0)
+        self.n += len(x)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = max(1, self.n)
+        mean = self.total / n
+        std = (self.squares / n - mean * mean).clamp(min=0).sqrt()
+        return mean.float(), std.clamp(min=1e-3).float()
 
 
 def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of uint8 (N, H, W, C) images scaled to [0, 1]."""
-    c = images.shape[-1]
-    total = torch.zeros(c, dtype=torch.float64)
-    squares = torch.zeros(c, dtype=torch.float64)
-    for start in range(0, len(images), 1024):  # no float copy of the whole set at once
-        x = images[start : start + 1024].reshape(-1, c).double() / 255
-        total += x.sum(0)
-        squares += (x * x).sum(0)
-    n = max(1, images[..., 0].numel())
-    mean = total / n
-    std = (squares / n - mean * mean).clamp(min=0).sqrt()
-    return mean.float(), std.clamp(min=1e-3).float()
+    stats = ChannelStats(images.shape[-1])
+    for start in range(0, len(images), 1024):
+        stats.add(images[start : start + 1024])
+    return stats.result()

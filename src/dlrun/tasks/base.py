@@ -109,6 +109,9 @@ class TaskData:
     cfg: RunConfig
     splits: dict[str, dict[str, torch.Tensor]]
     streamed: bool = False  # ``to`` left the large tensors on the host (``device.data``)
+    # The splits are already memory-mapped host files (a task that prepared them so): ``to``
+    # streams them as they are instead of copying them into files of its own.
+    host_mapped: bool = False
     device: torch.device = torch.device("cpu")
 
     @property
@@ -143,13 +146,20 @@ class TaskData:
     def gather(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``tensor[idx]`` on the device: rows of a streamed (host, memory-mapped) tensor are
         copied out on the host, pinned next to a GPU, and sent asynchronously."""
-        # Compared by type: a tensor sent to device "cuda" reports "cuda:0".
-        if not self.streamed or tensor.device.type == self.device.type:
+        # Compared by type: a tensor sent to device "cuda" reports "cuda:0". Streamed host
+        # tensors go through ``host_rows`` on a CPU too.
+        if not self.streamed or tensor.device.type != "cpu":
             return tensor[idx.to(tensor.device, non_blocking=True)]
-        rows = tensor[idx.cpu()]
+        rows = self.host_rows(tensor, idx.cpu())
+        if self.device.type == "cpu":
+            return rows
         if self.device.type == "cuda":
             rows = rows.pin_memory()
         return rows.to(self.device, non_blocking=True)
+
+    def host_rows(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The rows ``idx`` of a streamed host tensor (a task may read them another way)."""
+        return tensor[idx]
 
     def to(self, device: torch.device) -> None:
         """Move every split to ``device`` once; batches are then index slices there.
@@ -182,7 +192,8 @@ class TaskData:
             self._pending: dict[str, tuple[torch.Tensor, Any]] = {}
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="dlrun-prefetch")
             folder = Path(self.cfg.paths.cache_dir).expanduser() / "stream"
-            self.splits = memory_mapped(self.splits, folder, STREAM_MIN_ROW)
+            if not self.host_mapped:
+                self.splits = memory_mapped(self.splits, folder, STREAM_MIN_ROW)
         self.splits = {
             name: {
                 k: v if self.streamed and _row_bytes(v) >= STREAM_MIN_ROW else v.to(device)

@@ -3,10 +3,12 @@
 PNG, JPEG, BMP and GIF files of any size and mode are read with Pillow,
 converted to ``dataset.channels`` (1 or 3; transparency composited on black),
 resized to ``dataset.image_size`` square (default: chosen from the data and
-logged) and decoded once, in parallel worker processes, into one uint8 tensor
-(N, H, W, C) cached under ``paths.cache_dir`` and keyed by the data config and
+logged) and decoded once, in parallel worker processes, into one file of uint8
+rows (N, H, W, C) cached under ``paths.cache_dir`` and keyed by the data config and
 the file list (names, sizes, modification times), so epochs never touch the
-files. A seeded split stratified by class gives train/val/test; normalization
+files. Decoding writes a chunk at a time and the splits are memory-mapped files,
+so a folder larger than RAM is prepared (and streamed, ``device.data``) in bounded
+memory. A seeded split stratified by class gives train/val/test; normalization
 (per-channel training mean and std) and augmentation (random shifts, flips)
 run on the device per batch.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,11 @@ from torch import nn
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import (
     AUTO_SIZE,
+    ChannelStats,
+    RowFile,
     annotations_file,
-    channel_stats,
     decode_image,
+    gather_rows,
     list_annotations,
     list_folder,
     load_cache,
@@ -50,7 +55,7 @@ from dlrun.tasks.kmnist import CHANNELS_LAST, random_shift
 
 log = logging.getLogger("dlrun")
 
-PREP_VERSION = 1
+PREP_VERSION = 2  # 2: images as raw rows (images.u8), memory-mapped
 SAMPLES_SHOWN = 32  # images in samples.png
 
 
@@ -103,6 +108,7 @@ class ImagesTask(ClassificationTask):
         super().__init__(cfg)
         self.classes: tuple[str, ...] = ()
         self.names: dict[str, list[str]] = {}  # each split's file names, for samples
+        self._row_files: dict[int, RowFile] = {}  # by the address of a split's mapped images
         self.image_size = cfg.dataset.image_size
         self.mean = torch.zeros(cfg.dataset.channels)
         self.std = torch.ones(cfg.dataset.channels)
@@ -185,9 +191,15 @@ class ImagesTask(ClassificationTask):
                 f"{self.cfg.model.name} needs at least {least}x{least}; set "
                 f"dataset.image_size={least} or more"
             )
-        self._split(data["image"], data["label"], meta["names"])
+        self._split(data["images_file"], data["image"].shape, data["label"], meta["names"])
 
-    def _split(self, images: torch.Tensor, labels: torch.Tensor, names: list[str]) -> None:
+    def _split(
+        self, images: Path, shape: tuple[int, ...], labels: torch.Tensor, names: list[str]
+    ) -> None:
+        """Train/val/test of the cached images (file ``images``, rows of ``shape[1:]``):
+        each split's rows copied a chunk at a time into a memory-mapped file of its own, so
+        a set larger than RAM is split (and streamed, ``device.data``) in bounded memory;
+        the training statistics are added up on the way."""
         d = self.cfg.dataset
         parts = stratified_split(labels.numpy(), d.val_fraction, d.test_fraction, d.seed)
         if len(set(labels[parts["train"]].tolist())) < 2 or not all(map(len, parts.values())):
@@ -196,11 +208,20 @@ class ImagesTask(ClassificationTask):
                 "test with two classes left for training; add images or raise "
                 "dataset.val_fraction / dataset.test_fraction"
             )
+        folder = Path(self.cfg.paths.cache_dir).expanduser() / "stream"
+        stats = ChannelStats(shape[-1])
         for split, rows in parts.items():
-            idx = torch.from_numpy(rows)
-            self.splits[split] = {"image": images[idx], "label": labels[idx]}
+            out = folder / f"{split}.{os.getpid()}.{id(self)}.u8"
+            add = stats.add if split == "train" else None
+            row_file = gather_rows(images, shape, rows, out, add)
+            self._row_files[row_file.tensor.data_ptr()] = row_file
+            self.splits[split] = {
+                "image": row_file.tensor,
+                "label": labels[torch.from_numpy(rows)],
+            }
             self.names[split] = [names[i] for i in rows]
-        self.mean, self.std = channel_stats(self.splits["train"]["image"])
+        self.mean, self.std = stats.result()
+        self.host_mapped = True  # streamed as they are: no second copy (``TaskData.to``)
 
     def _columns(self) -> list[str]:
         return [c if c != "examples" else "examples (class)" for c in self.classes]
@@ -245,7 +266,31 @@ class ImagesTask(ClassificationTask):
 
     def to(self, device: torch.device) -> None:
         super().to(device)
+        if not self.streamed and self.device.type == "cpu":
+            self._into_ram()
         self.mean, self.std = self.mean.to(device), self.std.to(device)
+
+    def host_rows(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Streamed images are read from their split's file with pread: rows mapped from it
+        would stay resident (the kernel maps neighbouring pages on each fault), so memory
+        would grow with the data read, not the batch."""
+        row_file = self._row_files.get(tensor.untyped_storage().data_ptr())
+        if row_file is None:
+            return super().host_rows(tensor, idx)
+        return row_file.read(idx.numpy() + tensor.storage_offset() // row_file.row_bytes)
+
+    def _into_ram(self) -> None:
+        """Data kept in memory (``device.data``) on the CPU: the memory-mapped split images
+        read into RAM once, one file at a time (views such as ``train_subset`` stay views)."""
+        copies: dict[int, torch.UntypedStorage] = {}
+        for split in self.splits.values():
+            image = split["image"]
+            storage = image.untyped_storage()
+            if storage.data_ptr() not in copies:
+                copies[storage.data_ptr()] = storage.clone()
+            split["image"] = torch.empty(0, dtype=image.dtype).set_(
+                copies[storage.data_ptr()], image.storage_offset(), image.shape, image.stride()
+            )
 
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = super().batch(split, idx)
