@@ -19,6 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import TINY, run_cli
 from test_hostile import DATES, _finished_run, assert_one_line, digest
@@ -503,3 +504,14 @@ def test_a_run_saved_before_a_key_existed_resumes(done, tmp_path):
     torch.save(ckpt, last)
     code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=25"], tmp_path)
     assert code == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "1e999"])  # nan: a missing value
+def test_a_non_finite_number_in_a_column_names_the_cell(tmp_path, value):
+    from dlrun.data.table import Encoder, read_table
+
+    rows = "".join(f"{i},{i / 10},{i % 2}\n" for i in range(40))
+    path = _table(tmp_path, f"a,b,y\n1,{value},0\n" + rows)
+    table = read_table(path)
+    with pytest.raises(UserError, match=r"t\.csv, line 2, column 'b': .* is not a finite number"):
+        Encoder.fit(table, np.arange(41), ["a", "b"], impute=False)

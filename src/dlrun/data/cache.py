@@ -9,6 +9,7 @@ the next run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,17 +46,26 @@ def cached(
     read, is damaged: it is removed and built again. Returns the loaded value
     and whether the folder was built now.
     """
+    from dlrun.rundir.lock import wait_for
+
     final = root / key
-    if final.is_dir():
-        problem = _check_manifest(final)
-        if problem is None:
-            try:
-                return load(final), False
-            except Exception as exc:  # a damaged file; rebuilding tells it from a bug
-                problem = first_line(exc)
-        log.warning("data cache %s is damaged (%s); rebuilding it", final, problem[:160])
-        shutil.rmtree(final, ignore_errors=True)
-    _build(root, key, build)
+    if final.is_dir() and _check_manifest(final) is None:
+        with contextlib.suppress(Exception):  # damaged: checked again below, under the lock
+            return load(final), False
+    with contextlib.suppress(OSError):  # one that cannot be made is _build's one line
+        root.mkdir(parents=True, exist_ok=True)
+    # One builder per entry: a second run wanting it waits, then finds it built.
+    with wait_for(root / f".{key}.lock", f"the data cache entry {final}"):
+        if final.is_dir():
+            problem = _check_manifest(final)
+            if problem is None:
+                try:
+                    return load(final), False
+                except Exception as exc:  # a damaged file; rebuilding tells it from a bug
+                    problem = first_line(exc)
+            log.warning("data cache %s is damaged (%s); rebuilding it", final, problem[:160])
+            shutil.rmtree(final, ignore_errors=True)
+        _build(root, key, build)
     return load(final), True
 
 

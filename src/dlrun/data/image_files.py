@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dlrun.data.text import read_text
+from dlrun.engine import checkpoint
 from dlrun.errors import UserError, first_line, printable
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -264,7 +265,7 @@ def write_cache(out: Path, root: Path, names: list[str], labels: list[int], d: A
     keep = np.ones(len(files), dtype=bool)
     keep[[i for i, _ in bad]] = False
     label = torch.tensor(labels, dtype=torch.long)[torch.from_numpy(keep)]
-    torch.save({"label": label}, out / "data.pt")
+    checkpoint.save({"label": label}, out / "data.pt")  # a full disk: its one line
     meta = {
         "image_size": size,
         "channels": d.channels,

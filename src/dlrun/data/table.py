@@ -344,6 +344,14 @@ def is_missing(value: str) -> bool:
     return value.strip().lower() in MISSING
 
 
+def _non_finite(value: str) -> bool:
+    """Whether ``value`` is a number that is not finite (inf, -Infinity, nan, 1e999)."""
+    try:
+        return not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
 def number(value: str) -> float | None:
     try:
         x = float(value)
@@ -393,6 +401,14 @@ class Encoder:
                 enc.numeric[name] = (float(x.mean()), float(x.std()) or 1.0)
                 continue
             values, codes = col.coded()
+            bad = present[col.bad(present)]
+            if name not in categorical and len(bad) and _non_finite(values[codes[bad[0]]]):
+                where = table.where(int(bad[0]))
+                raise UserError(
+                    f"{where}, column '{printable(name)}': {printable(values[codes[bad[0]]])} "
+                    "is not a finite number; fix the value, or leave it empty and set "
+                    "dataset.missing=mean or dataset.missing=drop"
+                )
             distinct = sorted(values[c] for c in np.unique(codes[present]))
             if name not in categorical and is_free_text(len(distinct), len(present)):
                 raise UserError(
