@@ -137,7 +137,6 @@ def resumed_config(saved: dict, run_dir: Path, composed: dict, keys: list[str]) 
     to MLflow or W&B when its own command says so).
     """
     data = copy.deepcopy(saved)
-    _add_new_keys(data, composed)
     for key in keys:
         if continues(key) and not key.startswith(("paths", "logger")):
             _assign(data, key, copy.deepcopy(select(composed, key)))
@@ -149,20 +148,6 @@ def resumed_config(saved: dict, run_dir: Path, composed: dict, keys: list[str]) 
     data["resume"] = str(run_dir)
     data.pop("tune", None)  # a search's trial continues as a plain run: its study moved on
     return data
-
-
-def _add_new_keys(saved: dict, composed: dict) -> None:
-    """Keys that a newer dlrun added since the run was saved, at this command's values
-    (their defaults, as the run's config did not choose them): a run saved by an older
-    version resumes. Keys the run saved keep their values; a section of another choice
-    (the run's ``dataset`` of imdb, this command's default of dates) gets none."""
-    if saved.get("name", composed.get("name")) != composed.get("name"):
-        return
-    for key, value in composed.items():
-        if key not in saved:
-            saved[key] = copy.deepcopy(value)
-        elif isinstance(saved[key], dict) and isinstance(value, dict):
-            _add_new_keys(saved[key], value)
 
 
 _PLAIN = re.compile(r"[\w/.\-~+@: ]+")
