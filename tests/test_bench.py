@@ -13,6 +13,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_bench_appends_a_table_with_both_rates(tmp_path, cache_dir):
     out = tmp_path / "BENCH.md"
     out.write_text("# earlier figures\n")

@@ -85,6 +85,7 @@ def _records(run_dir: Path) -> list[tuple[int, str, float]]:
     return [(r["step"], r["split"], r["loss"]) for r in rows]
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 @pytest.mark.cluster
 def test_srun_two_tasks_train_one_run_like_one_process(slurm, tmp_path, cache_dir):
     # No dropout: ranks draw their own masks, one process draws others.

@@ -94,6 +94,7 @@ def kmnist_args():
     return merged("task=kmnist", *TINY, *data, "model.dropout=0", "trainer.max_steps=24")
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_two_process_run_equals_one_process(tmp_path, cache_dir, kmnist_args):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     single.mkdir(), ddp.mkdir()

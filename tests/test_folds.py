@@ -172,6 +172,7 @@ def test_an_interrupted_k_fold_run_resumes_where_it_stopped(tmp_path, cache_dir)
     assert predict.returncode == 2 and f"pass one of them, e.g. {cv / 'fold_0'}" in predict.stderr
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_a_sweep_of_k_fold_runs_tabulates_every_fold(tmp_path, cache_dir):
     args = [*merged(*TINY, *TABULAR, "trainer.folds=2"), "optimizer.lr=0.01,0.003"]
     result = run_cli(["dlrun", "-m", *args], tmp_path, cache_dir)
@@ -182,6 +183,7 @@ def test_a_sweep_of_k_fold_runs_tabulates_every_fold(tmp_path, cache_dir):
     assert all(r["val/loss std"] for r in table if "fold_" not in r["run"])
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_a_search_trial_reports_its_folds_mean(tmp_path, cache_dir):
     from dlrun.search import study as tune
 

@@ -92,6 +92,7 @@ def test_a_broken_builtin_module_raises(tmp_path, isolated):
             things.names()
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_plugin_task_composes_validates_and_trains_through_its_entry_point(
     tmp_path, cache_dir, isolated
 ):

@@ -73,6 +73,7 @@ def test_each_preset_runs_a_few_steps(tiny_cfg, tmp_path, preset):
     assert (tmp_path / "summary.json").is_file()
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_a_sweep_preset_runs_its_jobs(tmp_path, cache_dir):
     data = tiny_data("imdb")
     args = ["dlrun", "-m", "experiment=imdb_logits", "device=cpu", *data]
@@ -100,6 +101,7 @@ def run_script(args: list[str], cwd: Path, cache_dir: Path, **env: str):
     )
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_run_presets_script_collects_the_tables(tmp_path, cache_dir):
     data = tiny_data("imdb")
     result = run_script(
@@ -118,6 +120,7 @@ def test_run_presets_script_collects_the_tables(tmp_path, cache_dir):
     assert "| model.outputs |" in tables[0]
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_sweep_lr_batch_script_runs_a_grid(tmp_path, cache_dir):
     result = run_script(
         [str(SCRIPTS / "sweep_lr_batch.sh"), "dates", *DATES[:-1]],

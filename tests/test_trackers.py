@@ -116,7 +116,10 @@ SWEEPS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(SWEEPS))
+@pytest.mark.parametrize(
+    "kind",
+    ["grid", pytest.param("optuna", marks=pytest.mark.slow)],  # default suite's time
+)
 def test_a_sweep_is_a_parent_run_with_nested_children(tmp_path, cache_dir, kind):
     out, sweep = tmp_path / "out", tmp_path / "S"
     common = [*TINY, *tiny_data("dates"), *TINY_GRU, "trainer.max_steps=10", "logger=mlflow"]
@@ -368,6 +371,7 @@ def mlflow_server(tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 @pytest.mark.cluster
 def test_mlflow_against_a_real_tracking_server(tiny_cfg, tmp_path, mlflow_server):
     cfg = tiny_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_server}")

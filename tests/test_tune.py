@@ -288,6 +288,7 @@ def test_two_parallel_workers_share_one_study(tmp_path, cache_dir):
     assert a0 < b1 and b0 < a1  # they ran at the same time
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_a_search_preset_runs_its_trials(tmp_path, cache_dir):
     data = tiny_data("imdb")
     args = ["dlrun", "-m", "experiment=imdb_tune", "device=cpu", *data, "trainer.max_epochs=2"]
@@ -311,6 +312,7 @@ def test_a_search_preset_runs_its_trials(tmp_path, cache_dir):
     assert best["command"].startswith("dlrun experiment=imdb_tune")
 
 
+@pytest.mark.slow  # the default suite's time; CI runs it with the slow ones
 def test_a_study_in_an_sqlite_database(tmp_path, cache_dir):
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
