@@ -22,6 +22,9 @@ class DeviceInfo:
         name = str(self.device)
         if self.device.type == "cuda":
             name += f" ({torch.cuda.get_device_name(self.device)})"
+        elif self.device.type == "cpu":
+            threads = torch.get_num_threads()
+            name += f", {threads} CPU thread{'' if threads == 1 else 's'}"
         amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
         return f"{name}, amp {amp}"
 
@@ -55,8 +58,6 @@ def resolve_device(cfg, index: int | None = None) -> DeviceInfo:
         amp = "bf16" if kind == "cuda" else "none"
     if amp == "fp16" and kind != "cuda":
         raise UserError(f"device.amp=fp16 needs a CUDA device, not {kind}; use device.amp=none")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if kind == "cuda" and cfg.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -66,6 +67,37 @@ def resolve_device(cfg, index: int | None = None) -> DeviceInfo:
         device = torch.device(kind, index)
         torch.cuda.set_device(device)
     return DeviceInfo(device, dtype, amp == "fp16", cfg.compile)
+
+
+_TORCH_THREADS = torch.get_num_threads()  # torch's own default, before any run set it
+
+
+def set_threads(requested: int | None) -> int:
+    """Set torch's CPU threads: ``requested``, or (``device.threads=null``) torch's default
+    less the cores other processes kept busy since start-up (at least one): on a busy
+    2-core machine two threads ran the default job 5x slower than one. An
+    ``OMP_NUM_THREADS`` in the environment (torchrun sets one) is left to torch."""
+    if requested:
+        threads = requested
+    elif os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    else:
+        from dlrun.engine import cpuload
+
+        busy = cpuload.others_busy()
+        free = len(cpuload.cpus()) - busy if busy is not None else _TORCH_THREADS
+        threads = max(1, min(_TORCH_THREADS, round(free)))
+        if threads < _TORCH_THREADS:
+            logging.getLogger("dlrun").info(
+                "dlrun: %d CPU thread%s: other processes keep %.1f of %d cores busy "
+                "(device.threads=N sets it)",
+                threads,
+                "" if threads == 1 else "s",
+                busy,
+                len(cpuload.cpus()),
+            )
+    torch.set_num_threads(threads)
+    return threads
 
 
 def cpu_has_amx_bf16() -> bool:

@@ -36,7 +36,7 @@ def run(
     Returns the headline metrics, e.g. ``{"val/exact_match": ..., "test/exact_match": ...}``.
     """
     from dlrun.engine import distributed
-    from dlrun.engine.device import resolve_device
+    from dlrun.engine.device import resolve_device, set_threads
 
     wall_start = time.monotonic()
     cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
@@ -44,6 +44,7 @@ def run(
         resume = RunDir(Path(cfg.resume).expanduser()).resume_checkpoint()
     dist = distributed.from_env()
     dev = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
+    set_threads(cfg.device.threads)
     distributed.init(dist, dev.device)
     rundir = RunDir(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
     if dist.main:  # the others write nothing there
