@@ -30,6 +30,7 @@ class EMA:
         self.decay = decay
         self.updates = 0  # the number of updates so far: the warm-up's step
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._pairs: tuple[list, list, list] | None = None  # (averaged, trained, copied)
 
     def decay_at(self, n: int) -> float:
         """The decay of the ``n``-th update (from 0)."""
@@ -38,15 +39,17 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
         """One step of the average towards ``model``'s weights (the module it copied)."""
-        mine = [*self.module.parameters(), *self.module.buffers()]
-        theirs = [*model.parameters(), *model.buffers()]
-        floats = [i for i, t in enumerate(mine) if t.is_floating_point()]
-        weight = 1.0 - self.decay_at(self.updates)
-        if floats:
-            torch._foreach_lerp_([mine[i] for i in floats], [theirs[i] for i in floats], weight)
-        for a, b in zip(mine, theirs, strict=True):
-            if not a.is_floating_point():
-                a.copy_(b)
+        if self._pairs is None:  # listed once: loading weights copies into these tensors
+            mine = [*self.module.parameters(), *self.module.buffers()]
+            pairs = list(zip(mine, [*model.parameters(), *model.buffers()], strict=True))
+            floats = [(a, b) for a, b in pairs if a.is_floating_point()]
+            others = [(a, b) for a, b in pairs if not a.is_floating_point()]
+            self._pairs = ([a for a, _ in floats], [b for _, b in floats], others)
+        averaged, trained, others = self._pairs
+        if averaged:
+            torch._foreach_lerp_(averaged, trained, 1.0 - self.decay_at(self.updates))
+        for a, b in others:
+            a.copy_(b)
         self.updates += 1
 
     # A checkpoint part, as a model or an optimizer is (its weights are saved as the model's).
