@@ -90,3 +90,36 @@ def test_resume_with_ema_ends_like_an_uninterrupted_run_and_predict_loads_the_av
     assert not torch.equal(best["model"]["out.weight"], best["train_model"]["out.weight"])
     loaded = load_run(tmp_path / "part").model.state_dict()
     assert all(torch.equal(loaded[k], best["model"][k]) for k in loaded)
+
+
+@pytest.mark.slow
+def test_two_processes_average_as_one_does_and_resume(tmp_path, cache_dir):
+    """Under torchrun every rank holds the same weights, so the same average: rank 0's
+    checkpoint equals one process's (to DDP's reduction order) and resumes."""
+    import json
+    import sys
+
+    from conftest import TINY, merged, run_cli, tiny_data
+    from test_distributed import _losses, _only_run_dir
+
+    tiny = ("task=kmnist", *TINY, *tiny_data("kmnist"), "model.dropout=0")
+    args = merged(*tiny, "trainer.max_steps=24", "trainer.ema=0.9")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir(), ddp.mkdir()
+    done = run_cli(["dlrun", *args], single, cache_dir)
+    assert done.returncode == 0, done.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = run_cli([*torchrun, "--nproc_per_node=2", "-m", "dlrun.train", *args], ddp, cache_dir)
+    assert done.returncode == 0, done.stderr
+    one, two = _only_run_dir(single), _only_run_dir(ddp)
+    for (_, _, x), (_, _, y) in zip(_losses(one), _losses(two)):
+        assert y == pytest.approx(x, rel=1e-4, abs=1e-5)  # evaluations of the average
+    a, b = load(one / "checkpoints" / "last.pt"), load(two / "checkpoints" / "last.pt")
+    assert a["ema"] == b["ema"] == {"decay": 0.9, "updates": 24}
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-4)
+    more = [*merged(*args, "trainer.max_steps=30"), f"resume={two}"]
+    done = run_cli([*torchrun, "--nproc_per_node=2", "-m", "dlrun.train", *more], ddp, cache_dir)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((two / "summary.json").read_text())["steps"] == 30
+    assert load(two / "checkpoints" / "last.pt")["ema"]["updates"] == 30
