@@ -104,4 +104,10 @@ def test_a_kmnist_run_from_before_fractions_still_loads():
     old = {"dataset": {"name": "kmnist", "val_size": 5000, "seed": 0}, "trainer": {"seed": 0}}
     new = migrate(old)
     assert new["dataset"] == {"name": "kmnist", "seed": 0, "val_fraction": 5000 / 60000}
-    assert new["trainer"] == {"seed": 0, "folds": None, "checkpoint_every": None, "keep": "best"}
+    assert new["trainer"] == {
+        "seed": 0,
+        "folds": None,
+        "checkpoint_every": None,
+        "keep": "best",
+        "ema": None,
+    }

@@ -1,4 +1,10 @@
-"""Checkpoints: written atomically, loaded with ``weights_only=True``."""
+"""Checkpoints: written atomically, loaded with ``weights_only=True``.
+
+A checkpoint's ``model`` is always the weights the run evaluates, keeps and tests:
+every reader of a trained model (predict, ``load_run``, export, ``init_from``) loads
+it. With ``trainer.ema`` those are the weights' average, and the optimizer's own
+weights, which only a resume needs, are ``train_model`` (``Trainer._parts``).
+"""
 
 from __future__ import annotations
 

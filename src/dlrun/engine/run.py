@@ -302,7 +302,7 @@ def _write_outputs(cfg: RunConfig, task, trainer: Trainer, test: dict | None) ->
 
     run = trainer.run
     if test is not None:
-        model, dev = trainer.model, trainer.dev
+        model, dev = trainer.eval_model, trainer.dev  # the tested weights
         model.eval()
         amp = dict(dtype=dev.amp_dtype, enabled=dev.amp_dtype is not None)
         with torch.inference_mode(), torch.autocast(dev.device.type, **amp):  # as the test

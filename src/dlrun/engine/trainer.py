@@ -27,6 +27,7 @@ from tqdm import tqdm
 from dlrun.engine import checkpoint
 from dlrun.engine.device import DeviceInfo, for_training, synchronize
 from dlrun.engine.distributed import SINGLE, Dist
+from dlrun.engine.ema import EMA
 from dlrun.engine.evaluate import TaskLike, evaluate, periodic_splits
 from dlrun.engine.optim import build_optimizer, build_scheduler
 from dlrun.engine.progress import (
@@ -123,6 +124,9 @@ class Trainer:
         self._first_bad = torch.full((), -1, device=dev.device, dtype=torch.long)
         self.periodic_splits = periodic_splits(task, self.monitor_split, self.t.also_eval)
         self.forward_model = for_training(model, dev, dist)
+        # trainer.ema: the average of the weights is what evaluations, best.pt and the test use.
+        self.ema = EMA(model, self.t.ema) if self.t.ema else None
+        self.eval_model = self.ema.module if self.ema else model
 
     def _total_steps(self) -> int | None:
         per_epoch = math.ceil(self.batches_per_epoch / self.t.accumulate)
@@ -140,18 +144,30 @@ class Trainer:
         state = asdict(self.state)
         if self._started is not None:  # mid-fit: count the time of this process too
             state["train_time"] += time.monotonic() - self._started
-        parts = {"model": self.model, "optimizer": self.opt, "scaler": self.scaler}
-        ckpt = checkpoint.of(parts | {"scheduler": self.sched}, state, self.config)
+        ckpt = checkpoint.of(self._parts(), state, self.config)
         checkpoint.save_atomic(ckpt, self.run.checkpoint(which))
         if which == "last":
             self._saved_at = time.monotonic()
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a checkpoint already read (``checkpoints/last.pt`` of a resume)."""
-        parts = {"model": self.model, "optimizer": self.opt, "scaler": self.scaler}
-        self.state = TrainState(**checkpoint.restore(ckpt, parts | {"scheduler": self.sched}))
+        self.state = TrainState(**checkpoint.restore(ckpt, self._parts()))
         if self.state.halt == "pruned":  # a search's pruned trial continues as a plain run
             self.state.halt = None
+
+    def _parts(self) -> dict[str, Any]:
+        """What a checkpoint holds, by name. ``model`` is always the weights evaluated and
+        kept, the ones every loader reads (predict, load_run, export): with ``trainer.ema``
+        the average, and the trained weights, which a resume alone needs, are
+        ``train_model``."""
+        return {
+            "model": self.eval_model,
+            "train_model": self.model if self.ema else None,
+            "ema": self.ema,
+            "optimizer": self.opt,
+            "scaler": self.scaler,
+            "scheduler": self.sched,
+        }
 
     # -- stopping --------------------------------------------------------------
     REASONS = (None, "max_time", "signal")  # those one rank alone may see, by priority
@@ -182,21 +198,20 @@ class Trainer:
     def evaluate(self, split: str, dist: Dist | None = None) -> dict[str, float]:
         """Metrics of ``split``, each rank evaluating its part (``dist``: the trainer's);
         ``SINGLE`` evaluates all of it in this process."""
-        self.model.eval()
+        model, training = self.eval_model, self.eval_model.training
+        model.eval()
         with torch.inference_mode(), self._autocast():
-            metrics = evaluate(
-                self.task, self.model, split, self.t.eval_batch_size, dist or self.dist
-            )
-        self.model.train()
+            metrics = evaluate(self.task, model, split, self.t.eval_batch_size, dist or self.dist)
+        model.train(training)
         return metrics
 
     def test(self, writer: Writers) -> dict[str, dict[str, float]]:
         """Every held-out split, evaluated once with the kept checkpoint (``best.pt``: the best
-        evaluation's weights, or the last evaluation's with ``trainer.keep=last``); rank 0
-        alone."""
+        evaluation's weights, or the last evaluation's with ``trainer.keep=last``; their
+        average with ``trainer.ema``), left in ``eval_model``; rank 0 alone."""
         best = self.run.best
         if best.exists():
-            self.model.load_state_dict(checkpoint.load(best, self.dev.device)["model"])
+            self.eval_model.load_state_dict(checkpoint.load(best, self.dev.device)["model"])
         tests = {split: self.evaluate(split, SINGLE) for split in self.task.test_splits}
         for split, metrics in tests.items():
             record = {"epoch": self.state.epoch, "split": split, "checkpoint": "best", **metrics}
@@ -250,6 +265,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         if self.sched:
             self.sched.step()
+        if self.ema:
+            self.ema.update(self.model)
         s.step += 1
         self._window_steps += 1
 

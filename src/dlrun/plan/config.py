@@ -91,6 +91,7 @@ class TrainerConfig:
     # Minutes between saves of checkpoints/last.pt besides evaluations; null: 10 in a SLURM job.
     checkpoint_every: float | None = spec(gt=0)
     folds: int | None = spec(ge=2)  # cross-validation: train this many folds
+    ema: float | None = spec(ge=0, lt=1)  # decay of the weights' moving average; null/0: none
 
 
 @dataclass(frozen=True)
@@ -317,8 +318,9 @@ def migrate(data: dict) -> dict:
     0.1.0 named one logger, ``logger: {name: none|tensorboard}``; each tracker is
     now a section of its own, null when not chosen. Its Transformers counted source
     positions from the start (``model.src_positions`` came later). Runs before
-    cross-validation have no ``trainer.folds`` (nor ``trainer.checkpoint_every``), and
-    runs before ``trainer.keep`` tested their best checkpoint (``best``).
+    cross-validation have no ``trainer.folds`` (nor ``trainer.checkpoint_every``),
+    runs before ``trainer.keep`` tested their best checkpoint (``best``), and runs
+    before ``trainer.ema`` averaged no weights (null).
     KMNIST held out ``dataset.val_size`` images (now ``val_fraction`` of its 60,000),
     and imdb ``dataset.val_size`` reviews (now ``dataset.val_fraction`` of 25,000).
     Every run kept its data on the device (``device.data`` came later: ``auto`` chooses
@@ -331,8 +333,8 @@ def migrate(data: dict) -> dict:
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
         data = {**data, "model": {"src_positions": "start", **model}}
     trainer = data.get("trainer")
-    if isinstance(trainer, dict):  # before cross-validation, time-cadence checkpoints, keep
-        old = {"folds": None, "checkpoint_every": None, "keep": "best"}
+    if isinstance(trainer, dict):  # before cross-validation, time-cadence checkpoints, keep, ema
+        old = {"folds": None, "checkpoint_every": None, "keep": "best", "ema": None}
         data = {**data, "trainer": {**old, **trainer}}
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and dataset.get("name") == "kmnist" and "val_size" in dataset:
