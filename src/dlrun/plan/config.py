@@ -175,6 +175,7 @@ class RunConfig:
     logger: LoggerConfig = spec()
     debug: DebugConfig = spec()
     resume: str | None = spec()
+    init_from: str | None = spec()  # a run whose weights a new run starts from
     tune: TuneConfig | None = spec()
 
 
@@ -229,16 +230,22 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
     sections = _Sections(data, problems)
     for name, schema in SECTIONS.items():
         sections.check(name, schema)
-    if data.get("resume") is not None and not isinstance(data["resume"], str):
-        problems.append(f"resume={data['resume']!r}: expected a run directory path")
+    for key in ("resume", "init_from"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            problems.append(f"{key}={data[key]!r}: expected a run directory path")
     if data.get("tune") is not None:
         sections.check("tune", TuneConfig)
     task_cls, model = _check_task_and_model(data, sections, problems)
 
     # Cross-field checks see the sections that are valid on their own (None: not valid).
     view = RunConfig(
-        **{name: sections.valid.get(name) for name in fields if name not in ("resume", "tune")},
+        **{
+            name: sections.valid.get(name)
+            for name in fields
+            if name not in ("resume", "init_from", "tune")
+        },
         resume=data.get("resume"),
+        init_from=data.get("init_from"),
         tune=sections.valid.get("tune"),
     )
     problems += _check_run(view)
