@@ -70,7 +70,7 @@ def test_a_fine_tune_starts_from_the_runs_weights_and_leaves_it_as_it_was(
     assert first["accuracy"] == pytest.approx(theirs["best"]["val/accuracy"])
     summary = json.loads(tuned.summary.read_text())
     assert summary["init_from"] == {
-        "path": str(source),
+        "path": str(source.resolve()),
         "checkpoint": "best.pt",
         "step": theirs["best"]["step"],
     }

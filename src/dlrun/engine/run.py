@@ -70,6 +70,8 @@ def run(
     task, data_time = _load(cfg, dist, init)
     _ready(cfg, task, dev, dist, rundir)
     started = (wall_start, data_time)
+    if cfg.debug.lr_find_steps:
+        return _find_lr(cfg, task, dev, dist, rundir, init, started)
     metrics, _ = _fit(cfg, task, dev, dist, rundir, resume or init, started)
     distributed.shutdown(dist)
     return metrics
@@ -107,6 +109,47 @@ def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, start, started):
     shown = "  ".join(f"{k}={v:.4f}" for k, v in test.items())
     print(f"run dir: {rundir}\n{shown or f'pruned at step {result.state.step}'}", flush=True)
     return {**result.best, **test}, summary
+
+
+def _find_lr(cfg: RunConfig, task, dev, dist, rundir: RunDir, init, started):
+    """debug=lr_find: a learning-rate range test instead of training. It leaves the
+    figure, a summary whose status is "lr_find" (not a trained run: no checkpoints,
+    reports do not rank it) and the suggested optimizer.lr with the command to use it."""
+    from dlrun.engine import debug, distributed
+    from dlrun.engine.plots import plot_lr_find
+
+    d = cfg.debug
+    trainer = _trainer(cfg, task, dev, dist, rundir, init)
+    test = debug.lr_range_test(trainer, d.lr_find_steps, d.lr_find_min, d.lr_find_max)
+    distributed.shutdown(dist)
+    if not dist.main:
+        return {}
+    marks = {"suggested (minimum / 10)": test.suggested, "minimum": test.minimum}
+    plot_lr_find(test.rates, test.losses, test.smoothed, marks, rundir.lr_find)
+    wall_start, data_time = started
+    times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
+    summary = {
+        "status": "lr_find",
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "lr_find": test.summary(),
+        **{k: round(v, 2) for k, v in times.items()},
+        "device": trainer.dev.describe(),
+        "dlrun": __version__,
+        "provenance": provenance(cfg),
+    }
+    if init is not None:
+        summary["init_from"] = init.record()
+    rundir.write_summary(summary)
+    command = debug.lr_find_command(rundir, cfg.task.name, test.suggested)
+    print(
+        f"run dir: {rundir}\nlr_find: {len(test.rates)} steps, {test.stopped}; smoothed loss "
+        f"lowest at lr={test.minimum:.3g}, falling fastest at lr={test.steepest:.3g} "
+        f"(figure: {rundir.lr_find})\nsuggested optimizer.lr={test.suggested:.3g} (the "
+        f"minimum's / 10); train with:\n  {command}",
+        flush=True,
+    )
+    return {"lr_find/suggested_lr": test.suggested}
 
 
 def _load(cfg: RunConfig, dist, init: InitFrom | None = None):

@@ -139,12 +139,15 @@ LOGGERS = tuple(f.name for f in dataclasses.fields(LoggerConfig))  # each a sect
 
 @dataclass(frozen=True)
 class DebugConfig:
-    name: str = spec(choices=["none", "fast", "overfit", "profile", "anomaly"])
+    name: str = spec(choices=["none", "fast", "overfit", "profile", "anomaly", "lr_find"])
     eval_batches: int | None = spec(ge=1)
     train_batches: int | None = spec(ge=1)
     overfit_loss: float = spec(gt=0)
     profile_steps: int = spec(ge=0)
     anomaly: bool = spec()
+    lr_find_steps: int = spec(ge=0)  # debug=lr_find: steps of the range test (0: none)
+    lr_find_min: float = spec(gt=0)  # its first learning rate
+    lr_find_max: float = spec(gt=0)  # its last (it stops sooner when the loss diverges)
 
 
 @dataclass(frozen=True)
@@ -377,6 +380,16 @@ def _check_run(cfg: RunConfig) -> list[str]:
                 f"scheduler={cfg.scheduler.name}: needs trainer.max_steps or "
                 "trainer.max_epochs to know where training ends"
             )
+    d = cfg.debug
+    if d and d.lr_find_steps:
+        if d.lr_find_steps < 10:
+            problems.append(f"debug.lr_find_steps={d.lr_find_steps}: must be 0 (none) or >= 10")
+        if d.lr_find_min >= d.lr_find_max:
+            problems.append(
+                f"debug.lr_find_min={d.lr_find_min} must be below debug.lr_find_max={d.lr_find_max}"
+            )
+        if t and t.folds:
+            problems.append("debug=lr_find tests one model: leave out trainer.folds")
     # A model whose config has sparse_grad=true (bow_mlp) emits sparse gradient rows.
     if cfg.model and cfg.optimizer and t and getattr(cfg.model, "sparse_grad", False):
         o = cfg.optimizer

@@ -38,7 +38,11 @@ class InitFrom:
 
     def record(self) -> dict[str, Any]:
         """What ``summary.json`` says of where the run started."""
-        return {"path": str(self.run), "checkpoint": self.checkpoint.name, "step": self.step}
+        return {
+            "path": str(self.run.path.resolve()),
+            "checkpoint": self.checkpoint.name,
+            "step": self.step,
+        }
 
 
 def read(given: str) -> InitFrom:
@@ -97,8 +101,8 @@ def check(cfg: RunConfig, init: InitFrom) -> None:
         if _fits(trial_cfg, init, shapes) is not None:
             raise UserError(
                 f"init_from={init.given}: {key}={select(wanted, key)} here, "
-                f"{select(saved, key)} in that run; it changes the model's weights (their names or shapes), which "
-                f"fit {key}={select(saved, key)} only"
+                f"{select(saved, key)} in that run; it changes the model's weights (their "
+                f"names or shapes), which fit {key}={select(saved, key)} only"
             )
     raise UserError(f"init_from={init.given}: {_fits(cfg, init, shapes)}")
 
