@@ -332,7 +332,7 @@ def migrate(data: dict) -> dict:
     KMNIST held out ``dataset.val_size`` images (now ``val_fraction`` of its 60,000),
     and imdb ``dataset.val_size`` reviews (now ``dataset.val_fraction`` of 25,000).
     Every run kept its data on the device (``device.data`` came later: ``auto`` chooses
-    that where it fits).
+    that where it fits). Runs before ``debug=lr_find`` ran no range test.
     """
     device = data.get("device")
     if isinstance(device, dict) and "data" not in device:
@@ -344,6 +344,10 @@ def migrate(data: dict) -> dict:
     if isinstance(trainer, dict):  # before cross-validation, time-cadence checkpoints, keep
         old = {"folds": None, "checkpoint_every": None, "keep": "best"}
         data = {**data, "trainer": {**old, **trainer}}
+    debug = data.get("debug")
+    if isinstance(debug, dict) and "lr_find_steps" not in debug:  # before debug=lr_find
+        old = {"lr_find_steps": 0, "lr_find_min": 1e-7, "lr_find_max": 10.0}
+        data = {**data, "debug": {**debug, **old}}
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and dataset.get("name") == "kmnist" and "val_size" in dataset:
         # KMNIST held out a count of its 60,000 training images; now a fraction of them.
