@@ -124,7 +124,11 @@ def _find_lr(cfg: RunConfig, task, dev, dist, rundir: RunDir, init, started):
     distributed.shutdown(dist)
     if not dist.main:
         return {}
-    marks = {"suggested (minimum / 10)": test.suggested, "minimum": test.minimum}
+    marks = {
+        "suggested (minimum / 10)": test.suggested,
+        "minimum": test.minimum,
+        "steepest descent": test.steepest,
+    }
     plot_lr_find(test.rates, test.losses, test.smoothed, marks, rundir.lr_find)
     wall_start, data_time = started
     times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
