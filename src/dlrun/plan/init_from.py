@@ -15,21 +15,23 @@ the vocabularies (``Task.vocabularies``): a changed one is refused, never remapp
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dlrun.errors import ConfigError, UserError, first_line, printable
 from dlrun.plan.config import RunConfig, to_dict, validate
+from dlrun.plan.resume import assign
 from dlrun.rundir.layout import CHECKPOINTS, RunDir
 from dlrun.rundir.read import read_checkpoint, select
 
 
 @dataclass
 class InitFrom:
-    """The checkpoint a new run starts from, read once; its weights handed over once."""
+    """The checkpoint a new run starts from, read once (by the plan, or by a sweep's job)."""
 
-    given: str  # init_from as the command gave it
+    given: str  # init_from as the command gave it, shown printable in messages
     run: RunDir  # the run it came from
     checkpoint: Path  # checkpoints/best.pt or last.pt
     config: RunConfig  # that run's config, as it trained
@@ -48,6 +50,7 @@ class InitFrom:
 def read(given: str) -> InitFrom:
     """The run and checkpoint ``init_from=given`` names, read as data."""
     where = Path(given).expanduser()
+    given = printable(given, 100)
     if where.suffix == ".pt":
         run = RunDir(where.parent.parent)
         names = [run.best.name, run.last.name]
@@ -65,7 +68,11 @@ def read(given: str) -> InitFrom:
             path = run.find_checkpoint()
         except UserError as exc:
             raise UserError(f"init_from={exc}") from None
+    import torch  # here: planning a run without init_from imports no torch
+
     ckpt = read_checkpoint(path)
+    if not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise UserError(f"{path}: not a dlrun checkpoint (its model weights are not tensors)")
     try:
         config = validate(ckpt["config"], check_data=False)
     except ConfigError as exc:
@@ -93,7 +100,8 @@ def check(cfg: RunConfig, init: InitFrom) -> None:
     # Which key: each that differs, alone on the run's own config.
     saved, wanted = to_dict(src), to_dict(cfg)
     for key in _differing(saved, wanted, ("dataset", "model")):
-        trial = _with(saved, key, select(wanted, key))
+        trial = copy.deepcopy(saved)
+        assign(trial, key, select(wanted, key))
         try:
             trial_cfg = validate(trial, check_data=False)
         except ConfigError:
@@ -166,18 +174,6 @@ def _differing(a: dict, b: dict, sections: tuple[str, ...]) -> list[str]:
         left, right = leaves(a.get(section), section), leaves(b.get(section), section)
         out += [k for k in dict.fromkeys([*left, *right]) if left.get(k) != right.get(k)]
     return out
-
-
-def _with(data: dict, key: str, value: Any) -> dict:
-    import copy
-
-    data = copy.deepcopy(data)
-    *parents, leaf = key.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
-    return data
 
 
 def check_vocabularies(task, init: InitFrom) -> None:
