@@ -94,13 +94,14 @@ class Job:
         single = hc.mode == RunMode.RUN and self.plan.config is not None
         config = self.plan.config if single else cfg
         resume = self.plan.resume.take() if self.plan.resume else None
+        init = self.plan.init if single else None  # a sweep's jobs read theirs
         try:
             try:
                 if from_env().main:  # one writer: refused if another process writes there
                     lock.hold(rundir.path, "run directory", "wait for it to end")
                     for tmp in remove_abandoned(rundir.path):
                         log.info("removed %s, left by a process killed while writing it", tmp)
-                return run(config, rundir.path, resume)
+                return run(config, rundir.path, resume, init)
             except OSError as exc:  # a full disk, a read-only folder...: the user's to fix
                 problem = os_problem(exc)
                 if problem is None:

@@ -415,3 +415,26 @@ def plot_decision_boundary(
     ax.set(xlabel=names[0], ylabel=names[1], title=title)
     save_figure(fig, out)
     plt.close(fig)
+
+
+def plot_lr_find(rates: list[float], losses: list[float], smoothed: list[float], marks, out: Path):
+    """debug=lr_find: the training loss against the learning rate (a log axis), each step's
+    and smoothed, with ``marks`` (label -> rate: the suggestion and what it came from) as
+    vertical lines. Steps past the divergence are clipped off the top."""
+    fig, ax = plt.subplots(figsize=(MIN_INCHES, 5), layout="constrained")
+    finite = [(r, v) for r, v in zip(rates, losses) if v == v and abs(v) != float("inf")]
+    if finite:
+        ax.plot(*zip(*finite), color=split_colour("train"), alpha=0.3, label="loss (each step)")
+    ax.plot(rates[: len(smoothed)], smoothed, color=split_colour("train"), label="smoothed")
+    for i, (label, rate) in enumerate(marks.items()):
+        ax.axvline(rate, color=series_colour(i + 2), linestyle="--", label=f"{label}: {rate:.3g}")
+    ax.set_xscale("log")
+    shown = [v for _, v in finite] + smoothed
+    low, high = (min(shown), max(smoothed[0], min(smoothed) * 4)) if smoothed else (0, 0)
+    if high > low:  # the range the test watched: from its best to where it stops
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))
+    ax.set(title="learning-rate range test", xlabel="learning rate", ylabel="training loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    save_figure(fig, out)
+    plt.close(fig)

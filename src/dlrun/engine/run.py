@@ -19,7 +19,9 @@ from dlrun import __version__
 from dlrun.engine.provenance import provenance
 from dlrun.engine.trainer import Callback, FitResult, Trainer
 from dlrun.errors import UserError
+from dlrun.plan import init_from
 from dlrun.plan.config import RunConfig, to_dict, validate
+from dlrun.plan.init_from import InitFrom
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.write import write_json
 
@@ -27,12 +29,17 @@ log = logging.getLogger("dlrun")
 
 
 def run(
-    cfg: RunConfig | DictConfig | dict, run_dir: Path, resume: dict | None = None
+    cfg: RunConfig | DictConfig | dict,
+    run_dir: Path,
+    resume: dict | None = None,
+    init: InitFrom | None = None,
 ) -> dict[str, float]:
     """Train and test one configuration; write everything into ``run_dir``.
 
     ``resume``: the checkpoint ``cfg.resume`` continues from, already read (the
     command's plan read it once); read here when a caller gives only ``cfg.resume``.
+    ``init``: the weights ``cfg.init_from`` starts a new run from, read and checked
+    likewise (a resumed run has its own weights: ``init_from`` is then not read).
     Returns the headline metrics, e.g. ``{"val/exact_match": ..., "test/exact_match": ...}``.
     """
     from dlrun.engine import distributed
@@ -42,6 +49,11 @@ def run(
     cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
     if cfg.resume and resume is None:
         resume = RunDir(Path(cfg.resume).expanduser()).resume_checkpoint()
+    if cfg.resume and not cfg.trainer.folds:
+        init = None  # the run continues from its own weights (a new fold starts from these)
+    elif cfg.init_from and init is None:
+        init = init_from.read(cfg.init_from)
+        init_from.check(cfg, init)
     dist = distributed.from_env()
     dev = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     set_threads(cfg.device.threads)
@@ -55,24 +67,29 @@ def run(
                 f"trainer.folds={cfg.trainer.folds}: cross-validation runs in one process; "
                 "start it without torchrun"
             )
-        return _cross_validate(cfg, dev, dist, rundir, wall_start)
-    task, data_time = _load(cfg, dist)
+        return _cross_validate(cfg, dev, dist, rundir, wall_start, init)
+    task, data_time = _load(cfg, dist, init)
     _ready(cfg, task, dev, dist, rundir)
-    metrics, _ = _fit(cfg, task, dev, dist, rundir, resume, (wall_start, data_time))
+    started = (wall_start, data_time)
+    if cfg.debug.lr_find_steps:
+        return _find_lr(cfg, task, dev, dist, rundir, init, started)
+    metrics, _ = _fit(cfg, task, dev, dist, rundir, resume or init, started)
     distributed.shutdown(dist)
     return metrics
 
 
-def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, resume: dict | None, started):
+def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, start, started):
     """Train and test a model on the task's splits as they are; write ``rundir``'s files.
 
-    ``started``: when the run began and the seconds its data took. Returns the headline
-    metrics and the summary (rank 0; ``{}`` and None on the others).
+    ``start``: the checkpoint a resume continues (a dict), the weights ``init_from``
+    starts from (an ``InitFrom``), or None. ``started``: when the run began and the
+    seconds its data took. Returns the headline metrics and the summary (rank 0; ``{}``
+    and None on the others).
     """
     from dlrun.engine.trackers import open_trackers
 
     wall_start, data_time = started
-    trainer = _trainer(cfg, task, dev, dist, rundir, resume)
+    trainer = _trainer(cfg, task, dev, dist, rundir, start)
     if not dist.main:  # rank 0 tests and writes the rest
         _train_and_test(cfg, trainer, None)
         return {}, None
@@ -84,6 +101,9 @@ def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, resume: dict | None, s
         _write_outputs(cfg, task, trainer, None if pruned else test)
         times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
         summary = _summary(cfg, trainer, result, test, times)
+        if isinstance(start, InitFrom) or cfg.init_from:  # a resume knows the path only
+            where = start.record() if isinstance(start, InitFrom) else {"path": cfg.init_from}
+            summary["init_from"] = where
         rundir.write_summary(summary)
         if trackers:  # after the files they send: summary, curves, samples
             trackers.finish(rundir, summary)
@@ -92,8 +112,54 @@ def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, resume: dict | None, s
     return {**result.best, **test}, summary
 
 
-def _load(cfg: RunConfig, dist):
-    """The task with its data prepared (on the host); the seconds its data took."""
+def _find_lr(cfg: RunConfig, task, dev, dist, rundir: RunDir, init, started):
+    """debug=lr_find: a learning-rate range test instead of training. It leaves the
+    figure, a summary whose status is "lr_find" (not a trained run: no checkpoints,
+    reports do not rank it) and the suggested optimizer.lr with the command to use it."""
+    from dlrun.engine import debug, distributed
+    from dlrun.engine.plots import plot_lr_find
+
+    d = cfg.debug
+    trainer = _trainer(cfg, task, dev, dist, rundir, init)
+    test = debug.lr_range_test(trainer, d.lr_find_steps, d.lr_find_min, d.lr_find_max)
+    distributed.shutdown(dist)
+    if not dist.main:
+        return {}
+    marks = {
+        "suggested (minimum / 10)": test.suggested,
+        "minimum": test.minimum,
+        "steepest descent": test.steepest,
+    }
+    plot_lr_find(test.rates, test.losses, test.smoothed, marks, rundir.lr_find)
+    wall_start, data_time = started
+    times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
+    summary = {
+        "status": "lr_find",
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "lr_find": test.summary(),
+        **{k: round(v, 2) for k, v in times.items()},
+        "device": trainer.dev.describe(),
+        "dlrun": __version__,
+        "provenance": provenance(cfg),
+    }
+    if init is not None:
+        summary["init_from"] = init.record()
+    rundir.write_summary(summary)
+    command = debug.lr_find_command(rundir, cfg.task.name, test.suggested)
+    print(
+        f"run dir: {rundir}\nlr_find: {len(test.rates)} steps, {test.stopped}; smoothed loss "
+        f"lowest at lr={test.minimum:.3g}, falling fastest at lr={test.steepest:.3g} "
+        f"(figure: {rundir.lr_find})\nsuggested optimizer.lr={test.suggested:.3g} (the "
+        f"minimum's / 10); train with:\n  {command}",
+        flush=True,
+    )
+    return {"lr_find/suggested_lr": test.suggested}
+
+
+def _load(cfg: RunConfig, dist, init: InitFrom | None = None):
+    """The task with its data prepared (on the host); the seconds its data took.
+    ``init``: the run whose vocabularies the data must have (``init_from``)."""
     from dlrun.engine import checkpoint
     from dlrun.registry import task_entry
 
@@ -103,6 +169,8 @@ def _load(cfg: RunConfig, dist):
     with dist.main_first():  # rank 0 fills the data cache, the others read it
         task.prepare(Path(cfg.paths.cache_dir).expanduser())
     data_time = time.monotonic() - t0
+    if init is not None:
+        init_from.check_vocabularies(task, init)
     sizes = ", ".join(f"{name} {task.size(name)}" for name in task.splits)
     log.info("data: %s (%.1fs)", sizes, data_time)
     return task, data_time
@@ -124,7 +192,9 @@ def _ready(cfg: RunConfig, task, dev, dist, run: RunDir) -> None:
 # -- cross-validation (trainer.folds) ------------------------------------------------------
 
 
-def _cross_validate(cfg: RunConfig, dev, dist, rundir: RunDir, wall_start: float):
+def _cross_validate(
+    cfg: RunConfig, dev, dist, rundir: RunDir, wall_start: float, init: InitFrom | None
+):
     """``trainer.folds`` = K models, fold k in ``fold_<k>/`` validating on part k of the
     training and validation data (``Task.fold``); ``summary.json`` has every fold and
     each metric's mean and standard deviation. A resume continues the fold it stopped
@@ -134,7 +204,7 @@ def _cross_validate(cfg: RunConfig, dev, dist, rundir: RunDir, wall_start: float
     from dlrun.plan.resume import resume_command
 
     k_folds = cfg.trainer.folds
-    task, data_time = _load(cfg, dist)
+    task, data_time = _load(cfg, dist, init)
     summaries = []
     for k in range(k_folds):
         fold = rundir.fold(k)
@@ -151,7 +221,8 @@ def _cross_validate(cfg: RunConfig, dev, dist, rundir: RunDir, wall_start: float
         log.info("fold %d of %d: train %d, val %d", k, k_folds, *sizes)
         checkpoint.seed_everything(cfg.trainer.seed)  # each fold's model starts alike
         try:
-            _, summary = _fit(fold_cfg, task, dev, dist, fold, fold_resume, (started, 0.0))
+            start = fold_resume or init  # each new fold starts from init_from's weights
+            _, summary = _fit(fold_cfg, task, dev, dist, fold, start, (started, 0.0))
         except Interrupted as exc:  # resume the whole run, not the fold alone
             message = str(exc).replace(resume_command(fold.path), resume_command(rundir.path))
             raise Interrupted(f"fold {k} of {k_folds}: {message}", exc.exit_code) from None
@@ -228,8 +299,9 @@ def cv_summary(cfg: RunConfig, folds: list[dict], times: dict[str, float]) -> di
     }
 
 
-def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, resume: dict | None) -> Trainer:
-    """The trainer of a new model, or of the run ``cfg.resume`` continues (``resume``)."""
+def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, start) -> Trainer:
+    """The trainer of a new model (``start``: None, or the ``InitFrom`` whose weights it
+    starts from), or of the run ``cfg.resume`` continues (``start``: its checkpoint)."""
     import torch
 
     from dlrun.engine import debug
@@ -237,6 +309,10 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, resume: dict | None) 
     from dlrun.engine.distributed import launcher
 
     model = task.build_model().to(dev.device)
+    if isinstance(start, InitFrom):  # before the trainer builds its optimizer and wrappers
+        init_from.load_weights(model, start)
+        log.info("initialized from %s (step %s)", start.checkpoint, start.step)
+    resume = start if isinstance(start, dict) else None
     dev = amp_for_model(dev, model, cfg.device.amp)  # bf16 for a Transformer on an AMX CPU
     params = sum(p.numel() for p in model.parameters())
     world = f", {dist.world} processes ({launcher()})" if dist.enabled else ""

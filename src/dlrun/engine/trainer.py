@@ -230,6 +230,10 @@ class Trainer:
         self._window_samples, self._window_steps = 0, 0
         self._window_start = time.monotonic()
 
+    def window_loss(self) -> float:
+        """The logging window's mean training loss, over every rank (a host sync)."""
+        return float(self.dist.mean(self._loss_sum)) / (self._window_steps * self.t.accumulate)
+
     def train_step(self) -> None:
         """One optimizer step over ``trainer.accumulate`` micro-batches, with no host sync.
 
@@ -356,7 +360,7 @@ class Trainer:
         """The logging window's mean training loss and throughput, written; a new window."""
         check_finite(self._first_bad)
         s, now = self.state, time.monotonic()
-        loss = float(self.dist.mean(self._loss_sum)) / (self._window_steps * self.t.accumulate)
+        loss = self.window_loss()
         record = {
             "epoch": s.epoch,
             "split": "train",

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf, open_dict
 from dlrun.errors import UserError, first_line
 from dlrun.plan.compose import initialized
 from dlrun.plan.config import RunConfig, to_dict, validate
+from dlrun.plan.init_from import InitFrom
 from dlrun.registry import closest, missing_yaml_hint, plugin_conf_dirs, unknown_name_message
 from dlrun.rundir.layout import RunDir
 
@@ -116,6 +117,7 @@ class Plan:
     config: RunConfig | None = None
     resume: Resume | None = None
     new_dir: bool = False  # hydra.run.dir names a folder this command makes (or finds empty)
+    init: InitFrom | None = None  # init_from: the weights a new run starts from, read once
 
 
 def plan_command(argv: list[str], conf_dir: Path) -> Plan:
@@ -158,6 +160,11 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
     _check_hydra_dirs(parsed)
 
     resume = next((o.value() for o in parsed if o.key_or_group == "resume"), None)
+    if resume and any(o.key_or_group == "init_from" and o.value() for o in parsed):
+        raise UserError(
+            "resume= continues a run, init_from= starts a new one from a run's weights; "
+            "give one of them"
+        )
     if resume:
         if multirun:
             raise UserError("resume works on one run directory, not in a multirun (-m)")
@@ -178,12 +185,13 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
         return Plan(["-m", *argv, *_job_dirname_override(conf_dir, parsed)])
     data = _validate(cfg)
     _check_writable(data.paths)
+    init = _init_from(data)
     given = next((o.value() for o in parsed if o.key_or_group == "hydra.run.dir"), None)
     job = slurm_job()
     if job is None:
         if given is None:
-            return Plan(argv, data)
-        return Plan(argv, data, new_dir=_claim_run_dir(Path(str(given)).expanduser()))
+            return Plan(argv, data, init=init)
+        return Plan(argv, data, new_dir=_claim_run_dir(Path(str(given)).expanduser()), init=init)
     from dlrun.plan.resume import hydra_value
 
     # In a SLURM job, a run has a directory of its own that a requeued job finds again.
@@ -194,8 +202,25 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
         return plan_command([*kept, f"resume={hydra_value(str(where))}"], conf_dir)
     new = _claim_run_dir(where)
     return Plan(
-        argv if given else [*argv, f"hydra.run.dir={hydra_value(str(where))}"], data, None, new
+        argv if given else [*argv, f"hydra.run.dir={hydra_value(str(where))}"],
+        data,
+        None,
+        new,
+        init,
     )
+
+
+def _init_from(data: RunConfig) -> InitFrom | None:
+    """``init_from``'s checkpoint, read once and checked against the config (task, model,
+    every key that shapes the weights); None without one."""
+    from dlrun.plan import init_from
+
+    if not data.init_from:
+        return None
+    _check_plain_dir(Path(data.init_from), "init_from")
+    init = init_from.read(data.init_from)
+    init_from.check(data, init)
+    return init
 
 
 def _claim_run_dir(where: Path) -> bool:
@@ -363,6 +388,7 @@ def _check_sweep(conf_dir: Path, parsed) -> None:
     first = [first_value(o) for o in parsed]
     data = _validate(_compose(conf_dir, _job_overrides(first)))
     _check_writable(data.paths)
+    _init_from(data)  # each job reads it again: a sweep of fine-tunings
     # Hydra's own swept keys (hydra.launcher.n_jobs=1,2) shape no job: left out here.
     own = [f for o, f in zip(parsed, first) if not (o.is_sweep_override() and _is_hydra(o))]
     with initialized(conf_dir):

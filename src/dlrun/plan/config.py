@@ -140,12 +140,15 @@ LOGGERS = tuple(f.name for f in dataclasses.fields(LoggerConfig))  # each a sect
 
 @dataclass(frozen=True)
 class DebugConfig:
-    name: str = spec(choices=["none", "fast", "overfit", "profile", "anomaly"])
+    name: str = spec(choices=["none", "fast", "overfit", "profile", "anomaly", "lr_find"])
     eval_batches: int | None = spec(ge=1)
     train_batches: int | None = spec(ge=1)
     overfit_loss: float = spec(gt=0)
     profile_steps: int = spec(ge=0)
     anomaly: bool = spec()
+    lr_find_steps: int = spec(ge=0)  # debug=lr_find: steps of the range test (0: none)
+    lr_find_min: float = spec(gt=0)  # its first learning rate
+    lr_find_max: float = spec(gt=0)  # its last (it stops sooner when the loss diverges)
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class RunConfig:
     logger: LoggerConfig = spec()
     debug: DebugConfig = spec()
     resume: str | None = spec()
+    init_from: str | None = spec()  # a run whose weights a new run starts from
     tune: TuneConfig | None = spec()
 
 
@@ -230,16 +234,22 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
     sections = _Sections(data, problems)
     for name, schema in SECTIONS.items():
         sections.check(name, schema)
-    if data.get("resume") is not None and not isinstance(data["resume"], str):
-        problems.append(f"resume={data['resume']!r}: expected a run directory path")
+    for key in ("resume", "init_from"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            problems.append(f"{key}={data[key]!r}: expected a run directory path")
     if data.get("tune") is not None:
         sections.check("tune", TuneConfig)
     task_cls, model = _check_task_and_model(data, sections, problems)
 
     # Cross-field checks see the sections that are valid on their own (None: not valid).
     view = RunConfig(
-        **{name: sections.valid.get(name) for name in fields if name not in ("resume", "tune")},
+        **{
+            name: sections.valid.get(name)
+            for name in fields
+            if name not in ("resume", "init_from", "tune")
+        },
         resume=data.get("resume"),
+        init_from=data.get("init_from"),
         tune=sections.valid.get("tune"),
     )
     problems += _check_run(view)
@@ -324,7 +334,7 @@ def migrate(data: dict) -> dict:
     KMNIST held out ``dataset.val_size`` images (now ``val_fraction`` of its 60,000),
     and imdb ``dataset.val_size`` reviews (now ``dataset.val_fraction`` of 25,000).
     Every run kept its data on the device (``device.data`` came later: ``auto`` chooses
-    that where it fits).
+    that where it fits). Runs before ``debug=lr_find`` ran no range test.
     """
     device = data.get("device")
     if isinstance(device, dict) and "data" not in device:
@@ -336,6 +346,10 @@ def migrate(data: dict) -> dict:
     if isinstance(trainer, dict):  # before cross-validation, time-cadence checkpoints, keep, ema
         old = {"folds": None, "checkpoint_every": None, "keep": "best", "ema": None}
         data = {**data, "trainer": {**old, **trainer}}
+    debug = data.get("debug")
+    if isinstance(debug, dict) and "lr_find_steps" not in debug:  # before debug=lr_find
+        old = {"lr_find_steps": 0, "lr_find_min": 1e-7, "lr_find_max": 10.0}
+        data = {**data, "debug": {**debug, **old}}
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and dataset.get("name") == "kmnist" and "val_size" in dataset:
         # KMNIST held out a count of its 60,000 training images; now a fraction of them.
@@ -372,6 +386,16 @@ def _check_run(cfg: RunConfig) -> list[str]:
                 f"scheduler={cfg.scheduler.name}: needs trainer.max_steps or "
                 "trainer.max_epochs to know where training ends"
             )
+    d = cfg.debug
+    if d and d.lr_find_steps:
+        if d.lr_find_steps < 10:
+            problems.append(f"debug.lr_find_steps={d.lr_find_steps}: must be 0 (none) or >= 10")
+        if d.lr_find_min >= d.lr_find_max:
+            problems.append(
+                f"debug.lr_find_min={d.lr_find_min} must be below debug.lr_find_max={d.lr_find_max}"
+            )
+        if t and t.folds:
+            problems.append("debug=lr_find tests one model: leave out trainer.folds")
     # A model whose config has sparse_grad=true (bow_mlp) emits sparse gradient rows.
     if cfg.model and cfg.optimizer and t and getattr(cfg.model, "sparse_grad", False):
         o = cfg.optimizer

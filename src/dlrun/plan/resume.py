@@ -91,7 +91,8 @@ def check_not_a_fold(run: RunDir, config: dict) -> None:
         )
 
 
-def _assign(data: dict, key: str, value: Any) -> None:
+def assign(data: dict, key: str, value: Any) -> None:
+    """``data['a']['b'] = value`` for ``'a.b'`` in plain nested dicts (made as needed)."""
     *parents, leaf = key.split(".")
     node = data
     for part in parents:
@@ -139,7 +140,7 @@ def resumed_config(saved: dict, run_dir: Path, composed: dict, keys: list[str]) 
     data = copy.deepcopy(saved)
     for key in keys:
         if continues(key) and not key.startswith(("paths", "logger")):
-            _assign(data, key, copy.deepcopy(select(composed, key)))
+            assign(data, key, copy.deepcopy(select(composed, key)))
     data["logger"] = copy.deepcopy(composed["logger"])
     if "dataset.download" not in keys and isinstance(data.get("dataset"), dict):
         if "download" in data["dataset"]:

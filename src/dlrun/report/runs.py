@@ -374,7 +374,7 @@ def write_report(
     from dlrun.search.results import search_outputs
 
     files += search_outputs(paths, out, plots)
-    failed = sum(r.status not in ("ok", "pruned") for r in runs)
+    failed = sum(r.status not in ("ok", "pruned", "lr_find") for r in runs)  # lr_find: a probe
     return Report(out, table, files, failed, len(runs))
 
 

@@ -67,6 +67,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     samples = property(lambda self: self.path / "samples.txt")
     curves = property(lambda self: self.path / "curves.png")
+    lr_find = property(lambda self: self.path / "lr_find.png")  # debug=lr_find's figure
     per_class = property(lambda self: self.path / "per_class.json")
     trackers = property(lambda self: self.path / "trackers.json")
     tensorboard = property(lambda self: self.path / "tensorboard")

@@ -351,6 +351,12 @@ class TaskOutputs:
     def load(self, run: RunDir) -> None:
         """Read what ``save`` wrote, for prediction without the data."""
 
+    def vocabularies(self) -> dict[str, list[str]]:
+        """What the model's rows and columns stand for (words, classes, a table's features
+        and categories), by name, once prepared or loaded: a run that starts from
+        another's weights (``init_from``) must have the same, never remapped."""
+        return {}
+
     cfg: RunConfig
 
     def samples(self, model: nn.Module, split: str, n: int) -> list[dict[str, Any]]:

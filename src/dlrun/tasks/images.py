@@ -309,6 +309,9 @@ class ImagesTask(ClassificationTask):
         return printable(names[i], 120) if names else f"{split} image #{i}"
 
     # -- model --------------------------------------------------------------------------
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {"classes": list(self.classes)}
+
     def build_model(self) -> nn.Module:
         model = build_model(
             self.cfg.model,

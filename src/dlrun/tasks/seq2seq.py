@@ -133,6 +133,9 @@ class Seq2SeqTask(Task):
         self.src_vocab = Vocab.load(run.file("vocab_src.json"))
         self.tgt_vocab = Vocab.load(run.file("vocab_tgt.json"))
 
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {"source vocabulary": self.src_vocab.itos, "target vocabulary": self.tgt_vocab.itos}
+
     def build_model(self) -> nn.Module:
         sizes = len(self.src_vocab), len(self.tgt_vocab)
         tokens = Tokens(*sizes, Vocab.pad_id, Vocab.sos_id, Vocab.eos_id)

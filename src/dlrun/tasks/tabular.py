@@ -280,6 +280,11 @@ class TabularTask(ClassificationTask):
         return ",".join(row)
 
     # -- model, loss, metrics ----------------------------------------------------------------
+    def vocabularies(self) -> dict[str, list[str]]:
+        enc = self.encoder
+        categories = {f"categories of {k}": list(v) for k, v in enc.categories.items()}
+        return {"features": list(enc.features), **categories, "classes": list(self.classes)}
+
     def build_model(self) -> nn.Module:
         outputs = 1 if self.regression else len(self.classes)
         return build_model(self.cfg.model, inputs=self.encoder.width, outputs=outputs)

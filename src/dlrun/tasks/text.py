@@ -349,6 +349,9 @@ class TextClassifier(ClassificationTask):
         return texts[i] if texts else f"text #{i}"
 
     # -- model --------------------------------------------------------------------------
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {"vocabulary": self.vocab.itos, "classes": list(self.classes)}
+
     def build_model(self) -> nn.Module:
         return build_model(self.cfg.model, vocab_size=len(self.vocab), classes=len(self.classes))
 
