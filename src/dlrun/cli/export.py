@@ -133,6 +133,7 @@ def export(
                 "pip install 'dlrun[export]'"
             ) from None
         if fmt == "onnx":
+            assert onnx is not None  # dynamo=True returns the program
             atomic_write(target, lambda tmp: onnx.save(str(tmp)))
         else:
             atomic_write(target, lambda tmp: torch.export.save(program, str(tmp)))

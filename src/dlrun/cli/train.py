@@ -91,8 +91,9 @@ class Job:
 
         hc = HydraConfig.get()
         rundir = RunDir(hc.runtime.output_dir)
-        single = hc.mode == RunMode.RUN and self.plan.config is not None
-        config = self.plan.config if single else cfg
+        planned = self.plan.config if hc.mode == RunMode.RUN else None
+        single = planned is not None
+        config = planned if planned is not None else cfg
         resume = self.plan.resume.take() if self.plan.resume else None
         init = self.plan.init if single else None  # a sweep's jobs read theirs
         try:
@@ -243,7 +244,7 @@ def help_text() -> str:
             None,
         )
         fits = [
-            o for o in options("model") if kinds.get(yaml_of("model", o)[1].get("name")) == kind
+            o for o in options("model") if kinds.get(yaml_of("model", o)[1].get("name", "")) == kind
         ]
         fits.sort(key=lambda o: o != default)
         needs = []
@@ -275,9 +276,9 @@ def help_text() -> str:
             head + text, 96, subsequent_indent=" " * indent, break_on_hyphens=False
         )
 
-    for task, fits, needs in rows:
-        lines += wrapped(f"  {task:<{width}}models: ", fits, width + 10)
-        lines += wrapped(f"  {'':<{width}}data:   ", needs, width + 10)
+    for task, models, data in rows:
+        lines += wrapped(f"  {task:<{width}}models: ", models, width + 10)
+        lines += wrapped(f"  {'':<{width}}data:   ", data, width + 10)
     lines += ["", "groups (GROUP=OPTION):"]
     for group in sorted(p.name for p in conf_dir().iterdir() if p.is_dir()):
         if group not in ("task", "dataset", "model", "hydra"):

@@ -31,14 +31,14 @@ MANIFEST = ".manifest.json"
 def cache_key(config: Any, version: int) -> str:
     """A short stable hash of the config (a dict, list or config object) that determines
     the data."""
-    if dataclasses.is_dataclass(config):
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
     blob = json.dumps({"config": config, "version": version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cached(
-    root: Path, key: str, build: Callable[[Path], None], load: Callable[[Path], T]
+    root: Path, key: str, build: Callable[[Path], object], load: Callable[[Path], T]
 ) -> tuple[T, bool]:
     """``load`` of the cache folder for ``key``, built by ``build(tmp_dir)`` if absent.
 
@@ -69,7 +69,7 @@ def cached(
     return load(final), True
 
 
-def _build(root: Path, key: str, build: Callable[[Path], None]) -> None:
+def _build(root: Path, key: str, build: Callable[[Path], object]) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

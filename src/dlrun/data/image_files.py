@@ -49,7 +49,9 @@ def list_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
             f"dataset.path={printable(str(root))}: no class subfolders; put each class's "
             "images in a subfolder named after it, or give dataset.annotations=FILE.csv"
         )
-    classes, names, labels = [], [], []
+    classes: list[str] = []
+    names: list[str] = []
+    labels: list[int] = []
     for folder in subdirs:
         files = sorted(
             p.relative_to(root).as_posix()

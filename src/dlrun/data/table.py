@@ -75,7 +75,7 @@ class Column:
 
     def text(self, row: int) -> str:
         """The value of ``row`` as written (a number column's as Python prints it)."""
-        if self.codes is not None:
+        if self.values is not None and self.codes is not None:  # set together
             code = int(self.codes[row])
             return self.values[code] if code < len(self.values) else ""
         if self.missing[row]:
@@ -89,6 +89,7 @@ class Column:
         if self.codes is None:
             as_text = Column.from_strings([self.text(i) for i in range(len(self))])
             self.values, self.codes = as_text.values, as_text.codes
+        assert self.values is not None and self.codes is not None  # from_strings sets both
         return self.values, self.codes
 
     def bad(self, rows: np.ndarray) -> np.ndarray:
@@ -136,6 +137,7 @@ class Table:
         if self.label is not None:
             return f"{self.label} {i + 1}"
         if self.lines is None:
+            assert self.path is not None  # a table made without a file has a label
             self.lines = _python_rows(self.path, self.delimiter, self.encoding)[2]
         return f"{self.path}, line {self.lines[i]}"
 

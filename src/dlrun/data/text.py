@@ -8,6 +8,7 @@ import with current torch): ``basic_english`` follows torchtext's rules.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import json
@@ -143,6 +144,14 @@ def _plain_tar_files(path: Path):
                 yield name.decode("utf-8", "surrogateescape"), body[:size]
 
 
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A regular file's bytes (``extractfile`` gives None only for other members)."""
+    file = tar.extractfile(member)
+    if file is None:
+        raise tarfile.TarError(f"{member.name}: not a regular file")
+    return file.read()
+
+
 def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
     """Reviews of the Large Movie Review Dataset from its folder or its ``.tar.gz``.
 
@@ -168,14 +177,14 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
         try:
             try:
                 for member, content in _plain_tar_files(path):
-                    add(member, lambda c=content: c)
+                    add(member, functools.partial(bytes, content))
             except _NotPlain:  # pax or GNU long-name headers: tarfile reads those
                 for rows in found.values():
                     rows.clear()
                 with tarfile.open(path) as tar:
                     for member in tar:
                         if member.isfile():
-                            add(member.name, lambda m=member: tar.extractfile(m).read())
+                            add(member.name, functools.partial(_member_bytes, tar, member))
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             reason = first_line(exc, 120)
             raise UserError(

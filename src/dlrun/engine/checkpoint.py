@@ -67,7 +67,8 @@ def restore(ckpt: dict[str, Any], parts: dict[str, Any]) -> dict:
 
 def rng_states() -> dict:
     """Every RNG the run draws from, in a form ``weights_only`` loading accepts."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # legacy=True gives the tuple; numpy's stub allows a dict
     states = {
         "python": random.getstate(),
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],

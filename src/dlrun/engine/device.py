@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 
@@ -159,7 +160,8 @@ def for_training(model: torch.nn.Module, dev: DeviceInfo, dist) -> torch.nn.Modu
         model = DistributedDataParallel(model, device_ids=ids)
     if dev.compile:
         if compilable:
-            return torch.compile(model)
+            # A module compiles to a module (torch's annotation says any callable).
+            return cast(torch.nn.Module, torch.compile(model))
         logging.getLogger("dlrun").warning(
             "device.compile: running %s eagerly (%s)", type(model).__name__, note
         )

@@ -21,7 +21,12 @@ class TaskLike(Protocol):
     """What the engine needs of a task (``dlrun.tasks.base.Task`` provides it)."""
 
     splits: dict[str, dict[str, torch.Tensor]]
-    batch_size: int  # of training
+
+    @property
+    def batch_size(self) -> int: ...  # of training
+
+    @property
+    def keep(self) -> str: ...  # trainer.keep=auto's choice: "best" or "last"
 
     def size(self, split: str) -> int: ...
 

@@ -121,9 +121,8 @@ def plot_confusion(confusion, classes: tuple[str, ...], out: Path, title: str) -
     for i in range(k):
         for j in range(k):
             color = "white" if rates[i, j] > 0.5 else "black"
-            ax.text(
-                j, i, int(counts[i, j]), ha="center", va="center", fontsize=fontsize, color=color
-            )
+            count = str(int(counts[i, j]))
+            ax.text(j, i, count, ha="center", va="center", fontsize=fontsize, color=color)
     labels = [str(c)[:20] for c in classes]
     ax.set_xticks(range(k), labels, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
     ax.set_yticks(range(k), labels)
@@ -307,6 +306,7 @@ def plot_table(
 
     values = np.asarray(values, dtype=float)
     goal = None if target is None else np.asarray(target[1], dtype=float)
+    goal_name = "" if target is None else target[0]
     scatter = len(names) >= 2 or goal is not None
     panels = len(names) + scatter
     cols = min(panels, 4)
@@ -323,7 +323,7 @@ def plot_table(
         if len(names) >= 2:
             x, y, xname, yname = values[:, 0], values[:, 1], names[0], names[1]
         else:
-            x, y, xname, yname = values[:, 0], goal, names[0], target[0]
+            x, y, xname, yname = values[:, 0], goal, names[0], goal_name
         both = np.isfinite(x) & np.isfinite(y)
         if labels is not None and classes:
             codes = np.asarray(labels)[both]
@@ -335,7 +335,7 @@ def plot_table(
             ax.legend(fontsize=7, title="label", markerscale=2)
         elif goal is not None and len(names) >= 2:
             points = ax.scatter(x[both], y[both], s=8, c=goal[both], cmap="viridis")
-            fig.colorbar(points, ax=ax, label=target[0])
+            fig.colorbar(points, ax=ax, label=goal_name)
         else:
             ax.scatter(x[both], y[both], s=8, color=series_colour(0))
         ax.set(xlabel=xname, ylabel=yname, title=f"{yname} vs {xname}")
@@ -373,6 +373,7 @@ def plot_decision_boundary(
     the points on top coloured by their label and the misclassified ones marked; the
     legend names each class's colour."""
     import torch
+    from matplotlib.artist import Artist
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
@@ -395,7 +396,7 @@ def plot_decision_boundary(
         edgecolors="k",
         linewidths=0.3,
     )
-    handles = [
+    handles: list[Artist] = [
         Line2D([], [], marker="o", linestyle="", color=palette[i], label=str(c))
         for i, c in enumerate(classes)
     ]

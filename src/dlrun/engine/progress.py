@@ -75,9 +75,8 @@ class DataOrder:
 
     def next(self, s: TrainState) -> torch.Tensor:
         """The next micro-batch's indices; advances ``s`` (its epoch and position)."""
-        self._order(s)
         b = s.batch_in_epoch
-        idx = self._perm[b * self.batch_size : (b + 1) * self.batch_size]
+        idx = self._order(s)[b * self.batch_size : (b + 1) * self.batch_size]
         s.batch_in_epoch += 1
         if s.batch_in_epoch == self.batches:
             s.epoch += 1

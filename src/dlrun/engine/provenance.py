@@ -10,6 +10,7 @@ file) is left out or ``None``, never an error: provenance must not fail a run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import platform
 import re
@@ -105,7 +106,10 @@ def data_fingerprints(dataset: Any) -> dict[str, dict[str, Any]]:
     ``*_path`` keys), by key: generated data sets name none."""
     import dataclasses
 
-    fields = dataclasses.asdict(dataset) if dataclasses.is_dataclass(dataset) else dict(dataset)
+    if dataclasses.is_dataclass(dataset) and not isinstance(dataset, type):
+        fields = dataclasses.asdict(dataset)
+    else:
+        fields = dict(dataset)
     return {
         f"dataset.{key}": fingerprint(Path(value).expanduser())
         for key, value in fields.items()
@@ -139,7 +143,7 @@ def _fingerprint(path: Path) -> dict[str, Any]:
         digest.update(f"{name}\0{st.st_size}\0".encode())
         if by_content:
             with open(p, "rb") as f:
-                for block in iter(lambda f=f: f.read(2**20), b""):
+                for block in iter(functools.partial(f.read, 2**20), b""):
                     digest.update(block)
         else:
             digest.update(f"{st.st_mtime_ns}\0".encode())

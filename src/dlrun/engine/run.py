@@ -204,6 +204,7 @@ def _cross_validate(
     from dlrun.plan.resume import resume_command
 
     k_folds = cfg.trainer.folds
+    assert k_folds, "run() cross-validates only with trainer.folds set"
     task, data_time = _load(cfg, dist, init)
     summaries = []
     for k in range(k_folds):
@@ -340,7 +341,9 @@ class Pruning(Callback):
     def __init__(self, tune: Any):
         from dlrun.search.study import pruning_hook
 
-        self.report = pruning_hook(tune)
+        report = pruning_hook(tune)
+        assert report is not None, "a search's trial (tune set) has a study to report to"
+        self.report = report
 
     def on_eval_end(self, trainer: Trainer, value: float) -> str | None:
         return "pruned" if self.report(trainer.state.step, value) else None
@@ -380,8 +383,11 @@ def _write_outputs(cfg: RunConfig, task, trainer: Trainer, test: dict | None) ->
     if test is not None:
         model, dev = trainer.eval_model, trainer.dev  # the tested weights
         model.eval()
-        amp = dict(dtype=dev.amp_dtype, enabled=dev.amp_dtype is not None)
-        with torch.inference_mode(), torch.autocast(dev.device.type, **amp):  # as the test
+        amp = dev.amp_dtype
+        with (
+            torch.inference_mode(),
+            torch.autocast(dev.device.type, dtype=amp, enabled=amp is not None),  # as the test
+        ):
             rows = task.samples(model, "test", cfg.trainer.num_samples)
             task.report(model, run)
         shown = {k: v for k, v in test.items() if k.startswith("test/")}

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,10 +52,9 @@ class Callback:
     Every hook does nothing unless a subclass says otherwise.
     """
 
-    @contextlib.contextmanager
-    def during_fit(self, trainer: Trainer) -> Iterator[None]:
+    def during_fit(self, trainer: Trainer) -> contextlib.AbstractContextManager:
         """A context around the whole of ``fit`` (a profiler, anomaly detection)."""
-        yield
+        return contextlib.nullcontext()
 
     def on_step_end(self, trainer: Trainer) -> None:
         """After each optimizer step."""
@@ -298,8 +297,9 @@ class Trainer:
         started = self._started = time.monotonic()
         self._since_eval = (s.samples, started)
         hidden = not (self.interactive and self.dist.main)
-        shape = {"unit": "step", "dynamic_ncols": True, "disable": hidden}
-        bar = tqdm(total=self.total_steps, initial=s.step, **shape)
+        bar = tqdm(
+            total=self.total_steps, initial=s.step, unit="step", dynamic_ncols=True, disable=hidden
+        )
         if self.lines:
             self.lines.started(s.step)
         self.reset_window()
@@ -316,10 +316,10 @@ class Trainer:
                 eval_now = (t.eval_every and s.step % t.eval_every == 0) or epoch_end
                 if s.step % t.log_every == 0 or eval_now:
                     loss = self._log_train(writer, started)
-                    bar.set_postfix(loss=f"{loss:.4f}", **postfix)
+                    bar.set_postfix({"loss": f"{loss:.4f}", **postfix})
                 if eval_now:
                     postfix = self._eval_and_checkpoint(writer, started)
-                    bar.set_postfix(loss=f"{loss:.4f}", **postfix)
+                    bar.set_postfix({"loss": f"{loss:.4f}", **postfix})
                 elif self.signals.take_save() or (
                     self.save_every_s and time.monotonic() - self._saved_at >= self.save_every_s
                 ):

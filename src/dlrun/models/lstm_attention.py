@@ -68,7 +68,7 @@ class LSTMAttentionSeq2Seq(Seq2Seq):
 
     def _output(self, memory, q: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) from decoder outputs q (B, T, H)."""
-        if self.attend:
+        if self.w_q is not None:  # attention (self.attend)
             enc, pad = memory
             scores = self.w_q(q) @ enc.transpose(1, 2)  # (B, T, S)
             scores = scores.masked_fill(pad.unsqueeze(1), float("-inf"))

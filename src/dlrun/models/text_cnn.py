@@ -36,6 +36,7 @@ class TextCNN(nn.Module):
         if not cfg.widths or min(cfg.widths) < 1:
             raise ValueError("text_cnn needs at least one convolution width of 1 or more")
         self.pad = vocab_size  # one extra row, kept at zero
+        self.widths = tuple(cfg.widths)
         self.embedding = nn.Embedding(vocab_size + 1, cfg.embedding_size, padding_idx=self.pad)
         self.convs = nn.ModuleList(
             nn.Conv1d(cfg.embedding_size, cfg.filters, w, padding=w - 1) for w in cfg.widths
@@ -60,9 +61,9 @@ class TextCNN(nn.Module):
         # Positions past a text's end: -inf before the max (padding=w-1 keeps every
         # window that touches a real token).
         pooled = []
-        for conv in self.convs:
+        for w, conv in zip(self.widths, self.convs):
             h = torch.relu(conv(x))  # (B, F, T + w - 1)
             t = torch.arange(h.shape[2], device=ids.device)
-            real = t[None, :] < (lengths.clamp(min=1) + conv.kernel_size[0] - 1)[:, None]
+            real = t[None, :] < (lengths.clamp(min=1) + w - 1)[:, None]
             pooled.append(h.masked_fill(~real[:, None, :], float("-inf")).amax(2))
         return self.out(self.dropout(torch.cat(pooled, 1)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,12 +83,14 @@ class TransformerSeq2Seq(Seq2Seq):
         d = cfg.d_model
         self.src_embed = nn.Embedding(src_vocab, d, padding_idx=pad_id)
         self.tgt_embed = nn.Embedding(tgt_vocab, d, padding_idx=pad_id)
+        self.pos: nn.Embedding | None  # learned positions, or None: pos_table's
+        self.pos_table: torch.Tensor  # a buffer (sinusoidal positions)
         if cfg.positions == "learned":
             self.pos = nn.Embedding(cfg.max_positions, d)
         else:
             self.register_buffer("pos_table", sinusoidal(cfg.max_positions, d), persistent=False)
             self.pos = None
-        layer = dict(
+        layer: dict[str, Any] = dict(
             d_model=d,
             nhead=cfg.nhead,
             dim_feedforward=cfg.dim_feedforward,

@@ -13,9 +13,11 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
@@ -176,7 +178,7 @@ def plan_command(argv: list[str], conf_dir: Path) -> Plan:
     swept = next((o for o in parsed if o.is_sweep_override()), None)
     if swept is not None:
         raise UserError(
-            f"{_shown(swept.input_line)}: several values make a sweep (dlrun -m); give one "
+            f"{_shown(_line(swept))}: several values make a sweep (dlrun -m); give one "
             "value, a list as key=[a,b], or a text with a comma as key='a,b'"
         )
     cfg, mode = _compose_job(conf_dir, _job_overrides(overrides))
@@ -292,6 +294,13 @@ def _check_duplicates(parsed, texts: list[str]) -> None:
         seen[key] = text
 
 
+def _line(o: Override) -> str:
+    """An override as the command line wrote it (Hydra's parser keeps each one's text)."""
+    if o.input_line is None:
+        raise ValueError(f"{o.key_or_group}: an override without its text")
+    return o.input_line
+
+
 def _shown(text: str, limit: int = 60) -> str:
     from dlrun.errors import printable
 
@@ -404,10 +413,13 @@ def _check_sweep(conf_dir: Path, parsed) -> None:
             "interval(...) is a search range: choose the search with hydra/sweeper=optuna "
             "(lists and choice()/range() make a grid)"
         )
+    sweeps: list[tuple[int | None, Override]]  # the command line's index; None: a preset's
     sweeps = [(i, o) for i, o in enumerate(parsed) if o.is_sweep_override()]
     given = {o.key_or_group for o in parsed}
     parser = OverridesParser.create()
-    params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
+    params: dict[str, Any] = {}
+    if sweeper.get("params"):  # each key's sweep text (the sweeper's schema)
+        params = cast(dict[str, Any], OmegaConf.to_container(sweeper.params))
     for key, values in params.items():
         if key in given:
             continue  # the command line's value wins
@@ -455,7 +467,7 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     check_not_a_fold(run, ckpt["config"])
     kept = check_overrides(run.path, parsed, ckpt["config"], set(all_groups(conf_dir)))
     where = hydra_value(str(run.path))
-    texts = [o.input_line for o in kept if o.key_or_group != "resume"]
+    texts = [_line(o) for o in kept if o.key_or_group != "resume"]
     texts += [f"resume={where}", f"hydra.run.dir={where}", "hydra.output_subdir=null"]
     cfg = _compose(conf_dir, _job_overrides(texts))
     keys = [o.key_or_group for o in kept]

@@ -187,7 +187,7 @@ def to_dict(cfg: Any) -> dict:
     """A plain, resolved dict of a config (what checkpoints and summaries store)."""
     if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    if dataclasses.is_dataclass(cfg):
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         out = dataclasses.asdict(cfg)
         if isinstance(cfg, RunConfig) and cfg.tune is None:
             del out["tune"]  # a search's trials alone have the section, as in their YAML
@@ -241,9 +241,10 @@ def validate(cfg: Any, check_data: bool = True) -> RunConfig:
         sections.check("tune", TuneConfig)
     task_cls, model = _check_task_and_model(data, sections, problems)
 
-    # Cross-field checks see the sections that are valid on their own (None: not valid).
+    # Cross-field checks see the sections that are valid on their own (None: not valid,
+    # which RunConfig's types do not allow: _check_run and the tasks' checks test for it).
     view = RunConfig(
-        **{
+        **{  # type: ignore[arg-type]
             name: sections.valid.get(name)
             for name in fields
             if name not in ("resume", "init_from", "tune")
@@ -358,8 +359,11 @@ def migrate(data: dict) -> dict:
         fraction = held / 60_000 if isinstance(held, int) and 0 < held < 60_000 else held
         data = {**data, "dataset": {**dataset, "val_fraction": fraction}}
     dataset = data.get("dataset")
-    old_val = isinstance(dataset, dict) and dataset.get("name") == "imdb" and "val_size" in dataset
-    if old_val and isinstance(dataset["val_size"], int):
+    if (
+        isinstance(dataset, dict)
+        and dataset.get("name") == "imdb"
+        and isinstance(dataset.get("val_size"), int)
+    ):
         # imdb held out val_size reviews of the official 25,000 (now a fraction) and read
         # bags only (max_tokens came with model=text_cnn).
         rest = {k: v for k, v in dataset.items() if k != "val_size"}
@@ -367,7 +371,7 @@ def migrate(data: dict) -> dict:
         data = {**data, "dataset": {"val_fraction": fraction, "max_tokens": 400, **rest}}
     node = data.get("logger")
     if isinstance(node, dict) and set(node) == {"name"} and node["name"] in ("none", "tensorboard"):
-        chosen = {"tensorboard": {}} if node["name"] == "tensorboard" else {}
+        chosen: dict[str, dict] = {"tensorboard": {}} if node["name"] == "tensorboard" else {}
         data = {**data, "logger": {k: chosen.get(k) for k in LOGGERS}}
     return data
 

@@ -13,11 +13,14 @@ import copy
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlrun.errors import UserError
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import select
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 # How long, how often, where, and what is logged: all a resume may change.
 CONTINUE = (
@@ -100,7 +103,9 @@ def assign(data: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def check_overrides(run_dir: Path, parsed: list, saved: dict, groups: set[str]) -> list[str]:
+def check_overrides(
+    run_dir: Path, parsed: list[Override], saved: dict, groups: set[str]
+) -> list[Override]:
     """The overrides (as parsed by Hydra) that a resume passes on; refuses the rest.
 
     A key that would not continue the run is refused unless its value is the

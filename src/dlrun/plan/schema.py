@@ -133,9 +133,11 @@ def typed(schema: type, node: dict) -> Any:
 
 def _section_type(tp: Any) -> type | None:
     """The dataclass of a nested section typed ``Section`` or ``Section | None``."""
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        found = [
+            a for a in typing.get_args(tp) if isinstance(a, type) and dataclasses.is_dataclass(a)
+        ]
         return found[0] if len(found) == 1 else None
     return None

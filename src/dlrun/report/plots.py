@@ -46,8 +46,10 @@ def _plot_group(
     from dlrun.engine.palette import log_scale
     from dlrun.engine.plots import plot_grouped_bars, plot_metric_vs, plot_overlaid_curves
 
-    files = []
-    base = metric.rpartition("/")[2] if metric else None
+    files: list[Path] = []
+    if not metric:
+        return files  # no metric to plot
+    base = metric.rpartition("/")[2]
     # Among the runs that finished: a key that varied only through failed runs is constant here.
     keys = [k for k in keys if len({r.value(k) for r in runs}) > 1]
 
@@ -63,7 +65,7 @@ def _plot_group(
 
     if base:
         curves = [(describe(r, keys) or r.path.name, RunDir(r.path).metrics) for r in runs]
-        val_split = (metric.partition("/")[0]) if "/" in metric else "val"
+        val_split = metric.partition("/")[0] if "/" in metric else "val"
         path = SweepDir(out).report_plot("curves" + suffix)
         plot_overlaid_curves(curves, val_split, base, path)
         files.append(path)
@@ -78,7 +80,7 @@ def _plot_group(
     headline = next((k for k in test if k.endswith("/" + base)), metric)
     is_num = is_numeric(x)
     xs = [r.value(x) for r in runs]
-    values = [number(v) for v in xs] if is_num else xs
+    values: list[Any] = [number(v) for v in xs] if is_num else xs  # numbers if is_num
     positive = is_num and all(v > 0 for v in values)
     logx = positive and (x.rpartition(".")[2] in ("lr", "weight_decay") or log_scale(values))
     grouped = all(is_grid(k) for k in others)  # else a search: every run is one point

@@ -295,7 +295,12 @@ def build_table(runs: list[Run], metric: str | None = None, provenance: bool = F
         if metric is None and len(tasks) > 1:  # each task by its own monitored metric
             by = run.summary.get("monitor") or sort_metric
         value = row.get(by) if by else None
-        if run.status != "ok" or not isinstance(value, (int, float)) or math.isnan(value):
+        if (
+            by is None
+            or run.status != "ok"
+            or not isinstance(value, (int, float))
+            or math.isnan(value)
+        ):
             return (task, 1, 0.0)
         base = by.rpartition("/")[2]
         maximize = run.maximize if any(m.endswith("/" + base) for m in monitors) else None

@@ -71,7 +71,8 @@ def read_json(path: Path, expect: type = dict) -> Any:
 
 
 def _json_kind(tp: type) -> str:
-    return {dict: "object", list: "list", str: "string"}.get(tp, "value")
+    kinds: dict[type, str] = {dict: "object", list: "list", str: "string"}
+    return kinds.get(tp, "value")
 
 
 def read_yaml(path: Path, expect: type = dict) -> Any:

@@ -176,6 +176,7 @@ def _slice(study, done):
         ax.set_ylabel(_objective(study))
     for ax in axes.flat[len(keys) :]:
         ax.axis("off")
+    assert points is not None  # plot_study draws this for one parameter or more
     fig.colorbar(points, ax=axes, label="trial", shrink=0.8)
     fig.suptitle(f"{_objective(study)} against each parameter")
     return fig
@@ -189,7 +190,7 @@ def _importances(study, done):
     from dlrun.engine.palette import series_colour
 
     importances = optuna.importance.get_param_importances(study)
-    names = sorted(importances, key=importances.get)
+    names = sorted(importances, key=importances.__getitem__)
     fig, ax = plt.subplots(figsize=(9, max(3.5, 1.0 + 0.5 * len(names))), layout="constrained")
     bars = ax.barh(names, [importances[n] for n in names], color=series_colour(0))
     ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=3)

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dlrun.errors import UserError
 from dlrun.rundir.layout import SweepDir
@@ -60,6 +60,12 @@ class Param:
     log: bool = False
     choices: tuple = ()
 
+    def bounds(self) -> tuple[float, float]:
+        """A range's two ends (``low``, ``high``; a categorical parameter has none)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.text}: a {self.kind} parameter has no range")
+        return self.low, self.high
+
     def distribution(self):
         from optuna.distributions import (
             CategoricalDistribution,
@@ -69,16 +75,17 @@ class Param:
 
         if self.kind == "categorical":
             return CategoricalDistribution(self.choices)
+        low, high = self.bounds()
         if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log, step=self.step or 1)
-        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+            return IntDistribution(int(low), int(high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(low, high, log=self.log, step=self.step)
 
     def extremes(self) -> list:
         """The values to check before any trial: every choice, both ends of a range."""
         if self.kind == "categorical":
             return list(self.choices)
-        cast = int if self.kind == "int" else float
-        return [cast(self.low), cast(self.high)]
+        as_type = int if self.kind == "int" else float
+        return [as_type(end) for end in self.bounds()]
 
     def grid(self) -> list:
         if self.kind == "categorical":
@@ -88,9 +95,10 @@ class Param:
                 f"{self.text}: the grid sampler needs a finite set of values; use choice(...) "
                 "or range(...), or another sampler (hydra.sweeper.sampler=tpe)"
             )
-        n = int(round((self.high - self.low) / self.step))
-        cast = int if self.kind == "int" else float
-        return [cast(self.low + i * self.step) for i in range(n + 1)]
+        low, high = self.bounds()
+        n = int(round((high - low) / self.step))
+        as_type = int if self.kind == "int" else float
+        return [as_type(low + i * self.step) for i in range(n + 1)]
 
 
 def parse_param(override) -> Param:
@@ -124,7 +132,7 @@ def parse_param(override) -> Param:
         return Param(key, text, "int", values[0], values[-1], step)
     if isinstance(value, IntervalSweep):
         low, high = value.start, value.end
-        if not low < high:
+        if low is None or high is None or not low < high:
             raise UserError(f"{text}: the interval is empty; write interval(LOW, HIGH), LOW < HIGH")
         if log and low <= 0:
             raise UserError(f"{text}: a log interval needs LOW > 0")
@@ -426,7 +434,9 @@ def check_search(sweeper: Any, parsed: list, compose: Callable[[list[str]], Any]
         for o in parsed
         if not o.is_sweep_override() and not o.key_or_group.startswith(own)
     ]
-    params = OmegaConf.to_container(sweeper.params) if sweeper.get("params") else {}
+    params: dict[str, Any] = {}
+    if sweeper.get("params"):  # each key's sweep text (the sweeper's schema)
+        params = cast(dict[str, Any], OmegaConf.to_container(sweeper.params))
     searched = [f"{k}={v}" for k, v in params.items()]
     searched += [o.input_line for o in parsed if o.is_sweep_override()]
     preset_fixed, space = split_overrides(OverridesParser.create().parse_overrides(searched))

@@ -26,6 +26,7 @@ import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from tqdm import tqdm
 
@@ -179,7 +180,8 @@ def held_out_splits(files: dict[str, list[tuple[str, str]]], d: AlgebraDataConfi
     if files.get("extrapolate") and d.extrapolate_size:
         out["extrapolate"] = files["extrapolate"][: d.extrapolate_size]
     held = {q for split in out.values() for q, _ in split}
-    val, train = [], []
+    val: list[tuple[str, str]] = []
+    train: list[tuple[str, str]] = []
     for q, a in pool:
         if q in held:
             continue
@@ -329,7 +331,7 @@ def _hash_seed(value: str):
             os.environ["PYTHONHASHSEED"] = old
 
 
-_MODULES: dict | None = None
+_MODULES: ModuleType | None = None  # mathematics_dataset.generate, in each worker
 
 
 def load_mathematics_dataset():
@@ -341,7 +343,9 @@ def load_mathematics_dataset():
 
     importlib.import_module("sympy.solvers.diophantine")
     dio = importlib.import_module("sympy.solvers.diophantine.diophantine")
-    sys.modules["sympy.solvers.diophantine"].base_solution_linear = dio.base_solution_linear
+    # A shim: the attribute the package imports from where sympy no longer keeps it.
+    package = sys.modules["sympy.solvers.diophantine"]
+    package.base_solution_linear = dio.base_solution_linear  # type: ignore[attr-defined]
     for alias, value in (("object", object), ("int", int), ("bool", bool)):
         if alias not in np.__dict__:
             setattr(np, alias, value)
@@ -369,6 +373,7 @@ def _generate_chunk(job: tuple[str, str, int, int]) -> list[str]:
     import numpy as np
 
     regime, module, n, seed = job
+    assert _MODULES is not None, "the pool's initializer (_init_worker) loads the package"
     random.seed(seed)
     np.random.seed(seed)
     fn = _MODULES.filtered_modules[regime][module]

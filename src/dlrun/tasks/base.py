@@ -6,7 +6,7 @@ import codecs
 import logging
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from torch import nn
 from dlrun.errors import UserError, printable
 from dlrun.plan.config import RunConfig
 from dlrun.rundir.layout import RunDir
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger("dlrun")
 
@@ -113,6 +116,7 @@ class TaskData:
     # streams them as they are instead of copying them into files of its own.
     host_mapped: bool = False
     device: torch.device = torch.device("cpu")
+    _pool: ThreadPoolExecutor  # streamed data's prefetching thread (made by ``to``)
 
     @property
     def batch_size(self) -> int:
@@ -408,9 +412,12 @@ class Task(TaskData, TaskChecks, TaskOutputs):
     model_kind: ClassVar[str]
     # Metrics ``evaluate`` returns for every split, besides ``loss``.
     metric_names: ClassVar[tuple[str, ...]]
-    # The weights kept and tested under ``trainer.keep=auto``: "best" (by ``task.monitor``)
-    # or "last" (where training stopped).
-    keep: str = "best"
+
+    @property
+    def keep(self) -> str:
+        """The weights kept and tested under ``trainer.keep=auto``: "best" (by
+        ``task.monitor``) or "last" (where training stopped)."""
+        return "best"
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

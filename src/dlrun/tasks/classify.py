@@ -9,7 +9,7 @@ BCEWithLogits) or one per class (cross-entropy).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 class ClassificationTask(Task):
-    metric_names = ("accuracy", "perplexity")
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "perplexity")
     classes: tuple[str, ...] = ()
 
     # -- what a subclass provides ----------------------------------------------------
@@ -97,13 +97,13 @@ class ClassificationTask(Task):
         pred = self._predictions(model, split)
         label = self.splits[split]["label"]
         order = torch.argsort((pred == label).int(), stable=True)[:n].tolist()
-        pred, label = pred.tolist(), label.tolist()
+        predicted, true = pred.tolist(), label.tolist()
         return [
             {
-                "correct": pred[i] == label[i],
+                "correct": predicted[i] == true[i],
                 "source": self.describe(split, i),
-                "target": self.classes[label[i]],
-                "prediction": self.classes[pred[i]],
+                "target": self.classes[true[i]],
+                "prediction": self.classes[predicted[i]],
             }
             for i in order
         ]

@@ -99,8 +99,8 @@ class DatesTask(Seq2SeqTask):
                 problems.append(
                     f"dataset.locales: unknown Babel locale '{loc}' (examples: en, da, de, pt_BR)"
                 )
-        if problems or not locales:
-            return problems
+        if problems or not locales or start is None or end is None:
+            return problems  # (a date that did not parse is among the problems)
         days = _one_year(start, end)
         seen: set[str] = set()
         for fmt in d.formats:

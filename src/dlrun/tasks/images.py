@@ -320,7 +320,8 @@ class ImagesTask(ClassificationTask):
             image_size=self.image_size,
         )
         if self.mean.device.type in CHANNELS_LAST:
-            model = model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format; torch's overloads leave it out.
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:

@@ -191,7 +191,8 @@ class KmnistTask(ClassificationTask):
     def build_model(self) -> nn.Module:
         model = build_model(self.cfg.model, channels=1, classes=len(CLASSES), image_size=28)
         if self.device.type in CHANNELS_LAST:
-            model = model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format; torch's overloads leave it out.
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
@@ -210,7 +211,9 @@ class KmnistTask(ClassificationTask):
         super().report(model, run)
         # Gathered onto the model's device: streamed images stay on the host.
         image = self.gather(self.splits["train"]["image"], torch.zeros(1, dtype=torch.long))
-        maps = model.first_activations(self.inputs(image))[0].float().cpu()
+        # A CNN's own method (torch types nn.Module's attributes as tensors or modules).
+        activations = model.first_activations(self.inputs(image))  # type: ignore[operator]
+        maps = activations[0].float().cpu()
         label = CLASSES[int(self.splits["train"]["label"][0])]
         plot_activation_maps(
             image[0].cpu(),

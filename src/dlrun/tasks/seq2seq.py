@@ -32,8 +32,8 @@ class Seq2SeqTask(Task):
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
-        self.src_vocab: Vocab | None = None
-        self.tgt_vocab: Vocab | None = None
+        self.src_vocab: Vocab  # both set by prepare or load
+        self.tgt_vocab: Vocab
         self.texts: dict[str, tuple[list[str], list[str]]] = {}
         # Optional label of each example (the module, in a mixture) for statistics.
         self.groups: dict[str, list[str]] = {}
@@ -185,7 +185,8 @@ class Seq2SeqTask(Task):
         return min(self.max_tgt_len, self.splits[split]["tgt"].shape[1] + self.DECODE_MARGIN)
 
     def _decode(self, model: nn.Module, src: torch.Tensor, max_len: int) -> torch.Tensor:
-        return model.generate(src, max_len, self.cfg.decode.beam_size)
+        # The model's own methods (torch types nn.Module's attributes as tensors or modules).
+        return model.generate(src, max_len, self.cfg.decode.beam_size)  # type: ignore[operator]
 
     def eval_order(self, split: str, rows: range) -> torch.Tensor:
         """``rows`` ordered by source width: evaluation batches then carry little padding."""
@@ -197,7 +198,8 @@ class Seq2SeqTask(Task):
     ) -> dict[str, torch.Tensor]:
         src, tgt = batch["src"], batch["tgt"]
         beam = self.cfg.decode.beam_size
-        logits, pred = model.score_and_generate(
+        # The model's own method, as in _decode.
+        logits, pred = model.score_and_generate(  # type: ignore[operator]
             src, self.decoder_input(tgt), self.decode_len(split), beam
         )
         loss = F.cross_entropy(

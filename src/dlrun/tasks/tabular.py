@@ -101,12 +101,12 @@ class TabularTask(ClassificationTask):
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
-        self.encoder: Encoder | None = None
+        self.encoder: Encoder  # set by prepare or load
         self.target_stats = (0.0, 1.0)  # regression: training mean and std of the target
         # Each split's rows: their indices in its table (``table_of``), aligned with the
         # split's tensors.
         self.rows: dict[str, np.ndarray] = {}
-        self.table: Table | None = None
+        self.table: Table  # set by prepare (the training table)
         self.test_table: Table | None = None  # dataset.test_path's
 
     @property

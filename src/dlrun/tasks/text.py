@@ -149,7 +149,7 @@ class TextClassifier(ClassificationTask):
         super().__init__(cfg)
         self.flat: dict[str, torch.Tensor] = {}  # each split's ids, end to end
         self.host_lengths: dict[str, torch.Tensor] = {}
-        self.vocab: WordVocab | None = None
+        self.vocab: WordVocab  # set by prepare or load
         self.shown: dict[str, list[str]] = {}
         self._stats: dict[str, Any] = {}
         self.feature_weights: torch.Tensor | None = None  # per token id, dataset.feature_weights

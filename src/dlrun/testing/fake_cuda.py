@@ -50,7 +50,8 @@ CPU = torch.device("cpu")
 class FakeCudaTensor(torch.Tensor):
     """A CPU tensor that reports ``cuda:0`` as its device (made by ``fake_cuda``)."""
 
-    __torch_function__ = torch._C._disabled_torch_function_impl  # the mode does the work
+    # The mode does the work (torch's documented way to turn a subclass's own hook off).
+    __torch_function__ = torch._C._disabled_torch_function_impl  # type: ignore[assignment]
 
     @property
     def device(self) -> torch.device:  # type: ignore[override]
@@ -60,7 +61,7 @@ class FakeCudaTensor(torch.Tensor):
     def is_cuda(self) -> bool:  # type: ignore[override]
         return True
 
-    def get_device(self) -> int:  # type: ignore[override]
+    def get_device(self) -> int:
         return 0
 
     def __reduce_ex__(self, protocol):
@@ -189,9 +190,9 @@ class FakeCudaMode(TorchFunctionMode):
         inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         out = func(*args, **kwargs)  # a FakeCudaTensor is a CPU tensor to torch's kernels
         if pinned and isinstance(out, torch.Tensor):
-            out._fake_pinned = True
+            out._fake_pinned = True  # type: ignore[attr-defined]  # what is_pinned reads
         if target == "cuda" or (target is None and any(_is_cuda(t) for t in inputs)):
-            host = _CPU_OUTPUTS.get(getattr(func, "__name__", None))
+            host = _CPU_OUTPUTS.get(getattr(func, "__name__", ""))
             if host is not None:
                 return tuple(o if i == host else _on_cuda(o, inputs) for i, o in enumerate(out))
             return _on_cuda(out, inputs)
@@ -205,7 +206,7 @@ def _pin(t: torch.Tensor) -> torch.Tensor:
         )
     with torch._C.DisableTorchFunction():
         out = torch.Tensor.clone(t)
-    out._fake_pinned = True
+    out._fake_pinned = True  # type: ignore[attr-defined]  # what is_pinned reads
     return out
 
 
@@ -279,7 +280,7 @@ def fake_cuda(free_bytes: int = 80 * 2**30) -> Iterator[FakeGpu]:
         (cuda, "get_rng_state_all"): lambda: [torch.zeros(16, dtype=torch.uint8)],
         (cuda, "set_rng_state_all"): lambda states: None,
         (torch, "load"): functools.partial(_load, torch.load),
-        (torch, "autocast"): _cpu_autocast(torch.autocast),
+        (torch, "autocast"): _CpuAutocast,
         (concurrent.futures, "ThreadPoolExecutor"): _pool_of(gpu),
     }
     saved = {key: getattr(*key) for key in patches}
@@ -301,11 +302,8 @@ def fake_cuda(free_bytes: int = 80 * 2**30) -> Iterator[FakeGpu]:
         torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32, cudnn.enabled = flags
 
 
-def _cpu_autocast(original):
+class _CpuAutocast(torch.amp.autocast_mode.autocast):
     """``torch.autocast`` with "cuda" made "cpu": the tensors are CPU tensors underneath."""
 
-    class autocast(original):  # noqa: N801 (torch's name)
-        def __init__(self, device_type: str, *args, **kwargs):
-            super().__init__("cpu" if device_type == "cuda" else device_type, *args, **kwargs)
-
-    return autocast
+    def __init__(self, device_type: str, *args, **kwargs):
+        super().__init__("cpu" if device_type == "cuda" else device_type, *args, **kwargs)

@@ -127,7 +127,7 @@ class OptunaSweeper(Sweeper):
         from dlrun.search import study as tune
 
         tune.require_optuna()
-        assert self.config is not None
+        assert self.config is not None and self.hydra_context is not None, "setup() comes first"
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         preset = [f"{k}={v}" for k, v in self.params.items()]
         fixed, space = tune.split_overrides(parser.parse_overrides([*preset, *arguments]))
@@ -171,6 +171,7 @@ class OptunaSweeper(Sweeper):
 
         from dlrun.search import study as tune
 
+        assert self.launcher is not None, "setup() comes first"
         # Hydra's basic launcher runs a job in this process, one at a time, and must run it
         # on the main thread (the job's Ctrl-C and SIGTERM handlers live there): inline.
         parallel = self.n_jobs if type(self.launcher).__name__ != "BasicLauncher" else 1
