@@ -349,8 +349,8 @@ def migrate(data: dict) -> dict:
         data = {**data, "trainer": {**old, **trainer}}
     debug = data.get("debug")
     if isinstance(debug, dict) and "lr_find_steps" not in debug:  # before debug=lr_find
-        old = {"lr_find_steps": 0, "lr_find_min": 1e-7, "lr_find_max": 10.0}
-        data = {**data, "debug": {**debug, **old}}
+        off = {"lr_find_steps": 0, "lr_find_min": 1e-7, "lr_find_max": 10.0}
+        data = {**data, "debug": {**debug, **off}}
     dataset = data.get("dataset")
     if isinstance(dataset, dict) and dataset.get("name") == "kmnist" and "val_size" in dataset:
         # KMNIST held out a count of its 60,000 training images; now a fraction of them.
