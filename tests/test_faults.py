@@ -515,3 +515,275 @@ def test_a_non_finite_number_in_a_column_names_the_cell(tmp_path, value):
     table = read_table(path)
     with pytest.raises(UserError, match=r"t\.csv, line 2, column 'b': .* is not a finite number"):
         Encoder.fit(table, np.arange(41), ["a", "b"], impute=False)
+
+
+# -- folder walks: bounded depth, symlink loops ------------------------------------------------
+
+
+def _png(path: Path, width: int, height: int, body: bytes | None = None) -> Path:
+    """A PNG file whose header claims ``width`` x ``height`` (its pixels: ``body``, or a
+    few zeros: a header-only claim is all a decompression bomb needs to be refused)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    pixels = body if body is not None else zlib.compress(b"\0" * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _small_png(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(path)
+
+
+def _class_tree(root: Path) -> None:
+    """Two class folders, each with what every walker looks for: an image, a text, a run,
+    IMDB reviews."""
+    for name in ("a", "b"):
+        _small_png(root / name / "x.png")
+        (root / name / "x.txt").write_text(f"a text of class {name}\n")
+        (root / name / "run").mkdir()
+        (root / name / "run" / "summary.json").write_text('{"status": "ok"}\n')
+        for split, label in (("train", "pos"), ("test", "neg")):
+            (root / name / split / label).mkdir(parents=True)
+            (root / name / split / label / f"{len(name)}_8.txt").write_text("a review\n")
+
+
+def _loop_to_parent(root: Path) -> None:
+    (root / "a" / "sub").mkdir()
+    (root / "a" / "sub" / "up").symlink_to("..")
+
+
+def _loop_to_self(root: Path) -> None:
+    (root / "a" / "self").symlink_to(".")
+
+
+def _loop_to_root(root: Path) -> None:
+    (root / "a" / "deep" / "er").mkdir(parents=True)
+    (root / "a" / "deep" / "er" / "top").symlink_to(root)
+
+
+def _two_folders_in_a_loop(root: Path) -> None:
+    (root / "a" / "to_b").symlink_to(root / "b")
+    (root / "b" / "to_a").symlink_to(root / "a")
+
+
+def _dangling_and_looping_links(root: Path) -> None:
+    (root / "a" / "gone").symlink_to(root / "nowhere")
+    (root / "a" / "l1").symlink_to(root / "a" / "l2")
+    (root / "a" / "l2").symlink_to(root / "a" / "l1")
+
+
+def _runaway_tree(root: Path) -> None:
+    deep = root / "a"
+    for _ in range(40):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deep / "x.txt").write_text("deep\n")
+
+
+TREES = {
+    "loop_to_parent": _loop_to_parent,
+    "loop_to_self": _loop_to_self,
+    "loop_to_root": _loop_to_root,
+    "two_folders_in_a_loop": _two_folders_in_a_loop,
+    "dangling_and_looping_links": _dangling_and_looping_links,
+    "runaway_tree": _runaway_tree,
+}
+
+
+def _walk_images(root: Path) -> object:
+    from dlrun.data.image_files import list_folder
+
+    return list_folder(root)
+
+
+def _walk_texts(root: Path) -> object:
+    from dlrun.data.text import _read_class_folders
+
+    return _read_class_folders(root, "utf-8")
+
+
+def _walk_text_fingerprint(root: Path) -> object:
+    from dlrun.tasks.text import _stat
+
+    return _stat(root)
+
+
+def _walk_reports(root: Path) -> object:
+    from dlrun.report.runs import find_runs
+
+    return find_runs([root])
+
+
+def _walk_provenance(root: Path) -> object:
+    from dlrun.engine.provenance import fingerprint
+
+    found = fingerprint(root)
+    if "unreadable" in found:
+        raise UserError(found["unreadable"])
+    return found
+
+
+def _walk_abandoned(root: Path) -> object:
+    return remove_abandoned(root)
+
+
+def _walk_imdb(root: Path) -> object:
+    from dlrun.data.text import read_aclimdb
+
+    return read_aclimdb(root)
+
+
+WALKS = {
+    "image_class_folders": _walk_images,
+    "text_class_folders": _walk_texts,
+    "text_cache_key": _walk_text_fingerprint,
+    "dlrun_report": _walk_reports,
+    "data_fingerprint": _walk_provenance,
+    "abandoned_temporaries": _walk_abandoned,
+    "imdb_folder": _walk_imdb,
+}
+
+
+@pytest.mark.parametrize("tree", TREES)
+@pytest.mark.parametrize("walk", WALKS)
+def test_every_folder_walk_is_bounded(tmp_path, walk, tree):
+    """Each walk over a hostile tree ends at once: a loop is skipped (each real folder is
+    listed once), a runaway tree is one line naming the depth; never a hang, a
+    RecursionError or a file listed twice."""
+    root = tmp_path / "data"
+    _class_tree(root)
+    TREES[tree](root)
+    start = time.monotonic()
+    try:
+        found = WALKS[walk](root)
+    except UserError as exc:
+        assert tree == "runaway_tree", exc
+        message = str(exc)
+        assert "\n" not in message and len(message) < 600
+        assert re.search(r"more than 32 folders below .*data", message), message
+    else:
+        assert tree != "runaway_tree" or walk == "abandoned_temporaries" and found == []
+        if walk == "dlrun_report":
+            assert sorted(p.relative_to(root).as_posix() for p in found) == ["a/run", "b/run"]
+        if walk == "image_class_folders":
+            classes, names, _ = found
+            assert classes == ["a", "b"] and len(names) == len(set(names))
+    assert time.monotonic() - start < 5
+
+
+def test_a_symlinked_class_folder_is_read_once(tmp_path):
+    """A symlink to a folder is followed (data kept elsewhere), its loop is not."""
+    from dlrun import walk
+
+    elsewhere = tmp_path / "elsewhere"
+    _small_png(elsewhere / "1.png")
+    (elsewhere / "again").symlink_to(elsewhere)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "cat").symlink_to(elsewhere)
+    _small_png(root / "dog" / "1.png")
+    assert walk.class_folders(root, lambda p: p.suffix == ".png") == [
+        ("cat", [root / "cat" / "1.png"]),
+        ("dog", [root / "dog" / "1.png"]),
+    ]
+
+
+def test_removing_temporaries_never_follows_a_link_out_of_the_folder(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    theirs = outside / ".notes.txt.tmp999999999"
+    theirs.write_text("not ours to remove")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "link").symlink_to(outside)
+    assert remove_abandoned(run) == []
+    assert theirs.exists()
+
+
+def test_a_live_writers_temporary_is_left_alone(tmp_path, holder):
+    other = holder(tmp_path / "elsewhere")  # any live process
+    live = tmp_path / f".summary.csv.tmp{other.proc.pid}"
+    live.write_text("being written")
+    assert remove_abandoned(tmp_path) == []
+    other.kill()
+    assert remove_abandoned(tmp_path) == [live]
+
+
+# -- image pixels: a decompression bomb is refused before decoding ----------------------------
+
+
+def _open_only(path: Path) -> None:
+    from dlrun.data.image_files import open_image
+
+    with open_image(path) as img:
+        assert img.size == (100, 100)
+
+
+def _decode_in_training(path: Path) -> None:
+    from dlrun.data.image_files import _decode_chunk
+
+    _, bad = _decode_chunk(([str(path)], 16, 1))
+    if bad:
+        raise UserError(bad[0][1])
+
+
+def _predict_images(path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dlrun.tasks.images import ImagesTask
+
+    fake = SimpleNamespace(cfg=SimpleNamespace(dataset=SimpleNamespace(channels=1)), image_size=16)
+    ImagesTask.encode(fake, [str(path)])
+
+
+def _predict_kmnist(path: Path) -> None:
+    from dlrun.tasks.kmnist import KmnistTask
+
+    KmnistTask.encode(None, [str(path)])
+
+
+def _choose_size(path: Path) -> None:
+    from dlrun.data.image_files import choose_size
+
+    side, measured = choose_size([str(path)])
+    if not measured:
+        raise UserError("no image measured")
+
+
+@pytest.mark.parametrize(
+    "reader", [_open_only, _decode_in_training, _predict_images, _predict_kmnist, _choose_size]
+)
+@pytest.mark.parametrize("claim", [(50_000, 50_000), (9_000, 9_000), (100, 100)])
+def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, reader, claim):
+    """A PNG of a few bytes that claims 2.5 gigapixels (past Pillow's own limit) or 81
+    megapixels (where Pillow only warns) is refused in one line naming the limit, with no
+    warning and no memory taken; a small one is read."""
+    import warnings
+    import zlib
+
+    body = zlib.compress(b"\0" * 101 * 100) if claim == (100, 100) else None
+    path = _png(tmp_path / "bomb.png", *claim, body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail here
+        try:
+            reader(path)
+        except (UserError, ValueError) as exc:
+            assert claim != (100, 100), exc
+            message = str(exc)
+            assert "\n" not in message
+            if reader is not _choose_size:
+                assert "67,108,864 pixels" in message and "MAX_PIXELS" in message, message
+        else:
+            assert claim == (100, 100)

@@ -104,6 +104,18 @@ def wait_for(path: Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this machine): a temporary file or folder named
+    after a process that is gone was abandoned (kill -9, power loss)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _open(path: Path) -> int | None:
     """The lock file, opened (made if absent); None in a folder this process cannot
     write, where it cannot write anything else either (and says so in its own line)."""
