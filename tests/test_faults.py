@@ -8,6 +8,7 @@ Full disks and read-only folders are real: a small tmpfs and a read-only bind mo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -787,3 +788,205 @@ def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, 
                 assert "67,108,864 pixels" in message and "MAX_PIXELS" in message, message
         else:
             assert claim == (100, 100)
+
+
+# -- every writer: kill -9 mid-write, a full disk, a read-only folder, kill at random -----------
+
+# name -> (the file it writes, Python that writes version ``n`` of it at ``path``): each
+# of dlrun's writers, run in this process or in a child process that is killed.
+WRITERS = {
+    "json": ("summary.json", "write_json(path, {'n': n, 'pad': 'x' * 200_000})"),
+    "text": ("summary.csv", "write_text_atomic(path, f'n,{n}\\n' + 'x' * 200_000 + '\\n')"),
+    "figure": (
+        "curves.png",
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "fig = plt.figure(figsize=(2 + n, 2))\nsave_figure(fig, path)",
+    ),
+    "checkpoint": (
+        "last.pt",
+        "import torch\nfrom dlrun.engine.checkpoint import save_atomic\n"
+        "save_atomic({'n': n, 'w': torch.zeros(100_000)}, path)",
+    ),
+}
+PRELUDE = "from dlrun.rundir.write import save_figure, write_json, write_text_atomic\n"
+LIGHT = ["json", "text"]  # writers whose child process starts in a tenth of a second
+HEAVY = [pytest.param(w, marks=pytest.mark.slow) for w in WRITERS if w not in LIGHT]
+
+
+def _write(writer: str, path: Path, n: int) -> None:
+    exec(PRELUDE + WRITERS[writer][1], {"path": path, "n": n})  # noqa: S102 - our own snippets
+
+
+def _writer_process(writer: str, path: Path, n: int, env: dict | None = None, loop=False):
+    code = PRELUDE + "import sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n"
+    body = WRITERS[writer][1]
+    if loop:
+        code += "import itertools\nfor n in itertools.count():\n" + textwrap.indent(body, "    ")
+    else:
+        code += f"n = {n}\n{body}\n"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("writer", [*LIGHT, *HEAVY])
+def test_kill_9_in_a_write_keeps_the_previous_file(tmp_path, writer):
+    """A writer killed (SIGKILL, through the DLRUN_KILL_WRITING hook) after writing its
+    temporary and before renaming it: the previous file is untouched, the temporary is
+    abandoned, and the next writer removes it and writes."""
+    from dlrun.rundir.write import KILL_ENV
+
+    name = WRITERS[writer][0]
+    path = tmp_path / name
+    _write(writer, path, 0)
+    before = path.read_bytes()
+    proc = _writer_process(writer, path, 1, {KILL_ENV: name})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    left = tmp_path / f".{name}.tmp{proc.pid}"
+    assert left.is_file() and path.read_bytes() == before
+    assert remove_abandoned(tmp_path) == [left]
+    _write(writer, path, 2)
+    assert path.read_bytes() != before and temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_kill_9_at_a_random_moment_never_tears_a_file(tmp_path, seed):
+    """A process rewriting summary.json in a loop, killed at a random moment: the file is
+    always a whole version (or not there yet), and what it left is removed."""
+    import random
+
+    path = tmp_path / "summary.json"
+    proc = _writer_process("json", path, 0, loop=True)
+    time.sleep(random.Random(seed).uniform(0.0, 0.4))
+    proc.kill()
+    proc.wait()
+    if path.exists():
+        data = json.loads(path.read_text())
+        assert len(data["pad"]) == 200_000
+    remove_abandoned(tmp_path)
+    assert temporaries(tmp_path) == []
+
+
+def _fill(disk: Path) -> None:
+    """Fill the tmpfs ``disk`` to its last byte."""
+    with contextlib.suppress(OSError), open(disk / "filler", "wb", buffering=0) as f:
+        while True:
+            f.write(b"\0" * 4096)
+
+
+def _cache_entry(root: Path, n: int) -> None:
+    from dlrun.data.cache import cached
+
+    cached(root, "entry", lambda tmp: (tmp / "data.bin").write_bytes(b"\1" * 400_000), len)
+
+
+@pytest.mark.parametrize("writer", [*WRITERS, "cache"])
+@pytest.mark.parametrize("kind", ["full", "ro"])
+def test_a_full_or_read_only_disk_is_one_line_for_every_writer(mounted, writer, kind):
+    """Every writer on a full tmpfs or a read-only bind mount: an OSError that
+    ``os_problem`` turns into one line naming a file of the disk and the fix; no temporary
+    file or folder left behind."""
+    disk = mounted(kind)
+    if kind == "full":
+        _fill(disk)
+    target = disk / "cache" / (WRITERS[writer][0] if writer in WRITERS else "")
+    with pytest.raises(OSError) as caught:
+        if writer == "cache":
+            _cache_entry(target, 1)
+        else:
+            _write(writer, target, 1)
+    problem = os_problem(caught.value)
+    assert problem is not None, caught.value
+    assert problem.startswith(str(disk)) and "\n" not in problem
+    assert ("disk is full" if kind == "full" else "read-only") in problem, problem
+    assert temporaries(disk) == []
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from dlrun.errors import UserError
+from dlrun.rundir import lock
+while time.time() < float(sys.argv[2]):  # both start at one moment
+    pass
+try:
+    lock.hold(Path(sys.argv[1]), "folder", "wait")
+    print("held", flush=True)
+    time.sleep(1.5)
+except UserError as exc:
+    print("refused:", exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("thing", ["run directory", "sweep folder"])
+def test_two_processes_racing_for_one_folder_one_wins(tmp_path, thing):
+    """Two writers start at the same moment on one run directory or sweep folder: one
+    holds it, the other is refused in one line naming the winner."""
+    folder = tmp_path / thing.replace(" ", "_")
+    start = str(time.time() + 0.5)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(folder), start], stdout=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=30)[0].decode().strip() for p in procs]
+    assert sorted(o.split(":")[0] for o in outs) == ["held", "refused"], outs
+    winner = procs[[o == "held" for o in outs].index(True)].pid
+    (loser,) = [o for o in outs if o != "held"]
+    assert f"in use by process {winner} " in loser and "\n" not in loser
+
+
+def test_two_processes_racing_for_one_cache_entry_build_it_once(tmp_path):
+    code = f"""
+import sys, time
+from pathlib import Path
+from dlrun.data.cache import cached
+while time.time() < float(sys.argv[1]):
+    pass
+def build(tmp):
+    with open({str(tmp_path / "builds")!r}, "a") as f:
+        f.write("built\\n")
+    time.sleep(0.5)
+    (tmp / "data.bin").write_bytes(b"x" * 1000)
+value, _ = cached(Path({str(tmp_path / "cache")!r}), "entry", build,
+                  lambda p: (p / "data.bin").read_bytes())
+print(len(value))
+"""
+    start = str(time.time() + 0.5)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, start], stdout=subprocess.PIPE) for _ in "ab"
+    ]
+    outs = [p.communicate(timeout=30)[0].decode().strip() for p in procs]
+    assert outs == ["1000", "1000"]
+    assert (tmp_path / "builds").read_text() == "built\n"
+    assert temporaries(tmp_path / "cache") == []
+
+
+# -- kill -9 in a sweep's summary ---------------------------------------------------------------
+
+
+@pytest.mark.slow  # a two-job sweep, a report and a refused rerun: about 30 s
+def test_kill_9_in_a_sweeps_summary_then_report_and_rerun(tmp_path, cache_dir):
+    """A sweep killed while writing summary.csv after its first job: ``dlrun-report`` on
+    the folder rewrites the summary (of the job that ran) and removes the torn
+    temporary; a rerun of the sweep into the folder is one line and changes nothing."""
+    from dlrun.rundir.write import KILL_ENV
+
+    sweep = tmp_path / "sweep"
+    argv = ["dlrun", "-m", *DATES, "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={sweep}"]
+    killed = run_cli(argv, tmp_path, cache_dir, env={KILL_ENV: "summary.csv"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(temporaries(sweep)) == 1 and not (sweep / "summary.csv").exists()
+    report = run_cli(["dlrun-report", str(sweep)], tmp_path, cache_dir)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "Traceback" not in report.stderr and temporaries(sweep) == []
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert len(rows) == 2 and ",ok," in rows[1]  # the header and the job that finished
+    before = digest(sweep)
+    rerun = run_cli(argv, tmp_path, cache_dir)
+    assert rerun.returncode == 2
+    assert_one_line(rerun.stderr, "dlrun", r"already holds a sweep's runs \(1\), whose files")
+    assert digest(sweep) == before

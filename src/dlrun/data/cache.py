@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from dlrun import walk
 from dlrun.errors import first_line
 from dlrun.rundir import lock
+from dlrun.rundir.write import named
 
 log = logging.getLogger("dlrun")
 T = TypeVar("T")
@@ -93,6 +94,9 @@ def _build(root: Path, key: str, build: Callable[[Path], None]) -> None:
             if not (root / key).is_dir():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:  # a full disk...: the entry's, not its temporary folder's
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise named(exc, tmp, root / key) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

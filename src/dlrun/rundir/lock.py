@@ -139,7 +139,12 @@ def _sign(fd: int) -> None:
 def _holder(fd: int) -> str:
     """The holder a lock file names: "process PID (COMMAND, since HH:MM:SS)"."""
     try:
-        text = os.pread(fd, 1024, 0).decode(errors="replace").strip()
+        text = ""
+        for _ in range(50):  # a holder that won a race this instant signs a moment later
+            text = os.pread(fd, 1024, 0).decode(errors="replace").strip()
+            if text:
+                break
+            time.sleep(0.01)
         pid, started, command = text.split(" ", 2)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(started)))
         return f"process {int(pid)} ({command}, since {since})"

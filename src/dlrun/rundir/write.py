@@ -38,11 +38,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
     except OSError as exc:  # named by the file meant (a full disk...), not the temporary
-        if exc.filename not in (str(tmp), tmp):
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise named(exc, tmp, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def named(exc: OSError, tmp: Path, path: Path) -> OSError:
+    """``exc``, raised while writing the temporary ``tmp`` (a file or a folder) of
+    ``path``, as the error of ``path``: the file meant, which its one line names. A
+    failed ``write()`` names no file at all (a full disk): it was the temporary's."""
+    where = os.fsdecode(exc.filename) if exc.filename is not None else str(tmp)
+    if where != str(tmp) and not where.startswith(f"{tmp}{os.sep}"):
+        return exc  # another file's: e.g. a folder that cannot be made
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def remove_abandoned(folder: Path) -> list[Path]:
