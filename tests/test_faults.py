@@ -916,7 +916,7 @@ while time.time() < float(sys.argv[2]):  # both start at one moment
 try:
     lock.hold(Path(sys.argv[1]), "folder", "wait")
     print("held", flush=True)
-    time.sleep(1.5)
+    time.sleep(0.5)
 except UserError as exc:
     print("refused:", exc, flush=True)
 """
@@ -927,7 +927,7 @@ def test_two_processes_racing_for_one_folder_one_wins(tmp_path, thing):
     """Two writers start at the same moment on one run directory or sweep folder: one
     holds it, the other is refused in one line naming the winner."""
     folder = tmp_path / thing.replace(" ", "_")
-    start = str(time.time() + 0.5)
+    start = str(time.time() + 0.3)
     procs = [
         subprocess.Popen([sys.executable, "-c", RACER, str(folder), start], stdout=subprocess.PIPE)
         for _ in range(2)
