@@ -8,6 +8,7 @@ Full disks and read-only folders are real: a small tmpfs and a read-only bind mo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -515,3 +516,481 @@ def test_a_non_finite_number_in_a_column_names_the_cell(tmp_path, value):
     table = read_table(path)
     with pytest.raises(UserError, match=r"t\.csv, line 2, column 'b': .* is not a finite number"):
         Encoder.fit(table, np.arange(41), ["a", "b"], impute=False)
+
+
+# -- folder walks: bounded depth, symlink loops ------------------------------------------------
+
+
+def _png(path: Path, width: int, height: int, body: bytes | None = None) -> Path:
+    """A PNG file whose header claims ``width`` x ``height`` (its pixels: ``body``, or a
+    few zeros: a header-only claim is all a decompression bomb needs to be refused)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    pixels = body if body is not None else zlib.compress(b"\0" * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _small_png(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(path)
+
+
+def _class_tree(root: Path) -> None:
+    """Two class folders, each with what every walker looks for: an image, a text, a run,
+    IMDB reviews."""
+    for name in ("a", "b"):
+        _small_png(root / name / "x.png")
+        (root / name / "x.txt").write_text(f"a text of class {name}\n")
+        (root / name / "run").mkdir()
+        (root / name / "run" / "summary.json").write_text('{"status": "ok"}\n')
+        for split, label in (("train", "pos"), ("test", "neg")):
+            (root / name / split / label).mkdir(parents=True)
+            (root / name / split / label / f"{len(name)}_8.txt").write_text("a review\n")
+
+
+def _loop_to_parent(root: Path) -> None:
+    (root / "a" / "sub").mkdir()
+    (root / "a" / "sub" / "up").symlink_to("..")
+
+
+def _loop_to_self(root: Path) -> None:
+    (root / "a" / "self").symlink_to(".")
+
+
+def _loop_to_root(root: Path) -> None:
+    (root / "a" / "deep" / "er").mkdir(parents=True)
+    (root / "a" / "deep" / "er" / "top").symlink_to(root)
+
+
+def _two_folders_in_a_loop(root: Path) -> None:
+    (root / "a" / "to_b").symlink_to(root / "b")
+    (root / "b" / "to_a").symlink_to(root / "a")
+
+
+def _dangling_and_looping_links(root: Path) -> None:
+    (root / "a" / "gone").symlink_to(root / "nowhere")
+    (root / "a" / "l1").symlink_to(root / "a" / "l2")
+    (root / "a" / "l2").symlink_to(root / "a" / "l1")
+
+
+def _runaway_tree(root: Path) -> None:
+    deep = root / "a"
+    for _ in range(40):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    (deep / "x.txt").write_text("deep\n")
+
+
+TREES = {
+    "loop_to_parent": _loop_to_parent,
+    "loop_to_self": _loop_to_self,
+    "loop_to_root": _loop_to_root,
+    "two_folders_in_a_loop": _two_folders_in_a_loop,
+    "dangling_and_looping_links": _dangling_and_looping_links,
+    "runaway_tree": _runaway_tree,
+}
+
+
+def _walk_images(root: Path) -> object:
+    from dlrun.data.image_files import list_folder
+
+    return list_folder(root)
+
+
+def _walk_texts(root: Path) -> object:
+    from dlrun.data.text import _read_class_folders
+
+    return _read_class_folders(root, "utf-8")
+
+
+def _walk_text_fingerprint(root: Path) -> object:
+    from dlrun.tasks.text import _stat
+
+    return _stat(root)
+
+
+def _walk_reports(root: Path) -> object:
+    from dlrun.report.runs import find_runs
+
+    return find_runs([root])
+
+
+def _walk_provenance(root: Path) -> object:
+    from dlrun.engine.provenance import fingerprint
+
+    found = fingerprint(root)
+    if "unreadable" in found:
+        raise UserError(found["unreadable"])
+    return found
+
+
+def _walk_abandoned(root: Path) -> object:
+    return remove_abandoned(root)
+
+
+def _walk_imdb(root: Path) -> object:
+    from dlrun.data.text import read_aclimdb
+
+    return read_aclimdb(root)
+
+
+WALKS = {
+    "image_class_folders": _walk_images,
+    "text_class_folders": _walk_texts,
+    "text_cache_key": _walk_text_fingerprint,
+    "dlrun_report": _walk_reports,
+    "data_fingerprint": _walk_provenance,
+    "abandoned_temporaries": _walk_abandoned,
+    "imdb_folder": _walk_imdb,
+}
+
+
+@pytest.mark.parametrize("tree", TREES)
+@pytest.mark.parametrize("walk", WALKS)
+def test_every_folder_walk_is_bounded(tmp_path, walk, tree):
+    """Each walk over a hostile tree ends at once: a loop is skipped (each real folder is
+    listed once), a runaway tree is one line naming the depth; never a hang, a
+    RecursionError or a file listed twice."""
+    root = tmp_path / "data"
+    _class_tree(root)
+    TREES[tree](root)
+    start = time.monotonic()
+    try:
+        found = WALKS[walk](root)
+    except UserError as exc:
+        assert tree == "runaway_tree", exc
+        message = str(exc)
+        assert "\n" not in message and len(message) < 600
+        assert re.search(r"more than 32 folders below .*data", message), message
+    else:
+        assert tree != "runaway_tree" or walk == "abandoned_temporaries" and found == []
+        if walk == "dlrun_report":
+            assert sorted(p.relative_to(root).as_posix() for p in found) == ["a/run", "b/run"]
+        if walk == "image_class_folders":
+            classes, names, _ = found
+            assert classes == ["a", "b"] and len(names) == len(set(names))
+    assert time.monotonic() - start < 5
+
+
+def test_a_symlinked_class_folder_is_read_once(tmp_path):
+    """A symlink to a folder is followed (data kept elsewhere), its loop is not."""
+    from dlrun import walk
+
+    elsewhere = tmp_path / "elsewhere"
+    _small_png(elsewhere / "1.png")
+    (elsewhere / "again").symlink_to(elsewhere)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "cat").symlink_to(elsewhere)
+    _small_png(root / "dog" / "1.png")
+    assert walk.class_folders(root, lambda p: p.suffix == ".png") == [
+        ("cat", [root / "cat" / "1.png"]),
+        ("dog", [root / "dog" / "1.png"]),
+    ]
+
+
+def test_removing_temporaries_never_follows_a_link_out_of_the_folder(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    theirs = outside / ".notes.txt.tmp999999999"
+    theirs.write_text("not ours to remove")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "link").symlink_to(outside)
+    assert remove_abandoned(run) == []
+    assert theirs.exists()
+
+
+def test_a_live_writers_temporary_is_left_alone(tmp_path, holder):
+    other = holder(tmp_path / "elsewhere")  # any live process
+    live = tmp_path / f".summary.csv.tmp{other.proc.pid}"
+    live.write_text("being written")
+    assert remove_abandoned(tmp_path) == []
+    other.kill()
+    assert remove_abandoned(tmp_path) == [live]
+
+
+# -- image pixels: a decompression bomb is refused before decoding ----------------------------
+
+
+def _open_only(path: Path) -> None:
+    from dlrun.data.image_files import open_image
+
+    with open_image(path) as img:
+        assert img.size == (100, 100)
+
+
+def _decode_in_training(path: Path) -> None:
+    from dlrun.data.image_files import _decode_chunk
+
+    _, bad = _decode_chunk(([str(path)], 16, 1))
+    if bad:
+        raise UserError(bad[0][1])
+
+
+def _predict_images(path: Path) -> None:
+    from types import SimpleNamespace
+
+    from dlrun.tasks.images import ImagesTask
+
+    fake = SimpleNamespace(cfg=SimpleNamespace(dataset=SimpleNamespace(channels=1)), image_size=16)
+    ImagesTask.encode(fake, [str(path)])
+
+
+def _predict_kmnist(path: Path) -> None:
+    from dlrun.tasks.kmnist import KmnistTask
+
+    KmnistTask.encode(None, [str(path)])
+
+
+def _choose_size(path: Path) -> None:
+    from dlrun.data.image_files import choose_size
+
+    side, measured = choose_size([str(path)])
+    if not measured:
+        raise UserError("no image measured")
+
+
+@pytest.mark.parametrize(
+    "reader", [_open_only, _decode_in_training, _predict_images, _predict_kmnist, _choose_size]
+)
+@pytest.mark.parametrize("claim", [(50_000, 50_000), (9_000, 9_000), (100, 100)])
+def test_an_image_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, reader, claim):
+    """A PNG of a few bytes that claims 2.5 gigapixels (past Pillow's own limit) or 81
+    megapixels (where Pillow only warns) is refused in one line naming the limit, with no
+    warning and no memory taken; a small one is read."""
+    import warnings
+    import zlib
+
+    body = zlib.compress(b"\0" * 101 * 100) if claim == (100, 100) else None
+    path = _png(tmp_path / "bomb.png", *claim, body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail here
+        try:
+            reader(path)
+        except (UserError, ValueError) as exc:
+            assert claim != (100, 100), exc
+            message = str(exc)
+            assert "\n" not in message
+            if reader is not _choose_size:
+                assert "67,108,864 pixels" in message and "MAX_PIXELS" in message, message
+        else:
+            assert claim == (100, 100)
+
+
+# -- every writer: kill -9 mid-write, a full disk, a read-only folder, kill at random -----------
+
+# name -> (the file it writes, Python that writes version ``n`` of it at ``path``): each
+# of dlrun's writers, run in this process or in a child process that is killed.
+WRITERS = {
+    "json": ("summary.json", "write_json(path, {'n': n, 'pad': 'x' * 200_000})"),
+    "text": ("summary.csv", "write_text_atomic(path, f'n,{n}\\n' + 'x' * 200_000 + '\\n')"),
+    "figure": (
+        "curves.png",
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "fig = plt.figure(figsize=(2 + n, 2))\nsave_figure(fig, path)",
+    ),
+    "checkpoint": (
+        "last.pt",
+        "import torch\nfrom dlrun.engine.checkpoint import save_atomic\n"
+        "save_atomic({'n': n, 'w': torch.zeros(100_000)}, path)",
+    ),
+}
+PRELUDE = "from dlrun.rundir.write import save_figure, write_json, write_text_atomic\n"
+LIGHT = ["json", "text"]  # writers whose child process starts in a tenth of a second
+HEAVY = [pytest.param(w, marks=pytest.mark.slow) for w in WRITERS if w not in LIGHT]
+
+
+def _write(writer: str, path: Path, n: int) -> None:
+    exec(PRELUDE + WRITERS[writer][1], {"path": path, "n": n})  # noqa: S102 - our own snippets
+
+
+def _writer_process(writer: str, path: Path, n: int, env: dict | None = None, loop=False):
+    code = PRELUDE + "import sys\nfrom pathlib import Path\npath = Path(sys.argv[1])\n"
+    body = WRITERS[writer][1]
+    if loop:
+        code += "import itertools\nfor n in itertools.count():\n" + textwrap.indent(body, "    ")
+    else:
+        code += f"n = {n}\n{body}\n"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@pytest.mark.parametrize("writer", [*LIGHT, *HEAVY])
+def test_kill_9_in_a_write_keeps_the_previous_file(tmp_path, writer):
+    """A writer killed (SIGKILL, through the DLRUN_KILL_WRITING hook) after writing its
+    temporary and before renaming it: the previous file is untouched, the temporary is
+    abandoned, and the next writer removes it and writes."""
+    from dlrun.rundir.write import KILL_ENV
+
+    name = WRITERS[writer][0]
+    path = tmp_path / name
+    _write(writer, path, 0)
+    before = path.read_bytes()
+    proc = _writer_process(writer, path, 1, {KILL_ENV: name})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    left = tmp_path / f".{name}.tmp{proc.pid}"
+    assert left.is_file() and path.read_bytes() == before
+    assert remove_abandoned(tmp_path) == [left]
+    _write(writer, path, 2)
+    assert path.read_bytes() != before and temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_kill_9_at_a_random_moment_never_tears_a_file(tmp_path, seed):
+    """A process rewriting summary.json in a loop, killed at a random moment: the file is
+    always a whole version (or not there yet), and what it left is removed."""
+    import random
+
+    path = tmp_path / "summary.json"
+    proc = _writer_process("json", path, 0, loop=True)
+    time.sleep(random.Random(seed).uniform(0.0, 0.4))
+    proc.kill()
+    proc.wait()
+    if path.exists():
+        data = json.loads(path.read_text())
+        assert len(data["pad"]) == 200_000
+    remove_abandoned(tmp_path)
+    assert temporaries(tmp_path) == []
+
+
+def _fill(disk: Path) -> None:
+    """Fill the tmpfs ``disk`` to its last byte."""
+    with contextlib.suppress(OSError), open(disk / "filler", "wb", buffering=0) as f:
+        while True:
+            f.write(b"\0" * 4096)
+
+
+def _cache_entry(root: Path, n: int) -> None:
+    from dlrun.data.cache import cached
+
+    cached(root, "entry", lambda tmp: (tmp / "data.bin").write_bytes(b"\1" * 400_000), len)
+
+
+@pytest.mark.parametrize("writer", [*WRITERS, "cache"])
+@pytest.mark.parametrize("kind", ["full", "ro"])
+def test_a_full_or_read_only_disk_is_one_line_for_every_writer(mounted, writer, kind):
+    """Every writer on a full tmpfs or a read-only bind mount: an OSError that
+    ``os_problem`` turns into one line naming a file of the disk and the fix; no temporary
+    file or folder left behind."""
+    disk = mounted(kind)
+    if kind == "full":
+        _fill(disk)
+    target = disk / "cache" / (WRITERS[writer][0] if writer in WRITERS else "")
+    with pytest.raises(OSError) as caught:
+        if writer == "cache":
+            _cache_entry(target, 1)
+        else:
+            _write(writer, target, 1)
+    problem = os_problem(caught.value)
+    assert problem is not None, caught.value
+    assert problem.startswith(str(disk)) and "\n" not in problem
+    assert ("disk is full" if kind == "full" else "read-only") in problem, problem
+    assert temporaries(disk) == []
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from dlrun.errors import UserError
+from dlrun.rundir import lock
+while time.time() < float(sys.argv[2]):  # both start at one moment
+    pass
+try:
+    lock.hold(Path(sys.argv[1]), "folder", "wait")
+    print("held", flush=True)
+    time.sleep(0.5)
+except UserError as exc:
+    print("refused:", exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("thing", ["run directory", "sweep folder"])
+def test_two_processes_racing_for_one_folder_one_wins(tmp_path, thing):
+    """Two writers start at the same moment on one run directory or sweep folder: one
+    holds it, the other is refused in one line naming the winner."""
+    folder = tmp_path / thing.replace(" ", "_")
+    start = str(time.time() + 0.3)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, str(folder), start], stdout=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=30)[0].decode().strip() for p in procs]
+    assert sorted(o.split(":")[0] for o in outs) == ["held", "refused"], outs
+    winner = procs[[o == "held" for o in outs].index(True)].pid
+    (loser,) = [o for o in outs if o != "held"]
+    assert f"in use by process {winner} " in loser and "\n" not in loser
+
+
+def test_two_processes_racing_for_one_cache_entry_build_it_once(tmp_path):
+    code = f"""
+import sys, time
+from pathlib import Path
+from dlrun.data.cache import cached
+while time.time() < float(sys.argv[1]):
+    pass
+def build(tmp):
+    with open({str(tmp_path / "builds")!r}, "a") as f:
+        f.write("built\\n")
+    time.sleep(0.5)
+    (tmp / "data.bin").write_bytes(b"x" * 1000)
+value, _ = cached(Path({str(tmp_path / "cache")!r}), "entry", build,
+                  lambda p: (p / "data.bin").read_bytes())
+print(len(value))
+"""
+    start = str(time.time() + 0.5)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, start], stdout=subprocess.PIPE) for _ in "ab"
+    ]
+    outs = [p.communicate(timeout=30)[0].decode().strip() for p in procs]
+    assert outs == ["1000", "1000"]
+    assert (tmp_path / "builds").read_text() == "built\n"
+    assert temporaries(tmp_path / "cache") == []
+
+
+# -- kill -9 in a sweep's summary ---------------------------------------------------------------
+
+
+@pytest.mark.slow  # a two-job sweep, a report and a refused rerun: about 30 s
+def test_kill_9_in_a_sweeps_summary_then_report_and_rerun(tmp_path, cache_dir):
+    """A sweep killed while writing summary.csv after its first job: ``dlrun-report`` on
+    the folder rewrites the summary (of the job that ran) and removes the torn
+    temporary; a rerun of the sweep into the folder is one line and changes nothing."""
+    from dlrun.rundir.write import KILL_ENV
+
+    sweep = tmp_path / "sweep"
+    argv = ["dlrun", "-m", *DATES, "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={sweep}"]
+    killed = run_cli(argv, tmp_path, cache_dir, env={KILL_ENV: "summary.csv"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(temporaries(sweep)) == 1 and not (sweep / "summary.csv").exists()
+    report = run_cli(["dlrun-report", str(sweep)], tmp_path, cache_dir)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "Traceback" not in report.stderr and temporaries(sweep) == []
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert len(rows) == 2 and ",ok," in rows[1]  # the header and the job that finished
+
+    def files() -> dict[str, str]:  # a lock file names its latest holder: not a run's file
+        return {k: v for k, v in digest(sweep).items() if not k.endswith(lock.LOCK_FILE)}
+
+    before = files()
+    rerun = run_cli(argv, tmp_path, cache_dir)
+    assert rerun.returncode == 2
+    assert_one_line(rerun.stderr, "dlrun", r"already holds a sweep's runs \(1\), whose files")
+    assert files() == before

@@ -137,3 +137,90 @@ def test_run_directory_files_read_or_refuse():
     buffer = io.BytesIO()
     torch.save({"model": {"w": torch.zeros(3, 4)}, "config": {"task": {"name": "x"}}}, buffer)
     check(read.read_checkpoint, "last.pt", buffer.getvalue())
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\0" * 64)  # a few rows at most: what a bomb shows first
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body)
+
+
+@SETTINGS
+@given(st.integers(1, 2**31 - 1), st.integers(1, 2**31 - 1))
+def test_an_image_header_never_makes_a_reader_take_memory(width, height):
+    """Whatever size a PNG header claims, the image reader refuses it past MAX_PIXELS
+    before decoding a pixel, or decodes it (small), or names it unreadable: one line."""
+    import warnings
+
+    from dlrun.data.image_files import MAX_PIXELS, _decode_chunk
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "claim.png"
+        path.write_bytes(_png_claiming(width, height))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _, bad = _decode_chunk(([str(path)], 8, 1))
+    for _, reason in bad:
+        assert "\n" not in reason and len(reason) <= 200
+    if width * height > MAX_PIXELS:
+        assert bad and "pixels" in bad[0][1], bad
+
+
+ANNOTATIONS = b"file,label\n" + b"".join(
+    b"%d.png,%s\n" % (i, b"ab"[i % 2 : i % 2 + 1]) for i in range(6)
+)
+
+
+def test_image_annotation_files_read_or_refuse():
+    from types import SimpleNamespace
+
+    from dlrun.data.image_files import list_annotations
+
+    d = SimpleNamespace(filename_column="file", label_column="label")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "images"
+        root.mkdir()
+        for i in range(6):
+            (root / f"{i}.png").write_bytes(b"")
+        check(lambda p: list_annotations(root, p, d), "labels.csv", ANNOTATIONS)
+
+
+# A folder tree: (folder index, name) pairs of subfolders, and symlinks from one folder to
+# another (loops included), drawn at random.
+TREE = st.tuples(
+    st.lists(st.integers(0, 7), min_size=1, max_size=12),  # each new folder's parent
+    st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), max_size=6),  # links
+)
+
+
+@SETTINGS
+@given(TREE)
+def test_a_folder_walk_ends_on_any_tree_of_links(tree):
+    """Any tree with symlinks between its folders (loops, links to the root, to
+    themselves): the walk ends, lists each real file once, and never raises."""
+    from dlrun import walk
+
+    parents, links = tree
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = [Path(tmp) / "root"]
+        folders[0].mkdir()
+        for i, parent in enumerate(parents):
+            folders.append(folders[min(parent, len(folders) - 1)] / f"d{i}")
+            folders[-1].mkdir()
+            (folders[-1] / "f.txt").write_text(str(i))
+        for k, (a, b) in enumerate(links):
+            src, dst = folders[min(a, len(folders) - 1)], folders[min(b, len(folders) - 1)]
+            (src / f"link{k}").symlink_to(dst)
+        found = walk.files(folders[0])
+        texts = [p.read_text() for p in found]
+        assert sorted(texts) == sorted(str(i) for i in range(len(parents)))
+        assert walk.files(folders[0], links=False) == sorted(
+            (f / "f.txt" for f in folders[1:]), key=str
+        )

@@ -30,7 +30,7 @@ from dlrun.plan.compose import register_plugins, run_hydra
 from dlrun.plan.config import conf_dir
 from dlrun.plan.resume import resume_command
 from dlrun.rundir import lock
-from dlrun.rundir.layout import RunDir
+from dlrun.rundir.layout import RunDir, run_dirs_under
 from dlrun.rundir.write import remove_abandoned
 
 log = logging.getLogger("dlrun")
@@ -159,22 +159,36 @@ class SweepLock(Callback):
     """Hydra callback: a sweep's folder has one writer. Its start locks the folder
     (before Hydra's sweeper writes ``multirun.yaml``); a second sweep or search into a
     folder that one is writing is refused in one line. A search continued later in the
-    same folder (its study is there) is not refused: the lock ends with its writer."""
+    same folder (its study is there) is not refused: the lock ends with its writer, and
+    its trials get new folders. A plain sweep into a folder that holds runs already is
+    refused (Hydra would rewrite their ``.hydra/`` and the jobs their files). The holder
+    removes what a sweep killed mid-write left (``rundir.write.remove_abandoned``)."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
         from dlrun.engine.distributed import from_env
+        from dlrun.search.study import is_search
 
         if not from_env().main:
             return
+        sweep = Path(str(config.hydra.sweep.dir))
         try:
             lock.hold(
-                Path(str(config.hydra.sweep.dir)),
+                sweep,
                 "sweep folder",
                 "wait for that sweep to end, or choose another hydra.sweep.dir",
             )
+            held = run_dirs_under(sweep) if sweep.is_dir() else set()
+            if held and not is_search(config.hydra.sweeper):
+                raise UserError(
+                    f"hydra.sweep.dir={sweep} already holds a sweep's runs ({len(held)}), whose "
+                    "files are never rewritten; choose another hydra.sweep.dir (its table: "
+                    f"dlrun-report {sweep})"
+                )
         except UserError as exc:  # a callback's exception would be Hydra's traceback
             print(f"dlrun: error: {exc}", file=sys.stderr)
             sys.exit(2)
+        for tmp in remove_abandoned(sweep) if sweep.is_dir() else []:
+            log.info("removed %s, left by a process killed while writing it", tmp)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dlrun import walk
 from dlrun.errors import first_line
+from dlrun.rundir import lock
+from dlrun.rundir.write import named
 
 log = logging.getLogger("dlrun")
 T = TypeVar("T")
@@ -83,9 +86,7 @@ def _build(root: Path, key: str, build: Callable[[Path], object]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.{os.getpid()}.", dir=root))
     try:
         build(tmp)
-        sizes = {
-            str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
+        sizes = {str(p.relative_to(tmp)): p.stat().st_size for p in walk.files(tmp, links=False)}
         (tmp / MANIFEST).write_text(json.dumps(sizes))
         try:
             os.rename(tmp, root / key)
@@ -93,6 +94,9 @@ def _build(root: Path, key: str, build: Callable[[Path], object]) -> None:
             if not (root / key).is_dir():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:  # a full disk...: the entry's, not its temporary folder's
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise named(exc, tmp, root / key) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -124,15 +128,5 @@ def _remove_abandoned(root: Path, key: str) -> None:
     for tmp in root.glob(f".{key}.*"):
         parts = tmp.name.split(".")
         pid = int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
-        if pid is None or not _alive(pid):
+        if pid is None or not lock.alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

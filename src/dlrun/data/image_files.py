@@ -4,6 +4,7 @@ stratified split and per-channel statistics."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -12,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from dlrun import walk
 from dlrun.data.text import read_text
 from dlrun.engine import checkpoint
 from dlrun.errors import UserError, first_line, printable
@@ -43,8 +46,8 @@ def _is_image(path: Path) -> bool:
 
 def list_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
     """(classes, file names relative to ``root``, class ids) of an ImageFolder tree."""
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not subdirs:
+    folders = walk.class_folders(root, _is_image)
+    if not folders:
         raise UserError(
             f"dataset.path={printable(str(root))}: no class subfolders; put each class's "
             "images in a subfolder named after it, or give dataset.annotations=FILE.csv"
@@ -52,20 +55,15 @@ def list_folder(root: Path) -> tuple[list[str], list[str], list[int]]:
     classes: list[str] = []
     names: list[str] = []
     labels: list[int] = []
-    for folder in subdirs:
-        files = sorted(
-            p.relative_to(root).as_posix()
-            for p in folder.rglob("*")
-            if p.is_file() and _is_image(p)
-        )
-        if not files:
+    for name, paths in folders:
+        if not paths:
             raise UserError(
-                f"dataset.path={printable(str(root))}: class folder '{printable(folder.name)}' "
+                f"dataset.path={printable(str(root))}: class folder '{printable(name)}' "
                 f"has no images ({', '.join(EXTENSIONS)}); add some or remove the folder"
             )
-        labels += [len(classes)] * len(files)
-        classes.append(folder.name)
-        names += files
+        labels += [len(classes)] * len(paths)
+        classes.append(name)
+        names += [p.relative_to(root).as_posix() for p in paths]
     return classes, names, labels
 
 
@@ -124,12 +122,47 @@ def list_annotations(root: Path, csv_path: Path, d) -> tuple[list[str], list[str
 # -- decoding -------------------------------------------------------------------------------
 
 
+# The most pixels an image file may have (8192 x 8192: a 268 MB RGBA frame). Pillow only
+# warns below twice its own limit (89 megapixels); a file that claims more, such as a
+# decompression bomb (a few KB of PNG that claims 50,000 x 50,000), is refused before a
+# pixel is decoded: a training set names the file (or skips it, dataset.skip_bad=true),
+# dlrun-predict is one line.
+MAX_PIXELS = 8192 * 8192
+
+
+class ImageTooLarge(ValueError):
+    """An image file claims more than ``MAX_PIXELS`` pixels."""
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path) -> Iterator[Any]:
+    """The image file ``path`` opened with Pillow (its header read, no pixel decoded yet);
+    ``ImageTooLarge`` if it claims more than ``MAX_PIXELS``."""
+    from PIL import Image
+
+    limit = (
+        f"more than the {MAX_PIXELS:,} pixels dlrun decodes (data.image_files.MAX_PIXELS): "
+        "a decompression bomb, or a picture to shrink first"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the check below
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError:  # over twice Pillow's own limit
+            raise ImageTooLarge(f"it claims {limit}") from None
+    with img:
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageTooLarge(f"{width} x {height} pixels, {limit}")
+        yield img
+
+
 def decode_image(path: str, size: int, channels: int) -> np.ndarray:
     """One image file as uint8 (size, size, channels): first frame, EXIF orientation applied,
     transparency composited on black, resized (squashed) to a square with antialiasing."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
+    with open_image(path) as img:
         img.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode at 1/2..1/8
         img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
@@ -143,7 +176,7 @@ def decode_image(path: str, size: int, channels: int) -> np.ndarray:
 
 
 def why_unreadable(exc: BaseException) -> str:
-    return first_line(exc, 120)
+    return first_line(exc, 200)
 
 
 def _decode_chunk(job: tuple[list[str], int, int]) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -201,13 +234,11 @@ def decode_all(
 def choose_size(files: list[str]) -> tuple[int, int]:
     """(side, images measured): the median shorter side of up to AUTO_SAMPLE images
     (evenly spaced; headers only), clipped to AUTO_SIZE."""
-    from PIL import Image
-
     step = max(1, len(files) // AUTO_SAMPLE)
     sides = []
     for file in files[::step][:AUTO_SAMPLE]:
         try:
-            with Image.open(file) as img:
+            with open_image(file) as img:
                 sides.append(min(img.size))
         except Exception:  # noqa: S112 - unreadable files are reported when decoding
             continue

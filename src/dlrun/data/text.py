@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from dlrun import walk
 from dlrun.errors import UserError, first_line, printable
 
 # torchtext's basic_english: lowercase, then these substitutions, then split on whitespace.
@@ -107,6 +108,11 @@ def decode(raw: bytes, where: object, encoding: str = "utf-8", key: str | None =
         ) from None
 
 
+def is_text_file(path: Path) -> bool:
+    """A ``.txt`` file (of an IMDB folder or a class folder)."""
+    return path.suffix == ".txt"
+
+
 def read_text(path: Path, encoding: str = "utf-8", key: str | None = None) -> str:
     """A text file decoded with ``decode``."""
     return decode(Path(path).read_bytes(), path, encoding, key)
@@ -171,7 +177,7 @@ def read_aclimdb(path: Path, splits: tuple[str, ...] = ("train", "test")):
             found[m.group(1)].append((label, int(m.group(3)), text, int(m.group(4))))
 
     if path.is_dir():
-        for file in path.rglob("*.txt"):
+        for file in walk.files(path, is_text_file):
             add(file.relative_to(path).as_posix(), file.read_bytes)
     elif path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         try:
@@ -341,8 +347,8 @@ def _jsonl_rows(path: Path, text: str, text_column: str, label_column: str):
 
 def _read_class_folders(root: Path, encoding: str) -> list[tuple[str, str]]:
     rows = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in sorted(folder.rglob("*.txt")):
+    for folder, paths in walk.class_folders(root, is_text_file):
+        for file in paths:
             try:
                 raw = file.read_bytes()
             except OSError as exc:
@@ -350,7 +356,7 @@ def _read_class_folders(root: Path, encoding: str) -> list[tuple[str, str]]:
             text = decode(raw, file, encoding, key="dataset.encoding")
             if not text.strip():
                 raise UserError(f"{file}: empty text; fill it or remove the file")
-            rows.append((text, folder.name))
+            rows.append((text, folder))
     if not rows:
         raise UserError(
             f"{root}: no .txt files in subfolders; give one subfolder of .txt files per "

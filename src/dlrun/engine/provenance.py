@@ -20,6 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dlrun import walk
+from dlrun.errors import UserError
+
 HASH_LIMIT = 16 * 2**20  # data up to this size is hashed by content, larger by its files' stats
 GIT_TIMEOUT_S = 5
 
@@ -126,13 +129,15 @@ def fingerprint(path: Path) -> dict[str, Any]:
         return _fingerprint(path)
     except OSError as exc:  # a file the run could read and this cannot, or one gone since
         return {"path": str(path), "unreadable": f"{type(exc).__name__}: {exc.strerror}"}
+    except UserError as exc:  # a folder walk refused (too deep, unlistable)
+        return {"path": str(path), "unreadable": str(exc)}
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:
     if path.is_file():
         files = [(path.name, path)]
     elif path.is_dir():
-        files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+        files = [(p.relative_to(path).as_posix(), p) for p in walk.files(path)]
     else:
         return {"path": str(path), "missing": True}
     stats = [(name, p.stat()) for name, p in files]

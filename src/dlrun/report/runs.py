@@ -50,7 +50,7 @@ from omegaconf import OmegaConf
 from dlrun.errors import UserError
 from dlrun.rundir.layout import RunDir, SweepDir, run_dirs_under
 from dlrun.rundir.read import read_json, read_jsonl, read_yaml, select
-from dlrun.rundir.write import write_text_atomic
+from dlrun.rundir.write import remove_abandoned, write_text_atomic
 
 LOWER_IS_BETTER = {"loss", "cer", "perplexity"}
 STD = "std"  # the column of a metric's standard deviation over a cross-validation's folds
@@ -367,6 +367,7 @@ def write_report(
         hint = ", ".join(table.keys) or "none: every run has the same settings"
         raise UserError(f"--x {x}: not a key that varies between these runs; those are: {hint}")
     out.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(out)  # what a report or sweep killed while writing here left
     where = SweepDir(out)
     write_text_atomic(where.summary_csv, table.csv())
     write_text_atomic(where.summary_md, table.markdown())

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dlrun import walk
 from dlrun.errors import UserError, first_line
 from dlrun.rundir import read, write
 
@@ -205,13 +206,15 @@ def run_dirs_under(root: Path) -> set[Path]:
     """The run directories at or under ``root``: those with a ``summary.json`` or a
     ``.hydra/config.yaml`` (not the copies trackers keep in their own folders)."""
     probe = RunDir(root)
+    marks = [m.relative_to(root).parts for m in (probe.summary, probe.hydra_config)]
     found = set()
-    for mark in (probe.summary, probe.hydra_config):
-        depth = len(mark.relative_to(root).parts)  # of the file below its run directory
-        for path in root.rglob(str(mark.relative_to(root))):
-            run = path.parents[depth - 1]
-            if not set(run.relative_to(root).parts) & {*STORE_DIRS}:
-                found.add(run)
+    for path in walk.files(root, lambda p: p.name in {m[-1] for m in marks}):
+        for mark in marks:
+            below = path.relative_to(root).parts
+            if len(below) >= len(mark) and below[-len(mark) :] == mark:
+                where = below[: -len(mark)]  # the run directory's folders below root
+                if not set(where) & {*STORE_DIRS}:
+                    found.add(root.joinpath(*where))
     # A cross-validation run's folds are its rows (its summary has them), not runs of their own.
     return {run for run in found if not (run != root and _is_fold(run))}
 

@@ -104,6 +104,18 @@ def wait_for(path: Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this machine): a temporary file or folder named
+    after a process that is gone was abandoned (kill -9, power loss)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _open(path: Path) -> int | None:
     """The lock file, opened (made if absent); None in a folder this process cannot
     write, where it cannot write anything else either (and says so in its own line)."""
@@ -127,7 +139,12 @@ def _sign(fd: int) -> None:
 def _holder(fd: int) -> str:
     """The holder a lock file names: "process PID (COMMAND, since HH:MM:SS)"."""
     try:
-        text = os.pread(fd, 1024, 0).decode(errors="replace").strip()
+        text = ""
+        for _ in range(50):  # a holder that won a race this instant signs a moment later
+            text = os.pread(fd, 1024, 0).decode(errors="replace").strip()
+            if text:
+                break
+            time.sleep(0.01)
         pid, started, command = text.split(" ", 2)
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(started)))
         return f"process {int(pid)} ({command}, since {since})"

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from dlrun import walk
+from dlrun.rundir import lock
+
+# Fault injection, as SQLite's tests do it: with DLRUN_KILL_WRITING=<file name> (e.g.
+# summary.csv, last.pt), the process kills itself with SIGKILL when that file's temporary
+# is written and not yet renamed into place: the worst moment for a kill -9 or a power
+# cut, which the next command must recover from (tests/test_faults.py).
+KILL_ENV = "DLRUN_KILL_WRITING"
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -24,26 +34,42 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        if os.environ.get(KILL_ENV) == path.name:  # fault injection: kill -9 right here
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
     except OSError as exc:  # named by the file meant (a full disk...), not the temporary
-        if exc.filename not in (str(tmp), tmp):
-            raise
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise named(exc, tmp, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def named(exc: OSError, tmp: Path, path: Path) -> OSError:
+    """``exc``, raised while writing the temporary ``tmp`` (a file or a folder) of
+    ``path``, as the error of ``path``: the file meant, which its one line names. A
+    failed ``write()`` names no file at all (a full disk): it was the temporary's."""
+    where = os.fsdecode(exc.filename) if exc.filename is not None else str(tmp)
+    if where != str(tmp) and not where.startswith(f"{tmp}{os.sep}"):
+        return exc  # another file's: e.g. a folder that cannot be made
+    return OSError(exc.errno, exc.strerror, str(path))
+
+
 def remove_abandoned(folder: Path) -> list[Path]:
     """Remove the temporary files that writers killed mid-write (kill -9, power loss) left
-    in ``folder`` and its subfolders; only for the folder's lock holder (``rundir.lock``),
-    beside whom nobody else writes there. Returns what it removed."""
+    in ``folder`` and its subfolders: those named after a process that is gone (symlinks
+    are not followed out of ``folder``). Returns what it removed."""
     removed = []
-    for tmp in folder.rglob(".*.tmp*"):
-        pid = tmp.name.rpartition(".tmp")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+    for tmp in walk.files(folder, _is_temporary, links=False):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     return removed
+
+
+def _is_temporary(path: Path) -> bool:
+    """``atomic_write``'s temporary file (``.<name>.tmp<pid>``) of a process that is gone."""
+    stem, _, pid = path.name.rpartition(".tmp")
+    if not (stem.startswith(".") and pid.isdigit()):
+        return False
+    return int(pid) != os.getpid() and not lock.alive(int(pid))
 
 
 def write_json(path: Path, data: Any, indent: int | None = 2) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.data.download import download
+from dlrun.data.image_files import ImageTooLarge, open_image
 from dlrun.data.images import read_idx, read_npz
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
@@ -229,12 +230,12 @@ class KmnistTask(ClassificationTask):
         images = []
         for name in inputs:
             try:
-                with Image.open(name) as img:
+                with open_image(name) as img:
                     grey = img.convert("L")
                     if grey.size != (28, 28):
                         grey = grey.resize((28, 28), Image.Resampling.BILINEAR)
                     images.append(np.asarray(grey, dtype=np.uint8))
-            except (OSError, UnidentifiedImageError) as exc:
+            except (OSError, UnidentifiedImageError, ImageTooLarge) as exc:
                 raise UserError(
                     f"{printable(name)}: not a readable image ({printable(str(exc), 120)})"
                 ) from None

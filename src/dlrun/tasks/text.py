@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlrun import walk
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import stratified_split
 from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
-from dlrun.data.text import TOKENIZERS, WordVocab, read_labelled, with_ngrams
+from dlrun.data.text import TOKENIZERS, WordVocab, is_text_file, read_labelled, with_ngrams
 from dlrun.engine import checkpoint
 from dlrun.engine.checkpoint import save_atomic
 from dlrun.errors import UserError, printable
@@ -388,7 +389,7 @@ class TextDataConfig(TextFeaturesConfig):
 def _stat(path: Path) -> dict[str, Any]:
     """What identifies a file's or a folder's contents: names, sizes, modification times."""
     if path.is_dir():
-        files = sorted(path.glob("*/**/*.txt"))
+        files = [f for _, paths in walk.class_folders(path, is_text_file) for f in paths]
         listing = [
             (str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files
         ]
