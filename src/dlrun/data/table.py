@@ -134,8 +134,8 @@ def none_missing(n: int) -> np.ndarray:
 
 
 def narrow(x: np.ndarray) -> np.ndarray:
-    """``x`` (float64) as float32 where that keeps it to a millionth of its spread (most
-    columns: the model reads float32), else as it is (ids, timestamps, large offsets)."""
+    """Column ``x`` (float64) as float32 where that keeps it to a millionth of its spread
+    (most columns: the model reads float32), else as it is (ids, timestamps, offsets)."""
     x32 = x.astype(np.float32)
     finite = np.isfinite(x)
     if not finite.any():
@@ -321,8 +321,8 @@ def _arrow_blocks(
         numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
         if not (numeric or pa.types.is_dictionary(kind)):
             raise _AsText(name)  # dates, bytes...: text as written
-    # Per column, its blocks: numbers as float32 (or float64: ``narrow``) and where they
-    # are missing, or pyarrow's text; each block of the reader freed once converted.
+    # Per column, its blocks: numbers and where they are missing, or pyarrow's text; a
+    # column's numbers are joined, then kept as float32 where that does not blur them.
     parts: list[list] = [[] for _ in names]
     gaps: list[list] = [[] for _ in names]
     try:
@@ -334,7 +334,7 @@ def _arrow_blocks(
                 x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
                 nan = np.isnan(x)
                 gap.append(nan if nan.any() else len(x))
-                part.append(narrow(x))
+                part.append(x)  # a view of the block (new arrays here fragment the heap)
             del block
     except pa.ArrowInvalid as exc:
         _retry_as_text(exc, names)
@@ -348,6 +348,7 @@ def _arrow_blocks(
             continue
         numbers = np.concatenate(chunks)
         del chunks
+        numbers = narrow(numbers)
         if np.isinf(numbers).any():
             raise _AsText(name)  # "inf" is not a number to dlrun: as written
         if all(isinstance(g, int) for g in gaps[i]):
