@@ -368,3 +368,22 @@ def test_bad_number_names_its_line_wherever_it_falls(tiny_cfg, tmp_path):
         _task(tiny_cfg, path, *args)
     task = _task(tiny_cfg, path, *args, "dataset.categorical=[size]")
     assert "abc" in task.encoder.categories["size"]  # listed: one-hot, as asked
+
+
+def test_number_columns_are_float32_unless_that_blurs_them(tmp_path):
+    import numpy as np
+
+    from dlrun.data.table import Column, read_table
+
+    path = tmp_path / "t.csv"
+    rows = [f"{0.123456 * i:.6f},{1_700_000_000 + i},{' a' if i % 2 else 'b '}" for i in range(50)]
+    path.write_text("x,stamp,c\n" + "\n".join(rows) + "\n")
+    table = read_table(path, text=("c",))
+    x, stamp, c = table.columns
+    assert x.numbers.dtype == np.float32 and stamp.numbers.dtype == np.float64
+    assert x.text(7) == "0.864192" and stamp.text(3) == "1700000003"
+    assert not x.missing.any() and x.missing.strides == (0,)  # one shared False
+    # text read by pyarrow (dictionary-encoded) and from a list: the same stripped values
+    listed = Column.from_strings([r.split(",")[2] for r in rows])
+    assert c.values == listed.values == ["b", "a"]
+    assert (c.codes == listed.codes).all()

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import torch
 
@@ -38,37 +37,62 @@ FREE_TEXT_DISTINCT = 20  # a text column with more distinct values may be free t
 class Column:
     """One column of a table, row by row: its numbers (NaN where missing or not a number),
     which rows are missing, and, for a column read as text, its distinct stripped values
-    (``values``) with each row's index into them (``codes``)."""
+    (``values``) with each row's index into them (``codes``).
 
-    numbers: np.ndarray  # float64
+    A file's number columns are float32 (what the model reads), or float64 where float32
+    would blur them (``narrow``); ``missing`` of a column with no value missing is one
+    shared False (``none_missing``), not a mask per row.
+    """
+
+    numbers: np.ndarray  # float32 or float64
     missing: np.ndarray  # bool
     values: list[str] | None = None  # None: read as numbers, every present value finite
     codes: np.ndarray | None = None
 
     @classmethod
     def from_strings(cls, strings: list[str] | pa.Array | pa.ChunkedArray) -> Column:
-        """From each row's text: the distinct values are parsed once each."""
-        arr = strings if isinstance(strings, (pa.Array, pa.ChunkedArray)) else pa.array(strings)
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        coded = pc.utf8_trim_whitespace(arr.cast(pa.string())).dictionary_encode()
-        values = coded.dictionary.to_pylist()
-        codes = coded.indices.fill_null(len(values)).to_numpy().astype(np.int32)
+        """From each row's text (a list, or pyarrow strings, dictionary-encoded or not):
+        the distinct values are stripped and parsed once each."""
+        if isinstance(strings, list):
+            index: dict[str, int] = {}
+            codes = np.fromiter(
+                (index.setdefault(v, len(index)) for v in strings), np.int32, len(strings)
+            )
+            return cls._coded(list(index), [codes])
+        chunks = strings.chunks if isinstance(strings, pa.ChunkedArray) else [strings]
+        raw: list[str] = []
+        parts = []
+        for chunk in chunks:  # each chunk's own dictionary, made one for the column
+            if not pa.types.is_dictionary(chunk.type):
+                chunk = chunk.cast(pa.string()).dictionary_encode()
+            known = {v: i for i, v in enumerate(raw)}
+            local = np.array(
+                [known.setdefault(v, len(known)) for v in chunk.dictionary.to_pylist()] + [-1],
+                dtype=np.int32,
+            )
+            raw = list(known)
+            codes = chunk.indices.to_numpy(zero_copy_only=False)  # floats, NaN: null
+            if chunk.null_count:
+                codes = np.where(np.isnan(codes), len(local) - 1, codes)
+            parts.append(local[codes.astype(np.intp, copy=False)])
+        return cls._coded(raw, parts)
+
+    @classmethod
+    def _coded(cls, raw: list[str], parts: list[np.ndarray]) -> Column:
+        """From distinct raw values and each row's index into them (-1: missing)."""
+        index: dict[str, int] = {}
+        remap = np.array(  # values equal once stripped are one value
+            [index.setdefault(v.strip(), len(index)) for v in raw] + [-1], dtype=np.int32
+        )
+        values = list(index)
+        codes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        codes = remap[codes]
+        codes[codes < 0] = len(values)
         numbers = np.array([number(v) if number(v) is not None else math.nan for v in values])
         missing = np.array([is_missing(v) for v in values], dtype=bool)
         return cls(
             np.append(numbers, math.nan)[codes], np.append(missing, True)[codes], values, codes
         )
-
-    @classmethod
-    def from_arrow(cls, arr: pa.ChunkedArray) -> Column:
-        """From a column pyarrow read: numbers stay numbers (no Python per row)."""
-        if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
-            missing = arr.is_null().to_numpy(zero_copy_only=False)
-            numbers = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            if np.isfinite(numbers[~missing]).all():
-                return cls(numbers, missing)
-        return cls.from_strings(arr)  # text, or a number column with inf: as written
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -80,7 +104,9 @@ class Column:
             return self.values[code] if code < len(self.values) else ""
         if self.missing[row]:
             return ""
-        x = float(self.numbers[row])
+        x = self.numbers[row]
+        # float32's shortest text is what was written, to float32's 7 digits
+        x = float(str(x)) if x.dtype == np.float32 else float(x)
         return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)
 
     def coded(self) -> tuple[list[str], np.ndarray]:
@@ -95,6 +121,29 @@ class Column:
     def bad(self, rows: np.ndarray) -> np.ndarray:
         """Of ``rows``, those present but not a number (as a mask)."""
         return np.isnan(self.numbers[rows]) & ~self.missing[rows]
+
+    def present(self) -> np.ndarray:
+        """Every present row's number (the column itself when none is missing: no copy)."""
+        if not self.missing.any():
+            return self.numbers
+        return self.numbers[~self.missing]
+
+
+def none_missing(n: int) -> np.ndarray:
+    """The ``missing`` of a column of ``n`` rows with none missing: read-only, one byte."""
+    return np.broadcast_to(np.False_, (n,))
+
+
+def narrow(x: np.ndarray) -> np.ndarray:
+    """Column ``x`` (float64) as float32 where that keeps it to a millionth of its spread
+    (most columns: the model reads float32), else as it is (ids, timestamps, offsets)."""
+    x32 = x.astype(np.float32)
+    finite = np.isfinite(x)
+    if not finite.any():
+        return x32
+    spread = float(x[finite].max() - x[finite].min())
+    blur = float(np.abs(x32[finite] - x[finite]).max())
+    return x32 if blur <= 1e-6 * spread else x
 
 
 @dataclass
@@ -254,7 +303,8 @@ def _arrow_blocks(
         strings_can_be_null=False,
         true_values=["\0"],  # no booleans: "true"/"false" stay categories as written
         false_values=["\0"],
-        column_types=dict.fromkeys(text, pa.string()),
+        # text dictionary-encoded as it is read: a code per row, each value once
+        column_types=dict.fromkeys(text, pa.dictionary(pa.int32(), pa.string())),
     )
     try:
         reader = pacsv.open_csv(
@@ -270,16 +320,24 @@ def _arrow_blocks(
     if reader.schema.names != names:
         return None
     for name, kind in zip(names, reader.schema.types):
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or kind == pa.string()):
+        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        if not (numeric or pa.types.is_dictionary(kind)):
             raise _AsText(name)  # dates, bytes...: text as written
+    # Per column, its blocks: numbers and where they are missing, or pyarrow's text; a
+    # column's numbers are joined, then kept as float32 where that does not blur them.
     parts: list[list] = [[] for _ in names]
+    gaps: list[list] = [[] for _ in names]
     try:
         for block in reader:
-            for part, arr in zip(parts, block.columns):
-                numeric = arr.type != pa.string()
-                part.append(
-                    arr.to_numpy(zero_copy_only=False).astype(float, copy=False) if numeric else arr
-                )
+            for part, gap, arr in zip(parts, gaps, block.columns):
+                if pa.types.is_dictionary(arr.type):
+                    part.append(arr)
+                    continue
+                x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                nan = np.isnan(x)
+                gap.append(nan if nan.any() else len(x))
+                part.append(x)  # a view of the block (new arrays here fragment the heap)
+            del block
     except pa.ArrowInvalid as exc:
         _retry_as_text(exc, names)
         raise
@@ -287,13 +345,20 @@ def _arrow_blocks(
     for i, name in enumerate(names):  # one column's blocks joined at a time
         chunks, parts[i] = parts[i], []
         if not chunks or not isinstance(chunks[0], np.ndarray):
-            columns.append(Column.from_strings(pa.chunked_array(chunks, pa.string())))
+            kind = pa.dictionary(pa.int32(), pa.string())
+            columns.append(Column.from_strings(pa.chunked_array(chunks, kind)))
             continue
         numbers = np.concatenate(chunks)
         del chunks
-        missing = np.isnan(numbers)
+        numbers = narrow(numbers)
         if np.isinf(numbers).any():
             raise _AsText(name)  # "inf" is not a number to dlrun: as written
+        if all(isinstance(g, int) for g in gaps[i]):
+            missing = none_missing(len(numbers))
+        else:
+            missing = np.concatenate(
+                [np.zeros(g, bool) if isinstance(g, int) else g for g in gaps[i]]
+            )
         columns.append(Column(numbers, missing))
     return columns
 
@@ -400,7 +465,10 @@ class Encoder:
             present = rows[~col.missing[rows]]
             if name not in categorical and len(present) and not col.bad(present).any():
                 x = col.numbers[present]
-                enc.numeric[name] = (float(x.mean()), float(x.std()) or 1.0)
+                enc.numeric[name] = (
+                    float(x.mean(dtype=np.float64)),
+                    float(x.std(dtype=np.float64)) or 1.0,
+                )
                 continue
             values, codes = col.coded()
             bad = present[col.bad(present)]
@@ -529,12 +597,12 @@ def sorted_labels(labels: set[str]) -> list[str]:
 
 def describe(values: np.ndarray) -> dict[str, float]:
     """count, mean, std (n-1, as pandas), min, quartiles, max."""
-    x = np.asarray(values, dtype=np.float64)
+    x = np.asarray(values)  # float32 or float64, not copied; sums in float64
     q = np.quantile(x, [0.25, 0.5, 0.75])  # linear, as pandas; by partition, not a sort
     return {
         "count": len(x),
-        "mean": round(float(x.mean()), 6),
-        "std": round(float(x.std(ddof=1)), 6) if len(x) > 1 else 0.0,
+        "mean": round(float(x.mean(dtype=np.float64)), 6),
+        "std": round(float(x.std(ddof=1, dtype=np.float64)), 6) if len(x) > 1 else 0.0,
         "min": round(float(x.min()), 6),
         "25%": round(float(q[0]), 6),
         "50%": round(float(q[1]), 6),
@@ -549,9 +617,9 @@ def summary(table: Table, target: str, features: list[str], classes: bool) -> di
     out: dict[str, Any] = {}
     out["columns"] = {}
     for name, col in zip(table.header, table.columns):
-        present = np.flatnonzero(~col.missing)
-        if len(present) and not col.bad(present).any():
-            out["columns"][name] = describe(col.numbers[present])  # one column's copy at a time
+        x = col.present()  # no copy where none is missing
+        if len(x) and not np.isnan(x).any():
+            out["columns"][name] = describe(x)
     numeric = out["columns"]
     if classes:
         values, codes = table.column(target).coded()
@@ -576,7 +644,7 @@ def summary(table: Table, target: str, features: list[str], classes: bool) -> di
 def _correlation(columns: list[np.ndarray], rows: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     """Pearson correlations of ``columns`` over ``rows``, a chunk of rows at a time (no copy
     of the whole table)."""
-    means = np.array([c[rows].mean() for c in columns])
+    means = np.array([c[rows].mean(dtype=np.float64) for c in columns])
     gram = np.zeros((len(columns), len(columns)))
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
