@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.data.download import download
-from dlrun.data.image_files import ImageTooLarge, open_image
+from dlrun.data.image_files import ImageTooLarge, open_image, why_unreadable
 from dlrun.data.images import read_idx, read_npz
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
@@ -237,7 +237,7 @@ class KmnistTask(ClassificationTask):
                     images.append(np.asarray(grey, dtype=np.uint8))
             except (OSError, UnidentifiedImageError, ImageTooLarge) as exc:
                 raise UserError(
-                    f"{printable(name)}: not a readable image ({printable(str(exc), 120)})"
+                    f"{printable(name)}: not a readable image ({why_unreadable(exc)})"
                 ) from None
         return {"image": torch.from_numpy(np.stack(images))}
 
