@@ -149,10 +149,14 @@ def plot_activation_maps(image, maps, out: Path, title: str) -> None:
         ax.axis("off")
     axes[0][0].imshow(image.numpy(), cmap="gray")
     axes[0][0].set_title("input", fontsize=8)
+    # One colour scale for every channel, so that channels compare, and its bar as legend.
+    low, high = float(maps.min()), float(maps.max())
     for c in range(n):
         ax = axes[1 + c // cols][c % cols]
-        ax.imshow(maps[c].numpy(), cmap="viridis")
+        shown = ax.imshow(maps[c].numpy(), cmap="viridis", vmin=low, vmax=high)
         ax.set_title(f"channel {c}", fontsize=8)
+    if n:
+        fig.colorbar(shown, ax=axes[1:, :].ravel().tolist(), shrink=0.9, label="activation")
     fig.suptitle(title, fontsize=10)
     save_figure(fig, out)
     plt.close(fig)
