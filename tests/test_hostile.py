@@ -617,6 +617,9 @@ def test_signals_anywhere_end_with_one_line(
         capture_output=True,
         text=True,
         timeout=240,
+        # A shell's background job (`pytest &`) ignores SIGINT, and its children inherit
+        # that: the command under test gets Ctrl-C's default, as a terminal's would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert done.returncode == code, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
