@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
 from dlrun import __version__
-from dlrun.engine import trackers, trackers_wandb
+from dlrun.engine import trackers, trackers_mlflow, trackers_wandb
 from dlrun.engine.run import run
 from dlrun.errors import ConfigError, UserError
 from dlrun.plan.config import to_dict, validate
@@ -158,6 +158,40 @@ def test_a_failed_or_interrupted_run_ends_its_tracker_runs(tiny_cfg, tmp_path):
         found = client.get_run(run_id)
         assert (found.info.status, found.data.tags["dlrun.status"]) == (mlflow_status, status)
         assert history(client, found.info.run_id, "train/loss") == {3: 1.5}
+
+
+def test_a_new_mlflow_store_is_a_copy_of_a_template_at_the_current_schema(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path)
+    trackers_mlflow.seed_store(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", str(cache))
+    (template,) = (cache / "mlflow").glob("*/mlflow.db")
+    built = template.stat().st_mtime_ns
+    trackers_mlflow.seed_store(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", str(cache))
+    assert template.stat().st_mtime_ns == built  # built once, copied for each new store
+    for folder in ("a", "b"):
+        db = tmp_path / folder / "mlflow.db"
+        assert db.read_bytes() == template.read_bytes()
+        # MLflow takes it as it is (no migration) and adds its Default experiment here.
+        client = MlflowClient(f"sqlite:///{db}")
+        (default,) = client.search_experiments()
+        assert default.artifact_location == str(tmp_path / "mlruns" / "0")
+        run_id = client.create_run(client.create_experiment("x")).info.run_id
+        client.log_metric(run_id, "loss", 0.5, step=1)
+        assert history(client, run_id, "loss") == {1: 0.5}
+        assert db.read_bytes() != template.read_bytes()
+    # An existing store is never replaced; other stores and an unusable cache are left
+    # to MLflow (the run goes on, only slower).
+    before = (tmp_path / "a" / "mlflow.db").read_bytes()
+    trackers_mlflow.seed_store(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", str(cache))
+    assert (tmp_path / "a" / "mlflow.db").read_bytes() == before
+    (tmp_path / "file").write_text("")
+    (tmp_path / "c").mkdir()
+    trackers_mlflow.seed_store(f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}", str(tmp_path / "file"))
+    trackers_mlflow.seed_store("http://localhost:5000", str(cache))
+    assert not (tmp_path / "c" / "mlflow.db").exists()
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == []
 
 
 def wandb_records(path: Path) -> list:

@@ -5,8 +5,11 @@ Opened and ended through :mod:`dlrun.engine.trackers`, which chooses the tracker
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -33,6 +36,58 @@ def mlflow_store(settings: dict, output_dir: str) -> tuple[str, str | None]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
+def seed_store(uri: str, cache_dir: str) -> None:
+    """Start a new SQLite store as a copy of an empty one already at MLflow's schema.
+
+    MLflow creates a store's tables by running its Alembic migrations (about 1 s); a
+    store whose schema is at MLflow's head skips them. The empty store is built once per
+    MLflow version in ``<paths.cache_dir>/mlflow`` (one builder, as any cache entry).
+    Anything in the way (no cache folder, a store another run created meanwhile) leaves
+    the store to MLflow, which creates it as before, only slower.
+    """
+    path = uri.removeprefix("sqlite:///")
+    if not uri.startswith("sqlite:///") or "?" in path or path in ("", ":memory:"):
+        return
+    db = Path(path)
+    if db.exists() or not db.parent.is_dir():
+        return
+    from importlib.metadata import version
+
+    from dlrun.data.cache import cache_key, cached
+
+    root = Path(cache_dir).expanduser() / "mlflow"
+    key = cache_key({"mlflow": version("mlflow")}, 1)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}")
+    try:
+        template, _ = cached(root, key, _empty_store, _checked_store)
+        shutil.copyfile(template, tmp)
+        os.link(tmp, db)  # never replaces a store that another run created meanwhile
+    except Exception as exc:  # a store that MLflow makes itself works too, only slower
+        log.debug("dlrun: mlflow: no pre-built store (%s)", first_line(exc, 200))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _empty_store(folder: Path) -> None:
+    """An MLflow store with its tables and no experiment: MLflow adds its ``Default``
+    experiment (id 0, artifacts where the store's user runs) when a copy is opened."""
+    from mlflow import MlflowClient
+
+    db = folder / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()  # creates the tables
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM experiments WHERE experiment_id = 0")
+
+
+def _checked_store(folder: Path) -> Path:
+    """The template's file, if SQLite can read it and it has MLflow's tables."""
+    db = folder / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        conn.execute("SELECT COUNT(*) FROM experiments").fetchone()
+    return db
+
+
 class MlflowTracker:
     """One MLflow run, through ``MlflowClient`` (explicit run ids, no global active run)."""
 
@@ -45,6 +100,7 @@ class MlflowTracker:
         settings = data["logger"]["mlflow"]
         self.log_checkpoints = settings["log_checkpoints"]
         uri, artifacts = mlflow_store(settings, data["paths"]["output_dir"])
+        seed_store(uri, data["paths"]["cache_dir"])
         self.client, experiment = _mlflow_experiment(uri, settings["experiment"], artifacts)
         self.run_id = None
         if previous:
@@ -126,6 +182,7 @@ class MlflowTracker:
         _quiet("mlflow", "alembic")
         settings = data["logger"]["mlflow"]
         uri, artifacts = mlflow_store(settings, data["paths"]["output_dir"])
+        seed_store(uri, data["paths"]["cache_dir"])
         client, experiment = _mlflow_experiment(uri, settings["experiment"], artifacts)
         tags = {"dlrun.sweep_dir": str(sweep), "dlrun_version": __version__}
         run = client.create_run(experiment, run_name=_run_name(sweep), tags=tags)
