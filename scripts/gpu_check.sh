@@ -9,7 +9,7 @@
 #   - trains dates, algebra, kmnist, imdb, text_pairs, text, tabular and images for a
 #     few hundred steps in bf16; images, text (model=text_cnn too), tabular and kmnist
 #     again with device.data=stream; dates in fp16 (GradScaler on); kmnist with
-#     device.compile=true;
+#     device.compile=true, with trainer.ema=0.99, and from its own weights (init_from);
 #   - interrupts a run with SIGINT and resumes it; dlrun-predict of the GPU-trained
 #     dates and imdb runs on the CPU and on the GPU;
 #     torchrun --nproc_per_node=1 (and 2 ranks over NCCL where there are 2 GPUs);
@@ -166,6 +166,16 @@ else
 fi
 # shellcheck disable=SC2086
 check train_kmnist_compile train kmnist_compile "$amp" "" ${task_args[kmnist]} device.compile=true
+# trainer.ema (the average kept on the device beside the weights); init_from (a new run from
+# the kmnist run's weights, with a new learning rate; its summary records where it began).
+# shellcheck disable=SC2086
+check train_kmnist_ema train kmnist_ema "$amp" "" ${task_args[kmnist]} trainer.ema=0.99
+init_from_run() {
+    # shellcheck disable=SC2086
+    train kmnist_init "$amp" "" ${task_args[kmnist]} "init_from=$runs/kmnist" optimizer.lr=1e-4 &&
+        grep -q '"init_from"' "$runs/kmnist_init/summary.json"
+}
+check init_from_kmnist init_from_run
 
 # Interrupt a long run with SIGINT once it has logged training, then resume it.
 interrupt_resume() {
