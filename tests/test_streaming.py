@@ -74,7 +74,7 @@ def test_auto_streams_what_does_not_fit(tiny_cfg, cache_dir, monkeypatch):
 
 def test_peek_is_the_next_batch_across_epochs():
     class Trainer:
-        seed, shuffle = 3, True
+        seed, shuffle, group_by_length = 3, True, False
 
     order, state = DataOrder(10, 4, 1, Trainer, pin=False), TrainState()
     for _ in range(7):  # three batches an epoch: crosses two epoch boundaries

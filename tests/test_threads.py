@@ -67,3 +67,12 @@ def test_a_run_says_how_many_threads_it_used(tmp_path, cache_dir):
     run(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["device"] == "cpu, 1 CPU thread, amp off"
+
+
+def test_freed_memory_is_kept_for_reuse_under_glibc():
+    import platform
+
+    from dlrun.engine.device import keep_freed_memory
+
+    # glibc accepts both settings; elsewhere (musl, macOS) nothing is changed or claimed.
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

@@ -101,6 +101,33 @@ def set_threads(requested: int | None) -> int:
     return threads
 
 
+# glibc's malloc serves a block over its mmap threshold (at most 32 MB by default) with a
+# fresh mmap and unmaps it on free, so every large tensor a step makes is faulted in page
+# by page again: matrix products with outputs of tens of MB ran at half speed
+# (BENCHMARKS.md, "glibc's malloc and large tensors"). jemalloc and tcmalloc, which
+# Intel's PyTorch tuning guide preloads, keep such blocks for reuse; this does the same.
+_MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and are reused
+_TRIM_THRESHOLD = (1 << 31) - 1  # freed memory stays in the process for the next step
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed large blocks instead of returning them to the
+    system (``mallopt``); True where it applied (Linux with glibc), else nothing changes.
+    Process-wide, so a training run sets it (``engine.run``), not ``import dlrun``."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(
+        mallopt(m_mmap_threshold, _MMAP_THRESHOLD) and mallopt(m_trim_threshold, _TRIM_THRESHOLD)
+    )
+
+
 def cpu_has_amx_bf16() -> bool:
     """True on CPUs with AMX matrix units (bf16 matrix products about ten times fp32's)."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)

@@ -64,9 +64,23 @@ class DataOrder:
     batch, such as its longest row, without a device sync.
     """
 
-    def __init__(self, n: int, batch_size: int, world: int, trainer, pin: bool):
+    # Rows are grouped by length within pools of this many batches (as Hugging Face's
+    # group_by_length does): batches of like length, still a different mix each epoch.
+    POOL_BATCHES = 50
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        world: int,
+        trainer,
+        pin: bool,
+        lengths: torch.Tensor | None = None,
+    ):
         self.n, self.batch_size, self.pin = n, batch_size, pin
         self.seed, self.shuffle = trainer.seed, trainer.shuffle
+        # Each row's length (the task's ``row_lengths``) where batches are grouped by it.
+        self.lengths = lengths if trainer.group_by_length and trainer.shuffle else None
         self.batches = math.ceil(n / batch_size)  # micro-batches in an epoch
         if 0 < n % batch_size < world:
             # A last batch smaller than the number of ranks would leave one without data.
@@ -95,11 +109,27 @@ class DataOrder:
             if self.shuffle:
                 g = torch.Generator().manual_seed(self.seed * 1_000_003 + s.epoch)
                 self._perm = torch.randperm(self.n, generator=g)
+                if self.lengths is not None:
+                    self._perm = self._grouped(self._perm, g)
             else:
                 self._perm = torch.arange(self.n)
             if self.pin:
                 self._perm = self._perm.pin_memory()
         return self._perm
+
+    def _grouped(self, perm: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """``perm`` with rows of like length in the same batch: each pool of
+        ``POOL_BATCHES`` batches sorted by length and cut into batches, the full batches
+        then shuffled (the last, partial one stays last). A batch cut to its longest row
+        then carries little padding: a Transformer's step on dates took a third less."""
+        assert self.lengths is not None
+        pool = self.batch_size * self.POOL_BATCHES
+        parts = [p[torch.argsort(self.lengths[p], stable=True)] for p in perm.split(pool)]
+        flat = torch.cat(parts)
+        full = self.n // self.batch_size * self.batch_size
+        batches = flat[:full].view(-1, self.batch_size)
+        batches = batches[torch.randperm(batches.shape[0], generator=g)]
+        return torch.cat([batches.flatten(), flat[full:]])
 
 
 class ProgressLines:

@@ -43,7 +43,7 @@ def run(
     Returns the headline metrics, e.g. ``{"val/exact_match": ..., "test/exact_match": ...}``.
     """
     from dlrun.engine import distributed
-    from dlrun.engine.device import resolve_device, set_threads
+    from dlrun.engine.device import keep_freed_memory, resolve_device, set_threads
 
     wall_start = time.monotonic()
     cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
@@ -57,6 +57,7 @@ def run(
     dist = distributed.from_env()
     dev = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     set_threads(cfg.device.threads)
+    keep_freed_memory()
     distributed.init(dist, dev.device)
     rundir = RunDir(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
     if dist.main:  # the others write nothing there

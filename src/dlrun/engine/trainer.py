@@ -97,7 +97,14 @@ class Trainer:
         self.config = to_dict(cfg)  # as every checkpoint records it
         # The task's batch size: the global batch under torchrun.
         pin = dev.device.type == "cuda"
-        self.order = DataOrder(task.size("train"), task.batch_size, dist.world, self.t, pin)
+        self.order = DataOrder(
+            task.size("train"),
+            task.batch_size,
+            dist.world,
+            self.t,
+            pin,
+            task.row_lengths("train"),
+        )
         self.batches_per_epoch = self.order.batches
         self.total_steps = self._total_steps()
         self.opt = build_optimizer(model.parameters(), cfg.optimizer, dev.device)

@@ -244,7 +244,16 @@ def _attend(attn: nn.MultiheadAttention, q: torch.Tensor, k, v, mask=None) -> to
     b, t, d = q.shape
     q = _heads(F.linear(q, attn.in_proj_weight[:d], attn.in_proj_bias[:d]), attn.num_heads)
     p = attn.dropout if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    if p == 0.0:
+        # One query per row: two batched products and a softmax. PyTorch's fused CPU
+        # kernel (flash attention) is built for long queries and took 15% of a
+        # decoding evaluation for this (BENCHMARKS.md, "The Transformer's 20-step smoke run").
+        scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, d))
 
 

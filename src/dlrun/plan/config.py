@@ -87,6 +87,7 @@ class TrainerConfig:
     train_eval_size: int = spec(ge=0)
     also_eval: list[str] = spec()
     shuffle: bool = spec()
+    group_by_length: bool = spec()  # batch rows of like length (tasks with row_lengths)
     eval_at_start: bool = spec()
     # Minutes between saves of checkpoints/last.pt besides evaluations; null: 10 in a SLURM job.
     checkpoint_every: float | None = spec(gt=0)

@@ -161,6 +161,11 @@ class TaskData:
             rows = rows.pin_memory()
         return rows.to(self.device, non_blocking=True)
 
+    def row_lengths(self, split: str) -> torch.Tensor | None:
+        """Each row's length on the host, for tasks whose batches are cut to their longest
+        row (``trainer.group_by_length`` batches rows of like length); None: fixed size."""
+        return None
+
     def host_rows(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The rows ``idx`` of a streamed host tensor (a task may read them another way)."""
         return tensor[idx]

@@ -162,6 +162,11 @@ class Seq2SeqTask(Task):
             }
         return self.host_widths[split]
 
+    def row_lengths(self, split: str) -> torch.Tensor:
+        """Source plus target tokens of each pair: what a batch's cut width follows."""
+        widths = self._widths(split)
+        return widths["src"] + widths["tgt"]
+
     def batch(self, split: str, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """The pairs at ``idx``, cut to the batch's longest source and target.
 
