@@ -115,3 +115,30 @@ def test_batches_cut_to_their_longest_row_change_nothing(tiny_cfg, place_value_d
     net = task.build_model().eval()
     with torch.no_grad():
         assert task.loss(net, cut).item() == pytest.approx(task.loss(net, padded).item(), rel=1e-5)
+
+
+def test_samples_are_the_first_wrong_ones_in_data_order(tiny_cfg, cache_dir, monkeypatch):
+    from dlrun.plan.config import validate
+    from dlrun.tasks.dates import DatesTask
+
+    task = DatesTask(validate(tiny_cfg("task=dates")))
+    task.prepare(cache_dir)
+    src, tgt = task.texts["test"]
+    decoded = []
+
+    def predict_ids(model, rows, max_len=0):
+        decoded.append(rows.shape[0])
+        start = sum(decoded[:-1])
+        # Every third example wrong, the others right: a model partly trained.
+        return [t if (start + i) % 3 else t + "!" for i, t in enumerate(tgt[start:][: len(rows)])]
+
+    monkeypatch.setattr(task, "_predict_ids", predict_ids)
+    rows = task.samples(None, "test", 5)
+    wrong = [i for i in range(len(src)) if i % 3 == 0][:5]
+    assert [r["source"] for r in rows] == [src[i] for i in wrong]
+    assert not any(r["correct"] for r in rows)
+    assert sum(decoded) == 20 < len(src)  # one part of 4 x 5 rows held 5 wrong ones
+    decoded.clear()
+    rows = task.samples(None, "test", 50)  # fewer wrong than asked: then the right ones
+    assert sum(decoded) == min(len(src), 1000)
+    assert [r["correct"] for r in rows] == sorted(r["correct"] for r in rows)

@@ -101,11 +101,12 @@ def set_threads(requested: int | None) -> int:
     return threads
 
 
-# glibc's malloc serves a block over its mmap threshold (at most 32 MB by default) with a
-# fresh mmap and unmaps it on free, so every large tensor a step makes is faulted in page
-# by page again: matrix products with outputs of tens of MB ran at half speed
-# (BENCHMARKS.md, "glibc's malloc and large tensors"). jemalloc and tcmalloc, which
-# Intel's PyTorch tuning guide preloads, keep such blocks for reuse; this does the same.
+# glibc's malloc serves a large block (over its mmap threshold: 128 KiB, rising to at most
+# 32 MiB) with a fresh mmap and unmaps it on free, so every large tensor a step makes is
+# faulted in page by page again: matrix products with outputs of tens of MB ran at half
+# speed (BENCHMARKS.md, "CPU time of a Transformer: malloc, one-query attention").
+# jemalloc and tcmalloc, which PyTorch's CPU tuning guides preload, keep such blocks for
+# reuse; this does the same.
 _MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and are reused
 _TRIM_THRESHOLD = (1 << 31) - 1  # freed memory stays in the process for the next step
 

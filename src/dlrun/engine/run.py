@@ -43,7 +43,7 @@ def run(
     Returns the headline metrics, e.g. ``{"val/exact_match": ..., "test/exact_match": ...}``.
     """
     from dlrun.engine import distributed
-    from dlrun.engine.device import keep_freed_memory, resolve_device, set_threads
+    from dlrun.engine.device import resolve_device, set_threads
 
     wall_start = time.monotonic()
     cfg = cfg if isinstance(cfg, RunConfig) else validate(cfg)
@@ -57,7 +57,6 @@ def run(
     dist = distributed.from_env()
     dev = resolve_device(cfg.device, dist.local_rank if dist.enabled else None)
     set_threads(cfg.device.threads)
-    keep_freed_memory()
     distributed.init(dist, dev.device)
     rundir = RunDir(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
     if dist.main:  # the others write nothing there
@@ -181,6 +180,7 @@ def _ready(cfg: RunConfig, task, dev, dist, run: RunDir) -> None:
     """The task's splits made ready for training in ``run``: its training subset, stats
     and what prediction needs written, debug limits, the data on the device."""
     from dlrun.engine import debug
+    from dlrun.engine.device import keep_freed_memory
 
     task.add_train_subset(cfg.trainer.train_eval_size)
     if dist.main:
@@ -188,6 +188,9 @@ def _ready(cfg: RunConfig, task, dev, dist, run: RunDir) -> None:
         task.save(run)
     debug.limit_splits(task, cfg.debug, cfg.trainer.eval_batch_size)
     task.to(dev.device)
+    # From here on steps make and free the same large tensors again and again: keep them
+    # (after the data are read, whose one-off peaks would otherwise stay in the process).
+    keep_freed_memory()
 
 
 # -- cross-validation (trainer.folds) ------------------------------------------------------

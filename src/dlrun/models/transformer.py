@@ -244,13 +244,13 @@ def _attend(attn: nn.MultiheadAttention, q: torch.Tensor, k, v, mask=None) -> to
     b, t, d = q.shape
     q = _heads(F.linear(q, attn.in_proj_weight[:d], attn.in_proj_bias[:d]), attn.num_heads)
     p = attn.dropout if attn.training else 0.0
-    if p == 0.0:
+    if p == 0.0 and q.device.type == "cpu":
         # One query per row: two batched products and a softmax. PyTorch's fused CPU
-        # kernel (flash attention) is built for long queries and took 15% of a
-        # decoding evaluation for this (BENCHMARKS.md, "The Transformer's 20-step smoke run").
+        # kernel (flash attention) is built for long queries: it took 1.5-2x as long for
+        # this (BENCHMARKS.md, "CPU time of a Transformer: malloc, one-query attention").
         scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+        if mask is not None:  # the lowest finite value: a row with no key stays finite
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         out = torch.softmax(scores, dim=-1) @ v
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
