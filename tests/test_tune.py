@@ -339,3 +339,27 @@ def test_a_study_in_an_sqlite_database(tmp_path, cache_dir):
     done = run_cli(bad, tmp_path, cache_dir)
     assert done.returncode == 2
     assert "cannot open the study's database" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_search_history_uses_a_log_axis_for_values_spanning_decades():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.trial import TrialState
+
+    from dlrun.search.results import _history
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="minimize")
+    for value in (1e-4, 0.09, 3e-4):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED))
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    ax = _history(study, done).axes[0]
+    assert ax.get_yscale() == "log"
+    assert "3 of 4 trials complete" in ax.get_title()
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.9):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    ax = _history(study, study.trials).axes[0]
+    assert ax.get_yscale() == "linear" and "complete" not in ax.get_title()

@@ -103,7 +103,7 @@ class Trainer:
             dist.world,
             self.t,
             pin,
-            task.row_lengths("train"),
+            task.row_lengths("train") if self.t.group_by_length else None,
         )
         self.batches_per_epoch = self.order.batches
         self.total_steps = self._total_steps()

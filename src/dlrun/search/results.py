@@ -113,20 +113,25 @@ def _history(study, done):
     """The objective of each complete trial by trial number, and the best so far."""
     import matplotlib.pyplot as plt
 
-    from dlrun.engine.palette import series_colour
+    from dlrun.engine.palette import log_scale, series_colour
 
     fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     numbers = [t.number + 1 for t in done]
     values = [t.value for t in done]
     best = max if study.direction.name == "MAXIMIZE" else min
     so_far = [best(values[: i + 1]) for i in range(len(values))]
-    ax.plot(numbers, values, "o", color=series_colour(0), label="trial")
+    ax.plot(numbers, values, "o", color=series_colour(0), label="complete trial")
     ax.step(numbers, so_far, where="post", color=series_colour(1), label="best so far")
+    trials = len(study.get_trials(deepcopy=False))
+    shown = f"{len(done)} of {trials} trials complete" if len(done) < trials else ""
     ax.set(
         xlabel="trial",
         ylabel=_objective(study),
-        title=f"{_objective(study)} by trial ({study.direction.name.lower()}d)",
+        title=f"{_objective(study)} by trial ({study.direction.name.lower()}d"
+        + (f"; {shown}, the others pruned or failed)" if shown else ")"),
     )
+    if log_scale(values):  # a few poor trials would flatten the good ones into a line
+        ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -150,7 +155,7 @@ def _slice(study, done):
     """The objective against each parameter, one panel each, trials coloured by number."""
     import matplotlib.pyplot as plt
 
-    from dlrun.engine.palette import MIN_INCHES
+    from dlrun.engine.palette import MIN_INCHES, log_scale
 
     keys = list(dict.fromkeys(k for t in done for k in t.params))
     cols = min(len(keys), 3)
@@ -174,6 +179,8 @@ def _slice(study, done):
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel(_objective(study))
+        if log_scale(z):
+            ax.set_yscale("log")  # shared by the row's panels
     for ax in axes.flat[len(keys) :]:
         ax.axis("off")
     assert points is not None  # plot_study draws this for one parameter or more
