@@ -22,6 +22,7 @@ dies or hangs during training costs a warning, never the run.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -273,6 +274,9 @@ def main() -> None:
             replies.flush()
 
     serve(sys.argv[1:], sys.stdin, reply)
+    # As dlrun's own main: frozen objects spare the exit a collection over MLflow's
+    # modules (0.45 s of the run's wait for this process to end).
+    gc.freeze()
 
 
 if __name__ == "__main__":
