@@ -10,7 +10,7 @@ The run and the child talk in JSON lines, on the child's stdin and stdout::
 
     run -> child    {"op": "open", ...}   {"op": "log", ...}   {"op": "finish" | "fail", ...}
     child -> run    {"opened": record} | {"error": line} | {"bug": traceback}
-                    {"ended": true}        {"log": [level, message]}  (its "dlrun" log lines)
+                    {"ended": true}        {"log": [logger, level, message]}  (its log records)
 
 The child imports the trackers' modules (``dlrun.engine.trackers``), never torch or a
 task. It runs in a session of its own and ignores Ctrl-C and SIGTERM: the run says how
@@ -132,9 +132,9 @@ class TrackerProcess:
         return None
 
     def _take(self, reply: dict) -> None:
-        if "log" in reply:  # the child's own log lines, in the run's log
-            level, message = reply["log"]
-            log.log(int(level), "%s", message)
+        if "log" in reply:  # the child's log records, in the run's log
+            name, level, message = reply["log"]
+            logging.getLogger(str(name)).log(int(level), "%s", message)
         elif "eof" in reply and self.lost is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
@@ -204,7 +204,8 @@ def _env() -> dict[str, str]:
 
 
 class _Forward(logging.Handler):
-    """The child's "dlrun" log records, sent for the run to log."""
+    """The child's log records (dlrun's, the trackers' warnings), sent for the run to log
+    in its own log, as the trackers' records were when they ran in the run's process."""
 
     def __init__(self, reply: Callable[[dict], None]):
         super().__init__(logging.INFO)
@@ -212,7 +213,7 @@ class _Forward(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
-            self.reply({"log": [record.levelno, record.getMessage()]})
+            self.reply({"log": [record.name, record.levelno, record.getMessage()]})
 
 
 def serve(names: list[str], lines: Iterable[str], reply: Callable[[dict], None]) -> None:
@@ -221,11 +222,11 @@ def serve(names: list[str], lines: Iterable[str], reply: Callable[[dict], None])
     from dlrun.engine import trackers
 
     handler = _Forward(reply)
-    logger = logging.getLogger("dlrun")
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    root, dlrun_log = logging.getLogger(), logging.getLogger("dlrun")
+    saved = root.handlers, root.level, dlrun_log.level
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)  # the libraries' warnings; dlrun's news too
+    dlrun_log.setLevel(logging.INFO)
     runs = None
     try:
         trackers.warm(names)
@@ -253,9 +254,9 @@ def serve(names: list[str], lines: Iterable[str], reply: Callable[[dict], None])
         if runs is not None:  # the run's process ended without saying how: killed
             runs.fail("interrupted")
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
+        root.handlers = saved[0]
+        root.setLevel(saved[1])
+        dlrun_log.setLevel(saved[2])
 
 
 def main() -> None:
