@@ -326,6 +326,24 @@ def test_a_tracker_outage_during_the_run_is_a_warning(tiny_cfg, tmp_path, monkey
     assert found.info.status == "FINISHED" and found.data.tags["provenance.x"] == "1"
 
 
+def test_the_tracker_runs_of_a_run_that_died_end_killed(tiny_cfg, tmp_path):
+    """The trackers' process (its loop, run here) whose run died without a word (its
+    messages end): the tracker run ends killed, not left running."""
+    out = tmp_path / "out"
+    data = json.loads(
+        json.dumps(to_dict(validate(tiny_cfg("logger=mlflow", f"paths.output_dir={out}"))))
+    )
+    messages = [
+        {"op": "open", "data": data, "run_dir": str(tmp_path), "previous": {}, "sweep": None},
+        {"op": "log", "values": {"train/loss": 1.0}, "step": 5},
+    ]
+    replies: list[dict] = []
+    trackers_process.serve(["mlflow"], [json.dumps(m) for m in messages], replies.append)
+    found = mlflow_client(out).get_run(replies[0]["opened"]["mlflow"]["id"])
+    assert (found.info.status, found.data.tags["dlrun.status"]) == ("KILLED", "interrupted")
+    assert found.data.metrics == {"train/loss": 1.0}
+
+
 def test_a_new_mlflow_store_is_a_copy_of_a_template_at_the_current_schema(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     (tmp_path / "a").mkdir()
