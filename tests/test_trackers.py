@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
 import platform
+import signal
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -17,11 +21,12 @@ from mlflow import MlflowClient
 from wandb.proto import wandb_internal_pb2
 
 from dlrun import __version__
-from dlrun.engine import trackers, trackers_mlflow, trackers_wandb
+from dlrun.engine import trackers, trackers_mlflow, trackers_process, trackers_wandb
 from dlrun.engine.run import run
 from dlrun.errors import ConfigError, UserError
 from dlrun.plan.config import to_dict, validate
 from dlrun.report.runs import find_runs
+from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_jsonl
 
 
@@ -57,9 +62,18 @@ def jsonl_history(run_dir: Path, split: str, key: str) -> dict[int, float]:
 
 
 def test_mlflow_run_has_params_metrics_tags_and_artifacts(tiny_cfg, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = tmp_path / "out"
-    cfg = tiny_cfg("logger=mlflow", f"paths.output_dir={out}", "optimizer.lr=0.002")
+    # With TensorBoard at once (any list of loggers).
+    cfg = tiny_cfg("logger=[tensorboard,mlflow]", f"paths.output_dir={out}", "optimizer.lr=0.002")
+    logger = validate(cfg).logger
+    assert logger.tensorboard is not None and logger.mlflow is not None and logger.wandb is None
     metrics = run(cfg, tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert "val/loss" in events.Tags()["scalars"]
+    assert not (tmp_path / "run" / "wandb").exists()
     client = mlflow_client(out)
     found = only_run(client)
     assert found.info.status == "FINISHED"
@@ -144,20 +158,190 @@ def test_a_sweep_is_a_parent_run_with_nested_children(tmp_path, cache_dir, kind)
 
 
 def test_a_failed_or_interrupted_run_ends_its_tracker_runs(tiny_cfg, tmp_path):
+    """An error or Ctrl-C ends the tracker runs failed or killed. The trackers' process,
+    sent the SIGINT a terminal's Ctrl-C would send, lives on to record it. One process
+    hosts both runs in turn, as it hosts the folds of trainer.folds."""
     out = tmp_path / "out"
     cases = [("failed", "FAILED", UserError("bad")), ("interrupted", "KILLED", KeyboardInterrupt())]
-    for n, (status, mlflow_status, raised) in enumerate(cases):
-        data = validate(tiny_cfg("logger=mlflow", f"paths.output_dir={out}"))
-        with pytest.raises(type(raised)):  # what run() does on an error or Ctrl-C
-            with trackers.open_trackers(data, tmp_path / f"run{n}") as opened:
-                opened.log({"split": "train", "loss": 1.5, "lr": 0.1}, step=3)
-                run_id = opened.trackers[0].run_id
-                raise raised
-        assert opened.trackers == []  # ended, once
-        client = mlflow_client(out)
-        found = client.get_run(run_id)
-        assert (found.info.status, found.data.tags["dlrun.status"]) == (mlflow_status, status)
-        assert history(client, found.info.run_id, "train/loss") == {3: 1.5}
+    data = validate(tiny_cfg("logger=mlflow", f"paths.output_dir={out}"))
+    with trackers.tracker_process(data) as host:
+        for n, (status, mlflow_status, raised) in enumerate(cases):
+            with pytest.raises(type(raised)):  # what run() does on an error or Ctrl-C
+                with trackers.open_trackers(data, tmp_path / f"run{n}", host) as opened:
+                    os.kill(host.proc.pid, signal.SIGINT)
+                    opened.log({"split": "train", "loss": 1.5, "lr": 0.1}, step=3)
+                    raise raised
+            assert opened.ended and host.lost is None  # ended, once; the process lives
+            run_id = json.loads((tmp_path / f"run{n}" / "trackers.json").read_text())["mlflow"][
+                "id"
+            ]
+            client = mlflow_client(out)
+            found = client.get_run(run_id)
+            assert (found.info.status, found.data.tags["dlrun.status"]) == (mlflow_status, status)
+            assert history(client, found.info.run_id, "train/loss") == {3: 1.5}
+    assert host.proc.returncode == 0
+
+
+FAKE_CHILD = """
+import json, sys, time
+sys.stdin.readline()  # the run's "open"
+for reply in {replies!r}:
+    print(json.dumps(reply), flush=True)
+if {hangs}:
+    time.sleep(600)
+sys.exit(3)
+"""
+
+
+@pytest.fixture
+def fake_child(monkeypatch):
+    """``fake_child(replies, hangs)``: the trackers' process is a script that reads the
+    run's first message (its "open"), writes ``replies``, then hangs or exits (code 3).
+    Returns the list of the processes the run starts."""
+    made = []
+    real = trackers_process.TrackerProcess.__init__
+
+    def init(self, names):
+        real(self, names)
+        made.append(self)
+
+    monkeypatch.setattr(trackers_process.TrackerProcess, "__init__", init)
+
+    def use(replies: list[dict], hangs: bool) -> list:
+        script = FAKE_CHILD.format(replies=replies, hangs=hangs)
+        command = staticmethod(lambda names: [sys.executable, "-c", script])
+        monkeypatch.setattr(trackers_process.TrackerProcess, "command", command)
+        return made
+
+    return use
+
+
+def tracker_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_trackers_process_that_dies_mid_run_costs_a_warning(
+    tiny_cfg, tmp_path, fake_child, caplog
+):
+    made = fake_child([{"opened": {"mlflow": {"id": "x"}}}], hangs=False)
+    with caplog.at_level(logging.WARNING, logger="dlrun"):
+        run(tiny_cfg("logger=mlflow"), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
+    assert json.loads((tmp_path / "run" / "trackers.json").read_text()) == {"mlflow": {"id": "x"}}
+    assert tracker_warnings(caplog) == [
+        "dlrun: mlflow: the trackers' process ended (exit code 3); the run goes on without "
+        "them (their runs may lack its later records and files)"
+    ]
+    assert [p.proc.returncode for p in made] == [3]
+
+
+@pytest.mark.parametrize("when", ["open", "end"])
+def test_every_wait_on_the_trackers_process_is_bounded(
+    tiny_cfg, tmp_path, monkeypatch, fake_child, caplog, when
+):
+    made = fake_child([{"opened": {"mlflow": {"id": "x"}}}] if when == "end" else [], hangs=True)
+    monkeypatch.setattr(trackers_process, "OPEN_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(trackers_process, "END_TIMEOUT_S", 0.5)
+    data = validate(tiny_cfg("logger=mlflow"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    started = time.monotonic()
+    if when == "open":
+        with pytest.raises(UserError) as raised:
+            trackers.open_trackers(data, run_dir)
+        assert str(raised.value) == (
+            "logger=mlflow: the trackers' process did not answer within 0.5 s before its tracker "
+            "runs were open; check that the tracking store answers, or choose logger=none"
+        )
+        assert not (run_dir / "trackers.json").exists()
+    else:
+        opened = trackers.open_trackers(data, run_dir)
+        opened.log({"split": "train", "loss": 1.5}, step=3)  # never waits
+        with caplog.at_level(logging.WARNING, logger="dlrun"):
+            opened.finish(RunDir(run_dir), {"status": "ok"})
+        assert tracker_warnings(caplog) == [
+            "dlrun: mlflow: the trackers' process did not answer within 0.5 s; the run goes on "
+            "without them (their runs may lack its later records and files)"
+        ]
+    assert time.monotonic() - started < 15
+    assert [p.proc.returncode for p in made] == [-signal.SIGKILL]  # stopped, not left behind
+
+
+def test_trackers_that_cannot_start_end_the_run_before_training(tiny_cfg, tmp_path, fake_child):
+    error = "logger=mlflow: cannot use the tracking store x (down); set logger.mlflow.tracking_uri"
+    fake_child([{"error": error}], hangs=False)
+    with pytest.raises(UserError) as raised:
+        run(tiny_cfg("logger=mlflow"), tmp_path / "run")
+    assert str(raised.value) == error
+    left = {p.name for p in (tmp_path / "run").iterdir()}
+    assert "stats.json" in left and not left & {"metrics.jsonl", "checkpoints"}  # no step
+
+
+def test_a_tracking_store_mlflow_refuses_is_one_line(tiny_cfg, tmp_path):
+    """What the trackers' process (its loop, run here) answers for a store MLflow refuses."""
+    uri = (tmp_path / "mlruns").as_uri()  # MLflow 3 refuses new file stores
+    cfg = validate(tiny_cfg("logger=mlflow", f"logger.mlflow.tracking_uri={uri}"))
+    data = json.loads(json.dumps(to_dict(cfg)))
+    opening = {"op": "open", "data": data, "run_dir": str(tmp_path), "previous": {}, "sweep": None}
+    replies: list[dict] = []
+    trackers_process.serve(["mlflow"], [json.dumps(opening)], replies.append)
+    ((key, message),) = [(k, v) for reply in replies for k, v in reply.items()]
+    assert key == "error"
+    assert message.startswith(f"logger=mlflow: cannot use the tracking store {uri} (The filesys")
+    assert message.endswith("set logger.mlflow.tracking_uri to a store you can reach")
+
+
+def test_a_tracker_outage_during_the_run_is_a_warning(tiny_cfg, tmp_path, monkeypatch):
+    """The trackers' process (its loop, run here) goes on when a tracker fails to log."""
+    out, run_dir = tmp_path / "out", tmp_path / "run"
+    run_dir.mkdir()
+    data = json.loads(
+        json.dumps(to_dict(validate(tiny_cfg("logger=mlflow", f"paths.output_dir={out}"))))
+    )
+
+    def outage(self, values, step):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(trackers_mlflow.MlflowTracker, "log", outage)
+    messages = [
+        {"op": "open", "data": data, "run_dir": str(run_dir), "previous": {}, "sweep": None},
+        {"op": "log", "values": {"train/loss": 1.0}, "step": 5},
+        {"op": "log", "values": {"train/loss": 0.5}, "step": 10},
+        {"op": "finish", "run_dir": str(run_dir), "status": "ok", "tags": {"provenance.x": "1"}},
+    ]
+    replies: list[dict] = []
+    trackers_process.serve(["mlflow"], [json.dumps(m) for m in messages], replies.append)
+    answers = [r for r in replies if "log" not in r]
+    assert [sorted(r) for r in answers] == [["opened"], ["ended"]]
+    assert [r["log"] for r in replies if "log" in r] == [  # once: the run goes on
+        [
+            "dlrun",
+            logging.WARNING,
+            "dlrun: mlflow: could not log step 5 (connection refused); the run goes on, the "
+            "tracker run may lack some records",
+        ]
+    ]
+    run_id = answers[0]["opened"]["mlflow"]["id"]
+    found = mlflow_client(out).get_run(run_id)
+    assert found.info.status == "FINISHED" and found.data.tags["provenance.x"] == "1"
+
+
+def test_the_tracker_runs_of_a_run_that_died_end_killed(tiny_cfg, tmp_path):
+    """The trackers' process (its loop, run here) whose run died without a word (its
+    messages end): the tracker run ends killed, not left running."""
+    out = tmp_path / "out"
+    data = json.loads(
+        json.dumps(to_dict(validate(tiny_cfg("logger=mlflow", f"paths.output_dir={out}"))))
+    )
+    messages = [
+        {"op": "open", "data": data, "run_dir": str(tmp_path), "previous": {}, "sweep": None},
+        {"op": "log", "values": {"train/loss": 1.0}, "step": 5},
+    ]
+    replies: list[dict] = []
+    trackers_process.serve(["mlflow"], [json.dumps(m) for m in messages], replies.append)
+    found = mlflow_client(out).get_run(replies[0]["opened"]["mlflow"]["id"])
+    assert (found.info.status, found.data.tags["dlrun.status"]) == ("KILLED", "interrupted")
+    assert found.data.metrics == {"train/loss": 1.0}
 
 
 def test_a_new_mlflow_store_is_a_copy_of_a_template_at_the_current_schema(tmp_path, monkeypatch):
@@ -257,14 +441,19 @@ def read_wandb_run(run_dir: Path) -> dict:
     return out
 
 
-def test_wandb_offline_run_has_config_metrics_tags_and_files(tiny_cfg, tmp_path):
+def test_wandb_offline_run_has_config_metrics_tags_and_files_and_resumes(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
-    cfg = tiny_cfg("logger=wandb", f"paths.output_dir={tmp_path / 'out'}", "optimizer.lr=0.002")
-    metrics = run(cfg, run_dir)
+    common = [*TINY, "logger=wandb", f"paths.output_dir={tmp_path / 'out'}", "optimizer.lr=0.002"]
+    first = run(tiny_cfg(*merged(*common, "trainer.max_steps=10")), run_dir)
     record = json.loads((run_dir / "trackers.json").read_text())["wandb"]
     assert record["mode"] == "offline"
+    # A resume continues the same W&B run.
+    metrics = run(tiny_cfg(*merged(*common, f"resume={run_dir}")), run_dir)
+    assert json.loads((run_dir / "trackers.json").read_text())["wandb"] == record
     logged = read_wandb_run(run_dir)
-    assert logged["ids"] == {record["id"]}
+    assert logged["ids"] == {
+        record["id"]
+    }  # two offline segments of one run (wandb sync joins them)
     assert logged["config"]["optimizer.lr"] == "0.002"
     assert logged["config"]["model.hidden_size"] == "32"
     assert {"dates", "gru_seq2seq"} <= logged["tags"]
@@ -273,38 +462,14 @@ def test_wandb_offline_run_has_config_metrics_tags_and_files(tiny_cfg, tmp_path)
     for split, key in [("train", "loss"), ("val", "loss"), ("val", "exact_match")]:
         expected = jsonl_history(run_dir, split, key)
         assert logged["history"][f"{split}/{key}"] == pytest.approx(expected)
-    assert logged["history"]["test/exact_match"] == {20: metrics["test/exact_match"]}
+    assert sorted(logged["history"]["val/loss"]) == [10, 20]
+    tested = {10: first["test/exact_match"], 20: metrics["test/exact_match"]}
+    assert logged["history"]["test/exact_match"] == tested
     assert "val/lr" not in logged["history"]
     assert {"summary.json", "curves.png", "samples.txt"} <= logged["files"]
-    (files,) = run_dir.glob("wandb/offline-run-*/files")
-    assert json.loads((files / "summary.json").read_text())["status"] == "ok"
+    for files in run_dir.glob("wandb/offline-run-*/files"):
+        assert json.loads((files / "summary.json").read_text())["status"] == "ok"
     assert find_runs([tmp_path]) == [run_dir.resolve()]  # not W&B's copy of summary.json
-
-
-def test_resume_continues_the_same_wandb_run(tiny_cfg, tmp_path):
-    run_dir = tmp_path / "run"
-    run(tiny_cfg(*merged(*TINY, "logger=wandb", "trainer.max_steps=10")), run_dir)
-    first = json.loads((run_dir / "trackers.json").read_text())["wandb"]["id"]
-    run(tiny_cfg(*merged(*TINY, "logger=wandb", f"resume={run_dir}")), run_dir)
-    assert json.loads((run_dir / "trackers.json").read_text())["wandb"]["id"] == first
-    logged = read_wandb_run(run_dir)
-    assert logged["ids"] == {first}  # two offline segments of one run (wandb sync joins them)
-    assert sorted(logged["history"]["val/loss"]) == [10, 20]
-
-
-def test_tensorboard_and_mlflow_at_once(tiny_cfg, tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out = tmp_path / "out"
-    cfg = tiny_cfg("logger=[tensorboard,mlflow]", f"paths.output_dir={out}")
-    logger = validate(cfg).logger
-    assert logger.tensorboard is not None and logger.mlflow is not None and logger.wandb is None
-    run(cfg, tmp_path / "run")
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
-    events.Reload()
-    found = only_run(mlflow_client(out))
-    assert "val/loss" in events.Tags()["scalars"] and "val/loss" in found.data.metrics
-    assert not (tmp_path / "run" / "wandb").exists()
 
 
 def test_old_run_directories_logger_name_still_loads(tiny_cfg):

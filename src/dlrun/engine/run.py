@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from dlrun import __version__
 from dlrun.engine.provenance import provenance
+from dlrun.engine.trackers import open_trackers, tracker_process
 from dlrun.engine.trainer import Callback, FitResult, Trainer
 from dlrun.errors import UserError
 from dlrun.plan import init_from
@@ -61,41 +62,43 @@ def run(
     rundir = RunDir(dist.broadcast(str(run_dir)))  # torchrun: every rank uses rank 0's
     if dist.main:  # the others write nothing there
         rundir.path.mkdir(parents=True, exist_ok=True)
-    if cfg.trainer.folds:
-        if dist.enabled:
-            raise UserError(
-                f"trainer.folds={cfg.trainer.folds}: cross-validation runs in one process; "
-                "start it without torchrun"
-            )
-        return _cross_validate(cfg, dev, dist, rundir, wall_start, init)
-    task, data_time = _load(cfg, dist, init)
-    _ready(cfg, task, dev, dist, rundir)
-    started = (wall_start, data_time)
-    if cfg.debug.lr_find_steps:
-        return _find_lr(cfg, task, dev, dist, rundir, init, started)
-    metrics, _ = _fit(cfg, task, dev, dist, rundir, resume or init, started)
+    if cfg.trainer.folds and dist.enabled:
+        raise UserError(
+            f"trainer.folds={cfg.trainer.folds}: cross-validation runs in one process; "
+            "start it without torchrun"
+        )
+    # logger=mlflow/wandb: their process starts now (after set_threads measured the
+    # machine's load), so that their imports overlap the data and the model (rank 0 alone).
+    with tracker_process(cfg, dist.main and not cfg.debug.lr_find_steps) as trackers:
+        if cfg.trainer.folds:
+            return _cross_validate(cfg, dev, dist, rundir, wall_start, init, trackers)
+        task, data_time = _load(cfg, dist, init)
+        _ready(cfg, task, dev, dist, rundir)
+        started = (wall_start, data_time)
+        if cfg.debug.lr_find_steps:
+            return _find_lr(cfg, task, dev, dist, rundir, init, started)
+        metrics, _ = _fit(cfg, task, dev, dist, rundir, resume or init, started, trackers)
     distributed.shutdown(dist)
     return metrics
 
 
-def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, start, started):
+def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, start, started, host=None):
     """Train and test a model on the task's splits as they are; write ``rundir``'s files.
 
     ``start``: the checkpoint a resume continues (a dict), the weights ``init_from``
     starts from (an ``InitFrom``), or None. ``started``: when the run began and the
-    seconds its data took. Returns the headline metrics and the summary (rank 0; ``{}``
-    and None on the others).
+    seconds its data took. ``host``: the process of the trackers (``tracker_process``).
+    Returns the headline metrics and the summary (rank 0; ``{}`` and None on the others).
     """
-    from dlrun.engine.trackers import open_trackers
-
     wall_start, data_time = started
     trainer = _trainer(cfg, task, dev, dist, rundir, start)
     if not dist.main:  # rank 0 tests and writes the rest
         _train_and_test(cfg, trainer, None)
         return {}, None
     # logger=mlflow/wandb, opened before a resume trims metrics.jsonl (a tracker that
-    # cannot start leaves the run's files as they were); a run that raises ends them.
-    with open_trackers(cfg, rundir.path) or contextlib.nullcontext() as trackers:
+    # cannot start leaves the run's files as they were) and before the first step (its
+    # error ends the run there); a run that raises ends them.
+    with open_trackers(cfg, rundir.path, host) or contextlib.nullcontext() as trackers:
         result, test = _train_and_test(cfg, trainer, trackers)
         pruned = result.state.stop_reason == "pruned"  # a search's trial its pruner stopped
         _write_outputs(cfg, task, trainer, None if pruned else test)
@@ -197,7 +200,7 @@ def _ready(cfg: RunConfig, task, dev, dist, run: RunDir) -> None:
 
 
 def _cross_validate(
-    cfg: RunConfig, dev, dist, rundir: RunDir, wall_start: float, init: InitFrom | None
+    cfg: RunConfig, dev, dist, rundir: RunDir, wall_start: float, init: InitFrom | None, host
 ):
     """``trainer.folds`` = K models, fold k in ``fold_<k>/`` validating on part k of the
     training and validation data (``Task.fold``); ``summary.json`` has every fold and
@@ -227,7 +230,7 @@ def _cross_validate(
         checkpoint.seed_everything(cfg.trainer.seed)  # each fold's model starts alike
         try:
             start = fold_resume or init  # each new fold starts from init_from's weights
-            _, summary = _fit(fold_cfg, task, dev, dist, fold, start, (started, 0.0))
+            _, summary = _fit(fold_cfg, task, dev, dist, fold, start, (started, 0.0), host)
         except Interrupted as exc:  # resume the whole run, not the fold alone
             message = str(exc).replace(resume_command(fold.path), resume_command(rundir.path))
             raise Interrupted(f"fold {k} of {k_folds}: {message}", exc.exit_code) from None

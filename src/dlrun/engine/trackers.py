@@ -15,15 +15,19 @@ the first job creates it under a file lock, :class:`SweepTrackers` (a Hydra
 callback) closes it when the sweep ends.
 
 This module chooses and drives the trackers; each one lives in its own module
-(``trackers_mlflow``, ``trackers_wandb``), imported only when a run chooses it.
+(``trackers_mlflow``, ``trackers_wandb``), imported only by the side process that
+hosts a run's trackers (``trackers_process``: :class:`TrackerRuns` there,
+:class:`Trackers` the run's handle on them), so that their imports (MLflow's take
+about 1.6 s) run on another core while the run prepares its data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
@@ -33,6 +37,9 @@ from dlrun.plan.config import to_dict
 from dlrun.rundir.layout import RunDir, SweepDir
 from dlrun.rundir.read import read_json
 from dlrun.rundir.write import write_json
+
+if TYPE_CHECKING:
+    from dlrun.engine.trackers_process import TrackerProcess
 
 log = logging.getLogger("dlrun")
 
@@ -64,14 +71,20 @@ def run_params(data: dict) -> dict[str, str]:
 
 
 class Trackers:
-    """The external trackers of one run, written to like any metric writer.
+    """The external trackers of one run, written to like any metric writer. They live in
+    a side process (:mod:`dlrun.engine.trackers_process`): ``log`` never waits for them.
 
-    ``close()`` (the writers' end) leaves the tracker runs open: the artifacts
-    are written after it; ``finish()`` logs them and ends the runs.
+    ``close()`` (the writers' end) leaves the tracker runs open: the artifacts are
+    written after it; ``finish()`` logs them and ends the runs. A process of the trackers
+    that dies or hangs during the run costs a warning: the run itself goes on.
     """
 
-    def __init__(self, trackers: list):
-        self.trackers = trackers
+    def __init__(self, host: TrackerProcess, record: dict, owned: bool):
+        self.host = host
+        self.record = record  # the tracker runs, as trackers.json has them
+        self.owned = owned  # whether ending the runs also ends the process
+        self.ended = False
+        self._warned = False
 
     def __enter__(self) -> Trackers:
         return self
@@ -84,9 +97,9 @@ class Trackers:
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         values = scalars(metrics)
-        if values:
-            for t in self.trackers:
-                t.log(values, step)
+        if values and not self.ended:
+            self.host.send("log", values=values, step=step)
+            self._check()
 
     def close(self) -> None:
         pass
@@ -97,10 +110,83 @@ class Trackers:
         from dlrun.engine.provenance import flat
 
         tags = flat(summary.get("provenance") or {})
-        self._end(lambda t: t.finish(run, summary["status"], tags))
+        self._end("finish", run_dir=str(run.path), status=summary["status"], tags=tags)
 
     def fail(self, status: str) -> None:
         """End each tracker run as failed (``status`` failed) or killed (interrupted)."""
+        self._end("fail", status=status)
+
+    def _end(self, op: str, **fields: Any) -> None:
+        if self.ended:  # each run ends once
+            return
+        self.ended = True
+        from dlrun.engine.trackers_process import END_TIMEOUT_S
+
+        try:
+            if self.host.request(op, ("ended",), END_TIMEOUT_S, **fields) is None:
+                self._check()
+        finally:
+            if self.owned:
+                self.host.close()
+
+    def _check(self) -> None:
+        """One warning when the trackers' process stopped answering."""
+        if self.host.lost and not self._warned:
+            self._warned = True
+            log.warning(
+                "dlrun: %s: the trackers' process %s; the run goes on without them (their "
+                "runs may lack its later records and files)",
+                ", ".join(self.record) or ", ".join(self.host.names),
+                self.host.lost,
+            )
+
+
+class TrackerRuns:
+    """The tracker runs of one dlrun run, in the process that hosts them
+    (:func:`dlrun.engine.trackers_process.serve`): opened, logged to, ended.
+
+    ``previous``: the runs a resumed run logged to (its ``trackers.json``); ``sweep``: the
+    sweep directory of a sweep's job, whose parent runs the first job creates.
+    """
+
+    def __init__(self, data: dict, run_dir: str, previous: dict, sweep: str | None):
+        names = chosen(data)
+        parents = sweep_record(Path(sweep), data, names) if sweep else {}
+        self.trackers: list = []
+        try:
+            for name in names:
+                cls = tracker_class(name)
+                self.trackers.append(
+                    cls(data, Path(run_dir), previous.get(name), parents.get(name))
+                )
+        except BaseException:
+            for t in self.trackers:
+                with contextlib.suppress(Exception):
+                    t.fail("failed")
+            raise
+        self.record = {t.name: t.record for t in self.trackers}
+        self._failing: set[str] = set()
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        for t in self.trackers:
+            try:
+                t.log(values, step)
+            except Exception as exc:  # an outage of the tracker: the run goes on
+                if t.name not in self._failing:  # said once
+                    self._failing.add(t.name)
+                    log.warning(
+                        "dlrun: %s: could not log step %d (%s); the run goes on, the "
+                        "tracker run may lack some records",
+                        t.name,
+                        step,
+                        first_line(exc, 200),
+                    )
+
+    def finish(self, run_dir: str, status: str, tags: dict[str, str]) -> None:
+        run = RunDir(Path(run_dir))
+        self._end(lambda t: t.finish(run, status, tags))
+
+    def fail(self, status: str) -> None:
         self._end(lambda t: t.fail(status))
 
     def _end(self, end) -> None:
@@ -112,8 +198,45 @@ class Trackers:
                 log.warning("dlrun: %s: could not end the run (%s)", t.name, first_line(exc, 200))
 
 
-def open_trackers(cfg, run_dir: Path) -> Trackers | None:
-    """Start (or, on resume, continue) the tracker runs ``cfg.logger`` chooses.
+def tracker_class(name: str):
+    """The class of tracker ``name``, its module imported now."""
+    if name == "mlflow":
+        from dlrun.engine.trackers_mlflow import MlflowTracker
+
+        return MlflowTracker
+    from dlrun.engine.trackers_wandb import WandbTracker
+
+    return WandbTracker
+
+
+def warm(names: list[str]) -> None:
+    """Import what the trackers ``names`` will need (their side process does it first)."""
+    for name in names:
+        with contextlib.suppress(Exception):  # a missing package is said when it opens
+            tracker_class(name).warm()
+
+
+@contextlib.contextmanager
+def tracker_process(cfg, wanted: bool = True) -> Iterator[TrackerProcess | None]:
+    """The side process of the trackers ``cfg.logger`` chooses, started now, so that their
+    imports overlap what the run does next (None: it chooses none, or not ``wanted``);
+    ended with the block, however it ends."""
+    names = chosen(to_dict(cfg)) if wanted else []
+    if not names:
+        yield None
+        return
+    from dlrun.engine.trackers_process import TrackerProcess
+
+    host = TrackerProcess(names)
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+def open_trackers(cfg, run_dir: Path, host: TrackerProcess | None = None) -> Trackers | None:
+    """Start (or, on resume, continue) the tracker runs ``cfg.logger`` chooses, in
+    ``host`` (a process of :func:`tracker_process`) or in a process of their own.
 
     Returns None when it chooses none. Writes ``run_dir/trackers.json``.
     """
@@ -122,24 +245,19 @@ def open_trackers(cfg, run_dir: Path) -> Trackers | None:
     if not names:
         return None
     previous = _previous(run_dir) if data.get("resume") else {}
-    sweep = sweep_record(run_dir, data, names)
-    from dlrun.engine.trackers_mlflow import MlflowTracker
-    from dlrun.engine.trackers_wandb import WandbTracker
+    owned = host is None
+    if host is None:
+        from dlrun.engine.trackers_process import TrackerProcess
 
-    opened = []
+        host = TrackerProcess(names)
     try:
-        for name in names:
-            cls = MlflowTracker if name == "mlflow" else WandbTracker
-            opened.append(cls(data, run_dir, previous.get(name), sweep.get(name)))
+        record = host.open(data, run_dir, previous, _sweep_dir(run_dir))
     except BaseException:
-        for t in opened:
-            with contextlib.suppress(Exception):
-                t.fail("failed")
+        if owned:
+            host.close()
         raise
-    record = {**previous, **{t.name: t.record for t in opened}}
-    run = RunDir(run_dir)
-    write_json(run.trackers, record)
-    return Trackers(opened)
+    write_json(RunDir(run_dir).trackers, {**previous, **record})
+    return Trackers(host, record, owned)
 
 
 def _previous(run_dir: Path) -> dict:
@@ -211,26 +329,20 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def sweep_record(run_dir: Path, data: dict, names: list[str]) -> dict:
-    """For a sweep's job: its sweep's parent runs, the first job creating them.
+def sweep_record(sweep: Path, data: dict, names: list[str]) -> dict:
+    """For a job of the sweep in ``sweep``: its sweep's parent runs, the first job
+    creating them.
 
     Jobs may run in other processes (joblib, submitit), so the parent's ids
     live in the sweep directory's ``trackers.json``, written under a file lock.
     """
-    sweep = _sweep_dir(run_dir)
-    if sweep is None:
-        return {}
-    from dlrun.engine.trackers_mlflow import MlflowTracker
-    from dlrun.engine.trackers_wandb import WandbTracker
-
     path = SweepDir(sweep).trackers
     with _locked(path.with_name(f".{path.name}.lock")):
         record = read_json(path) if path.is_file() else {}
         added = False
         for name in names:
             if not _ours(data, name, record.get(name)):
-                make = MlflowTracker.parent if name == "mlflow" else WandbTracker.parent
-                record[name] = make(data, sweep)
+                record[name] = tracker_class(name).parent(data, sweep)
                 added = True
         if added:
             write_json(path, record)

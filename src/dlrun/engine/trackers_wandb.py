@@ -85,6 +85,11 @@ class WandbTracker:
             "mode": mode or os.environ.get("WANDB_MODE", ""),
         }
 
+    @staticmethod
+    def warm() -> None:
+        """Import W&B's client before the run asks for its tracker run."""
+        import wandb  # noqa: F401
+
     def log(self, values: dict[str, float], step: int) -> None:
         # Steps must not go back: W&B drops (with a warning) what a resume repeats.
         self.run.log(values, step=step)
