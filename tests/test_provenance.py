@@ -128,3 +128,12 @@ def test_a_handed_summary_of_any_shape_shows(tmp_path):
     assert short({"code": {"dlrun": {"commit": "0123456789abc", "dirty": True}}})["commit"] == (
         "0123456789+dirty"
     )
+
+
+def test_libraries_a_run_used_in_another_process_are_recorded():
+    from importlib import metadata
+
+    from dlrun.engine.provenance import library_versions
+
+    # logger=mlflow imports MLflow only in the trackers' side process
+    assert library_versions(["dlrun"], ["mlflow"])["mlflow"] == metadata.version("mlflow")

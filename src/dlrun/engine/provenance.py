@@ -16,6 +16,7 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,16 +33,19 @@ def provenance(cfg) -> dict[str, Any]:
     import torch
 
     from dlrun import __version__
+    from dlrun.engine.trackers import chosen
+    from dlrun.plan.config import to_dict
     from dlrun.registry import task_entry
 
     task_module = sys.modules[task_entry(cfg.task.name).obj.__module__]
     packages = dict.fromkeys(["dlrun", task_module.__name__.partition(".")[0]])
+    trackers = chosen(to_dict(cfg))  # imported by the trackers' side process, not this one
     return {
         "code": {name: code_state(name) for name in packages},
         "python": platform.python_version(),
         "torch": torch.__version__,
         "dlrun": __version__,
-        "libraries": library_versions(list(packages)),
+        "libraries": library_versions(list(packages), trackers),
         "data": data_fingerprints(cfg.dataset),
     }
 
@@ -75,13 +79,14 @@ def _git(folder: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def library_versions(packages: list[str]) -> dict[str, str]:
+def library_versions(packages: list[str], elsewhere: Iterable[str] = ()) -> dict[str, str]:
     """Versions of the libraries the run used: the distributions ``packages`` (dlrun and a
-    plugin task's) declare they need, any extra included, that this process imported."""
+    plugin task's) declare they need, any extra included, that this process imported or
+    that the run used in another process (``elsewhere``: module names)."""
     from importlib import metadata
 
     by_module = metadata.packages_distributions()
-    loaded = {name.partition(".")[0] for name in list(sys.modules)}
+    loaded = {name.partition(".")[0] for name in list(sys.modules)} | set(elsewhere)
     owners = {d for p in packages for d in by_module.get(p, [])} | {"dlrun"}
     wanted = set()
     for owner in owners:
