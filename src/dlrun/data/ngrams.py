@@ -5,7 +5,9 @@ then one int64 key computed from its words' ids, so counting, choosing the
 vocabulary and finding each document's distinct ids are numpy sorts. The
 result is the same as ``with_ngrams`` + ``WordVocab.build`` + per-document
 ``sorted(set(...))``: the same vocabulary in the same order (most frequent
-first, ties in order of first appearance) and the same ids.
+first, ties in order of first appearance) and the same ids. Counting works a chunk
+of documents at a time (``KeyCounts``), so a corpus's words and n-grams need never
+be held at once.
 """
 
 from __future__ import annotations
@@ -103,11 +105,12 @@ class NgramKeys:
         ]
 
 
-def ranked(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct keys by count, most frequent first, ties in order of first appearance
-    (``Counter.most_common``), and their counts."""
+def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct keys in order, how often each occurs, and where each occurs first."""
     n = keys.size
-    if n and int(keys.max()) < (2**63 - 1) // n:
+    if n == 0:
+        return keys, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if int(keys.max()) < (2**63 - 1) // n:
         # Key and position in one int64: a plain sort (much faster than a stable argsort
         # of 64-bit keys) leaves each key's first appearance first.
         both = np.sort(keys * n + np.arange(n))
@@ -116,33 +119,84 @@ def ranked(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(keys, kind="stable")  # equal keys keep their order
         ordered, first = keys[order], order
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    counts = np.diff(np.r_[starts, ordered.size])
-    rank = np.lexsort((first[starts], -counts))
-    return ordered[starts][rank], counts[rank]
+    return ordered[starts], np.diff(np.r_[starts, ordered.size]), first[starts]
 
 
-def lookup(keys: np.ndarray, vocab_keys: np.ndarray, base: int) -> np.ndarray:
+class KeyCounts:
+    """Keys counted chunk by chunk, as if the chunks were one array end to end, keeping
+    only the distinct keys with their counts and first positions."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # keys added so far: where the next chunk starts
+        # (distinct keys in order, counts, first positions): the merged part first
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, keys: np.ndarray) -> None:
+        distinct, counts, first = _distinct(keys)
+        self.parts.append((distinct, counts, first + self.seen))
+        self.seen += keys.size
+        # Merge once the parts added since the last merge outgrow the merged one: each
+        # key is merged a few times at most, so the cost stays in step with the data.
+        if sum(p[0].size for p in self.parts[1:]) > self.parts[0][0].size:
+            self._merge()
+
+    def _merge(self) -> None:
+        if len(self.parts) < 2:
+            return
+        keys, counts, first = (np.concatenate(p) for p in zip(*self.parts))
+        if keys.size == 0:
+            self.parts = [(keys, counts, first)]
+            return
+        order = np.argsort(keys, kind="stable")
+        keys, counts, first = keys[order], counts[order], first[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        self.parts = [
+            (
+                keys[starts],
+                np.add.reduceat(counts, starts),
+                np.minimum.reduceat(first, starts),
+            )
+        ]
+
+    def ranked(self) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct keys by count, most frequent first, ties in order of first appearance,
+        and their counts."""
+        self._merge()
+        if not self.parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        keys, counts, first = self.parts[0]
+        rank = np.lexsort((first, -counts))
+        return keys[rank], counts[rank]
+
+
+class Lookup:
     """Vocabulary id of each key: 1 + its rank in ``vocab_keys``, 0 where it is absent.
 
     Words (keys below ``base``) are looked up in a dense table, longer n-grams by a
-    binary search among the vocabulary's n-grams.
+    binary search among the vocabulary's n-grams. Built once, used for every chunk.
     """
-    ids = np.zeros(keys.size, dtype=np.int64)
-    rank = np.arange(1, vocab_keys.size + 1)
-    word = vocab_keys < base
-    table = np.zeros(base, dtype=np.int64)
-    table[vocab_keys[word]] = rank[word]
-    short = keys < base
-    ids[short] = table[keys[short]]
-    gram_keys, gram_rank = vocab_keys[~word], rank[~word]
-    long = np.flatnonzero(~short)
-    if gram_keys.size and long.size:
+
+    def __init__(self, vocab_keys: np.ndarray, base: int):
+        rank = np.arange(1, vocab_keys.size + 1)
+        word = vocab_keys < base
+        self.base = base
+        self.table = np.zeros(base, dtype=np.int64)
+        self.table[vocab_keys[word]] = rank[word]
+        gram_keys, gram_rank = vocab_keys[~word], rank[~word]
         order = np.argsort(gram_keys)
-        sorted_keys = gram_keys[order]
-        at = np.minimum(np.searchsorted(sorted_keys, keys[long]), sorted_keys.size - 1)
-        hit = sorted_keys[at] == keys[long]
-        ids[long[hit]] = gram_rank[order[at[hit]]]
-    return ids
+        self.gram_keys, self.gram_rank = gram_keys[order], gram_rank[order]
+
+    def __call__(self, keys: np.ndarray) -> np.ndarray:
+        ids = np.zeros(keys.size, dtype=np.int64)
+        short = keys < self.base
+        ids[short] = self.table[keys[short]]
+        long = np.flatnonzero(~short)
+        if self.gram_keys.size and long.size:
+            sorted_keys = self.gram_keys
+            at = np.minimum(np.searchsorted(sorted_keys, keys[long]), sorted_keys.size - 1)
+            hit = sorted_keys[at] == keys[long]
+            ids[long[hit]] = self.gram_rank[at[hit]]
+        return ids
 
 
 def distinct_per_doc(ids: np.ndarray, docs: np.ndarray, n_docs: int, size: int):
