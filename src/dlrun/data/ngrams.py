@@ -12,10 +12,12 @@ be held at once.
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
 
 import numpy as np
 
@@ -122,51 +124,78 @@ def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ordered[starts], np.diff(np.r_[starts, ordered.size]), first[starts]
 
 
-class KeyCounts:
-    """Keys counted chunk by chunk, as if the chunks were one array end to end, keeping
-    only the distinct keys with their counts and first positions."""
+# Keys whose counts ``KeyCounts`` merges at a time (one file's worth): its memory
+# (about 60 bytes a key at the merge) stays bounded whatever the size of the corpus.
+KEYS_PER_BUCKET = 2**21
+MAX_BUCKETS = 512  # files open at once
+_RECORD = np.dtype([("key", np.int64), ("count", np.int64), ("first", np.int64)])
 
-    def __init__(self) -> None:
+
+class KeyCounts:
+    """Keys counted chunk by chunk as if the chunks were one array end to end, in files:
+    each chunk's distinct keys, with their counts and first positions, go by a hash of
+    the key to one of several temporary files in ``folder``, so that ``ranked`` merges
+    one file at a time (external counting: memory bounded, time in step with the data).
+
+    ``expected``: about how many keys will be added; it sets the number of files.
+    """
+
+    def __init__(self, folder: Path, expected: int, per_bucket: int | None = None):
+        buckets = -(-expected // (per_bucket or KEYS_PER_BUCKET))
+        self.files = [
+            tempfile.TemporaryFile(dir=folder) for _ in range(max(1, min(MAX_BUCKETS, buckets)))
+        ]
         self.seen = 0  # keys added so far: where the next chunk starts
-        # (distinct keys in order, counts, first positions): the merged part first
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def add(self, keys: np.ndarray) -> None:
         distinct, counts, first = _distinct(keys)
-        self.parts.append((distinct, counts, first + self.seen))
+        records = np.empty(distinct.size, dtype=_RECORD)
+        records["key"], records["count"], records["first"] = distinct, counts, first + self.seen
         self.seen += keys.size
-        # Merge once the parts added since the last merge outgrow the merged one: each
-        # key is merged a few times at most, so the cost stays in step with the data.
-        if sum(p[0].size for p in self.parts[1:]) > self.parts[0][0].size:
-            self._merge()
+        n = len(self.files)
+        # A multiplicative hash: n-gram keys of one word share low digits.
+        bucket = (distinct.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        bucket = (bucket % np.uint64(n)).astype(np.int64)
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(n + 1))
+        records = records[order]
+        for b, file in enumerate(self.files):
+            file.write(records[bounds[b] : bounds[b + 1]].tobytes())
 
-    def _merge(self) -> None:
-        if len(self.parts) < 2:
-            return
-        keys, counts, first = (np.concatenate(p) for p in zip(*self.parts))
-        if keys.size == 0:
-            self.parts = [(keys, counts, first)]
-            return
-        order = np.argsort(keys, kind="stable")
-        keys, counts, first = keys[order], counts[order], first[order]
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        self.parts = [
-            (
-                keys[starts],
-                np.add.reduceat(counts, starts),
-                np.minimum.reduceat(first, starts),
-            )
-        ]
+    def ranked(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``limit`` (default: all) distinct keys by count, most frequent first, ties in
+        order of first appearance (``Counter.most_common``), and their counts."""
+        best = []
+        for file in self.files:  # the best of each file hold the best of all
+            file.flush()
+            file.seek(0)
+            records = np.fromfile(file, dtype=_RECORD)
+            keys, counts, first = _merged(records["key"], records["count"], records["first"])
+            del records
+            top = np.lexsort((first, -counts))[:limit]
+            best.append((keys[top], counts[top], first[top]))
+        keys, counts, first = (np.concatenate(b) for b in zip(*best))
+        top = np.lexsort((first, -counts))[:limit]
+        return keys[top], counts[top]
 
-    def ranked(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct keys by count, most frequent first, ties in order of first appearance,
-        and their counts."""
-        self._merge()
-        if not self.parts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        keys, counts, first = self.parts[0]
-        rank = np.lexsort((first, -counts))
-        return keys[rank], counts[rank]
+    def close(self) -> None:
+        """Remove the files (they were never named: nothing is left if this is not called)."""
+        for file in self.files:
+            file.close()
+
+
+def _merged(keys: np.ndarray, counts: np.ndarray, first: np.ndarray):
+    """Each distinct key once, in order, with its counts summed and its first position."""
+    if not keys.size:
+        return keys, counts, first
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return (
+        keys[starts],
+        np.add.reduceat(counts[order], starts),
+        np.minimum.reduceat(first[order], starts),
+    )
 
 
 class Lookup:

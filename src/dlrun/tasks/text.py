@@ -18,6 +18,7 @@ the texts come from (``read_splits``) and what identifies that source in the cac
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -256,25 +257,25 @@ class TextClassifier(ClassificationTask):
         # 1. Words become ids once, a chunk of texts at a time; the ids wait in a file
         # (int32) for the two passes below, so no pass holds every text's words.
         index, tokenize = WordIndex(), TOKENIZERS[d.tokenizer]
-        word_counts = KeyCounts()  # the training words: statistics, unigram vocabularies
         lengths: dict[str, np.ndarray] = {}
-        words_path = out / ".words.tmp"
-        with open(words_path, "wb") as f:
+        with tempfile.TemporaryFile(dir=out) as f:
             for split, rows in splits.items():
                 parts = []
                 for a in range(0, len(rows), chunk):
                     words = index.encode((t for t, _ in rows[a : a + chunk]), tokenize)
                     f.write(words.ids.astype(np.int32).tobytes())
                     parts.append(words.lengths)
-                    if split == "train":
-                        word_counts.add(words.ids)
                 lengths[split] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        del splits, rows  # the texts: every word is in the file now
-        if len(index.index) >= 2**31:
-            raise ValueError(f"{len(index.index):,} distinct words: too many for int32 ids")
-        grams = NgramKeys(max(1, len(index.index)), 1 if sequence else d.ngrams)
-
-        with open(words_path, "rb") as f:
+            del splits, rows  # the texts: every word is in the file now
+            if len(index.index) >= 2**31:
+                raise ValueError(f"{len(index.index):,} distinct words: too many for int32 ids")
+            grams = NgramKeys(max(1, len(index.index)), 1 if sequence else d.ngrams)
+            tokens = {
+                s: sum(int(np.maximum(n - k + 1, 0).sum()) for k in range(1, grams.n + 1))
+                for s, n in lengths.items()
+            }
+            f.flush()
+            f.seek(0)
 
             def chunks(split: str):
                 """The split's Words, ``chunk`` texts at a time, read on from ``f``."""
@@ -283,14 +284,22 @@ class TextClassifier(ClassificationTask):
                     ids = np.fromfile(f, dtype=np.int32, count=int(n.sum()))
                     yield Words(ids.astype(np.int64), n)
 
-            # 2. The vocabulary: the most frequent training n-grams (words: counted above).
-            counts = word_counts
-            if grams.n > 1:
-                counts = KeyCounts()
-                for words in chunks("train"):
-                    counts.add(grams.of(words)[0])
-                f.seek(0)
-            vocab_keys = counts.ranked()[0][: d.vocab_size]
+            # 2. The training words (statistics) and n-grams counted, in files, for the
+            # vocabulary: the most frequent training n-grams (words alone: the same).
+            word_counts = KeyCounts(out, int(lengths["train"].sum()))
+            gram_counts = KeyCounts(out, tokens["train"]) if grams.n > 1 else None
+            for words in chunks("train"):
+                word_counts.add(words.ids)
+                if gram_counts is not None:
+                    gram_counts.add(grams.of(words)[0])
+            f.seek(0)
+            word_ranking = word_counts.ranked()
+            word_counts.close()
+            if gram_counts is None:
+                vocab_keys = word_ranking[0][: d.vocab_size]
+            else:
+                vocab_keys = gram_counts.ranked(d.vocab_size)[0]
+                gram_counts.close()
             itos = index.words()
             vocab = WordVocab(grams.texts(vocab_keys, itos))
             lookup = Lookup(vocab_keys, grams.base)
@@ -318,16 +327,11 @@ class TextClassifier(ClassificationTask):
                     "start": torch.cumsum(length, 0) - length,
                     "length": length,
                 }
-        words_path.unlink()
         checkpoint.save(data, out / "data.pt")
         (out / "vocab.json").write_text(json.dumps(vocab.itos))
         (out / "classes.json").write_text(json.dumps(classes))
         self.classes = tuple(classes)
-        tokens = {
-            s: sum(int(np.maximum(n - k + 1, 0).sum()) for k in range(1, grams.n + 1))
-            for s, n in lengths.items()
-        }
-        stats = self.statistics(labels, lengths, tokens, oov, word_counts, itos, len(vocab))
+        stats = self.statistics(labels, lengths, tokens, oov, word_ranking, itos, len(vocab))
         (out / "stats.json").write_text(json.dumps(stats))
 
     def _load_cached(self, folder: Path) -> dict:
@@ -346,7 +350,7 @@ class TextClassifier(ClassificationTask):
         lengths: dict[str, np.ndarray],
         tokens: dict[str, int],
         oov: dict[str, int],
-        word_counts: KeyCounts,
+        word_ranking: tuple[np.ndarray, np.ndarray],
         itos: list[str],
         vocab_size: int,
     ) -> dict:
@@ -364,7 +368,7 @@ class TextClassifier(ClassificationTask):
                 "tokens": tokens[split],
                 "oov_tokens": oov[split],
             }
-        top, counts = word_counts.ranked()
+        top, counts = word_ranking  # distinct training words, most frequent first
         pairs = [[itos[int(w)], int(c)] for w, c in zip(top, counts)]
         out["train_words"] = {
             "distinct": len(pairs),
