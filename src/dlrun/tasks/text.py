@@ -49,7 +49,7 @@ PREP_VERSION = 3  # 2: classes.json and the sequence form; 3: ids in raw files, 
 SHOWN_CHARS = 120  # of each held-out text, kept for samples.txt
 # Texts tokenized and encoded at a time when the cache is built: the build holds one
 # chunk's words and n-grams, never every text's (BENCHMARKS.md, "Texts at real size").
-CHUNK_TEXTS = 10_000
+CHUNK_TEXTS = 4096
 
 
 @dataclass(frozen=True)
