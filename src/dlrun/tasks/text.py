@@ -321,11 +321,13 @@ class TextClassifier(ClassificationTask):
                             )
                         ids_out.write(flat.astype(np.int64).tobytes())
                         kept.append(length)
-                length = torch.from_numpy(np.concatenate(kept) if kept else np.zeros(0, np.int64))
+                kept_length = torch.from_numpy(
+                    np.concatenate(kept) if kept else np.zeros(0, np.int64)
+                )
                 data[split] = {
                     "label": labels[split],
-                    "start": torch.cumsum(length, 0) - length,
-                    "length": length,
+                    "start": torch.cumsum(kept_length, 0) - kept_length,
+                    "length": kept_length,
                 }
         checkpoint.save(data, out / "data.pt")
         (out / "vocab.json").write_text(json.dumps(vocab.itos))
