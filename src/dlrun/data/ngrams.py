@@ -165,18 +165,18 @@ class KeyCounts:
     def ranked(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``limit`` (default: all) distinct keys by count, most frequent first, ties in
         order of first appearance (``Counter.most_common``), and their counts."""
-        best = []
-        for file in self.files:  # the best of each file hold the best of all
+        empty = np.zeros(0, dtype=np.int64)
+        best = (empty, empty, empty)  # the best so far: with each file's best, the best of all
+        for file in self.files:
             file.flush()
             file.seek(0)
             records = np.fromfile(file, dtype=_RECORD)
-            keys, counts, first = _merged(records["key"], records["count"], records["first"])
+            merged = _merged(records["key"], records["count"], records["first"])
             del records
+            keys, counts, first = (np.concatenate(pair) for pair in zip(best, merged))
             top = np.lexsort((first, -counts))[:limit]
-            best.append((keys[top], counts[top], first[top]))
-        keys, counts, first = (np.concatenate(b) for b in zip(*best))
-        top = np.lexsort((first, -counts))[:limit]
-        return keys[top], counts[top]
+            best = (keys[top], counts[top], first[top])
+        return best[0], best[1]
 
     def close(self) -> None:
         """Remove the files (they were never named: nothing is left if this is not called)."""

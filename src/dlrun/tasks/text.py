@@ -311,6 +311,7 @@ class TextClassifier(ClassificationTask):
             else:
                 vocab_keys = gram_counts.ranked(d.vocab_size)[0]
                 gram_counts.close()
+            give_back_freed_memory()  # the counts' merges
             itos = index.words()
             vocab = WordVocab(grams.texts(vocab_keys, itos))
             lookup = Lookup(vocab_keys, grams.base)
