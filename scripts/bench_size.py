@@ -1,12 +1,16 @@
 """Data at real size: time to ready-to-train and peak memory at 10x steps of size.
 
     python scripts/bench_size.py KIND SIZE [SIZE...] [--data /tmp/dlrun-size] [--stream]
-        [--device cpu|cuda]
+        [--device cpu|cuda] [--first-build]
 
 KIND is ``table`` (SIZE rows x 20 numeric columns: 19 features and a 0/1 label, as
 CSV), ``text`` (SIZE synthetic reviews in the aclImdb layout, half train, half test,
-task=imdb) or ``images`` (SIZE 32x32 RGB PNGs in two class folders, task=images).
-Data are generated once under ``--data`` (never in the repository). Each size runs
+task=imdb), ``text-csv`` (SIZE synthetic texts of 100-300 words drawn from a Zipf law
+over 200,000 words, three classes, as one ``text,label`` CSV: task=text with its
+defaults, uni+bigrams with naive-Bayes weights) or ``images`` (SIZE 32x32 RGB PNGs in
+two class folders, task=images). Data are generated once under ``--data`` (never in
+the repository); ``--first-build`` gives each run an empty data cache (removed after),
+so that it times reading, tokenizing and building the cache. Each size runs
 ``dlrun`` as a user would, for a few training steps (``trainer.max_steps=20``), in a
 process of its own; printed per size, as one Markdown row: the file or folder size,
 the seconds from launch to the first training step (ready to train: imports, Hydra,
@@ -19,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +56,34 @@ def write_reviews(root: Path, n: int) -> None:
         (folder / f"{i}_{7 if label == 'pos' else 2}.txt").write_text(" ".join(words))
 
 
+def write_texts_csv(path: Path, n: int) -> None:
+    """``n`` texts of 100-300 words: a Zipf law over 200,000 words (so that the distinct
+    words and bigrams keep growing with the data, as in real text), plus a few words that
+    tell the three classes apart."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{i}" for i in range(200_000)])
+    zipf = 1 / np.arange(1, words.size + 1)  # the k-th most frequent word: frequency 1/k
+    labels = ("neg", "mixed", "pos")
+    signs = {"neg": "awful", "mixed": "uneven", "pos": "great"}
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["text", "label"])
+        for start in range(0, n, 10_000):
+            rows = min(10_000, n - start)
+            lengths = rng.integers(100, 301, rows)
+            chosen = words[rng.choice(words.size, int(lengths.sum()), p=zipf / zipf.sum())]
+            at = 0
+            for i, length in enumerate(lengths.tolist()):
+                label = labels[(start + i) % 3]
+                text = " ".join(chosen[at : at + length].tolist())
+                out.writerow([f"{text} {signs[label]} {signs[label]}.", label])
+                at += length
+
+
 def write_images(root: Path, n: int) -> None:
     import numpy as np
     from PIL import Image
@@ -71,6 +105,13 @@ def data(kind: str, n: int, root: Path) -> tuple[Path, list[str]]:
         if not path.exists():
             write_table(path, n)
         return path, ["task=tabular", f"dataset.path={path}", "dataset.target=label"]
+    if kind == "text-csv":
+        path = root / f"texts_{n}.csv"
+        if not path.exists():
+            tmp = root / f".texts_{n}.csv.tmp"
+            write_texts_csv(tmp, n)
+            tmp.rename(path)
+        return path, ["task=text", f"dataset.path={path}"]
     path = root / f"{kind}_{n}"
     if not path.exists():
         tmp = root / f".{kind}_{n}.tmp"
@@ -87,9 +128,10 @@ def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure(kind: str, n: int, root: Path, stream: bool, device: str) -> dict:
+def measure(kind: str, n: int, root: Path, stream: bool, device: str, first: bool) -> dict:
     path, args = data(kind, n, root)
     out = root / "runs"
+    cache = Path(tempfile.mkdtemp(prefix="cache.", dir=root)) if first else root / "cache"
     cmd = [
         sys.executable,
         "-m",
@@ -99,11 +141,13 @@ def measure(kind: str, n: int, root: Path, stream: bool, device: str) -> dict:
         "trainer.max_steps=20",
         "trainer.eval_every=null",
     ]
-    cmd += [f"paths.output_dir={out}", f"paths.cache_dir={root / 'cache'}"]
+    cmd += [f"paths.output_dir={out}", f"paths.cache_dir={cache}"]
     cmd += ["device.data=stream"] if stream else []
     start = time.time()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = child.communicate()
+    if first:
+        shutil.rmtree(cache, ignore_errors=True)
     if child.returncode:
         sys.exit(f"dlrun failed:\n{stderr[-2000:]}")
     run_dir = Path(stdout.split("run dir: ")[1].splitlines()[0])
@@ -122,19 +166,23 @@ def measure(kind: str, n: int, root: Path, stream: bool, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["table", "text", "images"])
+    parser.add_argument("kind", choices=["table", "text", "text-csv", "images"])
     parser.add_argument("sizes", nargs="+", type=lambda s: int(float(s)))
     parser.add_argument("--data", type=Path, default=Path("/tmp/dlrun-size"))
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--device", default="cpu", help="device= of the runs (cpu, cuda)")
+    parser.add_argument(
+        "--first-build", action="store_true", help="each run builds its data cache anew"
+    )
     a = parser.parse_args()
     a.data.mkdir(parents=True, exist_ok=True)
     peak = "peak GPU MB allocated" if a.device.startswith("cuda") else "peak RSS MB"
     print(f"| data | size | on disk MB | ready to train s | data s | run wall s | {peak} |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for n in a.sizes:
-        r = measure(a.kind, n, a.data, a.stream, a.device)
+        r = measure(a.kind, n, a.data, a.stream, a.device, a.first_build)
         kind = r["kind"] + (" (streamed)" if r["stream"] else "")
+        kind += ", first build" if a.first_build else ""
         print(
             f"| {kind} | {n:,} | {r['mb']:.1f} | {r['ready_s']:.1f} | {r['data_s']:.1f} | "
             f"{r['wall_s']:.1f} | {r['peak_mb']:.0f} |",

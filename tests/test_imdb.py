@@ -269,7 +269,7 @@ def test_array_build_equals_the_list_of_strings_build(corpora, tmp_path, ngrams,
     task = ImdbTask.__new__(ImdbTask)
     task.cfg = SimpleNamespace(dataset=SimpleNamespace(**d))
     task._build(tmp_path, corpora["imdb"])
-    data = torch.load(tmp_path / "data.pt", weights_only=True)
+    data = task._load_cached(tmp_path)
     stats = json.loads((tmp_path / "stats.json").read_text())
 
     reviews = read_aclimdb(corpora["imdb"])

@@ -83,7 +83,7 @@ def test_peek_is_the_next_batch_across_epochs():
 
 
 def test_streamed_text_batches_equal_in_memory_ones(tiny_cfg, cache_dir):
-    # task=imdb keeps its ids end to end outside ``splits``: streamed with them
+    # task=imdb keeps its ids end to end outside ``splits``, streamed from the cache's files
     tasks = {}
     for data in ("memory", "stream"):
         task = ImdbTask(validate(tiny_cfg("task=imdb", f"device.data={data}")))
@@ -93,7 +93,7 @@ def test_streamed_text_batches_equal_in_memory_ones(tiny_cfg, cache_dir):
         tasks[data] = task
     assert tasks["stream"].streamed
     ids = tasks["stream"].flat["train"]
-    assert _mapped_from(ids.data_ptr()).startswith(str(cache_dir / "stream"))
+    assert _mapped_from(ids.data_ptr()).startswith(str(cache_dir / "imdb"))
     for split in ("train", "train_subset", "test"):
         idx = torch.tensor([2, 0, 1])
         a, b = (tasks[k].batch(split, idx) for k in ("memory", "stream"))

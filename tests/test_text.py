@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_cfg, model_cfg, save_run_config
 
 from dlrun.cli import predict, stats
+from dlrun.data import ngrams
 from dlrun.data.text import (
     WordVocab,
     basic_english,
@@ -265,6 +268,52 @@ def test_nb_weights_of_several_classes_are_the_largest_one_against_the_rest():
     )
     torch.testing.assert_close(r, one_vs_rest.amax(0).float())
     assert (r >= 0).all() and r[3] > r[0]  # id 3 marks a class; id 0 (no text has it) less so
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [("dataset.ngrams=3", "dataset.vocab_size=50"), ("model=text_cnn", "dataset.max_tokens=6")],
+)
+def test_a_build_in_chunks_writes_the_bytes_of_a_whole_build(
+    tiny_cfg, tmp_path, monkeypatch, overrides
+):
+    """Chunks of 7 texts and of 1, n-grams counted in many files: the same ids,
+    vocabulary and statistics as one chunk and one file, byte for byte."""
+    path = write_texts(tmp_path / "d", n=60)
+    cfg = validate(tiny_cfg("task=text", f"dataset.path={path}", *overrides))
+    folders = {}
+    for chunk, per_bucket in ((10**6, 10**9), (7, 50), (1, 7)):
+        monkeypatch.setattr(ngrams, "KEYS_PER_BUCKET", per_bucket)
+        folders[chunk] = tmp_path / str(chunk)
+        folders[chunk].mkdir()
+        TextTask(cfg)._build(folders[chunk], path, chunk=chunk)
+    whole = {f.name: f.read_bytes() for f in folders[10**6].iterdir()}
+    assert sorted(whole) == sorted(
+        ["data.pt", "ids_train.bin", "ids_val.bin", "ids_test.bin", "vocab.json"]
+        + ["classes.json", "shown.json", "stats.json"]
+    )
+    assert len(json.loads(whole["vocab.json"])) > 10
+    for chunk in (7, 1):
+        assert {f.name: f.read_bytes() for f in folders[chunk].iterdir()} == whole, chunk
+
+
+@pytest.mark.parametrize("per_bucket", [10**9, 100, 1])
+def test_key_counts_in_chunks_and_files_rank_as_counter_most_common(tmp_path, per_bucket):
+    rng = np.random.default_rng(0)
+    keys = rng.zipf(1.5, 2000).astype(np.int64) % 300 * 10**12  # large keys too
+    expected = Counter(keys.tolist()).most_common()
+    for sizes in ([2000], [1, 0, 5, 994, 1000], [3] * 666 + [2]):
+        counts, at = ngrams.KeyCounts(tmp_path, keys.size, per_bucket), 0
+        for size in sizes:
+            counts.add(keys[at : at + size])
+            at += size
+        assert at == keys.size and len(counts.files) == min(-(-2000 // per_bucket), 512)
+        top, n = counts.ranked()
+        assert list(zip(top.tolist(), n.tolist())) == expected
+        top, n = counts.ranked(limit=7)
+        assert list(zip(top.tolist(), n.tolist())) == expected[:7]
+        counts.close()
+    assert not list(tmp_path.iterdir())  # the files were never named
 
 
 def _write(tmp_path: Path, name: str, content: str) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
-import io
 import json
 import re
 import sys
@@ -233,17 +232,19 @@ def read_labelled(
             f"{path}: not a file dlrun reads texts from; give a .csv, .tsv or .jsonl file, "
             "or a folder with one subfolder of .txt files per class"
         )
+    # Read as a stream of lines: the file's rows are the only copy of its texts held.
     try:
-        raw = path.read_bytes()
+        with open(path, encoding=encoding, newline="") as f:
+            if suffix in (".jsonl", ".ndjson", ".json"):
+                rows = _jsonl_rows(path, f, text_column, label_column)
+            else:
+                delimiter = "," if suffix == ".csv" else "\t"
+                rows = _delimited_rows(path, f, delimiter, text_column, label_column)
+    except UnicodeDecodeError:
+        decode_lines(path.read_bytes(), path, encoding)  # the one line: file, line, byte
+        raise
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({first_line(exc, 120)})") from None
-    text = decode_lines(raw, path, encoding)
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        rows = _jsonl_rows(path, text, text_column, label_column)
-    else:
-        rows = _delimited_rows(
-            path, text, "," if suffix == ".csv" else "\t", text_column, label_column
-        )
     if not rows:
         raise UserError(f"{path}: no rows of text and label in it")
     return rows
@@ -281,9 +282,11 @@ def _missing_column(path: Path, name: str, key: str, found: list[str], where: st
     )
 
 
-def _delimited_rows(path: Path, text: str, delimiter: str, text_column: str, label_column: str):
+def _delimited_rows(
+    path: Path, lines: Iterable[str], delimiter: str, text_column: str, label_column: str
+):
     csv.field_size_limit(sys.maxsize)  # a review is often longer than csv's 128 KiB default
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -319,9 +322,10 @@ def _delimited_rows(path: Path, text: str, delimiter: str, text_column: str, lab
     return rows
 
 
-def _jsonl_rows(path: Path, text: str, text_column: str, label_column: str):
+def _jsonl_rows(path: Path, lines: Iterable[str], text_column: str, label_column: str):
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, ending in enumerate(lines, 1):
+        line = ending.rstrip("\r\n")
         if not line.strip():
             continue
         try:

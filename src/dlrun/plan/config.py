@@ -332,7 +332,7 @@ def migrate(data: dict) -> dict:
     positions from the start (``model.src_positions`` came later). Runs before
     cross-validation have no ``trainer.folds`` (nor ``trainer.checkpoint_every``),
     runs before ``trainer.keep`` tested their best checkpoint (``best``), and runs
-    before ``trainer.ema`` averaged no weights (null).
+    before ``trainer.ema`` averaged no weights (null); none grouped batches by length.
     KMNIST held out ``dataset.val_size`` images (now ``val_fraction`` of its 60,000),
     and imdb ``dataset.val_size`` reviews (now ``dataset.val_fraction`` of 25,000).
     Every run kept its data on the device (``device.data`` came later: ``auto`` chooses
@@ -345,8 +345,14 @@ def migrate(data: dict) -> dict:
     if isinstance(model, dict) and model.get("name") == "transformer_seq2seq":
         data = {**data, "model": {"src_positions": "start", **model}}
     trainer = data.get("trainer")
-    if isinstance(trainer, dict):  # before cross-validation, time-cadence checkpoints, keep, ema
-        old = {"folds": None, "checkpoint_every": None, "keep": "best", "ema": None}
+    if isinstance(trainer, dict):  # before folds, time-cadence checkpoints, keep, ema, grouping
+        old = {
+            "folds": None,
+            "checkpoint_every": None,
+            "keep": "best",
+            "ema": None,
+            "group_by_length": False,
+        }
         data = {**data, "trainer": {**old, **trainer}}
     debug = data.get("debug")
     if isinstance(debug, dict) and "lr_find_steps" not in debug:  # before debug=lr_find

@@ -17,7 +17,9 @@ the texts come from (``read_splits``) and what identifies that source in the cac
 
 from __future__ import annotations
 
+import ctypes
 import json
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from torch import nn
 from dlrun import walk
 from dlrun.data.cache import cache_key, cached
 from dlrun.data.image_files import stratified_split
-from dlrun.data.ngrams import NgramKeys, WordIndex, distinct_per_doc, lookup, ranked
+from dlrun.data.ngrams import KeyCounts, Lookup, NgramKeys, WordIndex, Words, distinct_per_doc
 from dlrun.data.text import TOKENIZERS, WordVocab, is_text_file, read_labelled, with_ngrams
 from dlrun.engine import checkpoint
 from dlrun.engine.checkpoint import save_atomic
@@ -41,11 +43,14 @@ from dlrun.registry import TASKS, model_entry
 from dlrun.rundir.layout import RunDir
 from dlrun.rundir.read import read_json, read_torch
 from dlrun.rundir.write import write_json
-from dlrun.tasks.base import encoding_problems, memory_mapped, path_problems
+from dlrun.tasks.base import encoding_problems, path_problems
 from dlrun.tasks.classify import ClassificationTask
 
-PREP_VERSION = 2  # 2: classes.json and the sequence form
+PREP_VERSION = 3  # 2: classes.json and the sequence form; 3: ids in raw files, mapped
 SHOWN_CHARS = 120  # of each held-out text, kept for samples.txt
+# Texts tokenized and encoded at a time when the cache is built: the build holds one
+# chunk's words and n-grams, never every text's (BENCHMARKS.md, "Texts at real size").
+CHUNK_TEXTS = 4096
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,30 @@ class TextFeaturesConfig(Named):
     # from the training split (NBSVM, Wang & Manning 2012). Bag models only.
     feature_weights: str = spec(choices=["none", "nb"])
     nb_alpha: float = spec(gt=0)  # smoothing of the counts behind the nb ratios
+
+
+def ids_file(split: str) -> str:
+    """The cache's file of a split's ids (raw int64, end to end)."""
+    return f"ids_{split}.bin"
+
+
+def mapped_ids(path: Path, n: int) -> torch.Tensor:
+    """The ``n`` int64 ids in file ``path``, memory-mapped copy-on-write (read from disk
+    as used; the pages can leave RAM). ValueError if the file holds another number."""
+    if path.stat().st_size != 8 * n:
+        raise ValueError(f"{path.name}: {path.stat().st_size} bytes, expected {8 * n}")
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.from_file(str(path), shared=False, size=n, dtype=torch.int64)
+
+
+def give_back_freed_memory() -> None:
+    """Ask glibc to hand freed heap memory back to the system: the texts' freed blocks
+    otherwise stay in the process (its RSS at the texts' peak for the rest of the run)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
 
 
 def shorter(text: str) -> str:
@@ -114,22 +143,37 @@ def nb_ratios(
     in size (the first layer learns the signs). Id 0 (out of vocabulary) gets its
     ratio like any other token.
     """
+    texts = class_counts(ids, label, length, vocab_size, max(classes, 2))
+    every = texts.sum(0)
 
-    def ratio(positive: torch.Tensor) -> torch.Tensor:
-        positive = torch.repeat_interleave(positive, length).to(torch.float64)
-        p = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, ids, positive) + alpha
-        q = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, ids, 1 - positive) + alpha
+    def ratio(count: torch.Tensor) -> torch.Tensor:
+        p, q = count + alpha, every - count + alpha
         return torch.log((p / p.sum()) / (q / q.sum()))
 
     if classes == 2:
-        return ratio(label).float()
-    return torch.stack([ratio(label == c).abs() for c in range(classes)]).amax(0).float()
+        return ratio(texts[1]).float()
+    return torch.stack([ratio(texts[c]).abs() for c in range(classes)]).amax(0).float()
 
 
-def sequences(words, vocab_words: np.ndarray, base: int, max_tokens: int):
+def class_counts(
+    ids: torch.Tensor, label: torch.Tensor, length: torch.Tensor, vocab_size: int, classes: int
+) -> torch.Tensor:
+    """How many texts of each class hold each id (``classes`` x ``vocab_size``, float64),
+    ``CHUNK_TEXTS`` texts at a time (the ids may be a memory-mapped file)."""
+    counts = torch.zeros(classes * vocab_size, dtype=torch.float64)
+    end = torch.cumsum(length, 0)
+    for a in range(0, len(length), CHUNK_TEXTS):
+        b = min(a + CHUNK_TEXTS, len(length))
+        first, last = int(end[a] - length[a]), int(end[b - 1])
+        of = torch.repeat_interleave(label[a:b], length[a:b], output_size=last - first)
+        counts += torch.bincount(of * vocab_size + ids[first:last], minlength=counts.numel())
+    return counts.view(classes, vocab_size)
+
+
+def sequences(words: Words, lookup: Lookup, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Each document's first ``max_tokens`` word ids (vocabulary ids) in order, end to end,
     and how many each keeps."""
-    ids = lookup(words.ids, vocab_words, base)
+    ids = lookup(words.ids)
     start = np.cumsum(words.lengths) - words.lengths
     position = np.arange(ids.size) - np.repeat(start, words.lengths)
     return ids[position < max_tokens], np.minimum(words.lengths, max_tokens)
@@ -199,76 +243,146 @@ class TextClassifier(ClassificationTask):
                 len(self.classes),
             )
 
-    def _build(self, out: Path, path: Path) -> None:
+    def _build(self, out: Path, path: Path, chunk: int = CHUNK_TEXTS) -> None:
+        """The texts at ``path`` tokenized and encoded into ``out``, ``chunk`` texts at a
+        time: each split's ids end to end as a raw int64 file (``ids_file``), its labels,
+        starts and lengths (data.pt), the vocabulary, classes, shown texts and statistics.
+        Any ``chunk`` gives the same bytes: the ids and vocabulary of one whole build."""
         d = self.cfg.dataset
         splits, classes = self.read_splits(path)
         sequence = getattr(self.cfg, "model", None) is not None and (
             text_input(self.cfg.model) == "sequence"
         )
-        # Words become ids once; n-grams are int64 keys of those ids, counted by numpy.
-        index = WordIndex()
-        tokenize = TOKENIZERS[d.tokenizer]
-        words = {s: index.encode((t for t, _ in rows), tokenize) for s, rows in splits.items()}
-        grams = NgramKeys(max(1, len(index.index)), 1 if sequence else d.ngrams)
-        keys = {s: grams.of(w) for s, w in words.items()}
-        vocab_keys, _ = ranked(keys["train"][0])
-        vocab_keys = vocab_keys[: d.vocab_size]
-        itos = index.words()
-        vocab = WordVocab(grams.texts(vocab_keys, itos))
-        data, oov = {}, {}
-        for split, rows in splits.items():
-            if sequence:
-                flat, length = sequences(words[split], vocab_keys, grams.base, d.max_tokens)
-                oov[split] = int((flat == 0).sum())
-            else:
-                split_keys, docs = keys[split]
-                ids = lookup(split_keys, vocab_keys, grams.base)
-                oov[split] = int((ids == 0).sum())
-                flat, length = distinct_per_doc(ids, docs, len(rows), len(vocab))
-            length = torch.from_numpy(length)
-            data[split] = {
-                "label": torch.tensor([label for _, label in rows], dtype=torch.long),
-                "start": torch.cumsum(length, 0) - length,
-                "length": length,
-                "ids": torch.from_numpy(flat),
-            }
-        checkpoint.save(data, out / "data.pt")
-        (out / "vocab.json").write_text(json.dumps(vocab.itos))
-        (out / "classes.json").write_text(json.dumps(classes))
+        labels = {
+            s: torch.tensor([label for _, label in rows], dtype=torch.long)
+            for s, rows in splits.items()
+        }
         shown = {
             s: [shorter(t) for t, _ in rows]
             for s, rows in splits.items()
             if s not in self.not_tested
         }
         (out / "shown.json").write_text(json.dumps(shown))
+        del shown
+        # 1. Words become ids once, a chunk of texts at a time; the ids wait in a file
+        # (int32) for the two passes below, so no pass holds every text's words.
+        index, tokenize = WordIndex(), TOKENIZERS[d.tokenizer]
+        lengths: dict[str, np.ndarray] = {}
+        with tempfile.TemporaryFile(dir=out) as f:
+            for split, rows in splits.items():
+                parts = []
+                for a in range(0, len(rows), chunk):
+                    words = index.encode((t for t, _ in rows[a : a + chunk]), tokenize)
+                    f.write(words.ids.astype(np.int32).tobytes())
+                    parts.append(words.lengths)
+                lengths[split] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            del splits, rows  # the texts: every word is in the file now
+            give_back_freed_memory()
+            if len(index.index) >= 2**31:
+                raise ValueError(f"{len(index.index):,} distinct words: too many for int32 ids")
+            grams = NgramKeys(max(1, len(index.index)), 1 if sequence else d.ngrams)
+            tokens = {
+                s: sum(int(np.maximum(n - k + 1, 0).sum()) for k in range(1, grams.n + 1))
+                for s, n in lengths.items()
+            }
+            f.flush()
+            f.seek(0)
+
+            def chunks(split: str):
+                """The split's Words, ``chunk`` texts at a time, read on from ``f``."""
+                for a in range(0, len(lengths[split]), chunk):
+                    n = lengths[split][a : a + chunk]
+                    ids = np.fromfile(f, dtype=np.int32, count=int(n.sum()))
+                    yield Words(ids.astype(np.int64), n)
+
+            # 2. The training words (statistics) and n-grams counted, in files, for the
+            # vocabulary: the most frequent training n-grams (words alone: the same).
+            word_counts = KeyCounts(out, int(lengths["train"].sum()))
+            gram_counts = KeyCounts(out, tokens["train"]) if grams.n > 1 else None
+            for words in chunks("train"):
+                word_counts.add(words.ids)
+                if gram_counts is not None:
+                    gram_counts.add(grams.of(words)[0])
+            f.seek(0)
+            word_ranking = word_counts.ranked()
+            word_counts.close()
+            if gram_counts is None:
+                vocab_keys = word_ranking[0][: d.vocab_size]
+            else:
+                vocab_keys = gram_counts.ranked(d.vocab_size)[0]
+                gram_counts.close()
+            give_back_freed_memory()  # the counts' merges
+            itos = index.words()
+            vocab = WordVocab(grams.texts(vocab_keys, itos))
+            lookup = Lookup(vocab_keys, grams.base)
+            # 3. Each split's ids, written as they come.
+            data, oov = {}, {}
+            for split in lengths:
+                kept, oov[split] = [], 0
+                with open(out / ids_file(split), "wb") as ids_out:
+                    for words in chunks(split):
+                        if sequence:
+                            flat, length = sequences(words, lookup, d.max_tokens)
+                            oov[split] += int((flat == 0).sum())
+                        else:
+                            keys, docs = grams.of(words)
+                            ids = lookup(keys)
+                            oov[split] += int((ids == 0).sum())
+                            flat, length = distinct_per_doc(
+                                ids, docs, words.lengths.size, len(vocab)
+                            )
+                        ids_out.write(flat.astype(np.int64).tobytes())
+                        kept.append(length)
+                kept_length = torch.from_numpy(
+                    np.concatenate(kept) if kept else np.zeros(0, np.int64)
+                )
+                data[split] = {
+                    "label": labels[split],
+                    "start": torch.cumsum(kept_length, 0) - kept_length,
+                    "length": kept_length,
+                }
+        checkpoint.save(data, out / "data.pt")
+        (out / "vocab.json").write_text(json.dumps(vocab.itos))
+        (out / "classes.json").write_text(json.dumps(classes))
         self.classes = tuple(classes)
-        stats = self.statistics(words, keys, oov, splits, itos, len(vocab))
+        stats = self.statistics(labels, lengths, tokens, oov, word_ranking, itos, len(vocab))
         (out / "stats.json").write_text(json.dumps(stats))
 
     def _load_cached(self, folder: Path) -> dict:
         data = torch.load(folder / "data.pt", weights_only=True)
+        for split, tensors in data.items():
+            tensors["ids"] = mapped_ids(folder / ids_file(split), int(tensors["length"].sum()))
         self.vocab = WordVocab(json.loads((folder / "vocab.json").read_text())[1:])
         self.classes = tuple(json.loads((folder / "classes.json").read_text()))
         self.shown = json.loads((folder / "shown.json").read_text())
         self._stats = json.loads((folder / "stats.json").read_text())
         return data
 
-    def statistics(self, words, keys, oov, splits, itos: list[str], vocab_size: int) -> dict:
+    def statistics(
+        self,
+        labels: dict[str, torch.Tensor],
+        lengths: dict[str, np.ndarray],
+        tokens: dict[str, int],
+        oov: dict[str, int],
+        word_ranking: tuple[np.ndarray, np.ndarray],
+        itos: list[str],
+        vocab_size: int,
+    ) -> dict:
         """Examples per class, mean length, frequent and rare words, OOV tokens per split.
 
-        Lengths and word ranks count the tokenizer's words; OOV counts the tokens
-        the model sees (n-grams included) that fall outside the vocabulary.
+        Lengths and word ranks count the tokenizer's words; tokens and OOV count the
+        tokens the model sees (n-grams included), OOV those outside the vocabulary.
         """
         out: dict[str, Any] = {}
-        for split, rows in splits.items():
+        for split, label in labels.items():
             out[split] = {
-                "examples": len(rows),
-                **self.count_columns([label for _, label in rows]),
-                "mean_words": int(words[split].lengths.sum()) / max(1, len(rows)),
-                "tokens": int(keys[split][0].size),
+                "examples": len(label),
+                **self.count_columns(label.tolist()),
+                "mean_words": int(lengths[split].sum()) / max(1, len(label)),
+                "tokens": tokens[split],
                 "oov_tokens": oov[split],
             }
-        top, counts = ranked(words["train"].ids)
+        top, counts = word_ranking  # distinct training words, most frequent first
         pairs = [[itos[int(w)], int(c)] for w, c in zip(top, counts)]
         out["train_words"] = {
             "distinct": len(pairs),
@@ -310,12 +424,8 @@ class TextClassifier(ClassificationTask):
 
     def to(self, device: torch.device) -> None:
         super().to(device)
-        if self.streamed:  # the ids, most of the data, stay memory-mapped on the host
-            folder = Path(self.cfg.paths.cache_dir).expanduser() / "stream"
-            own = {s: {"ids": v} for s, v in self.flat.items() if s != "train_subset"}
-            mapped = memory_mapped(own, folder, 0)
-            self.flat = {s: mapped.get(s, mapped["train"])["ids"] for s in self.flat}
-        else:
+        # Streamed, the ids (most of the data) stay mapped from the cache's files on the host.
+        if not self.streamed:
             self.flat = {k: v.to(device) for k, v in self.flat.items()}
         if self.feature_weights is not None:
             self.feature_weights = self.feature_weights.to(device)
