@@ -161,3 +161,14 @@ def test_a_report_over_mixed_runs_groups_them_by_task(tmp_path):
     text = table.markdown()
     assert text.startswith("task=imdb\n\n| run | optimizer.lr | status | val/accuracy |")
     assert "task=dates\n\n| run | status | val/exact_match |" in text
+
+
+def test_grouped_bars_show_each_value_even_zero(tmp_path, monkeypatch):
+    from dlrun.engine import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out: drawn.append(fig))
+    values = {("0.003", "0.5"): 0.0, ("0.003", "1.0"): 0.0, ("0.01", "0.5"): 0.25}
+    plots.plot_grouped_bars(values, "optimizer.lr", "trainer.grad_clip", "exact", tmp_path / "b")
+    labels = sorted(t.get_text() for t in drawn[0].axes[0].texts)
+    assert labels == ["0", "0", "0.25"]

@@ -260,7 +260,9 @@ def plot_grouped_bars(
             if (x, group) in values
         ]
         ys = [values[(x, group)] for x in xs if (x, group) in values]
-        ax.bar(pos, ys, width, label=f"{group_key}={group}", color=series_colour(j))
+        bars = ax.bar(pos, ys, width, label=f"{group_key}={group}", color=series_colour(j))
+        # Each bar's value on it: a bar of 0 (no run of a sweep learnt yet) is still read.
+        ax.bar_label(bars, fmt="%.4g", fontsize=8, padding=2)
     ax.set_xticks(range(len(xs)), [str(x) for x in xs])
     ax.set(xlabel=xkey, ylabel=ylabel, title=f"{ylabel} by {xkey} and {group_key}")
     ax.grid(alpha=0.3, axis="y")
