@@ -110,4 +110,5 @@ def test_a_kmnist_run_from_before_fractions_still_loads():
         "checkpoint_every": None,
         "keep": "best",
         "ema": None,
+        "group_by_length": False,
     }
