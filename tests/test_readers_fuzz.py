@@ -190,6 +190,14 @@ def test_image_annotation_files_read_or_refuse():
         for i in range(6):
             (root / f"{i}.png").write_bytes(b"")
         check(lambda p: list_annotations(root, p, d), "labels.csv", ANNOTATIONS)
+        # Found by the fuzzing above on CI (a csv.Error escaped): a bare carriage return is
+        # a line end, a blank line before the header leaves no columns.
+        path = Path(tmp) / "labels.csv"
+        path.write_bytes(b"file,label\n\r0.png,a\n1.png,b\n")
+        assert list_annotations(root, path, d) == (["a", "b"], ["0.png", "1.png"], [0, 1])
+        path.write_bytes(b"\rfile,label\n0.png,a\n1.png,b\n")
+        with pytest.raises(UserError, match="no column dataset.filename_column=file"):
+            list_annotations(root, path, d)
 
 
 # A folder tree: (folder index, name) pairs of subfolders, and symlinks from one folder to

@@ -86,7 +86,19 @@ def list_annotations(root: Path, csv_path: Path, d) -> tuple[list[str], list[str
     text = read_text(csv_path, "utf-8-sig")
     head = text.split("\n", 1)[0]
     delimiter = max(",;\t", key=head.count)
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    # newline="": the csv module reads \r, \n and \r\n line ends itself
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return _annotations(root, csv_path, d, reader)
+    except csv.Error as exc:
+        raise UserError(
+            f"{printable(str(csv_path))}, line {reader.line_num}: not CSV "
+            f"({first_line(exc, 120)}); write one file name and label per line"
+        ) from None
+
+
+def _annotations(root: Path, csv_path: Path, d, reader: csv.DictReader):
+    """``list_annotations``'s result from its file's rows."""
     columns = [c.strip() for c in reader.fieldnames or []]
     want = {"filename_column": d.filename_column, "label_column": d.label_column}
     missing = [f"dataset.{k}={v}" for k, v in want.items() if v not in columns]
