@@ -67,11 +67,13 @@ def run_dlrun(args: list[str], out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_ema"))
-    parser.add_argument("--kmnist", type=Path, default=Path("../shared/data/kmnist_dev"))
+    parser.add_argument("--kmnist", type=Path, help="KMNIST's IDX files (task kmnist)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--decays", nargs="+", type=float, default=[0.0, 0.99, 0.999])
     args = parser.parse_args()
+    if "kmnist" in args.tasks and args.kmnist is None:
+        parser.error("task kmnist reads its IDX files from --kmnist DIR")
     out = args.out.resolve()
     (out / "results").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DLRUN_CACHE_DIR", str(out / "cache"))

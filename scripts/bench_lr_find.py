@@ -1,6 +1,6 @@
 """debug=lr_find against the learning rates the task presets use, on real data.
 
-    python scripts/bench_lr_find.py [--out DIR] [--cases digits kmnist]
+    python scripts/bench_lr_find.py [--out DIR] [--cases digits kmnist] [--kmnist DIR]
 
 For each case it runs ``dlrun ... debug=lr_find`` as a user would, reads the
 suggestion (the smoothed loss's minimum / 10) and the steepest-descent rate from
@@ -9,7 +9,7 @@ preset's ``optimizer.lr``, at the suggestion and at the steepest rate, and
 prints one Markdown table: the rates, the range test's steps and seconds, and
 the test accuracy each rate reached (the task's defaults otherwise). Cases:
 ``digits`` (scikit-learn's bundled digits table as CSV, ``task=tabular``) and
-``kmnist`` (the development files under ../shared/data/kmnist_dev, ``task=kmnist``).
+``kmnist`` (``task=kmnist`` on the IDX files in ``--kmnist DIR``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "data"
 
 
-def case_args(name: str, out: Path) -> tuple[list[str], str]:
+def case_args(name: str, out: Path, kmnist: Path | None) -> tuple[list[str], str]:
     """The command line of a case and its monitored metric."""
     if name == "digits":
         sys.path.insert(0, str(HERE))
@@ -36,7 +35,8 @@ def case_args(name: str, out: Path) -> tuple[list[str], str]:
             write_table("digits", table)
         return ["task=tabular", f"dataset.path={table}", "dataset.target=target"], "test/accuracy"
     if name == "kmnist":
-        return ["task=kmnist", f"dataset.path={SHARED / 'kmnist_dev'}"], "test/accuracy"
+        assert kmnist is not None  # main asks for it
+        return ["task=kmnist", f"dataset.path={kmnist.resolve()}"], "test/accuracy"
     raise SystemExit(f"unknown case {name}; cases: digits, kmnist")
 
 
@@ -65,12 +65,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_lr_find"))
     parser.add_argument("--cases", nargs="+", default=["digits", "kmnist"])
+    parser.add_argument("--kmnist", type=Path, help="KMNIST's IDX files (the kmnist case)")
     opts = parser.parse_args()
+    if "kmnist" in opts.cases and opts.kmnist is None:
+        parser.error("the kmnist case reads its IDX files from --kmnist DIR")
     rows = []
     for name in opts.cases:
         out = opts.out / name
         out.mkdir(parents=True, exist_ok=True)
-        args, metric = case_args(name, out)
+        args, metric = case_args(name, out, opts.kmnist)
         summary, seconds = dlrun([*args, "debug=lr_find"], out / f"lr_find-{time.time_ns()}")
         found = summary["lr_find"]
         rates = {

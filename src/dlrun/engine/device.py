@@ -111,22 +111,40 @@ _MMAP_THRESHOLD = 1 << 30  # blocks up to 1 GiB come from the heap and are reuse
 _TRIM_THRESHOLD = (1 << 31) - 1  # freed memory stays in the process for the next step
 
 
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc reuse freed large blocks instead of returning them to the
-    system (``mallopt``); True where it applied (Linux with glibc), else nothing changes.
-    Process-wide, so a training run sets it (``engine.run``), not ``import dlrun``."""
+def _glibc():
+    """The C library's functions where it is glibc's (it has ``mallopt``), else None."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        libc.mallopt  # noqa: B018 (musl, macOS and Windows have none)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed large blocks instead of returning them to the
+    system (``mallopt``); True where it applied (Linux with glibc), else nothing changes.
+    Process-wide, so a training run sets it (``engine.run``), not ``import dlrun``."""
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     return bool(
-        mallopt(m_mmap_threshold, _MMAP_THRESHOLD) and mallopt(m_trim_threshold, _TRIM_THRESHOLD)
+        libc.mallopt(m_mmap_threshold, _MMAP_THRESHOLD)
+        and libc.mallopt(m_trim_threshold, _TRIM_THRESHOLD)
     )
+
+
+def give_back_freed_memory() -> None:
+    """Ask glibc to hand freed heap memory back to the system (``malloc_trim``): a data
+    build's freed blocks otherwise stay in the process, its RSS at the build's peak for
+    the rest of the run. Elsewhere the allocator decides."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def cpu_has_amx_bf16() -> bool:

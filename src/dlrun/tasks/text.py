@@ -17,7 +17,6 @@ the texts come from (``read_splits``) and what identifies that source in the cac
 
 from __future__ import annotations
 
-import ctypes
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from dlrun.data.ngrams import KeyCounts, Lookup, NgramKeys, WordIndex, Words, di
 from dlrun.data.text import TOKENIZERS, WordVocab, is_text_file, read_labelled, with_ngrams
 from dlrun.engine import checkpoint
 from dlrun.engine.checkpoint import save_atomic
+from dlrun.engine.device import give_back_freed_memory
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
 from dlrun.plan.config import RunConfig
@@ -83,15 +83,6 @@ def mapped_ids(path: Path, n: int) -> torch.Tensor:
     if n == 0:
         return torch.zeros(0, dtype=torch.long)
     return torch.from_file(str(path), shared=False, size=n, dtype=torch.int64)
-
-
-def give_back_freed_memory() -> None:
-    """Ask glibc to hand freed heap memory back to the system: the texts' freed blocks
-    otherwise stay in the process (its RSS at the texts' peak for the rest of the run)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: its allocator decides
-        pass
 
 
 def shorter(text: str) -> str:
