@@ -98,3 +98,22 @@ def test_streamed_text_batches_equal_in_memory_ones(tiny_cfg, cache_dir):
         idx = torch.tensor([2, 0, 1])
         a, b = (tasks[k].batch(split, idx) for k in ("memory", "stream"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_auto_counts_text_ids_beside_the_splits(tiny_cfg, cache_dir, monkeypatch):
+    # A text task's ids (most of its data) live beside ``splits``: device.data=auto
+    # streams when they would not fit, though the splits' own tensors would.
+    task = ImdbTask(validate(tiny_cfg("task=imdb", "device.data=auto")))
+    task.prepare(cache_dir)
+    task.add_train_subset(3)
+    splits = sum(v.numel() * v.element_size() for s in task.splits.values() for v in s.values())
+    ids = sum(v.numel() * v.element_size() for s, v in task.flat.items() if s != "train_subset")
+    assert task.data_bytes() == splits + ids and ids > splits  # the subset's ids: train's
+    monkeypatch.setattr(device_module, "free_memory", lambda device: 2 * (splits + ids) - 2)
+    task.to(CPU)
+    assert task.streamed
+    task = ImdbTask(validate(tiny_cfg("task=imdb", "device.data=auto")))
+    task.prepare(cache_dir)
+    monkeypatch.setattr(device_module, "free_memory", lambda device: 2 * (splits + ids) + 2)
+    task.to(CPU)
+    assert not task.streamed

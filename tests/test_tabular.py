@@ -387,3 +387,38 @@ def test_number_columns_are_float32_unless_that_blurs_them(tmp_path):
     listed = Column.from_strings([r.split(",")[2] for r in rows])
     assert c.values == listed.values == ["b", "a"]
     assert (c.codes == listed.codes).all()
+
+
+def test_columns_read_in_small_blocks_match_one_block(tmp_path, monkeypatch):
+    # Blocks far smaller than the file, and room for fewer rows than it has: numbers that
+    # start as ints take a later 2.5 as a number, float32 is kept only where it does not
+    # blur, missing values stay where they are, and every value is as in one block.
+    import numpy as np
+
+    from dlrun.data import table as tables
+
+    rows = [
+        f"{i},{0.001 * i:.3f},{1_700_000_000 + i},{'' if i % 997 == 5 else i % 7},{'ab'[i % 2]}"
+        for i in range(5000)
+    ]
+    rows[-1] = "2.5,1.0,1700000000,3,a"
+    path = tmp_path / "t.csv"
+    path.write_text("n,x,stamp,gaps,c\n" + "\n".join(rows) + "\n")
+    whole = tables.read_table(path, text=("c",))
+    monkeypatch.setattr(tables, "GUESS_BLOCK", 2048)
+    monkeypatch.setattr(tables, "READ_BLOCK", 1024)
+    monkeypatch.setattr(tables, "_rows", lambda path, head: 10)
+    small = tables.read_table(path, text=("c",))
+    n, x, stamp, gaps, c = small.columns
+    assert len(small) == 5000 and n.values is None and n.numbers[-1] == 2.5
+    assert (n.numbers.dtype, x.numbers.dtype, stamp.numbers.dtype) == (
+        np.float32,
+        np.float32,
+        np.float64,
+    )
+    assert stamp.numbers[4321] == 1_700_004_321 and x.text(4321) == "4.321"
+    assert np.flatnonzero(gaps.missing).tolist() == [i for i in range(5000) if i % 997 == 5]
+    for a, b in zip(whole.columns, small.columns, strict=True):
+        assert a.numbers.dtype == b.numbers.dtype
+        assert np.array_equal(a.numbers, b.numbers, equal_nan=True)
+        assert np.array_equal(a.missing, b.missing) and a.values == b.values

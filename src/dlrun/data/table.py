@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 import torch
 
 from dlrun.data.text import read_text
+from dlrun.engine.device import give_back_freed_memory
 from dlrun.errors import UserError, printable
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
@@ -40,7 +41,7 @@ class Column:
     (``values``) with each row's index into them (``codes``).
 
     A file's number columns are float32 (what the model reads), or float64 where float32
-    would blur them (``narrow``); ``missing`` of a column with no value missing is one
+    would blur them (``_Floats.narrow``); ``missing`` of a column with no value missing is one
     shared False (``none_missing``), not a mask per row.
     """
 
@@ -134,18 +135,6 @@ def none_missing(n: int) -> np.ndarray:
     return np.broadcast_to(np.False_, (n,))
 
 
-def narrow(x: np.ndarray) -> np.ndarray:
-    """Column ``x`` (float64) as float32 where that keeps it to a millionth of its spread
-    (most columns: the model reads float32), else as it is (ids, timestamps, offsets)."""
-    x32 = x.astype(np.float32)
-    finite = np.isfinite(x)
-    if not finite.any():
-        return x32
-    spread = float(x[finite].max() - x[finite].min())
-    blur = float(np.abs(x32[finite] - x[finite]).max())
-    return x32 if blur <= 1e-6 * spread else x
-
-
 @dataclass
 class Table:
     """A delimited file's header and columns; ``where(i)`` names row ``i`` in errors
@@ -224,7 +213,7 @@ def read_table(
     text_columns = (
         set(names) if text is True else {names[header.index(t)] for t in text or () if t in header}
     )
-    columns = _arrow_columns(path, delimiter, encoding, names, text_columns)
+    columns = _arrow_columns(path, delimiter, encoding, names, text_columns, _rows(path, head))
     if columns is not None:
         blank = np.logical_and.reduce([c.missing for c in columns])
         if not blank.any() and len(columns[0]):
@@ -251,6 +240,14 @@ def _head(path: Path, encoding: str, size: int = 1 << 16) -> str:
     return text if len(raw) < size else text[: text.rfind("\n") + 1]
 
 
+def _rows(path: Path, head: str) -> int:
+    """A guess of a file's rows from its size and its first lines' length."""
+    lines = head.count("\n") - 1  # below the header
+    if lines < 1:
+        return 0
+    return int(path.stat().st_size / (len(head.encode("utf-8", "replace")) / (lines + 1)) * 1.1)
+
+
 def _check_header(path: Path, names: list[str]) -> list[str]:
     header = [h.strip() for h in names]
     if len(set(header)) != len(header) or "" in header:
@@ -259,33 +256,32 @@ def _check_header(path: Path, names: list[str]) -> list[str]:
 
 
 def _arrow_columns(
-    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str]
+    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str], rows: int
 ) -> list[Column] | None:
     """The file's columns as pyarrow reads them, a block at a time (numbers as numbers,
-    no copy of the whole file as text), or None where it cannot read the file.
+    no copy of the whole file as text), or None where it cannot read the file. ``rows``
+    is a guess of the file's rows (room for more is made as they come).
 
     pyarrow guesses a column's type from the first block; a column with text further
     down, or of another type (dates...), is read again as text.
     """
-    while True:
-        try:
-            return _arrow_blocks(path, delimiter, encoding, names, text)
-        except _AsText as exc:
-            if exc.name in text:
-                return None  # e.g. bytes that are not ``encoding``
-            text.add(exc.name)
-        except (pa.ArrowException, UnicodeError, ValueError, KeyError):
-            return None
-
-
-def _pool() -> pa.MemoryPool:
-    """jemalloc told to give freed blocks back at once (the default pools keep them: the
-    peak memory of a large file's read doubles), where this pyarrow has it."""
+    previous = pa.default_memory_pool()
+    # pyarrow's reader takes buffers from the default pool as well as from the one it is
+    # given; glibc's malloc (then trimmed) gives them back, jemalloc and mimalloc keep them.
+    pa.set_memory_pool(pa.system_memory_pool())
     try:
-        pa.jemalloc_set_decay_ms(0)
-        return pa.jemalloc_memory_pool()
-    except (NotImplementedError, pa.ArrowException):
-        return pa.default_memory_pool()
+        while True:
+            try:
+                return _arrow_blocks(path, delimiter, encoding, names, text, rows)
+            except _AsText as exc:
+                if exc.name in text:
+                    return None  # e.g. bytes that are not ``encoding``
+                text.add(exc.name)
+            except (pa.ArrowException, UnicodeError, ValueError, KeyError):
+                return None
+    finally:
+        pa.set_memory_pool(previous)
+        give_back_freed_memory()
 
 
 class _AsText(Exception):
@@ -295,72 +291,157 @@ class _AsText(Exception):
         self.name = name
 
 
-def _arrow_blocks(
-    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str]
-) -> list[Column] | None:
+TEXT = pa.dictionary(pa.int32(), pa.string())  # text dictionary-encoded as it is read
+# pyarrow guesses the columns' types from a first block (of 4 MiB, its default size), then
+# reads blocks of 512 KiB: its reader holds a few dozen blocks at once (of 4 MiB: 155 MB).
+GUESS_BLOCK, READ_BLOCK = 1 << 22, 1 << 19
+
+
+def _options(
+    delimiter: str, encoding: str, types: dict[str, pa.DataType], block: int, only: str | None
+) -> dict[str, Any]:
     convert = pacsv.ConvertOptions(
         null_values=sorted(MISSING_SPELLINGS),
         strings_can_be_null=False,
         true_values=["\0"],  # no booleans: "true"/"false" stay categories as written
         false_values=["\0"],
-        # text dictionary-encoded as it is read: a code per row, each value once
-        column_types=dict.fromkeys(text, pa.dictionary(pa.int32(), pa.string())),
+        column_types=types,
+        include_columns=[] if only is None else [only],  # []: every column
     )
+    return dict(
+        read_options=pacsv.ReadOptions(encoding=encoding, block_size=block),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter),
+        convert_options=convert,
+        memory_pool=pa.system_memory_pool(),
+    )
+
+
+def _open_csv(
+    path: Path,
+    delimiter: str,
+    encoding: str,
+    types: dict[str, pa.DataType],
+    only: str | None = None,
+) -> pacsv.CSVStreamingReader:
+    """A reader of the file's blocks (of ``READ_BLOCK``), the columns in ``types`` of those
+    types (every column, or ``only`` that one)."""
+    return pacsv.open_csv(path, **_options(delimiter, encoding, types, READ_BLOCK, only))
+
+
+def _guess_types(path: Path, delimiter: str, encoding: str, text: set[str]) -> pa.Schema:
+    """The columns' types as pyarrow guesses them from the file's first ``GUESS_BLOCK``
+    bytes (to their last line end, as its first block would be). Read from memory: a
+    streaming reader's first block of that size kept 90 MB after it was gone."""
+    with open(path, "rb") as f:
+        head = f.read(GUESS_BLOCK)
+    if len(head) == GUESS_BLOCK:
+        head = head[: head.rfind(b"\n") + 1]
+    options = _options(delimiter, encoding, dict.fromkeys(text, TEXT), 2 * GUESS_BLOCK, None)
+    options["read_options"].use_threads = False
+    return pacsv.read_csv(pa.BufferReader(head), **options).schema
+
+
+def _arrow_blocks(
+    path: Path, delimiter: str, encoding: str, names: list[str], text: set[str], rows: int
+) -> list[Column] | None:
     try:
-        reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 22),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=convert,
-            memory_pool=_pool(),
-        )
+        schema = _guess_types(path, delimiter, encoding, text)
     except pa.ArrowInvalid as exc:
         _retry_as_text(exc, names)
         raise
-    if reader.schema.names != names:
+    if schema.names != names:
         return None
-    for name, kind in zip(names, reader.schema.types):
-        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        if not (numeric or pa.types.is_dictionary(kind)):
+    types: dict[str, pa.DataType] = {}
+    for name, kind in zip(names, schema.types):
+        if pa.types.is_dictionary(kind):
+            types[name] = kind
+        elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            types[name] = pa.float64()  # a later block's 1.5 in a column of ints is a number
+        else:
             raise _AsText(name)  # dates, bytes...: text as written
-    # Per column, its blocks: numbers and where they are missing, or pyarrow's text; a
-    # column's numbers are joined, then kept as float32 where that does not blur them.
+    # Per column, its text blocks (pyarrow's), or its numbers as float32 (with what float32
+    # changes in them, ``_Floats``) and where values are missing.
+    numbers = {i: _Floats(rows) for i, n in enumerate(names) if types[n] == pa.float64()}
     parts: list[list] = [[] for _ in names]
     gaps: list[list] = [[] for _ in names]
+    reader = _open_csv(path, delimiter, encoding, types)
     try:
         for block in reader:
-            for part, gap, arr in zip(parts, gaps, block.columns):
-                if pa.types.is_dictionary(arr.type):
-                    part.append(arr)
+            for i, arr in enumerate(block.columns):
+                if i not in numbers:
+                    parts[i].append(arr)
                     continue
-                x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                x = arr.to_numpy(zero_copy_only=False)
+                if np.isinf(x).any():
+                    raise _AsText(names[i])  # "inf" is not a number to dlrun: as written
                 nan = np.isnan(x)
-                gap.append(nan if nan.any() else len(x))
-                part.append(x)  # a view of the block (new arrays here fragment the heap)
+                gaps[i].append(nan if nan.any() else len(x))
+                numbers[i].add(x, None if isinstance(gaps[i][-1], int) else ~nan)
             del block
     except pa.ArrowInvalid as exc:
         _retry_as_text(exc, names)
         raise
+    del reader
     columns = []
-    for i, name in enumerate(names):  # one column's blocks joined at a time
-        chunks, parts[i] = parts[i], []
-        if not chunks or not isinstance(chunks[0], np.ndarray):
-            kind = pa.dictionary(pa.int32(), pa.string())
-            columns.append(Column.from_strings(pa.chunked_array(chunks, kind)))
+    for i, name in enumerate(names):
+        if i not in numbers:
+            columns.append(Column.from_strings(pa.chunked_array(parts[i], TEXT)))
+            parts[i] = []
             continue
-        numbers = np.concatenate(chunks)
-        del chunks
-        numbers = narrow(numbers)
-        if np.isinf(numbers).any():
-            raise _AsText(name)  # "inf" is not a number to dlrun: as written
+        floats = numbers.pop(i)
+        x = floats.result() if floats.narrow() else _float64(path, delimiter, encoding, name)
         if all(isinstance(g, int) for g in gaps[i]):
-            missing = none_missing(len(numbers))
+            missing = none_missing(len(x))
         else:
             missing = np.concatenate(
                 [np.zeros(g, bool) if isinstance(g, int) else g for g in gaps[i]]
             )
-        columns.append(Column(numbers, missing))
+        columns.append(Column(x, missing))
     return columns
+
+
+class _Floats:
+    """A number column read block by block into float32, with what tells whether float32
+    keeps it (``narrow``): the finite values' range and float32's largest change.
+    Room is made for ``rows`` at first (pages never written cost no memory), 1.5x more
+    when they run out."""
+
+    def __init__(self, rows: int):
+        self.data = np.empty(max(rows, 1024), np.float32)
+        self.n, self.lo, self.hi, self.blur = 0, math.inf, -math.inf, 0.0
+
+    def add(self, x: np.ndarray, finite: np.ndarray | None) -> None:
+        """Block ``x`` (float64) appended; ``finite`` marks its numbers (None: all)."""
+        end = self.n + len(x)
+        if end > len(self.data):
+            grown = np.empty(max(end, len(self.data) * 3 // 2), np.float32)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        x32 = self.data[self.n : end]
+        with np.errstate(over="ignore"):  # beyond float32: inf, so the column stays float64
+            x32[...] = x
+        self.n = end
+        if finite is not None:
+            x, x32 = x[finite], x32[finite]
+        if len(x):
+            self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+            self.blur = max(self.blur, float(np.abs(x32 - x).max()))
+
+    def narrow(self) -> bool:
+        """True where float32 keeps the column to a millionth of its spread (most columns:
+        the model reads float32), False for ids, timestamps, offsets: kept as float64."""
+        return self.lo > self.hi or self.blur <= 1e-6 * (self.hi - self.lo)
+
+    def result(self) -> np.ndarray:
+        self.data.resize(self.n, refcheck=False)  # shrunk in place: no copy
+        return self.data
+
+
+def _float64(path: Path, delimiter: str, encoding: str, name: str) -> np.ndarray:
+    """Column ``name`` read again as float64: float32 would blur it (ids, timestamps)."""
+    reader = _open_csv(path, delimiter, encoding, {name: pa.float64()}, only=name)
+    blocks = [b.column(0).to_numpy(zero_copy_only=False) for b in reader]
+    return np.concatenate(blocks) if blocks else np.zeros(0)
 
 
 def _retry_as_text(exc: Exception, names: list[str]) -> None:

@@ -170,6 +170,12 @@ class TaskData:
         """The rows ``idx`` of a streamed host tensor (a task may read them another way)."""
         return tensor[idx]
 
+    def data_bytes(self) -> int:
+        """The bytes of data that ``to`` moves to the device: every split's tensors. A task
+        that keeps data beside ``splits`` adds them (``device.data=auto`` decides by it)."""
+        tensors = [v for split in self.splits.values() for v in split.values()]
+        return sum(v.numel() * v.element_size() for v in tensors)
+
     def to(self, device: torch.device) -> None:
         """Move every split to ``device`` once; batches are then index slices there.
 
@@ -182,8 +188,7 @@ class TaskData:
         from dlrun.engine.device import free_memory
 
         self.device = torch.device(device)
-        tensors = [v for split in self.splits.values() for v in split.values()]
-        size = sum(v.numel() * v.element_size() for v in tensors)
+        size = self.data_bytes()
         mode = self.cfg.device.data
         self.streamed = mode == "stream" or (
             mode == "auto" and size > free_memory(self.device) // 2

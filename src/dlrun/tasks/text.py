@@ -413,6 +413,12 @@ class TextClassifier(ClassificationTask):
     def feature_weights_used(self) -> bool:
         return self.cfg.dataset.feature_weights != "none" and text_input(self.cfg.model) == "bag"
 
+    def data_bytes(self) -> int:
+        """The splits' tensors and the ids, most of the data (``train_subset`` shares
+        ``train``'s)."""
+        ids = {v.data_ptr(): v.numel() * v.element_size() for v in self.flat.values()}
+        return super().data_bytes() + sum(ids.values())
+
     def to(self, device: torch.device) -> None:
         super().to(device)
         # Streamed, the ids (most of the data) stay mapped from the cache's files on the host.
