@@ -321,3 +321,30 @@ def test_select_rows_reorders_every_tensor_of_a_nested_state():
     assert isinstance(out[2], list) and isinstance(out[2][0], Pair)
     assert torch.equal(out[2][0].k, x[idx]) and torch.equal(out[2][0].v, x[idx, :1])
     assert torch.equal(out[3]["mask"], (x > 5)[idx])
+
+
+@pytest.mark.parametrize(("name", "kw"), TRANSFORMERS, ids=[f"{k}" for _, k in TRANSFORMERS])
+def test_transformer_training_leaves_padding_out_of_the_encoder(name, kw):
+    # In training the encoder's products run on the real tokens only; its outputs there,
+    # the loss and every gradient are those of nn.TransformerEncoder over the padded batch.
+    from dlrun.models.transformer import _packed_encoder
+
+    model = make(name, **kw).train()
+    src = torch.randint(4, 20, (5, 9))
+    src[1, 4:] = PAD
+    src[3, 1:] = PAD
+    pad = src == PAD
+    x = model._embed(model.src_embed, src)
+    packed = _packed_encoder(model.encoder, x, pad)
+    whole = model.encoder(x, src_key_padding_mask=pad)
+    assert torch.allclose(packed[~pad], whole[~pad], atol=1e-5)
+    assert (packed[pad] == 0).all()
+    tgt_in = torch.randint(3, 15, (5, 6))
+    grads = []
+    for packing in (True, False):
+        model.zero_grad()
+        model.train(packing)  # in eval mode (dropout is 0 here) the batch stays padded
+        model(src, tgt_in).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 10
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads, strict=True))
