@@ -323,12 +323,16 @@ def test_select_rows_reorders_every_tensor_of_a_nested_state():
     assert torch.equal(out[3]["mask"], (x > 5)[idx])
 
 
+@pytest.mark.parametrize("rows", [1, 128])  # 128: fillers, 1: none
 @pytest.mark.parametrize(("name", "kw"), TRANSFORMERS, ids=[f"{k}" for _, k in TRANSFORMERS])
-def test_transformer_training_leaves_padding_out_of_the_encoder(name, kw):
-    # In training the encoder's products run on the real tokens only; its outputs there,
-    # the loss and every gradient are those of nn.TransformerEncoder over the padded batch.
-    from dlrun.models.transformer import _packed_encoder
+def test_transformer_training_leaves_padding_out_of_the_encoder(name, kw, rows, monkeypatch):
+    # In training the encoder's products run on the real tokens only (and fillers up to a
+    # multiple of PACK_ROWS); its outputs there, the loss and every gradient are those of
+    # nn.TransformerEncoder over the padded batch.
+    from dlrun.models import transformer
 
+    monkeypatch.setattr(transformer, "PACK_ROWS", rows)
+    _packed_encoder = transformer._packed_encoder
     model = make(name, **kw).train()
     src = torch.randint(4, 20, (5, 9))
     src[1, 4:] = PAD

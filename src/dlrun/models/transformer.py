@@ -267,12 +267,13 @@ def _attend(attn: nn.MultiheadAttention, q: torch.Tensor, keys_t, v, mask=None) 
 
 
 def _packs(x: torch.Tensor) -> bool:
-    """Whether training leaves padding out of the encoder (``_packed_encoder``): in fp32 on
-    a CPU, where a step of seed 001's Transformer on dates took 385 ms instead of 518 and
-    less memory. Not under bf16 autocast on a CPU, where oneDNN builds and keeps kernels
-    for each new number of tokens: the process grew from 1.4 to 2.5 GB in 120 steps, no
-    faster (BENCHMARKS.md). A GPU keeps the padded batch (not measured there)."""
-    return x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    """Whether training leaves padding out of the encoder (``_packed_encoder``): on a CPU,
+    where a step of seed 001's Transformer on dates took 385 ms instead of 518 in fp32.
+    A GPU keeps the padded batch (not measured there)."""
+    return x.device.type == "cpu"
+
+
+PACK_ROWS = 128  # packed tokens are padded to a multiple of this (see _packed_encoder)
 
 
 def _packed_encoder(encoder: nn.TransformerEncoder, x: torch.Tensor, pad: torch.Tensor):
@@ -281,32 +282,47 @@ def _packed_encoder(encoder: nn.TransformerEncoder, x: torch.Tensor, pad: torch.
     the real tokens only, (N, D) for N of the B x T places, which are put back in place
     around each attention. A random batch of dates is cut to its longest source, twice
     the mean: the products did half their work on padding. Padding's outputs are zeros
-    (masked wherever memory is read)."""
+    (masked wherever memory is read).
+
+    N is rounded up to a multiple of ``PACK_ROWS`` with filler rows (copies of a real
+    token, written to a spare row past the batch and dropped): under bf16 a CPU's oneDNN
+    builds and keeps kernels for each new shape, and a new N every step grew the process
+    from 1.4 to 2.5 GB in 120 steps."""
     b, t, d = x.shape
     real = (~pad).reshape(-1).nonzero().squeeze(1)
+    fill = -real.numel() % PACK_ROWS
+    places = torch.cat([real, real.new_full((fill,), b * t)])  # fillers: the spare row
+    reads = places.clamp(max=b * t - 1)  # a filler reads any real token: its rows are dropped
     keep = ~pad.view(b, 1, 1, t)  # attention's mask: True where a key takes part
-    h = x.reshape(b * t, d).index_select(0, real)
+    h = x.reshape(b * t, d).index_select(0, reads)
     for layer in encoder.layers:
-        h = _packed_layer(layer, h, real, keep)
+        h = _packed_layer(layer, h, places, reads, keep)
     if encoder.norm is not None:
         h = encoder.norm(h)
-    return h.new_zeros(b * t, d).index_copy(0, real, h).view(b, t, d)
+    return _unpack(h, places, b * t).view(b, t, d)
 
 
-def _packed_layer(layer: nn.TransformerEncoderLayer, x, real, keep) -> torch.Tensor:
-    """One nn.TransformerEncoderLayer (training mode) on the real tokens ``x`` (N, D),
-    ``real`` their places among the B x T, ``keep`` the keys' mask (B, 1, 1, T)."""
+def _unpack(h: torch.Tensor, places: torch.Tensor, n: int) -> torch.Tensor:
+    """Packed rows ``h`` put at their ``places`` among ``n`` rows of zeros (fillers' place,
+    ``n``, is a spare row, dropped)."""
+    return h.new_zeros(n + 1, h.shape[1]).index_copy(0, places, h)[:n]
+
+
+def _packed_layer(layer: nn.TransformerEncoderLayer, x, places, reads, keep) -> torch.Tensor:
+    """One nn.TransformerEncoderLayer (training mode) on packed tokens ``x`` (N, D): put at
+    ``places`` among the B x T for attention (``keep``: the keys' mask, (B, 1, 1, T)),
+    read back from ``reads``."""
     attn = layer.self_attn
     d, heads = attn.embed_dim, attn.num_heads
     b, t = keep.shape[0], keep.shape[-1]
 
     def self_block(h: torch.Tensor) -> torch.Tensor:
         qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
-        qkv = qkv.new_zeros(b * t, 3 * d).index_copy(0, real, qkv).view(b, t, 3 * d)
+        qkv = _unpack(qkv, places, b * t).view(b, t, 3 * d)
         q, k, v = (_heads(z, heads) for z in qkv.chunk(3, dim=-1))
         p = attn.dropout if attn.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
-        out = out.transpose(1, 2).reshape(b * t, d).index_select(0, real)
+        out = out.transpose(1, 2).reshape(b * t, d).index_select(0, reads)
         return layer.dropout1(attn.out_proj(out))
 
     def ff_block(h: torch.Tensor) -> torch.Tensor:
