@@ -407,7 +407,7 @@ def test_columns_read_in_small_blocks_match_one_block(tmp_path, monkeypatch):
     whole = tables.read_table(path, text=("c",))
     monkeypatch.setattr(tables, "GUESS_BLOCK", 2048)
     monkeypatch.setattr(tables, "READ_BLOCK", 1024)
-    monkeypatch.setattr(tables, "_rows", lambda path, head: 10)
+    monkeypatch.setattr(tables, "_rows", lambda *args: 10)
     small = tables.read_table(path, text=("c",))
     n, x, stamp, gaps, c = small.columns
     assert len(small) == 5000 and n.values is None and n.numbers[-1] == 2.5
@@ -422,3 +422,19 @@ def test_columns_read_in_small_blocks_match_one_block(tmp_path, monkeypatch):
         assert a.numbers.dtype == b.numbers.dtype
         assert np.array_equal(a.numbers, b.numbers, equal_nan=True)
         assert np.array_equal(a.missing, b.missing) and a.values == b.values
+
+
+def test_utf16_table_is_read_by_columns_past_the_guessing_block(tmp_path, monkeypatch):
+    # The types are guessed from the first block, decoded before it is cut at a line end
+    # (two bytes in UTF-16): the file is still read by pyarrow, as numbers.
+    import numpy as np
+
+    from dlrun.data import table as tables
+
+    monkeypatch.setattr(tables, "GUESS_BLOCK", 1001)  # odd: a byte cut would split a character
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{i % 5}\n" for i in range(3000)), encoding="utf-16")
+    t = tables.read_table(path, encoding="utf-16")
+    a, b = t.columns
+    assert a.values is None and b.values is None  # numbers, not the fallback's text
+    assert a.numbers.dtype == np.float32 and a.numbers[2999] == 2999 and b.text(7) == "2"

@@ -3,6 +3,7 @@ split, the training split's feature encoder, number parsing and column statistic
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import itertools
@@ -213,7 +214,8 @@ def read_table(
     text_columns = (
         set(names) if text is True else {names[header.index(t)] for t in text or () if t in header}
     )
-    columns = _arrow_columns(path, delimiter, encoding, names, text_columns, _rows(path, head))
+    rows = _rows(path, head, encoding, len(names))
+    columns = _arrow_columns(path, delimiter, encoding, names, text_columns, rows)
     if columns is not None:
         blank = np.logical_and.reduce([c.missing for c in columns])
         if not blank.any() and len(columns[0]):
@@ -240,12 +242,15 @@ def _head(path: Path, encoding: str, size: int = 1 << 16) -> str:
     return text if len(raw) < size else text[: text.rfind("\n") + 1]
 
 
-def _rows(path: Path, head: str) -> int:
-    """A guess of a file's rows from its size and its first lines' length."""
+def _rows(path: Path, head: str, encoding: str, columns: int) -> int:
+    """A guess of a file's rows from its size and its first lines' length, at most one
+    per ``columns`` bytes (a row of empty values)."""
     lines = head.count("\n") - 1  # below the header
+    size = path.stat().st_size
     if lines < 1:
         return 0
-    return int(path.stat().st_size / (len(head.encode("utf-8", "replace")) / (lines + 1)) * 1.1)
+    per_line = len(head.encode(encoding, "replace")) / (lines + 1)
+    return min(int(size / per_line * 1.1), size // max(1, columns))
 
 
 def _check_header(path: Path, names: list[str]) -> list[str]:
@@ -331,14 +336,16 @@ def _open_csv(
 def _guess_types(path: Path, delimiter: str, encoding: str, text: set[str]) -> pa.Schema:
     """The columns' types as pyarrow guesses them from the file's first ``GUESS_BLOCK``
     bytes (to their last line end, as its first block would be). Read from memory: a
-    streaming reader's first block of that size kept 90 MB after it was gone."""
+    streaming reader's first block of that size kept 90 MB after it was gone. Decoded
+    here (a line end is two bytes in UTF-16), given to pyarrow as UTF-8."""
     with open(path, "rb") as f:
-        head = f.read(GUESS_BLOCK)
-    if len(head) == GUESS_BLOCK:
-        head = head[: head.rfind(b"\n") + 1]
-    options = _options(delimiter, encoding, dict.fromkeys(text, TEXT), 2 * GUESS_BLOCK, None)
+        raw = f.read(GUESS_BLOCK)
+    head = codecs.getincrementaldecoder(encoding)().decode(raw, final=len(raw) < GUESS_BLOCK)
+    if len(raw) == GUESS_BLOCK:
+        head = head[: head.rfind("\n") + 1]
+    options = _options(delimiter, "utf-8", dict.fromkeys(text, TEXT), 2 * GUESS_BLOCK, None)
     options["read_options"].use_threads = False
-    return pacsv.read_csv(pa.BufferReader(head), **options).schema
+    return pacsv.read_csv(pa.BufferReader(head.encode("utf-8")), **options).schema
 
 
 def _arrow_blocks(

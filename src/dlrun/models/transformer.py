@@ -136,7 +136,7 @@ class TransformerSeq2Seq(Seq2Seq):
     def _encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         src_pad = src == self.pad_id
         x = self._embed(self.src_embed, src)
-        if self.training and _packs(x) and src_pad.any():
+        if self.training and _packs(x) and _packed_rows(src_pad) < src_pad.numel():
             return _packed_encoder(self.encoder, x, src_pad), src_pad
         return self.encoder(x, src_key_padding_mask=src_pad), src_pad
 
@@ -267,13 +267,20 @@ def _attend(attn: nn.MultiheadAttention, q: torch.Tensor, keys_t, v, mask=None) 
 
 
 def _packs(x: torch.Tensor) -> bool:
-    """Whether training leaves padding out of the encoder (``_packed_encoder``): on a CPU,
-    where a step of seed 001's Transformer on dates took 385 ms instead of 518 in fp32.
-    A GPU keeps the padded batch (not measured there)."""
-    return x.device.type == "cpu"
+    """Whether training may leave padding out of the encoder (``_packed_encoder``): on a
+    CPU, where a step of seed 001's Transformer on dates took 391 ms instead of 514 in
+    fp32, 256 instead of 315 in bf16 (BENCHMARKS.md). A GPU keeps the padded batch (not
+    measured there), and so does ``torch.compile`` (the number of tokens is data)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 PACK_ROWS = 128  # packed tokens are padded to a multiple of this (see _packed_encoder)
+
+
+def _packed_rows(pad: torch.Tensor) -> int:
+    """The rows a packed batch has: its real tokens, rounded up to ``PACK_ROWS``. Packing
+    is done only when they are fewer than the padded batch's (a small batch may not be)."""
+    return -(-int((~pad).sum()) // PACK_ROWS) * PACK_ROWS
 
 
 def _packed_encoder(encoder: nn.TransformerEncoder, x: torch.Tensor, pad: torch.Tensor):
@@ -284,15 +291,16 @@ def _packed_encoder(encoder: nn.TransformerEncoder, x: torch.Tensor, pad: torch.
     the mean: the products did half their work on padding. Padding's outputs are zeros
     (masked wherever memory is read).
 
-    N is rounded up to a multiple of ``PACK_ROWS`` with filler rows (copies of a real
-    token, written to a spare row past the batch and dropped): under bf16 a CPU's oneDNN
-    builds and keeps kernels for each new shape, and a new N every step grew the process
-    from 1.4 to 2.5 GB in 120 steps."""
+    N is rounded up to a multiple of ``PACK_ROWS`` with filler rows (which read the
+    batch's last place, a token or padding, finite either way, and are written to a
+    spare row past the batch that is dropped: no output and no gradient comes of them):
+    under bf16 a CPU's oneDNN builds and keeps kernels for each new shape, and a new N
+    every step grew the process from 1.4 to 2.5 GB in 120 steps."""
     b, t, d = x.shape
     real = (~pad).reshape(-1).nonzero().squeeze(1)
     fill = -real.numel() % PACK_ROWS
     places = torch.cat([real, real.new_full((fill,), b * t)])  # fillers: the spare row
-    reads = places.clamp(max=b * t - 1)  # a filler reads any real token: its rows are dropped
+    reads = places.clamp(max=b * t - 1)  # a filler reads the last place: its rows are dropped
     keep = ~pad.view(b, 1, 1, t)  # attention's mask: True where a key takes part
     h = x.reshape(b * t, d).index_select(0, reads)
     for layer in encoder.layers:
