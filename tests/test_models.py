@@ -270,17 +270,19 @@ def test_transformer_uses_fast_dropout_everywhere():
 
 
 @pytest.mark.parametrize("amx", [True, False])
-def test_auto_amp_on_a_cpu_is_bf16_for_transformers_with_amx(monkeypatch, amx):
+def test_auto_amp_on_a_cpu_is_bf16_for_wide_transformers_with_amx(monkeypatch, amx):
     from dlrun.engine import device
 
     monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: amx)
     cfg = DeviceConfig(type="cpu", amp="auto", compile=False, threads=None, tf32=True, data="auto")
     dev = device.resolve_device(cfg)
     assert dev.amp_dtype is None
-    transformer, gru = make("transformer_seq2seq"), make("gru_seq2seq")
+    transformer = make("transformer_seq2seq", d_model=256, nhead=8, dim_feedforward=64)
+    compact, gru = make("transformer_seq2seq", d_model=128), make("gru_seq2seq")
     assert device.amp_for_model(dev, transformer, "auto").amp_dtype == (
         torch.bfloat16 if amx else None
     )
+    assert device.amp_for_model(dev, compact, "auto").amp_dtype is None  # fp32 was faster
     assert device.amp_for_model(dev, gru, "auto").amp_dtype is None
     assert device.amp_for_model(dev, transformer, "none").amp_dtype is None
 

@@ -214,8 +214,8 @@ def read_table(
     text_columns = (
         set(names) if text is True else {names[header.index(t)] for t in text or () if t in header}
     )
-    rows = _rows(path, head, encoding, len(names))
-    columns = _arrow_columns(path, delimiter, encoding, names, text_columns, rows)
+    guess = _rows(path, head, encoding, len(names))
+    columns = _arrow_columns(path, delimiter, encoding, names, text_columns, guess)
     if columns is not None:
         blank = np.logical_and.reduce([c.missing for c in columns])
         if not blank.any() and len(columns[0]):

@@ -42,6 +42,9 @@ def sinusoidal(n: int, d: int) -> torch.Tensor:
     return table
 
 
+CPU_BF16_WIDTH = 256  # d_model from which bf16 pays on a CPU with AMX (cpu_bf16)
+
+
 @MODELS.register("transformer_seq2seq", schema=TransformerSeq2SeqConfig)
 class TransformerSeq2Seq(Seq2Seq):
     """Token embeddings + positions -> nn.TransformerEncoder / nn.TransformerDecoder -> logits.
@@ -55,9 +58,16 @@ class TransformerSeq2Seq(Seq2Seq):
     """
 
     use_cache = True
-    # Its time is in large matrix products: device.amp=auto trains it in bf16 on a CPU
-    # with AMX matrix units (engine.device.amp_for_model).
-    cpu_bf16 = True
+
+    @property
+    def cpu_bf16(self) -> bool:
+        """Whether ``device.amp=auto`` trains it in bf16 on a CPU with AMX matrix units
+        (``engine.device.amp_for_model``): where its time is in large matrix products, a
+        width of ``CPU_BF16_WIDTH`` or more. Measured on a 2-core CPU with AMX: seed 001's
+        model (width 256) ran its 20-step dates run in 14.2 s in bf16 and 20.2 s in fp32;
+        the compact one (width 128) trained place value at 3.4 steps/s in bf16 and 4.4 in
+        fp32 (BENCHMARKS.md)."""
+        return self.cfg.d_model >= CPU_BF16_WIDTH
 
     @classmethod
     def check_config(cls, cfg: RunConfig) -> list[str]:
