@@ -65,7 +65,7 @@ class TransformerSeq2Seq(Seq2Seq):
         (``engine.device.amp_for_model``): where its time is in large matrix products, a
         width of ``CPU_BF16_WIDTH`` or more. Measured on a 2-core CPU with AMX: seed 001's
         model (width 256) ran its 20-step dates run in 14.2 s in bf16 and 20.2 s in fp32;
-        the compact one (width 128) trained place value at 3.4 steps/s in bf16 and 4.4 in
+        the compact one (width 128) trained place value at 3.3 steps/s in bf16 and 4.4 in
         fp32 (BENCHMARKS.md)."""
         return self.cfg.d_model >= CPU_BF16_WIDTH
 
