@@ -221,9 +221,9 @@ class Lookup:
         ids[short] = self.table[keys[short]]
         long = np.flatnonzero(~short)
         if self.gram_keys.size and long.size:
-            sorted_keys = self.gram_keys
-            at = np.minimum(np.searchsorted(sorted_keys, keys[long]), sorted_keys.size - 1)
-            hit = sorted_keys[at] == keys[long]
+            at = np.searchsorted(self.gram_keys, keys[long])
+            at = np.minimum(at, self.gram_keys.size - 1)
+            hit = self.gram_keys[at] == keys[long]
             ids[long[hit]] = self.gram_rank[at[hit]]
         return ids
 

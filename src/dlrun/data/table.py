@@ -382,8 +382,9 @@ def _arrow_blocks(
                 if np.isinf(x).any():
                     raise _AsText(names[i])  # "inf" is not a number to dlrun: as written
                 nan = np.isnan(x)
-                gaps[i].append(nan if nan.any() else len(x))
-                numbers[i].add(x, None if isinstance(gaps[i][-1], int) else ~nan)
+                some_missing = bool(nan.any())
+                gaps[i].append(nan if some_missing else len(x))
+                numbers[i].add(x, ~nan if some_missing else None)
             del block
     except pa.ArrowInvalid as exc:
         _retry_as_text(exc, names)
