@@ -35,8 +35,8 @@ def read_idx(path: Path) -> np.ndarray:
             size = int(np.prod(shape, dtype=object))
             if size > MAX_IDX_BYTES:
                 raise UserError(
-                    f"{path}: its header promises {size:,} bytes (shape {shape}), more than "
-                    f"{MAX_IDX_BYTES:,}; the file is corrupt: delete it and fetch it again"
+                    f"{path}: its header promises more than {MAX_IDX_BYTES:,} bytes "
+                    f"({_shape_text(shape)}); the file is corrupt: delete it and fetch it again"
                 )
             raw = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
@@ -46,10 +46,20 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) != size:
         found = f"{4 + len(dims) + len(raw)}{'+' if len(raw) > size else ''}"
         raise UserError(
-            f"{path}: {found} bytes where the header promises {4 + len(dims) + size} (shape "
-            f"{shape}); the file is truncated or corrupt: delete it and fetch it again"
+            f"{path}: {found} bytes where the header promises {4 + len(dims) + size} "
+            f"({_shape_text(shape)}); the file is truncated or corrupt: delete it and fetch it "
+            "again"
         )
     return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """An IDX header's shape for a message: whole when short, else its first dimensions
+    (a corrupt header can promise 255 of them)."""
+    if len(shape) <= 4:
+        return f"shape {shape}"
+    first = ", ".join(str(n) for n in shape[:4])
+    return f"{len(shape)} dimensions, shape ({first}, ...)"
 
 
 def read_npz(path: Path) -> np.ndarray:
