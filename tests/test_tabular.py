@@ -164,6 +164,58 @@ def test_statistics_like_describe(tiny_cfg, corpora):
     assert "| feature1 | 300 |" in text and "correlation:" in text
 
 
+def test_statistics_in_chunks_match_numpy(tmp_path, monkeypatch):
+    """Means, standard deviations and correlations summed a few rows at a time (with and
+    without missing values) are numpy's over the whole columns; the encoder's mean and
+    std (population) too."""
+    import numpy as np
+
+    import dlrun.data.table as table_module
+
+    monkeypatch.setattr(table_module, "STATS_CHUNK", 7)  # many chunks, one partial
+    rng = np.random.default_rng(1)
+    x = rng.normal(3, 2, 101)
+    y = 0.5 * x + rng.normal(0, 1, 101)
+    z = rng.uniform(-1, 1, 101)
+    lines = [
+        f"{a:.6f},{b:.6f},{'' if i % 10 == 3 else f'{c:.6f}'}"
+        for i, (a, b, c) in enumerate(zip(x, y, z))
+    ]
+    path = table(tmp_path, "t.csv", "x,y,z\n" + "\n".join(lines) + "\n")
+    t = read_table(path)
+    stats = table_module.summary(t, "z", ["x", "y"], classes=False)
+    columns = {n: c.numbers.astype(np.float64) for n, c in zip(t.header, t.columns)}
+    assert stats["columns"]["x"]["std"] == pytest.approx(columns["x"].std(ddof=1), abs=1e-6)
+    assert stats["columns"]["y"]["mean"] == pytest.approx(columns["y"].mean(), abs=1e-6)
+    assert stats["correlation"]["x"]["y"] == pytest.approx(
+        np.corrcoef(columns["x"], columns["y"])[0, 1], abs=1e-4
+    )
+    both = table_module.summary(t, "x", ["y", "z"], classes=False)["correlation"]["y"]["z"]
+    present = ~np.isnan(columns["z"])  # the rows where neither is missing
+    assert both == pytest.approx(
+        np.corrcoef(columns["y"][present], columns["z"][present])[0, 1], abs=1e-4
+    )
+    enc = table_module.Encoder.fit(t, np.arange(101), ["x", "z"], impute=True)
+    assert enc.numeric["x"] == pytest.approx((columns["x"].mean(), columns["x"].std()))
+    zs = columns["z"][present]
+    assert enc.numeric["z"] == pytest.approx((zs.mean(), zs.std()))
+
+
+def test_split_order_is_a_seeded_shuffle_of_the_rows():
+    """The rows' order is random.shuffle's for the seed, as it always was (a run resumed
+    or predicted on by a later version keeps its splits)."""
+    from types import SimpleNamespace
+
+    from dlrun.data.table import split_indices
+
+    d = SimpleNamespace(seed=5, test_path=None, test_fraction=0.2, val_fraction=0.1)
+    order = list(range(50))
+    random.Random(5).shuffle(order)
+    splits = split_indices(50, d)
+    assert splits["test"].tolist() == order[:10] and splits["val"].tolist() == order[10:15]
+    assert splits["train"].tolist() == order[15:]
+
+
 def test_label_and_config_mistakes(tiny_cfg, tmp_path):
     single = table(tmp_path, "one.csv", "x,label\n" + "".join(f"{i},a\n" for i in range(30)))
     with pytest.raises(UserError, match=r"one class in training"):

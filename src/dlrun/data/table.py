@@ -3,8 +3,10 @@ split, the training split's feature encoder, number parsing and column statistic
 
 from __future__ import annotations
 
+import array
 import codecs
 import csv
+import functools
 import io
 import itertools
 import math
@@ -122,6 +124,8 @@ class Column:
 
     def bad(self, rows: np.ndarray) -> np.ndarray:
         """Of ``rows``, those present but not a number (as a mask)."""
+        if self.values is None:  # read as numbers: every present value is one
+            return np.zeros(len(rows), dtype=bool)
         return np.isnan(self.numbers[rows]) & ~self.missing[rows]
 
     def present(self) -> np.ndarray:
@@ -551,13 +555,11 @@ class Encoder:
         source = "the table" if table.path is None else str(table.path)
         for name in features:
             col = table.column(name)
-            present = rows[~col.missing[rows]]
+            present = rows[~col.missing[rows]] if col.missing.any() else rows
             if name not in categorical and len(present) and not col.bad(present).any():
                 x = col.numbers[present]
-                enc.numeric[name] = (
-                    float(x.mean(dtype=np.float64)),
-                    float(x.std(dtype=np.float64)) or 1.0,
-                )
+                mean = float(x.mean(dtype=np.float64))
+                enc.numeric[name] = (mean, math.sqrt(_squares(x, mean) / len(x)) or 1.0)
                 continue
             values, codes = col.coded()
             bad = present[col.bad(present)]
@@ -634,9 +636,9 @@ def missing_message(where: str, column: str) -> str:
 
 def split_indices(n: int, d: Any) -> dict[str, np.ndarray]:
     """Row indices shuffled (seeded) and cut into train/val(/test)."""
-    order = list(range(n))
-    random.Random(d.seed).shuffle(order)
-    rows = np.array(order, dtype=np.int64)
+    order = array.array("q", range(n))  # 8 bytes a row (a list of ints: 36)
+    random.Random(d.seed).shuffle(order)  # the same order as a list's
+    rows = np.frombuffer(order, dtype=np.int64)
     n_test = 0 if d.test_path is not None else max(1, round(n * d.test_fraction))
     n_val = max(1, round(n * d.val_fraction))
     out = {"test": rows[:n_test], "val": rows[n_test : n_test + n_val]}
@@ -688,16 +690,30 @@ def describe(values: np.ndarray) -> dict[str, float]:
     """count, mean, std (n-1, as pandas), min, quartiles, max."""
     x = np.asarray(values)  # float32 or float64, not copied; sums in float64
     q = np.quantile(x, [0.25, 0.5, 0.75])  # linear, as pandas; by partition, not a sort
+    mean = float(x.mean(dtype=np.float64))
     return {
         "count": len(x),
-        "mean": round(float(x.mean(dtype=np.float64)), 6),
-        "std": round(float(x.std(ddof=1, dtype=np.float64)), 6) if len(x) > 1 else 0.0,
+        "mean": round(mean, 6),
+        "std": round(math.sqrt(_squares(x, mean) / (len(x) - 1)), 6) if len(x) > 1 else 0.0,
         "min": round(float(x.min()), 6),
         "25%": round(float(q[0]), 6),
         "50%": round(float(q[1]), 6),
         "75%": round(float(q[2]), 6),
         "max": round(float(x.max()), 6),
     }
+
+
+STATS_CHUNK = 1 << 14  # rows per step of the statistics: float64 work of 128 KiB a column
+
+
+def _squares(x: np.ndarray, mean: float) -> float:
+    """The sum of squared deviations of ``x`` from ``mean``, in float64, a chunk at a time
+    (``x.std(dtype=float64)`` makes a float64 copy of the whole column)."""
+    total = 0.0
+    for start in range(0, len(x), STATS_CHUNK):
+        d = x[start : start + STATS_CHUNK].astype(np.float64) - mean
+        total += float(d @ d)
+    return total
 
 
 def summary(table: Table, target: str, features: list[str], classes: bool) -> dict[str, Any]:
@@ -720,8 +736,11 @@ def summary(table: Table, target: str, features: list[str], classes: bool) -> di
     features = [f for f in features if f in numeric]
     if len(features) >= 2:
         cols = [table.column(f) for f in features]
-        complete = np.flatnonzero(~np.logical_or.reduce([c.missing for c in cols]))
-        if len(complete) > 1:
+        lacking = [c.missing for c in cols if c.missing.any()]
+        complete = None  # every row
+        if lacking:  # one mask at a time (a reduce over the list stacks them first)
+            complete = np.flatnonzero(~functools.reduce(np.logical_or, lacking))
+        if complete is None or len(complete) > 1:
             matrix = _correlation([c.numbers for c in cols], complete)
             out["correlation"] = {
                 a: {b: round(float(matrix[i, j]), 4) for j, b in enumerate(features)}
@@ -730,14 +749,24 @@ def summary(table: Table, target: str, features: list[str], classes: bool) -> di
     return out
 
 
-def _correlation(columns: list[np.ndarray], rows: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Pearson correlations of ``columns`` over ``rows``, a chunk of rows at a time (no copy
-    of the whole table)."""
-    means = np.array([c[rows].mean(dtype=np.float64) for c in columns])
+def _correlation(columns: list[np.ndarray], rows: np.ndarray | None) -> np.ndarray:
+    """Pearson correlations of ``columns`` over ``rows`` (None: all), a chunk of rows at a
+    time: no copy of a whole column, let alone of the table."""
+    n = len(columns[0]) if rows is None else len(rows)
+
+    def chunks():
+        for start in range(0, n, STATS_CHUNK):
+            part = (
+                slice(start, start + STATS_CHUNK)
+                if rows is None
+                else rows[start : start + STATS_CHUNK]
+            )
+            yield np.stack([c[part] for c in columns], axis=1).astype(np.float64)
+
+    means = sum(x.sum(axis=0) for x in chunks()) / n
     gram = np.zeros((len(columns), len(columns)))
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
-        x = np.stack([c[part] for c in columns], axis=1) - means
+    for x in chunks():
+        x -= means
         gram += x.T @ x
     scale = np.sqrt(np.diag(gram))
     with np.errstate(invalid="ignore", divide="ignore"):

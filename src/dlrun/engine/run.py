@@ -164,6 +164,7 @@ def _load(cfg: RunConfig, dist, init: InitFrom | None = None):
     """The task with its data prepared (on the host); the seconds its data took.
     ``init``: the run whose vocabularies the data must have (``init_from``)."""
     from dlrun.engine import checkpoint
+    from dlrun.engine.device import give_back_freed_memory
     from dlrun.registry import task_entry
 
     checkpoint.seed_everything(cfg.trainer.seed)
@@ -171,6 +172,7 @@ def _load(cfg: RunConfig, dist, init: InitFrom | None = None):
     t0 = time.monotonic()
     with dist.main_first():  # rank 0 fills the data cache, the others read it
         task.prepare(Path(cfg.paths.cache_dir).expanduser())
+    give_back_freed_memory()  # what reading and encoding freed: not part of the run's floor
     data_time = time.monotonic() - t0
     if init is not None:
         init_from.check_vocabularies(task, init)
@@ -183,12 +185,13 @@ def _ready(cfg: RunConfig, task, dev, dist, run: RunDir) -> None:
     """The task's splits made ready for training in ``run``: its training subset, stats
     and what prediction needs written, debug limits, the data on the device."""
     from dlrun.engine import debug
-    from dlrun.engine.device import keep_freed_memory
+    from dlrun.engine.device import give_back_freed_memory, keep_freed_memory
 
     task.add_train_subset(cfg.trainer.train_eval_size)
     if dist.main:
         write_json(run.stats, task.stats())
         task.save(run)
+        give_back_freed_memory()  # the statistics' work
     debug.limit_splits(task, cfg.debug, cfg.trainer.eval_batch_size)
     task.to(dev.device)
     # From here on steps make and free the same large tensors again and again: keep them

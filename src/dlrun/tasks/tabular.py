@@ -14,6 +14,7 @@ predicted-against-true figure). ``dlrun-predict`` finds the features by header n
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -176,7 +177,7 @@ class TabularTask(ClassificationTask):
         if d.missing == "drop":
             for s, rows in splits.items():
                 used = [tables[s].column(f).missing[rows] for f in (*features, d.target)]
-                splits[s] = rows[~np.logical_or.reduce(used)]
+                splits[s] = rows[~functools.reduce(np.logical_or, used)]
         for name, rows in splits.items():
             if not len(rows):
                 raise UserError(
