@@ -1,7 +1,7 @@
 """Seed 001's Transformer on dates, its training steps and first evaluations timed apart
 from dlrun's loop, each in a fresh process.
 
-    python scripts/bench_transformer_steps.py RUN_DIR [--steps 120] [--flops]   (inside the CPU lock)
+    python scripts/bench_transformer_steps.py RUN_DIR [--steps 120] [--flops]  (in the CPU lock)
 
 RUN_DIR is a run of ``dlrun task=dates model=transformer_seq2seq device=cpu
 trainer.max_steps=20`` (its model and data are loaded from it). Printed:
