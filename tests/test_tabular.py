@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import re
@@ -236,20 +237,75 @@ def test_separate_test_table(tiny_cfg, tmp_path, corpora):
     test = table(tmp_path, "test.csv", "\n".join([lines[0], *lines[251:]]) + "\n")
     task = _task(tiny_cfg, train, f"dataset.test_path={test}")
     assert task.size("test") == 50 and task.size("train") + task.size("val") == 250
+    # Its columns are found by name: in another order, with one more, the same test split.
+    rows = [next(csv.reader([line])) for line in [lines[0], *lines[251:]]]
+    shuffled = ["\t".join(["id", *reversed(r)]) for r in rows]
+    other = table(tmp_path, "other.tsv", "\n".join(shuffled) + "\n")
+    again = _task(tiny_cfg, train, f"dataset.test_path={other}")
+    assert torch.equal(again.splits["test"]["x"], task.splits["test"]["x"])
+    assert torch.equal(again.splits["test"]["label"], task.splits["test"]["label"])
+    target = task.cfg.dataset.target
+    at = rows[0].index(target)
+    lacking = ["\t".join(r[:at] + r[at + 1 :]) for r in rows]
+    lacking_path = table(tmp_path, "lacking.tsv", "\n".join(lacking) + "\n")
+    with pytest.raises(UserError, match=f"lacking.tsv: no column '{target}'"):
+        _task(tiny_cfg, train, f"dataset.test_path={lacking_path}")
+
+
+@pytest.mark.parametrize(
+    ("row", "target", "message"),
+    [
+        ("1e308,0.5,1", "y", "column 'a': values as large as 1e\\+308 overflow"),
+        ("0.5,0.5,1e300", "y", "column 'y': values as large as 1e\\+300 overflow"),
+        (None, "c", "column 'c' is 5 in every training row; regression needs"),
+    ],
+)
+def test_targets_and_features_that_cannot_be_standardized(tiny_cfg, tmp_path, row, target, message):
+    """A column too large for float64 statistics, or a constant regression target: one
+    line before training (they used to train, then fail writing plots, or divide by 0)."""
+    rng = random.Random(0)
+    lines = [f"{rng.random()},{rng.random()},{rng.random() * 3},5" for _ in range(60)]
+    if row is not None:  # in every fifth row, so that training has some
+        for i in range(0, len(lines), 5):
+            lines[i] = row + ",5"
+    path = table(tmp_path, "t.csv", "a,b,y,c\n" + "\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=message):
+        _task(tiny_cfg, path, f"dataset.target={target}", "task.problem=regression")
+
+
+def test_test_value_past_float32_names_its_line(tiny_cfg, tmp_path):
+    """A held-out value that standardizes past float32's range (training's are small)."""
+    rng = random.Random(0)
+    lines = [f"{rng.random()},{rng.random()},{rng.random() * 3}" for _ in range(60)]
+    path = table(tmp_path, "t.csv", "a,b,y\n" + "\n".join(lines) + "\n")
+    test = table(tmp_path, "test.csv", "a,b,y\n0.5,0.5,1\n1e38,0.5,1\n")
+    with pytest.raises(UserError, match="test.csv, line 3, column 'a': 1e\\+38 is too large"):
+        _task(
+            tiny_cfg,
+            path,
+            "dataset.target=y",
+            "task.problem=regression",
+            f"dataset.test_path={test}",
+        )
 
 
 def test_classification_report_covers_every_test_split(tiny_cfg, corpora, tmp_path):
     """A classification task with two test splits: per_class.json and a confusion figure each."""
     task = _task(tiny_cfg, corpora["tabular"], "dataset.target=labels")
-    task.splits["test_again"] = dict(task.splits["test"])
+    # The second test split lacks the first class: no accuracy for it there (null, not 0).
+    others = task.splits["test"]["label"] != 0
+    task.splits["test_again"] = {k: v[others] for k, v in task.splits["test"].items()}
     assert task.test_splits == ["test", "test_again"]
     model = task.build_model()
     task.report(model, RunDir(tmp_path))
     per_class = json.loads((tmp_path / "per_class.json").read_text())
     assert list(per_class) == ["test", "test_again"]
-    assert per_class["test"] == per_class["test_again"]
     assert list(per_class["test"]["per_class_accuracy"]) == list(task.classes)
     assert sum(map(sum, per_class["test"]["confusion"])) == task.size("test")
+    first, *rest = task.classes
+    again = per_class["test_again"]["per_class_accuracy"]
+    assert again[first] is None and again[first] != per_class["test"]["per_class_accuracy"][first]
+    assert all(again[c] == per_class["test"]["per_class_accuracy"][c] for c in rest)
     for split in per_class:
         assert matplotlib.image.imread(tmp_path / f"confusion_{split}.png").shape[0] > 100
 

@@ -409,6 +409,22 @@ def test_file_mistakes_are_one_line(tmp_path, capsys, name, content, overrides, 
     assert err.count("\n") == 1 and err.startswith("dlrun-stats: error: ")
 
 
+def test_a_utf8_byte_order_mark_is_not_part_of_the_data(tmp_path):
+    """Excel's "CSV UTF-8" and Notepad start a file with a byte-order mark: it is neither
+    part of the first column's name nor of the first word."""
+    from dlrun.data.text import read_labelled
+
+    bom = "\ufeff"
+    (tmp_path / "t.csv").write_text(bom + "text,label\ngreat film,pos\nawful,neg\n")
+    (tmp_path / "t.jsonl").write_text(bom + '{"text": "great film", "label": "pos"}\n')
+    for name in ("pos", "neg"):
+        (tmp_path / "folder" / name).mkdir(parents=True)
+        (tmp_path / "folder" / name / "1.txt").write_text(bom + "great film")
+    assert read_labelled(tmp_path / "t.csv", "text", "label")[0] == ("great film", "pos")
+    assert read_labelled(tmp_path / "t.jsonl", "text", "label") == [("great film", "pos")]
+    assert {t for t, _ in read_labelled(tmp_path / "folder", "text", "label")} == {"great film"}
+
+
 def test_folder_mistakes_are_one_line(tmp_path):
     root = tmp_path / "texts"
     (root / "a").mkdir(parents=True)
@@ -436,3 +452,5 @@ def test_config_mistakes_are_listed_before_reading(tiny_cfg, tmp_path):
     assert "dataset.encoding=klingon: unknown encoding" in message
     with pytest.raises(ConfigError, match="dataset.test_fraction=0 with no dataset.test_path"):
         validate(tiny_cfg("task=text", "dataset.test_fraction=0"))
+    with pytest.raises(ConfigError, match="label_column are both 'label': the model would read"):
+        validate(tiny_cfg("task=text", "dataset.text_column=label"))

@@ -320,13 +320,18 @@ def _main() -> None:
     if argv in (["--help"], ["-h"]):  # dlrun's own; with overrides, Hydra's (the config)
         print(help_text(), end="")
         return
-    from dlrun.engine.distributed import adopt_slurm, from_env
-
-    adopt_slurm()  # srun -n N: every rank reads its rank as under torchrun
     # SIGTERM ends a run like Ctrl-C does: one line, its exit status, no traceback
     # (the training loop turns both into a checkpoint and a clean stop).
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        # Importing torch takes a second, and a Ctrl-C inside its C++ start-up was lost or
+        # aborted the process: held until the import is done, it stops here cleanly.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            from dlrun.engine.distributed import adopt_slurm, from_env
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        adopt_slurm()  # srun -n N: every rank reads its rank as under torchrun
         try:
             plan = plan_command(argv, conf_dir())
             with _torchrun_rank(argv) as rank_overrides:

@@ -558,8 +558,12 @@ class Encoder:
             present = rows[~col.missing[rows]] if col.missing.any() else rows
             if name not in categorical and len(present) and not col.bad(present).any():
                 x = col.numbers[present]
-                mean = float(x.mean(dtype=np.float64))
-                enc.numeric[name] = (mean, math.sqrt(_squares(x, mean) / len(x)) or 1.0)
+                with np.errstate(over="ignore", invalid="ignore"):  # checked below
+                    mean = float(x.mean(dtype=np.float64))
+                    std = math.sqrt(_squares(x, mean) / len(x))
+                if not math.isfinite(std):
+                    raise UserError(too_large(source, name, x))
+                enc.numeric[name] = (mean, std or 1.0)
                 continue
             values, codes = col.coded()
             bad = present[col.bad(present)]
@@ -604,8 +608,16 @@ class Encoder:
                         "not a number"
                     )
                 mean, std = self.numeric[name]
-                x = (col.numbers[rows] - mean) / std
+                with np.errstate(over="ignore"):  # checked: float32 may not hold the result
+                    x = ((col.numbers[rows] - mean) / std).astype(np.float32, copy=False)
                 x[missing] = 0.0  # imputed: the training mean
+                if not np.isfinite(x).all():
+                    i = rows[np.argmin(np.isfinite(x))]
+                    raise UserError(
+                        f"{table.where(i)}, column '{printable(name)}': {col.text(i)} is too "
+                        f"large for this column (training mean {mean:.3g}, standard deviation "
+                        f"{std:.3g}); fix or rescale the value"
+                    )
                 out[:, at] = torch.from_numpy(x)
                 at += 1
             else:
@@ -662,6 +674,15 @@ def row_text(values: list[str]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(values)
     return buffer.getvalue()
+
+
+def too_large(source: str, name: str, x: np.ndarray) -> str:
+    """A column whose spread overflows float64 (values near 1e308): one line to fix it."""
+    top = float(np.abs(x).max())
+    return (
+        f"{source}, column '{printable(name)}': values as large as {top:.3g} overflow its "
+        "mean or standard deviation; rescale the column (e.g. to other units or a logarithm)"
+    )
 
 
 def target_numbers(table: Table, name: str, rows: np.ndarray) -> np.ndarray:

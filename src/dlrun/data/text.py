@@ -7,6 +7,7 @@ import with current torch): ``basic_english`` follows torchtext's rules.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import gzip
@@ -99,12 +100,23 @@ def decode(raw: bytes, where: object, encoding: str = "utf-8", key: str | None =
     ``key`` names the config key that picks another encoding, when there is one.
     """
     try:
-        return raw.decode(encoding)
+        return raw.decode(bom_free(encoding))
     except UnicodeDecodeError as exc:
         fix = f"; set {key}=NAME if it is in another encoding (e.g. latin-1)" if key else ""
         raise UserError(
             f"{where}: not {encoding} text (byte {exc.start:,} is 0x{raw[exc.start]:02x}){fix}"
         ) from None
+
+
+def bom_free(encoding: str) -> str:
+    """The codec that reads ``encoding``, UTF-8's without the byte-order mark that Excel's
+    "CSV UTF-8" and Notepad write at the start of a file (it would be part of the first
+    column's name, or of the first word)."""
+    try:
+        utf8 = codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return encoding  # refused where it is used, naming the key
+    return "utf-8-sig" if utf8 else encoding
 
 
 def is_text_file(path: Path) -> bool:
@@ -234,7 +246,7 @@ def read_labelled(
         )
     # Read as a stream of lines: the file's rows are the only copy of its texts held.
     try:
-        with open(path, encoding=encoding, newline="") as f:
+        with open(path, encoding=bom_free(encoding), newline="") as f:
             if suffix in (".jsonl", ".ndjson", ".json"):
                 rows = _jsonl_rows(path, f, text_column, label_column)
             else:
@@ -253,7 +265,7 @@ def read_labelled(
 def decode_lines(raw: bytes, path: Path, encoding: str) -> str:
     """``decode`` whose one line also names the line of the first bad byte."""
     try:
-        return raw.decode(encoding)
+        return raw.decode(bom_free(encoding))
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         return decode(raw, f"{path}: line {line:,}", encoding, key="dataset.encoding")

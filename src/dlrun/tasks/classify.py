@@ -117,11 +117,14 @@ class ClassificationTask(Task):
         k = len(self.classes)
         for split in self.test_splits:
             confusion = totals(self, model, split, 1024)["confusion"].view(k, k).cpu()
-            per_class = confusion.sum(1).clamp(min=1)  # examples of each true class
+            support = confusion.sum(1).tolist()  # examples of each true class
+            right = confusion.diag().tolist()
             out[split] = {
-                "per_class_accuracy": dict(
-                    zip(self.classes, (confusion.diag() / per_class).tolist(), strict=True)
-                ),
+                # A class with no example in the split has no accuracy there: null, not 0.
+                "per_class_accuracy": {
+                    c: r / n if n else None
+                    for c, r, n in zip(self.classes, right, support, strict=True)
+                },
                 "confusion": confusion.tolist(),
             }
             plot_confusion(confusion, self.classes, run.file(f"confusion_{split}.png"), split)

@@ -37,6 +37,7 @@ from dlrun.data.table import (
     split_indices,
     summary,
     target_numbers,
+    too_large,
 )
 from dlrun.errors import UserError, printable
 from dlrun.models import build_model
@@ -171,8 +172,12 @@ class TabularTask(ClassificationTask):
         splits = split_indices(len(table), held_out_fractions(self.cfg))
         if d.test_path is not None:
             test = read_table(Path(d.test_path).expanduser(), d.delimiter, d.encoding, text)
-            if test.header != table.header:
-                raise UserError(f"{test.path}: its columns differ from {table.path}'s")
+            lacking = [c for c in (*features, d.target) if c not in test.header]
+            if lacking:  # columns are found by name: their order and any others do not matter
+                raise UserError(
+                    f"{test.path}: no column {', '.join(repr(printable(c)) for c in lacking)}, "
+                    f"which {table.path} has; the test table needs the features and the target"
+                )
             tables["test"], splits["test"] = test, np.arange(len(test))
         if d.missing == "drop":
             for s, rows in splits.items():
@@ -190,7 +195,16 @@ class TabularTask(ClassificationTask):
         # A missing label is refused naming its line (target_numbers, _class_targets).
         if self.regression:
             y = {s: target_numbers(tables[s], d.target, rows) for s, rows in splits.items()}
-            self.target_stats = (float(y["train"].mean()), float(y["train"].std()) or 1.0)
+            with np.errstate(over="ignore", invalid="ignore"):  # checked below
+                mean, std = float(y["train"].mean()), float(y["train"].std())
+            if not math.isfinite(std):
+                raise UserError(too_large(str(table.path), d.target, y["train"]))
+            if std == 0:
+                raise UserError(
+                    f"{table.path}: column '{printable(d.target)}' is {y['train'][0]:.6g} in "
+                    "every training row; regression needs a target that varies"
+                )
+            self.target_stats = (mean, std)
             targets = {s: torch.from_numpy(v.astype(np.float32)) for s, v in y.items()}
         else:
             targets = self._class_targets(tables, splits)

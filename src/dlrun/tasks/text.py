@@ -522,6 +522,11 @@ class TextTask(TextClassifier):
                 "dataset.test_fraction=0 with no dataset.test_path: nothing to test on; give "
                 "dataset.test_path=FILE or a test_fraction such as 0.1"
             )
+        if d.text_column == d.label_column:
+            problems.append(
+                f"dataset.text_column and dataset.label_column are both '{d.text_column}': "
+                "the model would read the answer; name two different columns"
+            )
         return problems
 
     @classmethod
