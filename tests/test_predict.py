@@ -99,6 +99,14 @@ def test_table_file_missing_column_is_named(tabular_run, tmp_path, capsys):
     broken.write_text('{"feature1": 1}\n[1, 2]\n')
     assert "broken.jsonl, line 2: expected a JSON object" in refused(capsys, tabular_run, broken)
     assert "name a .csv file" in refused(capsys, tabular_run, "1,2,flat", "--out", "x.txt")
+    # A file or folder that is not one table is not a text to predict; nor is --out the input.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("0.5,0.5,flat\n")
+    assert f"{notes}: a file; give one .csv" in refused(capsys, tabular_run, notes)
+    assert f"{tmp_path}: a folder" in refused(capsys, tabular_run, "1,2,flat", tmp_path)
+    path.write_text("feature1,feature2,shape\n0.5,1,flat\n")
+    assert "that is the input file" in refused(capsys, tabular_run, path, "--out", path)
+    assert path.read_text() == "feature1,feature2,shape\n0.5,1,flat\n"
 
 
 def test_out_csv_has_the_rows_and_the_prediction(tabular_run, tmp_path, capsys):

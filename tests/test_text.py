@@ -425,6 +425,20 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_data(tmp_path):
     assert {t for t, _ in read_labelled(tmp_path / "folder", "text", "label")} == {"great film"}
 
 
+def test_every_class_is_counted_whatever_its_name(tmp_path, capsys):
+    """Classes named like a split's figures ("tokens", "examples") or holding a '|' keep
+    their own column in stats.json and in dlrun-stats' table."""
+    names = ["tokens", "examples", "a|b"]
+    rows = "".join(f"word{i % 7} other{i},{names[i % 3]}\n" for i in range(90))
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\n" + rows)
+    stats.main(["task=text", f"dataset.path={path}", f"paths.cache_dir={tmp_path}"])
+    header = capsys.readouterr().out.splitlines()[0]
+    cells = [c.strip() for c in re.split(r"(?<!\\)\|", header)[1:-1]]
+    assert cells[:5] == ["split", "examples", "a\\|b", "class examples", "class tokens"]
+    assert {"mean_words", "tokens", "oov_tokens"} <= set(cells)
+
+
 def test_folder_mistakes_are_one_line(tmp_path):
     root = tmp_path / "texts"
     (root / "a").mkdir(parents=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -110,9 +111,19 @@ def main(argv: list[str] | None = None) -> None:
             path = Path(args.inputs[0]).expanduser()
             if not path.is_file():
                 raise UserError(f"{printable(args.inputs[0])}: no such file")
+            if args.out is not None and args.out.expanduser().resolve() == path.resolve():
+                raise UserError(f"--out {args.out}: that is the input file; name another file")
             table = read_input_table(path)
             inputs = task.inputs_from_table(*table, str(path))
         else:
+            for given in args.inputs:  # a file that is not one table: never read as a text
+                named = Path(given).expanduser()
+                if (os.sep in given or named.suffix) and named.exists():
+                    raise UserError(
+                        f"{printable(given)}: a {'folder' if named.is_dir() else 'file'}; give "
+                        "one .csv, .tsv or .jsonl file of inputs (alone), or the inputs "
+                        "themselves (or on stdin, one per line)"
+                    )
             blank = [n for n, given in enumerate(args.inputs, 1) if not given.strip()]
             if blank:
                 raise UserError(

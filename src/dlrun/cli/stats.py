@@ -20,7 +20,10 @@ def format_stats(stats: dict) -> str:
     columns = sorted(
         {c for v in rows.values() for c in v}, key=list(next(iter(rows.values()))).index
     )
-    lines = ["| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = [
+        "| split | " + " | ".join(map(_cell, columns)) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
     for name, values in rows.items():
         cells = [
             f"{values[c]:.2f}" if isinstance(values[c], float) else str(values[c]) for c in columns
@@ -39,15 +42,16 @@ def format_stats(stats: dict) -> str:
 def _table(rows: dict[str, dict]) -> list[str]:
     """A Markdown table: one row per key, one column per inner key."""
     columns = list(dict.fromkeys(c for v in rows.values() for c in v))
-    out = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    out = ["| | " + " | ".join(map(_cell, columns)) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, values in rows.items():
         cells = [_cell(values.get(c, "")) for c in columns]
-        out.append(f"| {name} | " + " | ".join(cells) + " |")
+        out.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
     return out
 
 
 def _cell(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A table cell; a '|' in a name (a class "a|b") would start another column."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value).replace("|", "\\|")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -199,10 +199,17 @@ class TextClassifier(ClassificationTask):
         """The data's path and what identifies its contents in the cache key."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    # A split's figures in stats.json beside its classes' counts: a class of one of these
+    # names (or starting "class ") is counted as "class NAME", so that no key is lost.
+    SPLIT_FIGURES = ("examples", "mean_words", "tokens", "oov_tokens")
+
     def count_columns(self, labels: list[int]) -> dict[str, int]:
         """A split's examples per class, for stats.json."""
         counts = np.bincount(labels, minlength=len(self.classes)).tolist()
-        return {f"class {c}" if c == "examples" else c: n for c, n in zip(self.classes, counts)}
+        return {
+            f"class {c}" if c in self.SPLIT_FIGURES or c.startswith("class ") else c: n
+            for c, n in zip(self.classes, counts)
+        }
 
     # -- data ------------------------------------------------------------------------
     def prepare(self, cache_dir: Path) -> None:
