@@ -994,3 +994,29 @@ def test_kill_9_in_a_sweeps_summary_then_report_and_rerun(tmp_path, cache_dir):
     assert rerun.returncode == 2
     assert_one_line(rerun.stderr, "dlrun", r"already holds a sweep's runs \(1\), whose files")
     assert files() == before
+
+
+# -- the data a run began with ------------------------------------------------------------
+
+
+def test_resume_on_changed_data_is_refused_and_changes_nothing(tmp_path):
+    """A resume (or a cross-validation's next fold) on data that changed since the run
+    began would mix steps on two data sets: refused in one line; the same data resumes."""
+    rows = "".join(f"{i % 7},{(i * 3) % 5},{'ab'[i % 2]}\n" for i in range(120))
+    data = tmp_path / "t.csv"
+    data.write_text("x,y,label\n" + rows)
+    run_dir = tmp_path / "run"
+    tiny = [a for a in TINY if not a.startswith("trainer.max_steps=")]
+    args = ["task=tabular", f"dataset.path={data}", "dataset.target=label", *tiny]
+    code, _, err = dlrun([*args, "trainer.max_steps=10", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert code == 0, err
+    before = digest(run_dir)
+    data.write_text("x,y,label\n" + rows.replace(",a\n", ",b\n", 3))  # three labels changed
+    code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=20"], tmp_path)
+    assert code == 2
+    assert_one_line(err, "dlrun", r"dataset.path \(.*t.csv\) has other contents since the run")
+    assert digest(run_dir) == before
+    data.write_text("x,y,label\n" + rows)  # the original back: it resumes
+    code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=20"], tmp_path)
+    assert code == 0, err
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 20

@@ -273,6 +273,24 @@ def test_targets_and_features_that_cannot_be_standardized(tiny_cfg, tmp_path, ro
         _task(tiny_cfg, path, f"dataset.target={target}", "task.problem=regression")
 
 
+def test_a_few_non_numbers_in_a_number_column_are_named(tiny_cfg, tmp_path):
+    """One "1,234" among numbers is a typo to fix (it used to make the column categories,
+    silently); a numeric target without task.problem=regression is pointed to it."""
+    rng = random.Random(0)
+    lines = [f"{rng.randint(1, 5)},{rng.random()},{rng.choice('ab')}" for _ in range(60)]
+    lines[0] = '"1,000",0.5,a'  # the first row: always in the file's first line
+    path = table(tmp_path, "t.csv", "rooms,area,kind\n" + "\n".join(lines) + "\n")
+    with pytest.raises(UserError) as info:
+        _task(tiny_cfg, path, "dataset.target=kind")
+    message = str(info.value)
+    assert "line 2, column 'rooms': '1,000' is not a number, where" in message, message
+    assert "dataset.categorical=[rooms]" in message
+    assert _task(tiny_cfg, path, "dataset.target=kind", "dataset.categorical=[rooms]")
+    values = table(tmp_path, "v.csv", "a,y\n" + "".join(f"{i},{i * 1.5}\n" for i in range(80)))
+    with pytest.raises(UserError, match="distinct numbers: to predict a number, add task.problem"):
+        _task(tiny_cfg, values, "dataset.target=y")
+
+
 def test_test_value_past_float32_names_its_line(tiny_cfg, tmp_path):
     """A held-out value that standardizes past float32's range (training's are small)."""
     rng = random.Random(0)
@@ -470,10 +488,11 @@ def test_bad_number_names_its_line_wherever_it_falls(tiny_cfg, tmp_path):
         with pytest.raises(UserError) as info:
             _task(tiny_cfg, path, *args)
         assert str(info.value).startswith(f"{path}, line {line}, column 'size': 'abc' is not a")
-    # In training the column is text, and of mostly distinct values: free text, refused.
-    path, _ = with_text_at("train")
-    with pytest.raises(UserError, match=r"train.csv, column 'size': .* look like free text"):
+    # In training too: one text among numbers is named with its line (not taken for text).
+    path, line = with_text_at("train")
+    with pytest.raises(UserError) as info:
         _task(tiny_cfg, path, *args)
+    assert str(info.value).startswith(f"{path}, line {line}, column 'size': 'abc' is not a")
     task = _task(tiny_cfg, path, *args, "dataset.categorical=[size]")
     assert "abc" in task.encoder.categories["size"]  # listed: one-hot, as asked
 

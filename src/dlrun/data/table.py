@@ -574,6 +574,14 @@ class Encoder:
                     "is not a finite number; fix the value, or leave it empty and set "
                     "dataset.missing=mean or dataset.missing=drop"
                 )
+            if name not in categorical and len(bad) and len(bad) <= 0.1 * len(present):
+                where = table.where(int(bad[0]))  # numbers but for a few: a typo, not classes
+                raise UserError(
+                    f"{where}, column '{printable(name)}': '{printable(values[codes[bad[0]]], 40)}'"
+                    f" is not a number, where {len(present) - len(bad):,} of {len(present):,} "
+                    "training values are; fix it (e.g. drop a thousands separator), or one-hot "
+                    f"encode the column with dataset.categorical=[{printable(name)}]"
+                )
             distinct = sorted(values[c] for c in np.unique(codes[present]))
             if name not in categorical and is_free_text(len(distinct), len(present)):
                 raise UserError(

@@ -34,6 +34,9 @@ class TrainState:
     last_eval_step: int = -1
     halt: str | None = None  # early_stopping, stop_at or pruned: survives a resume
     stop_reason: str | None = None  # why the last fit() ended
+    # The data's fingerprints when training began (provenance.data_fingerprints): a
+    # resume refuses data that changed since (provenance.data_changes). None: older runs.
+    data: dict | None = None
 
     def evaluated(
         self, value: float, maximize: bool, patience: int | None, stop_at: float | None

@@ -170,6 +170,25 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     }
 
 
+def data_changes(then: dict[str, dict[str, Any]], now: dict[str, dict[str, Any]]) -> str | None:
+    """How the data named in ``now`` differ from ``then`` (both ``data_fingerprints``), or
+    None. Contents hashed both times are compared by digest; larger data by their files'
+    number and bytes only, since a copy (a cluster job staging its data) has new times."""
+    for key, old in then.items():
+        new = now.get(key)
+        if new is None or "digest" not in old or "digest" not in new:
+            continue  # not named any more, or unreadable: reading the data will say
+        if old["digest_of"] == new["digest_of"] == "contents":
+            if old["digest"] != new["digest"]:
+                return f"{key} ({new['path']}) has other contents"
+        elif (old["files"], old["bytes"]) != (new["files"], new["bytes"]):
+            return (
+                f"{key} ({new['path']}) has {new['files']:,} files of {new['bytes']:,} bytes, "
+                f"where it had {old['files']:,} of {old['bytes']:,}"
+            )
+    return None
+
+
 def flat(section: dict[str, Any], prefix: str = "provenance") -> dict[str, str]:
     """``section`` as ``{"provenance.code.dlrun.commit": "ab12..."}``: tags for trackers."""
     out = {}

@@ -318,6 +318,7 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, start) -> Trainer:
     from dlrun.engine import debug
     from dlrun.engine.device import amp_for_model
     from dlrun.engine.distributed import launcher
+    from dlrun.engine.provenance import data_fingerprints
 
     model = task.build_model().to(dev.device)
     if isinstance(start, InitFrom):  # before the trainer builds its optimizer and wrappers
@@ -335,7 +336,9 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, start) -> Trainer:
     if cfg.tune is not None:  # a search's trial: its study's pruner may stop it
         callbacks.append(Pruning(cfg.tune))
     trainer = Trainer(task, model, cfg, dev, run, dist, callbacks)
-    if resume is not None:
+    if resume is None:
+        trainer.state.data = data_fingerprints(cfg.dataset)  # what a resume must find again
+    else:
         trainer.restore(resume)
         where = RunDir(Path(str(cfg.resume)).expanduser()).last  # as the command named it
         log.info("resumed from %s at step %d", where, trainer.state.step)

@@ -453,6 +453,7 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     from dlrun.plan.resume import (
         check_not_a_fold,
         check_overrides,
+        check_same_data,
         check_unfinished,
         hydra_value,
         resumed_config,
@@ -473,6 +474,7 @@ def _resume_plan(conf_dir: Path, flags: list[str], run: RunDir, parsed) -> Plan:
     keys = [o.key_or_group for o in kept]
     data = _validate(resumed_config(ckpt["config"], run.path, to_dict(cfg), keys))
     check_unfinished(run, ckpt.get("state"), data)
+    check_same_data(run, ckpt["state"], data)
     _check_writable(data.paths)
     if from_env().main:  # nothing refused it: from here this command writes the run
         lock.hold(run.path, "run directory", how)

@@ -84,6 +84,22 @@ def check_unfinished(run: RunDir, state: Any, cfg) -> None:
         )
 
 
+def check_same_data(run: RunDir, state: dict, cfg) -> None:
+    """Refuse to resume on data that changed since the run began: its steps so far (and a
+    cross-validation's finished folds) would mix with steps on other data."""
+    from dlrun.engine.provenance import data_changes, data_fingerprints
+
+    then = state.get("data")
+    if not then:  # a run from before dlrun recorded it, or of generated data
+        return
+    change = data_changes(then, data_fingerprints(cfg.dataset))
+    if change:
+        raise UserError(
+            f"resume={run.path}: {change} since the run began; resuming would train on "
+            "other data: put the original back, or start a new run"
+        )
+
+
 def check_not_a_fold(run: RunDir, config: dict) -> None:
     """Refuse to resume one fold of a cross-validation run alone: its run continues it."""
     folds = select(config, "trainer.folds")

@@ -30,6 +30,7 @@ from dlrun.data.table import (
     Encoder,
     Table,
     missing_message,
+    number,
     read_table,
     row_fields,
     row_text,
@@ -238,9 +239,15 @@ class TabularTask(ClassificationTask):
             y = lookup[codes[rows]]
             if (y < 0).any():
                 i = rows[(y < 0).argmax()]
+                hint = ""
+                if all(number(v) is not None for v in values):  # a value, most likely
+                    hint = (
+                        f"; column '{printable(target)}' holds {len(values):,} distinct "
+                        "numbers: to predict a number, add task.problem=regression"
+                    )
                 raise UserError(
                     f"{tables[s].where(i)}: label '{printable(values[codes[i]], 40)}' never "
-                    "occurs in the training split"
+                    "occurs in the training split" + hint
                 )
             targets[s] = torch.from_numpy(y)
         if len(self.classes) < 2:
