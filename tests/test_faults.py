@@ -1020,3 +1020,21 @@ def test_resume_on_changed_data_is_refused_and_changes_nothing(tmp_path):
     code, _, err = dlrun([f"resume={run_dir}", "trainer.max_steps=20"], tmp_path)
     assert code == 0, err
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 20
+
+
+def test_a_report_is_never_written_into_a_run(done, tmp_path, monkeypatch, capsys):
+    """``dlrun-report RUN`` writes where it is run from, not into the run (whose files are
+    the run's); ``--out`` into a run is refused in one line."""
+    from dlrun.cli import report
+
+    before = digest(done)
+    monkeypatch.chdir(tmp_path)
+    report.main([str(done)])
+    assert f"in {tmp_path}" in capsys.readouterr().out
+    assert (tmp_path / "summary.csv").is_file() and digest(done) == before
+    with pytest.raises(SystemExit) as info:
+        report.main([str(done), "--out", str(done)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert_one_line(err, "dlrun-report", r"--out .*: a run directory, whose files are the run's")
+    assert digest(done) == before
