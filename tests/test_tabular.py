@@ -92,6 +92,15 @@ def test_missing_values_error_impute_or_drop(tiny_cfg, tmp_path):
         _task(tiny_cfg, path, *args)
     imputed = _task(tiny_cfg, path, *args, "dataset.missing=mean")
     dropped = _task(tiny_cfg, path, *args, "dataset.missing=drop")
+    # A missing target cannot be imputed: only dropping its row is offered.
+    lines = _rows(200).splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ","
+    no_target = table(tmp_path, "t.csv", "\n".join(lines) + "\n")
+    with pytest.raises(UserError) as info:
+        _task(tiny_cfg, no_target, *args, "dataset.missing=mean")
+    assert str(info.value).endswith(
+        "column 'price': missing value; fill it in, or set dataset.missing=drop (leave the row out)"
+    )
     total = lambda t: sum(t.size(s) for s in t.splits)  # noqa: E731
     assert (total(imputed), total(dropped)) == (200, 199)
     # size standardized, colour one-hot from the training split's categories
@@ -229,6 +238,8 @@ def test_label_and_config_mistakes(tiny_cfg, tmp_path):
         validate(tiny_cfg("task=tabular", "task.problem=regression", "task.monitor=val/accuracy"))
     with pytest.raises(UserError, match=r"task.problem=regression: task dates has one kind"):
         validate(tiny_cfg("+task.problem=regression"))
+    with pytest.raises(UserError, match=r"dataset.features: x listed twice; list each once"):
+        validate(tiny_cfg("task=tabular", f"dataset.path={single}", "dataset.features=[x,x]"))
 
 
 def test_separate_test_table(tiny_cfg, tmp_path, corpora):

@@ -128,11 +128,18 @@ def test_nan_loss_names_the_step_and_keeps_good_checkpoints(tiny_cfg, tmp_path, 
         return value * float("nan") if calls["n"] == 13 else value
 
     monkeypatch.setattr(Seq2SeqTask, "loss", loss)
-    with pytest.raises(UserError, match="NaN or infinite at step 13"):
+    with pytest.raises(UserError, match="NaN or infinite at step 13.* keeps the last good"):
         run(tiny_cfg(), tmp_path)
     last = load(tmp_path / "checkpoints" / "last.pt")
     assert last["state"]["step"] == 10  # the evaluation before the NaN
     assert all(torch.isfinite(v).all() for v in last["model"].values())
+    # Before the first checkpoint there is none to speak of.
+    calls["n"] = 10
+    with pytest.raises(UserError) as info:
+        run(tiny_cfg(), tmp_path / "early")
+    assert str(info.value).endswith(
+        "at step 3; lower optimizer.lr, set trainer.grad_clip, or use device.amp=none"
+    )
 
 
 def test_stop_at_patience_and_max_time_end_training(tiny_cfg, tmp_path):

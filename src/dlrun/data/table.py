@@ -647,11 +647,14 @@ def is_free_text(distinct: int, present: int) -> bool:
     return distinct > FREE_TEXT_DISTINCT and distinct > present / 2
 
 
-def missing_message(where: str, column: str) -> str:
-    return (
-        f"{where}, column '{printable(column)}': missing value; fill it in, or set "
-        "dataset.missing=mean (impute) or dataset.missing=drop (leave the row out)"
+def missing_message(where: str, column: str, target: bool = False) -> str:
+    """A missing value's line; the target's cannot be imputed, only its row dropped."""
+    fix = (
+        "dataset.missing=drop (leave the row out)"
+        if target
+        else "dataset.missing=mean (impute) or dataset.missing=drop (leave the row out)"
     )
+    return f"{where}, column '{printable(column)}': missing value; fill it in, or set {fix}"
 
 
 def split_indices(n: int, d: Any) -> dict[str, np.ndarray]:
@@ -698,7 +701,7 @@ def target_numbers(table: Table, name: str, rows: np.ndarray) -> np.ndarray:
     col = table.column(name)
     missing, bad = col.missing[rows], col.bad(rows)
     if missing.any():
-        raise UserError(missing_message(table.where(rows[missing.argmax()]), name))
+        raise UserError(missing_message(table.where(rows[missing.argmax()]), name, target=True))
     if bad.any():
         i = rows[bad.argmax()]
         raise UserError(

@@ -256,12 +256,14 @@ class StopSignals:
                 signal.signal(s, handler)
 
 
-def check_finite(first_bad: torch.Tensor) -> None:
-    """Stop at a NaN/inf loss; the checkpoints on disk still hold the last good state."""
+def check_finite(first_bad: torch.Tensor, run) -> None:
+    """Stop at a NaN/inf loss; the checkpoints on disk, if any, still hold the last good
+    state of ``run`` (its RunDir)."""
     step = int(first_bad)  # the one host sync, at logging cadence
     if step >= 0:
+        kept = " (the run directory keeps the last good checkpoints)"
         raise UserError(
             f"the training loss became NaN or infinite at step {step}; lower optimizer.lr, "
-            "set trainer.grad_clip, or use device.amp=none (run directory keeps the last good "
-            "checkpoints)"
+            "set trainer.grad_clip, or use device.amp=none"
+            + (kept if run.has_checkpoint() else "")
         )

@@ -332,7 +332,7 @@ class Trainer:
                 ):
                     self.save("last")  # a preemption or a crash loses at most the interval
             bar.close()
-            check_finite(self._first_bad)
+            check_finite(self._first_bad, self.run)
             if reason != "signal" and s.last_eval_step != s.step:
                 # The last steps count too: evaluate them before picking the best.
                 self._eval_and_checkpoint(writer, started)
@@ -365,7 +365,7 @@ class Trainer:
 
     def _log_train(self, writer: Writers, started: float) -> float:
         """The logging window's mean training loss and throughput, written; a new window."""
-        check_finite(self._first_bad)
+        check_finite(self._first_bad, self.run)
         s, now = self.state, time.monotonic()
         loss = self.window_loss()
         record = {

@@ -130,6 +130,10 @@ class TabularTask(ClassificationTask):
         d, problem = cfg.dataset, cfg.task.problem or "classification"
         if d.target is None:
             problems.append("dataset.target: name the label column, e.g. dataset.target=label")
+        listed = d.features or []
+        twice = sorted({f for f in listed if listed.count(f) > 1})
+        if twice:
+            problems.append(f"dataset.features: {', '.join(twice)} listed twice; list each once")
         monitor = cfg.task.monitor.partition("/")[2]
         if monitor not in ("loss", *cls.METRICS[problem]):
             problems.append(
@@ -228,7 +232,8 @@ class TabularTask(ClassificationTask):
         for s, rows in splits.items():
             missing = tables[s].column(target).missing[rows]
             if missing.any():
-                raise UserError(missing_message(tables[s].where(rows[missing.argmax()]), target))
+                where = tables[s].where(rows[missing.argmax()])
+                raise UserError(missing_message(where, target, target=True))
         values, codes = coded["train"]
         self.classes = tuple(sorted_labels({values[c] for c in np.unique(codes[splits["train"]])}))
         index = {c: k for k, c in enumerate(self.classes)}
