@@ -1022,19 +1022,23 @@ def test_resume_on_changed_data_is_refused_and_changes_nothing(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 20
 
 
-def test_a_report_is_never_written_into_a_run(done, tmp_path, monkeypatch, capsys):
-    """``dlrun-report RUN`` writes where it is run from, not into the run (whose files are
-    the run's); ``--out`` into a run is refused in one line."""
+def test_a_report_is_never_written_into_a_run(done, tmp_path, capsys):
+    """``dlrun-report RUN`` writes in RUN_report beside the run, not into it (whose files
+    are the run's); an ``--out`` inside a run is refused in one line."""
+    import shutil
+
     from dlrun.cli import report
 
-    before = digest(done)
-    monkeypatch.chdir(tmp_path)
-    report.main([str(done)])
-    assert f"in {tmp_path}" in capsys.readouterr().out
-    assert (tmp_path / "summary.csv").is_file() and digest(done) == before
-    with pytest.raises(SystemExit) as info:
-        report.main([str(done), "--out", str(done)])
-    err = capsys.readouterr().err
-    assert info.value.code == 2
-    assert_one_line(err, "dlrun-report", r"--out .*: a run directory, whose files are the run's")
-    assert digest(done) == before
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    before = digest(run)
+    report.main([str(run)])
+    assert f"in {tmp_path / 'run_report'}" in capsys.readouterr().out
+    assert (tmp_path / "run_report" / "summary.csv").is_file() and digest(run) == before
+    for out in (run, run / "sub"):
+        with pytest.raises(SystemExit) as info:
+            report.main([str(run), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert info.value.code == 2
+        assert_one_line(err, "dlrun-report", r"--out .*: inside a run directory, whose files")
+    assert digest(run) == before

@@ -175,6 +175,8 @@ def test_text_column_names_the_column():
 def test_inputs_are_echoed_escaped_and_an_empty_one_is_refused(imdb_run, tmp_path, capsys):
     rows = predict(capsys, imdb_run, "two\tparts", "line\nbreak")
     assert [r[0] for r in rows] == ["two\\tparts", "line\\nbreak"] and len(rows[0]) == 3
+    long = "A great film. Sharp/funny. " * 12  # too long a name for a file: still a text
+    assert predict(capsys, imdb_run, long)[0][0] == long
     assert "input 2 of 2 is empty" in refused(capsys, imdb_run, "fine", " ")
     path = tmp_path / "reviews.jsonl"
     path.write_text('{"text": "fine"}\n{"text": ""}\n')

@@ -302,6 +302,18 @@ def test_a_few_non_numbers_in_a_number_column_are_named(tiny_cfg, tmp_path):
         _task(tiny_cfg, values, "dataset.target=y")
 
 
+def test_large_but_representable_values_train(tiny_cfg, tmp_path):
+    """Values far past float32's squares (1e20) and near float64's (1e200) standardize:
+    only what float64 cannot hold is refused."""
+    rng = random.Random(0)
+    lines = [f"{rng.random() * 1e200},{rng.random()},{rng.random() * 1e20}" for _ in range(60)]
+    path = table(tmp_path, "t.csv", "a,b,y\n" + "\n".join(lines) + "\n")
+    task = _task(tiny_cfg, path, "dataset.target=y", "task.problem=regression")
+    mean, std = task.encoder.numeric["a"]
+    assert 1e198 < std < 1e200 and 1e18 < task.target_stats[1] < 1e20
+    assert torch.isfinite(task.splits["train"]["x"]).all()
+
+
 def test_test_value_past_float32_names_its_line(tiny_cfg, tmp_path):
     """A held-out value that standardizes past float32's range (training's are small)."""
     rng = random.Random(0)

@@ -382,6 +382,12 @@ MISTAKES = [
         r"t.csv: line 2: not utf-8 text \(byte 13 is 0xef\); "
         r"set dataset.encoding=NAME",
     ),
+    (  # after a byte-order mark: the byte and line counted in the file
+        "t.csv",
+        b"\xef\xbb\xbftext,label\nna\xefve,a\n",
+        [],
+        r"t.csv: line 2: not utf-8 text \(byte 16 is 0xef\)",
+    ),
     (
         "t.csv",
         "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(6)),

@@ -116,11 +116,13 @@ def main(argv: list[str] | None = None) -> None:
             table = read_input_table(path)
             inputs = task.inputs_from_table(*table, str(path))
         else:
-            for given in args.inputs:  # a file that is not one table: never read as a text
-                named = Path(given).expanduser()
-                if (os.sep in given or named.suffix) and named.exists():
+            texts = [] if task.inputs_are_paths else args.inputs
+            for given in texts:  # a file that is not one table: never read as a text
+                named = os.path.expanduser(given)  # os.path: False for a text too long a name
+                if (os.sep in given or Path(given).suffix) and os.path.exists(named):
+                    kind = "folder" if os.path.isdir(named) else "file"
                     raise UserError(
-                        f"{printable(given)}: a {'folder' if named.is_dir() else 'file'}; give "
+                        f"{printable(given)}: a {kind}; give "
                         "one .csv, .tsv or .jsonl file of inputs (alone), or the inputs "
                         "themselves (or on stdin, one per line)"
                     )

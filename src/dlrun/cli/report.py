@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out",
         type=Path,
         help="where to write (default: the one PATH given, else the folder the paths "
-        "share; the current folder where that is a run directory, never written into)",
+        "share; for a run directory, which is never written into, RUN_report beside it)",
     )
     parser.add_argument(
         "--provenance",
@@ -38,23 +38,29 @@ def main(argv: list[str] | None = None) -> None:
         out = (
             paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.resolve() for p in paths]))
         )
-        if is_run_dir(out):  # a run's files are its own (a running one's, or a finished one's)
-            out = Path.cwd()
+        if inside_a_run(out):  # a run's files are its own (a running one's, a finished one's)
+            run = out.resolve()
+            out = run.parent / f"{run.name}_report"
     with one_line_errors("dlrun-report"):
-        if is_run_dir(out.expanduser()):
+        if inside_a_run(out):
             raise UserError(
-                f"--out {out}: a run directory, whose files are the run's; choose another folder"
+                f"--out {out}: inside a run directory, whose files are the run's; choose "
+                "another folder"
             )
         report = write_report(paths, out, args.metric, args.x, provenance=args.provenance)
     print(report.table.markdown(), end="")
     print(f"\nwrote {', '.join(f.name for f in report.files)} in {out}")
 
 
-def is_run_dir(path: Path) -> bool:
-    """A run's directory: its summary, config record or checkpoints are there (a folder of
-    runs, or a sweep's, has none of its own)."""
-    run = RunDir(path)
-    return any(p.exists() for p in (run.summary, run.hydra_config, run.checkpoints))
+def inside_a_run(path: Path) -> bool:
+    """``path`` is a run's directory or lies in one: a run's summary or config record is
+    there (a folder of runs, or a sweep's, has neither of its own)."""
+    path = path.expanduser().resolve()
+    for folder in (path, *path.parents):
+        run = RunDir(folder)
+        if run.summary.is_file() or run.hydra_config.is_file():
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -326,11 +326,11 @@ def _main() -> None:
     try:
         # Importing torch takes a second, and a Ctrl-C inside its C++ start-up was lost or
         # aborted the process: held until the import is done, it stops here cleanly.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             from dlrun.engine.distributed import adopt_slurm, from_env
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         adopt_slurm()  # srun -n N: every rank reads its rank as under torchrun
         try:
             plan = plan_command(argv, conf_dir())

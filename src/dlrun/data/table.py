@@ -546,10 +546,12 @@ class Encoder:
     ) -> Encoder:
         """From the training ``rows`` (indices) of ``table``'s ``features`` columns.
 
-        A column is numeric when every present value is a number, else one-hot. A text
-        column whose values are mostly distinct is free text, not categories: it is
-        refused (naming the table's file) unless listed in ``categorical``, which also
-        makes a numeric-looking column (codes, ids) one-hot.
+        A column is numeric when every present value is a number, else one-hot; one
+        whose training values are numbers but for at most a tenth is refused, naming the
+        first other value's line (a typo or a placeholder, most likely). A text column
+        whose values are mostly distinct is free text, not categories: it is refused
+        (naming the table's file). Listing a column in ``categorical`` makes it one-hot
+        whatever its values (codes, ids, "90+").
         """
         enc = cls(features, impute=impute)
         source = "the table" if table.path is None else str(table.path)
@@ -560,7 +562,7 @@ class Encoder:
                 x = col.numbers[present]
                 with np.errstate(over="ignore", invalid="ignore"):  # checked below
                     mean = float(x.mean(dtype=np.float64))
-                    std = math.sqrt(_squares(x, mean) / len(x))
+                    std = spread(x, mean)
                 if not math.isfinite(std):
                     raise UserError(too_large(source, name, x))
                 enc.numeric[name] = (mean, std or 1.0)
@@ -579,8 +581,9 @@ class Encoder:
                 raise UserError(
                     f"{where}, column '{printable(name)}': '{printable(values[codes[bad[0]]], 40)}'"
                     f" is not a number, where {len(present) - len(bad):,} of {len(present):,} "
-                    "training values are; fix it (e.g. drop a thousands separator), or one-hot "
-                    f"encode the column with dataset.categorical=[{printable(name)}]"
+                    "training values are; fix it (a thousands separator; a placeholder such as "
+                    "'-': leave the cell empty and set dataset.missing), or one-hot encode the "
+                    f"column with dataset.categorical=[{printable(name)}]"
                 )
             distinct = sorted(values[c] for c in np.unique(codes[present]))
             if name not in categorical and is_free_text(len(distinct), len(present)):
@@ -688,11 +691,12 @@ def row_text(values: list[str]) -> str:
 
 
 def too_large(source: str, name: str, x: np.ndarray) -> str:
-    """A column whose spread overflows float64 (values near 1e308): one line to fix it."""
+    """A column whose numbers float64 cannot hold the statistics of (near 1e308), or a
+    regression target whose squared errors it cannot (over 1e150): one line to fix it."""
     top = float(np.abs(x).max())
     return (
         f"{source}, column '{printable(name)}': values as large as {top:.3g} overflow its "
-        "mean or standard deviation; rescale the column (e.g. to other units or a logarithm)"
+        "statistics or errors; rescale the column (e.g. to other units or a logarithm)"
     )
 
 
@@ -726,7 +730,7 @@ def describe(values: np.ndarray) -> dict[str, float]:
     return {
         "count": len(x),
         "mean": round(mean, 6),
-        "std": round(math.sqrt(_squares(x, mean) / (len(x) - 1)), 6) if len(x) > 1 else 0.0,
+        "std": round(spread(x, mean, ddof=1), 6) if len(x) > 1 else 0.0,
         "min": round(float(x.min()), 6),
         "25%": round(float(q[0]), 6),
         "50%": round(float(q[1]), 6),
@@ -738,14 +742,24 @@ def describe(values: np.ndarray) -> dict[str, float]:
 STATS_CHUNK = 1 << 14  # rows per step of the statistics: float64 work of 128 KiB a column
 
 
-def _squares(x: np.ndarray, mean: float) -> float:
-    """The sum of squared deviations of ``x`` from ``mean``, in float64, a chunk at a time
-    (``x.std(dtype=float64)`` makes a float64 copy of the whole column)."""
+def spread(x: np.ndarray, mean: float, ddof: int = 0) -> float:
+    """The standard deviation of ``x`` about ``mean`` (``ddof`` as numpy's), in float64, a
+    chunk at a time (``x.std(dtype=float64)`` makes a float64 copy of the whole column).
+    Deviations are scaled by the largest before squaring: values up to float64's limit
+    (1.8e308) do not overflow; inf only where a deviation itself does."""
+    chunks = range(0, len(x), STATS_CHUNK)
+
+    def deviations(start: int) -> np.ndarray:
+        return x[start : start + STATS_CHUNK].astype(np.float64) - mean
+
+    scale = max((float(np.abs(deviations(s)).max()) for s in chunks), default=0.0)
+    if scale == 0.0 or not math.isfinite(scale):
+        return scale  # every value the mean (0), or a deviation past float64 (inf)
     total = 0.0
-    for start in range(0, len(x), STATS_CHUNK):
-        d = x[start : start + STATS_CHUNK].astype(np.float64) - mean
+    for start in chunks:
+        d = deviations(start) / scale
         total += float(d @ d)
-    return total
+    return scale * math.sqrt(total / (len(x) - ddof))
 
 
 def summary(table: Table, target: str, features: list[str], classes: bool) -> dict[str, Any]:
@@ -772,7 +786,7 @@ def summary(table: Table, target: str, features: list[str], classes: bool) -> di
         complete = None  # every row
         if lacking:  # one mask at a time (a reduce over the list stacks them first)
             complete = np.flatnonzero(~functools.reduce(np.logical_or, lacking))
-        if complete is None or len(complete) > 1:
+        if (len(table) if complete is None else len(complete)) > 1:
             matrix = _correlation([c.numbers for c in cols], complete)
             out["correlation"] = {
                 a: {b: round(float(matrix[i, j]), 4) for j, b in enumerate(features)}

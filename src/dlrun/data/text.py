@@ -102,9 +102,10 @@ def decode(raw: bytes, where: object, encoding: str = "utf-8", key: str | None =
     try:
         return raw.decode(bom_free(encoding))
     except UnicodeDecodeError as exc:
+        at = exc.start + skipped_bom(raw, encoding)  # counted in the file, mark and all
         fix = f"; set {key}=NAME if it is in another encoding (e.g. latin-1)" if key else ""
         raise UserError(
-            f"{where}: not {encoding} text (byte {exc.start:,} is 0x{raw[exc.start]:02x}){fix}"
+            f"{where}: not {encoding} text (byte {at:,} is 0x{raw[at]:02x}){fix}"
         ) from None
 
 
@@ -117,6 +118,11 @@ def bom_free(encoding: str) -> str:
     except LookupError:
         return encoding  # refused where it is used, naming the key
     return "utf-8-sig" if utf8 else encoding
+
+
+def skipped_bom(raw: bytes, encoding: str) -> int:
+    """The bytes ``bom_free``'s codec skips at the start of ``raw``: its mark's 3, or 0."""
+    return 3 if bom_free(encoding) == "utf-8-sig" and raw.startswith(codecs.BOM_UTF8) else 0
 
 
 def is_text_file(path: Path) -> bool:
@@ -267,7 +273,7 @@ def decode_lines(raw: bytes, path: Path, encoding: str) -> str:
     try:
         return raw.decode(bom_free(encoding))
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start + skipped_bom(raw, encoding)) + 1
         return decode(raw, f"{path}: line {line:,}", encoding, key="dataset.encoding")
 
 

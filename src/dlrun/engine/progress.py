@@ -264,6 +264,5 @@ def check_finite(first_bad: torch.Tensor, run) -> None:
         kept = " (the run directory keeps the last good checkpoints)"
         raise UserError(
             f"the training loss became NaN or infinite at step {step}; lower optimizer.lr, "
-            "set trainer.grad_clip, or use device.amp=none"
-            + (kept if run.has_checkpoint() else "")
+            "set trainer.grad_clip, or use device.amp=none" + (kept if run.has_checkpoint() else "")
         )

@@ -142,7 +142,8 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     if path.is_file():
         files = [(path.name, path)]
     elif path.is_dir():
-        files = [(p.relative_to(path).as_posix(), p) for p in walk.files(path)]
+        # Hidden files (.DS_Store, ._* of a copy) are no task's data: left out.
+        files = [(p.relative_to(path).as_posix(), p) for p in walk.files(path, hidden=False)]
     else:
         return {"path": str(path), "missing": True}
     stats = [(name, p.stat()) for name, p in files]

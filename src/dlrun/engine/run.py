@@ -165,10 +165,12 @@ def _load(cfg: RunConfig, dist, init: InitFrom | None = None):
     ``init``: the run whose vocabularies the data must have (``init_from``)."""
     from dlrun.engine import checkpoint
     from dlrun.engine.device import give_back_freed_memory
+    from dlrun.engine.provenance import data_fingerprints
     from dlrun.registry import task_entry
 
     checkpoint.seed_everything(cfg.trainer.seed)
     task = task_entry(cfg.task.name).obj(cfg)
+    task.data_read = data_fingerprints(cfg.dataset)  # before reading: edits after are seen
     t0 = time.monotonic()
     with dist.main_first():  # rank 0 fills the data cache, the others read it
         task.prepare(Path(cfg.paths.cache_dir).expanduser())
@@ -318,7 +320,6 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, start) -> Trainer:
     from dlrun.engine import debug
     from dlrun.engine.device import amp_for_model
     from dlrun.engine.distributed import launcher
-    from dlrun.engine.provenance import data_fingerprints
 
     model = task.build_model().to(dev.device)
     if isinstance(start, InitFrom):  # before the trainer builds its optimizer and wrappers
@@ -337,7 +338,7 @@ def _trainer(cfg: RunConfig, task, dev, dist, run: RunDir, start) -> Trainer:
         callbacks.append(Pruning(cfg.tune))
     trainer = Trainer(task, model, cfg, dev, run, dist, callbacks)
     if resume is None:
-        trainer.state.data = data_fingerprints(cfg.dataset)  # what a resume must find again
+        trainer.state.data = task.data_read  # what a resume must find again
     else:
         trainer.restore(resume)
         where = RunDir(Path(str(cfg.resume)).expanduser()).last  # as the command named it

@@ -378,6 +378,10 @@ class TaskOutputs:
         for numbers, with ``error`` instead of ``correct``, largest first)."""
         return []
 
+    # dlrun-predict's inputs name files (images); else they are texts or rows, and a file
+    # named among them is refused rather than predicted as a text.
+    inputs_are_paths: ClassVar[bool] = False
+
     def inputs_from_lines(self, lines: list[str]) -> list[str]:
         """``dlrun-predict``'s inputs from its arguments or stdin lines: the non-blank ones."""
         return [line for line in lines if line.strip()]
@@ -432,6 +436,9 @@ class Task(TaskData, TaskChecks, TaskOutputs):
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.splits = {}
+        # The files the data came from, fingerprinted just before ``prepare`` read them
+        # (``provenance.data_fingerprints``): what a resume must find again.
+        self.data_read: dict[str, dict[str, Any]] = {}
 
     def prepare(self, cache_dir: Path) -> None:
         """Generate or read the data (cached on disk) and fill ``self.splits``."""

@@ -102,6 +102,7 @@ def min_image_size(model_cfg: Any) -> int:
 @TASKS.register("images", schema=ImagesDataConfig)
 class ImagesTask(ClassificationTask):
     model_kind = "image"
+    inputs_are_paths = True  # dlrun-predict RUN a.png b.png
     fold_rows = ("names",)
 
     def __init__(self, cfg: RunConfig):

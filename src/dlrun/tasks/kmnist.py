@@ -109,6 +109,7 @@ CHANNELS_LAST = ("cuda", "cpu")
 @TASKS.register("kmnist", schema=KmnistDataConfig)
 class KmnistTask(ClassificationTask):
     model_kind = "image"
+    inputs_are_paths = True  # dlrun-predict RUN a.png b.png
     classes = CLASSES
 
     def __init__(self, cfg: RunConfig):

@@ -36,6 +36,7 @@ from dlrun.data.table import (
     row_text,
     sorted_labels,
     split_indices,
+    spread,
     summary,
     target_numbers,
     too_large,
@@ -70,6 +71,7 @@ class TabularDataConfig(Named):
     batch_size: int = spec(ge=1)
 
 
+TARGET_LIMIT = 1e150  # a regression target's largest size: its errors' squares fit float64
 PLOTTED = 10_000  # rows of a table's picture (data.png): a sample of a large one
 
 
@@ -201,8 +203,10 @@ class TabularTask(ClassificationTask):
         if self.regression:
             y = {s: target_numbers(tables[s], d.target, rows) for s, rows in splits.items()}
             with np.errstate(over="ignore", invalid="ignore"):  # checked below
-                mean, std = float(y["train"].mean()), float(y["train"].std())
-            if not math.isfinite(std):
+                mean = float(y["train"].mean(dtype=np.float64))  # float32's squares: 1e19
+                std = spread(y["train"], mean)
+            # The errors' squares (MSE, RMSE, R^2) must fit in float64 too: 1e150 at most.
+            if not math.isfinite(std) or float(np.abs(y["train"]).max()) > TARGET_LIMIT:
                 raise UserError(too_large(str(table.path), d.target, y["train"]))
             if std == 0:
                 raise UserError(
@@ -245,7 +249,11 @@ class TabularTask(ClassificationTask):
             if (y < 0).any():
                 i = rows[(y < 0).argmax()]
                 hint = ""
-                if all(number(v) is not None for v in values):  # a value, most likely
+                numbers = [number(v) for v in values]
+                found = [v for v in numbers if v is not None]
+                if len(found) == len(numbers) and (  # a value to predict, most likely
+                    len(found) > 20 or not all(v.is_integer() for v in found)
+                ):
                     hint = (
                         f"; column '{printable(target)}' holds {len(values):,} distinct "
                         "numbers: to predict a number, add task.problem=regression"
