@@ -46,8 +46,10 @@ for preset in $presets; do
     echo "Command: \`${cmd[*]}\` (exit status $status)"
     echo
   } >>"$report"
-  if [ -d "$dir" ] && dlrun-report "$dir" >/dev/null 2>>"$out/$preset.log"; then
-    cat "$dir/summary.md" >>"$report"
+  # The table in a folder of its own: a report is never written into a run directory.
+  if [ -d "$dir" ] && dlrun-report "$dir" --out "$out/${preset}_report" >/dev/null \
+    2>>"$out/$preset.log"; then
+    cat "$out/${preset}_report/summary.md" >>"$report"
   else
     echo "No results: see $preset.log" >>"$report"
   fi
