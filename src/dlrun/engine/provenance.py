@@ -1,6 +1,6 @@
 """Where a run came from: its code's git commit, the versions it ran on, the data it read.
 
-``provenance(cfg)`` is the ``provenance`` section of ``summary.json``; trackers get it
+``provenance(cfg, data)`` is the ``provenance`` section of ``summary.json``; trackers get it
 flattened as tags (``flat``). Everything here is cheap: two git commands, package
 metadata, and one ``stat`` per data file (a content hash only for data up to
 ``HASH_LIMIT`` bytes). What cannot be found (no git, an installed wheel, a missing
@@ -28,8 +28,9 @@ HASH_LIMIT = 16 * 2**20  # data up to this size is hashed by content, larger by 
 GIT_TIMEOUT_S = 5
 
 
-def provenance(cfg) -> dict[str, Any]:
-    """The code (git), versions and data fingerprint of a run of ``cfg`` (a RunConfig)."""
+def provenance(cfg, data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The code (git), versions and data of a run of ``cfg`` (a RunConfig): ``data`` is
+    ``data_fingerprints`` of its files, taken when the run read them (``Task.data_read``)."""
     import torch
 
     from dlrun import __version__
@@ -46,7 +47,7 @@ def provenance(cfg) -> dict[str, Any]:
         "torch": torch.__version__,
         "dlrun": __version__,
         "libraries": library_versions(list(packages), trackers),
-        "data": data_fingerprints(cfg.dataset),
+        "data": data,
     }
 
 

@@ -103,7 +103,7 @@ def _fit(cfg: RunConfig, task, dev, dist, rundir: RunDir, start, started, host=N
         pruned = result.state.stop_reason == "pruned"  # a search's trial its pruner stopped
         _write_outputs(cfg, task, trainer, None if pruned else test)
         times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
-        summary = _summary(cfg, trainer, result, test, times)
+        summary = _summary(cfg, trainer, result, test, times, task.data_read)
         if isinstance(start, InitFrom) or cfg.init_from:  # a resume knows the path only
             where = start.record() if isinstance(start, InitFrom) else {"path": cfg.init_from}
             summary["init_from"] = where
@@ -144,7 +144,7 @@ def _find_lr(cfg: RunConfig, task, dev, dist, rundir: RunDir, init, started):
         **{k: round(v, 2) for k, v in times.items()},
         "device": trainer.dev.describe(),
         "dlrun": __version__,
-        "provenance": provenance(cfg),
+        "provenance": provenance(cfg, task.data_read),
     }
     if init is not None:
         summary["init_from"] = init.record()
@@ -241,7 +241,7 @@ def _cross_validate(
             raise Interrupted(f"fold {k} of {k_folds}: {message}", exc.exit_code) from None
         summaries.append(summary)
     times = {"data_time_s": data_time, "wall_time_s": time.monotonic() - wall_start}
-    summary = cv_summary(cfg, summaries, times)
+    summary = cv_summary(cfg, summaries, times, task.data_read)
     rundir.write_summary(summary)
     means = {**summary["best"], **summary["test"]}
     shown = "  ".join(f"{k}={v:.4f}±{summary['std'][k]:.4f}" for k, v in means.items())
@@ -267,10 +267,13 @@ def _fold_start(cfg: RunConfig, fold: RunDir) -> tuple[RunConfig | None, dict | 
     return dataclasses.replace(fresh, resume=str(fold.path)), ckpt
 
 
-def cv_summary(cfg: RunConfig, folds: list[dict], times: dict[str, float]) -> dict[str, Any]:
+def cv_summary(
+    cfg: RunConfig, folds: list[dict], times: dict[str, float], data: dict
+) -> dict[str, Any]:
     """A cross-validation run's ``summary.json``: each metric's mean over ``folds`` (the
     folds' summaries) in ``best`` and ``test``, as a run's are, its standard deviation
-    (n - 1) in ``std``, and each fold's results in ``fold_results``."""
+    (n - 1) in ``std``, and each fold's results in ``fold_results``; ``data``: the data's
+    fingerprints (``Task.data_read``)."""
     import statistics
 
     import torch
@@ -308,7 +311,7 @@ def cv_summary(cfg: RunConfig, folds: list[dict], times: dict[str, float]) -> di
         "device": folds[0].get("device"),
         "torch": torch.__version__,
         "dlrun": __version__,
-        "provenance": provenance(cfg),
+        "provenance": provenance(cfg, data),
     }
 
 
@@ -409,7 +412,9 @@ def _write_outputs(cfg: RunConfig, task, trainer: Trainer, test: dict | None) ->
     plot_curves(run.metrics, run.curves)
 
 
-def _summary(cfg: RunConfig, trainer: Trainer, result: FitResult, test: dict, times: dict):
+def _summary(
+    cfg: RunConfig, trainer: Trainer, result: FitResult, test: dict, times: dict, data: dict
+):
     import torch
 
     from dlrun.engine.device import peak_memory_mb
@@ -442,5 +447,5 @@ def _summary(cfg: RunConfig, trainer: Trainer, result: FitResult, test: dict, ti
         "device": dev.describe(),
         "torch": torch.__version__,
         "dlrun": __version__,
-        "provenance": provenance(cfg),
+        "provenance": provenance(cfg, data),
     }
