@@ -15,7 +15,8 @@ so that it times reading, tokenizing and building the cache. Each size runs
 process of its own; printed per size, as one Markdown row: the file or folder size,
 the seconds from launch to the first training step (ready to train: imports, Hydra,
 reading, statistics, the data to the device), the task's own data time, the whole
-run's wall time, and the process's peak RSS. ``--stream`` adds device.data=stream.
+run's wall time, and the process's peak RSS when the first step began (summary.json's
+``ready_memory_mb``) and over the whole run. ``--stream`` adds device.data=stream.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def measure(kind: str, n: int, root: Path, stream: bool, device: str, first: boo
         "data_s": summary["data_time_s"],
         "wall_s": time.time() - start,
         "peak_mb": summary["peak_memory_mb"],
+        "ready_mb": summary.get("ready_memory_mb") or float("nan"),
         "stream": stream,
     }
 
@@ -177,15 +179,18 @@ def main() -> None:
     a = parser.parse_args()
     a.data.mkdir(parents=True, exist_ok=True)
     peak = "peak GPU MB allocated" if a.device.startswith("cuda") else "peak RSS MB"
-    print(f"| data | size | on disk MB | ready to train s | data s | run wall s | {peak} |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| data | size | on disk MB | ready to train s | data s | run wall s | {peak} when "
+        f"ready | {peak} |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for n in a.sizes:
         r = measure(a.kind, n, a.data, a.stream, a.device, a.first_build)
         kind = r["kind"] + (" (streamed)" if r["stream"] else "")
         kind += ", first build" if a.first_build else ""
         print(
             f"| {kind} | {n:,} | {r['mb']:.1f} | {r['ready_s']:.1f} | {r['data_s']:.1f} | "
-            f"{r['wall_s']:.1f} | {r['peak_mb']:.0f} |",
+            f"{r['wall_s']:.1f} | {r['ready_mb']:.0f} | {r['peak_mb']:.0f} |",
             flush=True,
         )
 

@@ -10,13 +10,14 @@ import warnings
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from conftest import save_run_config
 
 from dlrun.cli.predict import load_run
 from dlrun.cli.stats import format_stats
-from dlrun.data.table import read_table
+from dlrun.data.table import read_table, split_indices
 from dlrun.engine.run import run
 from dlrun.errors import UserError
 from dlrun.plan.config import validate
@@ -107,6 +108,24 @@ def test_missing_values_error_impute_or_drop(tiny_cfg, tmp_path):
     assert imputed.encoder.width == 3 and imputed.encoder.categories == {"colour": ["blue", "red"]}
     x = imputed.splits["train"]["x"]
     assert abs(float(x[:, 0].mean())) < 0.05 and set(x[:, 1:].sum(1).tolist()) == {1.0}
+
+
+def test_the_table_is_held_once_as_the_splits_tensors(tiny_cfg, tmp_path):
+    text = _rows(200)
+    path = table(tmp_path, "m.csv", text)
+    task = _task(tiny_cfg, path, "dataset.target=price", "task.problem=regression")
+    # The statistics are the whole table's; of the table itself only the test rows stay,
+    # for samples to show them, each still named by its line in the file.
+    assert task.stats()["columns"]["size"]["count"] == 200
+    n = task.size("test")
+    assert len(task.test_rows) == n and task.describe("val", 0) == "#0"
+    lines = text.splitlines()
+    for i in range(n):
+        size, colour = task.describe("test", i).split(",")
+        line = int(task.test_rows.where(i).rsplit(" ", 1)[1])
+        written = lines[line - 1].split(",")
+        assert (float(size), colour) == (pytest.approx(float(written[0])), written[1])
+    assert torch.equal(task.encoder.encode(task.test_rows, np.arange(n)), task.splits["test"]["x"])
 
 
 def test_regression_learns_and_predicts(tiny_cfg, tmp_path):
@@ -311,6 +330,8 @@ def test_large_but_representable_values_train(tiny_cfg, tmp_path):
     task = _task(tiny_cfg, path, "dataset.target=y", "task.problem=regression")
     mean, std = task.encoder.numeric["a"]
     assert 1e198 < std < 1e200 and 1e18 < task.target_stats[1] < 1e20
+    correlation = task.stats()["correlation"]["a"]  # the columns scaled first: no overflow
+    assert correlation["a"] == 1.0 and -1 <= correlation["b"] <= 1
     assert torch.isfinite(task.splits["train"]["x"]).all()
 
 
@@ -497,7 +518,8 @@ def test_columnar_reader_keeps_values_as_written(tmp_path):
 def test_bad_number_names_its_line_wherever_it_falls(tiny_cfg, tmp_path):
     args = ("dataset.target=price", "task.problem=regression")
     lines = _rows(200).splitlines()
-    rows = _task(tiny_cfg, table(tmp_path, "clean.csv", "\n".join(lines) + "\n"), *args).rows
+    task = _task(tiny_cfg, table(tmp_path, "clean.csv", "\n".join(lines) + "\n"), *args)
+    rows = split_indices(200, held_out_fractions(task.cfg))  # as prepare splits the table
 
     def with_text_at(split: str) -> tuple[Path, int]:
         """The table with 'abc' in column size of a row of ``split``; its line."""

@@ -12,7 +12,7 @@ import itertools
 import math
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,12 @@ class Column:
             return np.zeros(len(rows), dtype=bool)
         return np.isnan(self.numbers[rows]) & ~self.missing[rows]
 
+    def take(self, rows: np.ndarray) -> Column:
+        """The column of ``rows`` only (copies)."""
+        missing = self.missing[rows] if self.missing.any() else none_missing(len(rows))
+        codes = None if self.codes is None else self.codes[rows]
+        return Column(self.numbers[rows], missing, self.values, codes)
+
     def present(self) -> np.ndarray:
         """Every present row's number (the column itself when none is missing: no copy)."""
         if not self.missing.any():
@@ -152,6 +158,7 @@ class Table:
     encoding: str = "utf-8"
     lines: list[int] | None = None  # each row's line; None: found on first use
     label: str | None = None  # rows are "LABEL N" (1-based) instead of file lines
+    origin: np.ndarray | None = None  # rows taken from a larger table: their rows there
 
     def __len__(self) -> int:
         return len(self.columns[0]) if self.columns else 0
@@ -177,12 +184,20 @@ class Table:
         return [self.row(i) for i in range(len(self))]
 
     def where(self, i: int) -> str:
+        if self.origin is not None:
+            i = int(self.origin[i])
         if self.label is not None:
             return f"{self.label} {i + 1}"
         if self.lines is None:
             assert self.path is not None  # a table made without a file has a label
             self.lines = _python_rows(self.path, self.delimiter, self.encoding)[2]
         return f"{self.path}, line {self.lines[i]}"
+
+    def take(self, rows: np.ndarray) -> Table:
+        """A table of ``rows`` only (copies), each still named by its line in the file."""
+        origin = rows if self.origin is None else self.origin[rows]
+        columns = [c.take(rows) for c in self.columns]
+        return replace(self, columns=columns, lines=self.lines, origin=np.asarray(origin))
 
     @classmethod
     def from_rows(
@@ -662,9 +677,10 @@ def missing_message(where: str, column: str, target: bool = False) -> str:
 
 def split_indices(n: int, d: Any) -> dict[str, np.ndarray]:
     """Row indices shuffled (seeded) and cut into train/val(/test)."""
-    order = array.array("q", range(n))  # 8 bytes a row (a list of ints: 36)
-    random.Random(d.seed).shuffle(order)  # the same order as a list's
+    order = array.array("q", [0]) * n  # 8 bytes a row (a list of ints: 36), allocated once
     rows = np.frombuffer(order, dtype=np.int64)
+    rows[:] = np.arange(n)
+    random.Random(d.seed).shuffle(order)  # the same order as a list's
     n_test = 0 if d.test_path is not None else max(1, round(n * d.test_fraction))
     n_val = max(1, round(n * d.val_fraction))
     out = {"test": rows[:n_test], "val": rows[n_test : n_test + n_val]}
@@ -809,9 +825,15 @@ def _correlation(columns: list[np.ndarray], rows: np.ndarray | None) -> np.ndarr
             )
             yield np.stack([c[part] for c in columns], axis=1).astype(np.float64)
 
-    means = sum(x.sum(axis=0) for x in chunks()) / n
+    sums, spans = np.zeros(len(columns)), np.zeros(len(columns))
+    for x in chunks():
+        sums += x.sum(axis=0)
+        spans = np.maximum(spans, np.abs(x).max(axis=0))
+    spans[spans == 0] = 1.0  # each column scaled to at most 1: its squares cannot overflow
+    means = sums / n / spans
     gram = np.zeros((len(columns), len(columns)))
     for x in chunks():
+        x /= spans
         x -= means
         gram += x.T @ x
     scale = np.sqrt(np.diag(gram))

@@ -442,6 +442,8 @@ def _summary(
         "first_step_at": result.first_step_at,
         "first_step_s": None if result.first_step_s is None else round(result.first_step_s, 4),
         "peak_memory_mb": round(peak_memory_mb(dev.device), 1),
+        # The peak when the first step began: what reading the data and making the model took.
+        "ready_memory_mb": None if (m := result.ready_memory_mb) is None else round(m, 1),
         "world_size": trainer.dist.world,
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "device": dev.describe(),

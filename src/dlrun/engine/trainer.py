@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from dlrun.engine import checkpoint
-from dlrun.engine.device import DeviceInfo, for_training, synchronize
+from dlrun.engine.device import DeviceInfo, for_training, peak_memory_mb, synchronize
 from dlrun.engine.distributed import SINGLE, Dist
 from dlrun.engine.ema import EMA
 from dlrun.engine.evaluate import TaskLike, evaluate, periodic_splits
@@ -76,6 +76,7 @@ class FitResult:
     epochs: float  # epochs trained, fractional
     first_step_at: float | None  # time.time() when the first step of this process began
     first_step_s: float | None  # its length, compilation included when device.compile
+    ready_memory_mb: float | None  # peak memory when it began: data read, model made
     train_losses: list[float] = field(default_factory=list)  # each logging window's mean
 
 
@@ -121,6 +122,7 @@ class Trainer:
         self._started: float | None = None
         self.first_step_s: float | None = None  # compilation included when device.compile
         self.first_step_at: float | None = None  # time.time() when the first step began
+        self.ready_memory_mb: float | None = None  # peak memory then (``peak_memory_mb``)
         self.train_losses: list[float] = []  # each logging window's mean training loss
         self.interactive = sys.stderr.isatty()  # a progress bar; else log lines (ProgressLines)
         self.lines = None if self.interactive or not dist.main else ProgressLines(self.total_steps)
@@ -292,6 +294,7 @@ class Trainer:
             epochs=state.step * self.t.accumulate / self.batches_per_epoch,
             first_step_at=self.first_step_at,
             first_step_s=self.first_step_s,
+            ready_memory_mb=self.ready_memory_mb,
             train_losses=list(self.train_losses),
         )
         for callback in self.callbacks:
@@ -354,6 +357,7 @@ class Trainer:
         first = self.first_step_at is None
         if first:
             self.first_step_at, first_start = time.time(), time.monotonic()
+            self.ready_memory_mb = peak_memory_mb(self.dev.device)
         self.train_step()
         for callback in self.callbacks:
             callback.on_step_end(self)

@@ -102,17 +102,18 @@ class TabularTask(ClassificationTask):
     problems = PROBLEMS
     metric_names = ("accuracy", "perplexity", "rmse", "mae", "r2")
     METRICS = {"classification": ("accuracy", "perplexity"), "regression": ("rmse", "mae", "r2")}
-    fold_rows = ("rows",)  # each split's row indices in its table follow the folds
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
         self.encoder: Encoder  # set by prepare or load
         self.target_stats = (0.0, 1.0)  # regression: training mean and std of the target
-        # Each split's rows: their indices in its table (``table_of``), aligned with the
-        # split's tensors.
-        self.rows: dict[str, np.ndarray] = {}
-        self.table: Table  # set by prepare (the training table)
-        self.test_table: Table | None = None  # dataset.test_path's
+        # What prepare keeps of the table once its features are encoded (the data are then
+        # held once, as the splits' tensors): the statistics of stats.json; the test rows as
+        # read, aligned with the test split (samples show them); the numeric features and
+        # labels of up to PLOTTED training rows (data.png).
+        self.table_stats: dict[str, Any] = {}
+        self.test_rows: Table
+        self.plotted: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 0)), np.zeros(0))
 
     @property
     def regression(self) -> bool:
@@ -217,15 +218,21 @@ class TabularTask(ClassificationTask):
             targets = {s: torch.from_numpy(v.astype(np.float32)) for s, v in y.items()}
         else:
             targets = self._class_targets(tables, splits)
-        self.table, self.test_table = table, tables["test"] if d.test_path else None
+        # Before the features are encoded, while only the table holds the data: what the
+        # run needs of the table later. Then the table goes (the tensors hold the data).
+        features = self.encoder.features
+        self.table_stats = summary(table, d.target, features, not self.regression)
+        shown = splits["train"][:PLOTTED]  # training rows are in random order: a fair sample
+        numeric = [f for f in features if f in self.encoder.numeric]
+        self.plotted = (
+            np.stack([table.column(f).numbers[shown] for f in numeric], axis=1)
+            if numeric
+            else np.zeros((len(shown), 0)),
+            targets["train"][:PLOTTED].numpy(),
+        )
+        self.test_rows = tables["test"].take(splits["test"])
         for s, rows in splits.items():
-            self.rows[s] = rows
             self.splits[s] = {"x": self.encoder.encode(tables[s], rows), "label": targets[s]}
-
-    def table_of(self, split: str) -> Table:
-        """The table that split ``split``'s ``rows`` index: ``dataset.test_path``'s for a
-        separate test table, else ``dataset.path``'s."""
-        return self.test_table if split == "test" and self.test_table is not None else self.table
 
     def _class_targets(
         self, tables: dict[str, Table], splits: dict[str, np.ndarray]
@@ -273,8 +280,7 @@ class TabularTask(ClassificationTask):
     def stats(self) -> dict[str, Any]:
         """Per split sizes, then the table's column statistics, classes and correlations."""
         out: dict[str, Any] = {name: {"examples": self.size(name)} for name in self.splits}
-        target, features = self.cfg.dataset.target, self.encoder.features
-        out.update(summary(self.table, target, features, not self.regression))
+        out.update(self.table_stats)
         return out
 
     def save(self, run: RunDir) -> None:
@@ -309,10 +315,11 @@ class TabularTask(ClassificationTask):
             raise UserError(f"{path}: not a dlrun tabular description (damaged?)")
 
     def describe(self, split: str, i: int) -> str:
-        if split not in self.rows:
+        """A test row's features as read; other splits' rows by number (their table is not
+        kept once encoded)."""
+        if split != "test":
             return f"#{i}"
-        row = self.table_of(split).row(int(self.rows[split][i]), self.encoder.features)
-        return ",".join(row)
+        return ",".join(self.test_rows.row(i, self.encoder.features))
 
     # -- model, loss, metrics ----------------------------------------------------------------
     def vocabularies(self) -> dict[str, list[str]]:
@@ -412,19 +419,15 @@ class TabularTask(ClassificationTask):
         else:
             super().report(model, run)
         numeric = [f for f in self.encoder.features if f in self.encoder.numeric]
-        rows = self.rows["train"][:PLOTTED]  # training rows are in random order: a fair sample
-        colours = None if self.regression else self.splits["train"]["label"][:PLOTTED].cpu()
+        values, labels = self.plotted  # the training split's first rows as prepared
         if numeric:
-            values = np.stack([self.table.column(f).numbers[rows] for f in numeric], axis=1)
-            target = None
-            if self.regression:
-                goal = self.splits["train"]["label"][:PLOTTED].cpu().numpy()
-                target = (self.cfg.dataset.target, goal)
+            colours = None if self.regression else torch.from_numpy(labels)
+            target = (self.cfg.dataset.target, labels) if self.regression else None
             plot_table(numeric, values, colours, self.classes, run.file("data.png"), target)
         if len(self.encoder.features) == 2 and len(numeric) == 2 and not self.regression:
-            split = "test" if "test" in self.splits else "val"
-            table, rows = self.table_of(split), self.rows[split]
-            points = torch.from_numpy(np.stack([table.column(f).numbers[rows] for f in numeric], 1))
+            split, table = "test", self.test_rows
+            n = self.size(split)  # debug limits may have cut the split
+            points = torch.from_numpy(np.stack([table.column(f).numbers[:n] for f in numeric], 1))
             x = self.splits[split]["x"]
             pred = model(x).argmax(1).cpu()
 
