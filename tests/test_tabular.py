@@ -119,6 +119,7 @@ def test_the_table_is_held_once_as_the_splits_tensors(tiny_cfg, tmp_path):
     assert task.stats()["columns"]["size"]["count"] == 200
     n = task.size("test")
     assert len(task.test_rows) == n and task.describe("val", 0) == "#0"
+    assert task.test_rows.header == ["size", "colour"]  # the features: the target is not kept
     lines = text.splitlines()
     for i in range(n):
         size, colour = task.describe("test", i).split(",")

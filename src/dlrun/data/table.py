@@ -193,6 +193,10 @@ class Table:
             self.lines = _python_rows(self.path, self.delimiter, self.encoding)[2]
         return f"{self.path}, line {self.lines[i]}"
 
+    def select(self, names: list[str]) -> Table:
+        """A table of the columns ``names`` only (the same arrays, not copies)."""
+        return replace(self, header=list(names), columns=[self.column(n) for n in names])
+
     def take(self, rows: np.ndarray) -> Table:
         """A table of ``rows`` only (copies), each still named by its line in the file."""
         origin = rows if self.origin is None else self.origin[rows]

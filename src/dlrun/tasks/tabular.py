@@ -230,6 +230,9 @@ class TabularTask(ClassificationTask):
             else np.zeros((len(shown), 0)),
             targets["train"][:PLOTTED].numpy(),
         )
+        # The encoder reads the features only: the other columns (the target's) go first.
+        tables = {s: t.select(features) for s, t in tables.items()}
+        del table
         self.test_rows = tables["test"].take(splits["test"])
         for s, rows in splits.items():
             self.splits[s] = {"x": self.encoder.encode(tables[s], rows), "label": targets[s]}
