@@ -72,6 +72,7 @@ def test_module_lists_match_the_package():
     assert extrapolate_modules("algebra__linear_1d") == []
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_generation_is_byte_identical_across_processes(tmp_path):
     d = {
         "modules": ["algebra__linear_1d", "numbers__place_value"],

@@ -153,6 +153,7 @@ def _claim(args):
     return _unique_dir(*args)
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_runs_in_the_same_second_get_different_dirs(tmp_path):
     base = str(tmp_path / "outputs" / "2026-01-01" / "12-00-00")
     with multiprocessing.get_context("spawn").Pool(4, maxtasksperchild=1) as pool:

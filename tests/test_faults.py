@@ -403,6 +403,7 @@ def test_a_resume_sends_nothing_to_a_store_its_checkpoint_names(done, tmp_path):
     assert not (run_dir / "trackers.json").exists()
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_a_sweep_folder_never_chooses_a_tracking_store(tmp_path, monkeypatch):
     """A sweep folder's trackers.json naming an MLflow store is ignored by a sweep whose
     command chose no logger: the store is never opened or created."""
@@ -999,6 +1000,7 @@ def test_kill_9_in_a_sweeps_summary_then_report_and_rerun(tmp_path, cache_dir):
 # -- the data a run began with ------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_resume_on_changed_data_is_refused_and_changes_nothing(tmp_path):
     """A resume (or a cross-validation's next fold) on data that changed since the run
     began would mix steps on two data sets: refused in one line; the same data resumes."""

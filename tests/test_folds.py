@@ -79,6 +79,8 @@ def test_k_folds_give_k_results_and_their_mean_and_std(tiny_cfg, tmp_path):
         assert summary["std"][name] == pytest.approx(statistics.stdev(values))
         assert metrics[name] == pytest.approx(statistics.fmean(values))
     assert len({f["best"]["val/loss"] for f in folds}) == 3  # three different models
+    each = [json.loads((tmp_path / f"fold_{k}" / "summary.json").read_text()) for k in range(3)]
+    assert summary["ready_memory_mb"] == max(f["ready_memory_mb"] for f in each) > 0
     for k in range(3):
         fold = tmp_path / f"fold_{k}"
         assert (fold / "checkpoints" / "best.pt").is_file() and (fold / "stats.json").is_file()

@@ -680,6 +680,7 @@ BAD = ["-1", "0", "1", "1e-3", "inf", "-inf", "nan", "null", "true", "abc", "[1,
 BAD += ["1e400", "", "'a b'", "${oc.env:HOME}", "1,2", "[inf]", "{a: 1}", "\x1b[2J", "'\n'"]
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_any_override_of_real_keys_is_valid_or_one_line():
     """dlrun's gate either accepts a command line or refuses it with one line (exit 2)."""
     from hypothesis import HealthCheck, given, settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import TINY, run_cli, tiny_data
 from PIL import Image
@@ -55,6 +56,7 @@ def test_small_figures_are_still_readable(tmp_path):
             assert max(image.size) >= 800, (name, image.size)
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_a_tabular_run_draws_every_figure_without_a_warning(tmp_path, cache_dir):
     args = ["dlrun", "task=tabular", *tiny_data("tabular"), *TINY]
     args += ["dataset.features=[feature1,feature2]", f"hydra.run.dir={tmp_path / 'run'}"]

@@ -57,6 +57,7 @@ def test_sweep_writes_and_prints_its_summary(sweep):
         assert_png(root / name)
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_a_failed_job_is_in_the_table_and_the_others_run(tmp_path, cache_dir):
     # The command-line check validates every swept value; a split name is known only
     # once the job has its data, so also_eval=[nope] fails inside its job.
@@ -72,6 +73,7 @@ def test_a_failed_job_is_in_the_table_and_the_others_run(tmp_path, cache_dir):
     assert list(rows) == ["[test]", "[nope]"]  # failed jobs last
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_report_over_separate_runs_and_over_a_sweep(tmp_path, cache_dir, sweep):
     runs = []
     for bs in (32, 64):

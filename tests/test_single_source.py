@@ -144,6 +144,7 @@ def test_the_recorded_hydra_config_agrees_too(tmp_path, cache_dir):
     assert recorded == saved
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_a_run_directory_of_dlrun_0_1_0_still_predicts_and_resumes(tmp_path, cache_dir):
     run_dir = tmp_path / "old run"
     shutil.copytree(FIXTURE, run_dir)

@@ -182,6 +182,39 @@ def test_classification_run_pictures_and_predict(tiny_cfg, corpora, tmp_path):
         task.predict(model, ["0.5,abc"], 8)
 
 
+def test_decision_regions_leave_out_points_with_a_missing_value(tiny_cfg, corpora, tmp_path):
+    lines = corpora["tabular"].read_text().splitlines()
+    at = lines[0].split(",").index("feature1")
+    for i in range(1, len(lines), 4):  # every fourth row lacks feature1: some test rows too
+        cells = lines[i].split(",")
+        cells[at] = ""
+        lines[i] = ",".join(cells)
+    path = table(tmp_path, "gaps.csv", "\n".join(lines) + "\n")
+    cfg = tiny_cfg(
+        "task=tabular",
+        f"dataset.path={path}",
+        "dataset.features=[feature1,feature2]",
+        "dataset.missing=mean",
+        "trainer.max_steps=20",
+    )
+    run(cfg, tmp_path / "run")
+    assert matplotlib.image.imread(tmp_path / "run" / "decision_boundary.png").shape[0] > 100
+
+
+def test_rows_taken_from_a_table_keep_their_values_and_lines(tmp_path):
+    rows = [f"w{i},{i if i % 3 else ''}" for i in range(1000)]  # 1,000 distinct words
+    t = read_table(table(tmp_path, "w.csv", "word,n\n" + "\n".join(rows) + "\n"))
+    taken = t.take(np.array([999, 3, 10]))
+    assert [taken.row(i) for i in range(3)] == [["w999", ""], ["w3", ""], ["w10", "10"]]
+    # Of the column's 1,000 distinct values, only those its rows use.
+    assert taken.column("word").values == ["w3", "w10", "w999"]
+    assert taken.column("n").missing.tolist() == [True, True, False]
+    assert taken.where(0) == f"{t.path}, line 1001" and taken.take(np.array([2])).where(0) == (
+        f"{t.path}, line 12"
+    )
+    assert taken.select(["n"]).row(2) == ["10"]
+
+
 def test_statistics_like_describe(tiny_cfg, corpora):
     task = _task(tiny_cfg, corpora["tabular"], "dataset.target=labels")
     stats = task.stats()

@@ -61,6 +61,7 @@ def jsonl_history(run_dir: Path, split: str, key: str) -> dict[int, float]:
     return {r["step"]: r[key] for r in records if r["split"] == split}
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_mlflow_run_has_params_metrics_tags_and_artifacts(tiny_cfg, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -105,6 +106,7 @@ def test_mlflow_run_has_params_metrics_tags_and_artifacts(tiny_cfg, tmp_path):
     assert json.loads(local.read_text())["status"] == "ok"
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_resume_continues_the_same_mlflow_run(tiny_cfg, tmp_path):
     out, run_dir = tmp_path / "out", tmp_path / "run"
     common = ["logger=mlflow", f"paths.output_dir={out}", "logger.mlflow.log_checkpoints=true"]
@@ -441,6 +443,7 @@ def read_wandb_run(run_dir: Path) -> dict:
     return out
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_wandb_offline_run_has_config_metrics_tags_and_files_and_resumes(tiny_cfg, tmp_path):
     run_dir = tmp_path / "run"
     common = [*TINY, "logger=wandb", f"paths.output_dir={tmp_path / 'out'}", "optimizer.lr=0.002"]

@@ -92,6 +92,7 @@ def test_search_runs_n_trials_with_a_row_each(search):
     assert "sweep summary (4 jobs, 0 failed)" in done.stdout
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_best_yaml_reproduces_the_best_trial(search, tmp_path, cache_dir):
     _, sweep, _ = search
     best = yaml.safe_load((sweep / "best.yaml").read_text())
@@ -108,6 +109,7 @@ def test_best_yaml_reproduces_the_best_trial(search, tmp_path, cache_dir):
     assert again["best"]["val/char_accuracy"] == pytest.approx(best["value"], abs=1e-6)
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_plots_decode_and_report_rebuilds_them(search, tmp_path):
     cwd, sweep, _ = search
     names = ["search_history.png", "search_slice.png", "search_importances.png"]
@@ -224,6 +226,7 @@ def test_the_pruning_hook_reports_and_asks_like_optunas_trial(tmp_path):
     assert study.trials[none.number].intermediate_values == {5: 0.0}
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_a_pruned_search_marks_its_trials(tmp_path, cache_dir):
     # Trial 0 runs to the end; a learning rate 100x lower learns nothing in 5 steps.
     args = search_args(

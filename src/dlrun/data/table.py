@@ -129,10 +129,15 @@ class Column:
         return np.isnan(self.numbers[rows]) & ~self.missing[rows]
 
     def take(self, rows: np.ndarray) -> Column:
-        """The column of ``rows`` only (copies)."""
+        """The column of ``rows`` only (copies; of the distinct values, those they use)."""
         missing = self.missing[rows] if self.missing.any() else none_missing(len(rows))
-        codes = None if self.codes is None else self.codes[rows]
-        return Column(self.numbers[rows], missing, self.values, codes)
+        if self.values is None or self.codes is None:  # set together
+            return Column(self.numbers[rows], missing)
+        codes = self.codes[rows]
+        used = np.unique(codes[codes < len(self.values)])
+        recode = np.full(len(self.values) + 1, len(used), dtype=np.int32)  # last: missing
+        recode[used] = np.arange(len(used), dtype=np.int32)
+        return Column(self.numbers[rows], missing, [self.values[u] for u in used], recode[codes])
 
     def present(self) -> np.ndarray:
         """Every present row's number (the column itself when none is missing: no copy)."""
@@ -198,10 +203,11 @@ class Table:
         return replace(self, header=list(names), columns=[self.column(n) for n in names])
 
     def take(self, rows: np.ndarray) -> Table:
-        """A table of ``rows`` only (copies), each still named by its line in the file."""
-        origin = rows if self.origin is None else self.origin[rows]
+        """A table of ``rows`` only (copies), each still named by its line in the file (the
+        lines found again on first use, as the file's are)."""
+        origin = np.array(rows if self.origin is None else self.origin[rows], dtype=np.int64)
         columns = [c.take(rows) for c in self.columns]
-        return replace(self, columns=columns, lines=self.lines, origin=np.asarray(origin))
+        return replace(self, columns=columns, lines=None, origin=origin)
 
     @classmethod
     def from_rows(
@@ -683,7 +689,9 @@ def split_indices(n: int, d: Any) -> dict[str, np.ndarray]:
     """Row indices shuffled (seeded) and cut into train/val(/test)."""
     order = array.array("q", [0]) * n  # 8 bytes a row (a list of ints: 36), allocated once
     rows = np.frombuffer(order, dtype=np.int64)
-    rows[:] = np.arange(n)
+    step = 1 << 16
+    for start in range(0, n, step):  # 0..n-1, without a second array of n
+        rows[start : start + step] = np.arange(start, min(n, start + step))
     random.Random(d.seed).shuffle(order)  # the same order as a list's
     n_test = 0 if d.test_path is not None else max(1, round(n * d.test_fraction))
     n_val = max(1, round(n * d.val_fraction))

@@ -306,6 +306,7 @@ def cv_summary(
         "train_time_s": round(sum(f.get("train_time_s", 0.0) for f in folds), 2),
         **{k: round(v, 2) for k, v in times.items()},
         "peak_memory_mb": max(f.get("peak_memory_mb", 0.0) for f in folds),
+        "ready_memory_mb": max((f.get("ready_memory_mb") or 0.0) for f in folds) or None,
         "world_size": 1,
         "parameters": folds[0].get("parameters"),
         "device": folds[0].get("device"),

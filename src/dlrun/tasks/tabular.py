@@ -228,7 +228,7 @@ class TabularTask(ClassificationTask):
             np.stack([table.column(f).numbers[shown] for f in numeric], axis=1)
             if numeric
             else np.zeros((len(shown), 0)),
-            targets["train"][:PLOTTED].numpy(),
+            targets["train"][:PLOTTED].numpy().copy(),  # not a view that keeps them all
         )
         # The encoder reads the features only: the other columns (the target's) go first.
         tables = {s: t.select(features) for s, t in tables.items()}
@@ -433,6 +433,7 @@ class TabularTask(ClassificationTask):
             points = torch.from_numpy(np.stack([table.column(f).numbers[:n] for f in numeric], 1))
             x = self.splits[split]["x"]
             pred = model(x).argmax(1).cpu()
+            known = ~points.isnan().any(1)  # a point with a missing (imputed) value has no place
 
             def classify(grid: torch.Tensor) -> torch.Tensor:
                 columns = [Column(c.double().numpy(), np.zeros(len(c), dtype=bool)) for c in grid.T]
@@ -440,16 +441,17 @@ class TabularTask(ClassificationTask):
                 encoded = self.encoder.encode(table, np.arange(len(grid))).to(x.device)
                 return model(encoded).argmax(1).cpu()
 
-            plot_decision_boundary(
-                classify,
-                points,
-                self.splits[split]["label"].cpu(),
-                pred,
-                self.classes,
-                numeric,
-                run.file("decision_boundary.png"),
-                f"decision regions and the {split} points (errors marked x)",
-            )
+            if known.any():
+                plot_decision_boundary(
+                    classify,
+                    points[known],
+                    self.splits[split]["label"].cpu()[known],
+                    pred[known],
+                    self.classes,
+                    numeric,
+                    run.file("decision_boundary.png"),
+                    f"decision regions and the {split} points (errors marked x)",
+                )
 
     # -- prediction ------------------------------------------------------------------------
     def inputs_from_lines(self, lines: list[str]) -> list[str]:
