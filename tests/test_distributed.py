@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,7 +55,10 @@ def _evaluate_as_rank(rank: int, world: int, cfg: dict, init_file: str, out: str
         torch_dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("task", ["dates", "imdb"])  # sequence and classification metrics
+@pytest.mark.parametrize(
+    "task",  # sequence and classification metrics (dates: slow, the suite's 10 minutes)
+    [pytest.param("dates", marks=pytest.mark.slow), "imdb"],
+)
 def test_evaluation_split_across_ranks_equals_one_process(tiny_cfg, tmp_path, task):
     import torch
     import torch.multiprocessing as mp
@@ -133,7 +139,7 @@ def test_sweep_under_torchrun_is_one_clear_error(tmp_path, cache_dir, kmnist_arg
         cache_dir,
     )
     assert done.returncode != 0
-    assert "dlrun: error: sweeps (-m) do not run under torchrun" in done.stderr
+    assert "dlrun: error: sweeps (-m) do not run under torchrun" in done.stderr, done.stderr
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
 
 
@@ -150,3 +156,20 @@ def test_submitit_local_sweep(tmp_path, cache_dir, kmnist_args):
     assert all(r["status"] == "ok" for r in rows)
     for job in ("0_optimizer.lr=0.001", "1_optimizer.lr=0.01"):
         assert json.loads((out / job / "summary.json").read_text())["steps"] == 24
+
+
+def test_a_rank_with_a_user_error_waits_for_torchrun_to_stop_it_silently():
+    """Rank 0 prints a user error all ranks meet; another rank exiting first would have
+    torchrun stop rank 0 before it printed (seen: rank 0 said "stopped by SIGTERM")."""
+    code = (
+        "from dlrun.cli.train import _after_rank_0; from dlrun.errors import UserError; "
+        "print('waiting', flush=True); _after_rank_0(UserError('bad'))"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "waiting\n"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGTERM)  # what torchrun sends once rank 0 has exited
+    out, err = child.communicate(timeout=30)
+    assert (child.returncode, err) == (2, "")

@@ -342,6 +342,7 @@ def test_a_mistake_in_the_data_keeps_a_folder_the_user_made(tmp_path, monkeypatc
 # -- kill -9 ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_kill_9_in_training_then_resume(tmp_path, cache_dir):
     """A run killed with SIGKILL (no handler runs) after its first checkpoint, with a torn
     temporary checkpoint beside it: the resume continues without a traceback and removes

@@ -595,7 +595,10 @@ train.main()
     ("where", "module", "owner", "method", "sig", "code"),
     [
         ("data", "dlrun.tasks", "dates", "generate", "SIGINT", 130),
-        ("final test", "dlrun.engine.trainer", "Trainer", "evaluate", "SIGTERM", 143),
+        pytest.param(  # 9 s: the default suite stays under 10 minutes
+            *("final test", "dlrun.engine.trainer", "Trainer", "evaluate", "SIGTERM", 143),
+            marks=pytest.mark.slow,
+        ),
         ("plots", "dlrun.engine", "plots", "plot_curves", "SIGINT", 130),
     ],
 )

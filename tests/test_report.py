@@ -34,6 +34,7 @@ def sweep(tmp_path_factory, cache_dir):
     return sweep_dir(result.stdout, cwd), result
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_sweep_writes_and_prints_its_summary(sweep):
     root, result = sweep
     rows = read_csv(root / "summary.csv")

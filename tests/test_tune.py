@@ -58,6 +58,7 @@ def search(tmp_path_factory, cache_dir):
     return cwd, cwd / "S", done
 
 
+@pytest.mark.slow  # 5-16 s: the default suite stays under 10 minutes
 def test_search_runs_n_trials_with_a_row_each(search):
     cwd, sweep, done = search
     rows = read_csv(sweep / "summary.csv")

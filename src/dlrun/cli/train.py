@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,8 @@ class Job:
             rundir.write_failure("failed", str(exc))
             if from_env().main:  # under torchrun, one rank says it
                 log.error("dlrun: error: %s (run directory: %s)", exc, rundir)
+            else:
+                _after_rank_0(exc)
             if hc.mode == RunMode.MULTIRUN:
                 return None  # one failed job does not stop the sweep
             sys.exit(2)
@@ -342,6 +345,8 @@ def _main() -> None:
         except UserError as exc:
             if from_env().main:  # under torchrun, one rank says it
                 print(f"dlrun: error: {exc}", file=sys.stderr)
+            else:
+                _after_rank_0(exc)
             sys.exit(2)
     except KeyboardInterrupt as exc:  # before or after a run: nothing to save
         code = getattr(exc, "exit_code", 130)
@@ -351,6 +356,16 @@ def _main() -> None:
 
 def _terminate(signum, frame) -> None:
     raise Terminated()
+
+
+def _after_rank_0(error: UserError) -> None:
+    """Under torchrun, a rank other than 0 stopped by a user error, which rank 0 meets too
+    and prints: had this rank exited first, torchrun would have stopped rank 0 (SIGTERM)
+    before it printed. It waits for torchrun to stop it once rank 0 has exited, and then
+    exits silently (code 2); one still running after 10 s met the error alone: it says it."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(2))
+    time.sleep(10)
+    print(f"dlrun: error (rank {os.environ.get('RANK', '?')}): {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":
