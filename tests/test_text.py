@@ -331,6 +331,12 @@ MISTAKES = [
         r"text, stars\); set dataset.label_column=NAME",
     ),
     ("t.csv", "body,label\nhello,a\n", [], r"no column 'text' .*dataset.text_column=NAME"),
+    (  # a header of hundreds of columns (found by the readers' fuzz test) stays one short line
+        "t.csv",
+        "text," + ",".join(f"c{i}" for i in range(500)) + "\nhello" + ",1" * 500 + "\n",
+        [],
+        r"its columns: text, c0, c1, .*, c10, \.\.\. \(501 in all\)\); set dataset.label_column",
+    ),
     (
         "t.csv",
         "text,label\nhello,a\nbye,b,extra\n",

@@ -51,6 +51,13 @@ def printable(text: str, limit: int = 80) -> str:
     return shown
 
 
+def printable_names(names: list[str], limit: int = 12) -> str:
+    """Names (a file's columns) for a one-line message: the first ``limit``, each cut to 40
+    characters, then how many there are in all (a header of thousands stays one line)."""
+    shown = ", ".join(printable(n, 40) for n in names[:limit])
+    return shown + (f", ... ({len(names):,} in all)" if len(names) > limit else "")
+
+
 def first_line(what: BaseException | str, limit: int | None = None) -> str:
     """The first non-blank line of an error message, stripped (an exception with no message:
     its type's name); with ``limit``, made safe to show and cut (``printable``)."""

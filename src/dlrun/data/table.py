@@ -23,7 +23,7 @@ import torch
 
 from dlrun.data.text import read_text
 from dlrun.engine.device import give_back_freed_memory
-from dlrun.errors import UserError, printable
+from dlrun.errors import UserError, printable, printable_names
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
 # Every capitalization of each (pyarrow matches null values exactly).
@@ -172,7 +172,7 @@ class Table:
         if name not in self.header:
             raise UserError(
                 f"{self.path}: no column '{printable(name)}'; its columns are "
-                f"{', '.join(map(printable, self.header))}"
+                f"{printable_names(self.header)}"
             )
         return self.header.index(name)
 

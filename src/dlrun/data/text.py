@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dlrun import walk
-from dlrun.errors import UserError, first_line, printable
+from dlrun.errors import UserError, first_line, printable, printable_names
 
 # torchtext's basic_english: lowercase, then these substitutions, then split on whitespace.
 _BASIC_ENGLISH = [
@@ -296,7 +296,7 @@ def _checked(path: Path, line: int, text: object, label: object, keys: tuple[str
 def _missing_column(path: Path, name: str, key: str, found: list[str], where: str = "") -> str:
     return (
         f"{path}{where}: no column '{printable(name)}' (its columns: "
-        f"{', '.join(map(printable, found)) or 'none'}); set dataset.{key}=NAME"
+        f"{printable_names(found) or 'none'}); set dataset.{key}=NAME"
     )
 
 

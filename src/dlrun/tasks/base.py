@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlrun.errors import UserError, printable
+from dlrun.errors import UserError, printable, printable_names
 from dlrun.plan.config import RunConfig
 from dlrun.rundir.layout import RunDir
 
@@ -395,7 +395,7 @@ class TaskOutputs:
             if key not in header:
                 raise UserError(
                     f"{source}: no column '{printable(key)}' (this run's dataset.text_column); "
-                    f"its columns are {', '.join(map(printable, header))}"
+                    f"its columns are {printable_names(header)}"
                 )
             column = header.index(key)
         elif len(header) == 1:
