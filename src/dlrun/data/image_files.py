@@ -24,7 +24,7 @@ import torch
 from dlrun import walk
 from dlrun.data.text import read_text
 from dlrun.engine import checkpoint
-from dlrun.errors import UserError, first_line, printable
+from dlrun.errors import UserError, first_line, printable, printable_names
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # dataset.image_size=null: the median shorter side of (a sample of) the images, within these.
@@ -103,7 +103,7 @@ def _annotations(root: Path, csv_path: Path, d, reader: csv.DictReader):
     want = {"filename_column": d.filename_column, "label_column": d.label_column}
     missing = [f"dataset.{k}={v}" for k, v in want.items() if v not in columns]
     if missing:
-        found = ", ".join(printable(c, 40) for c in columns[:12]) or "none (the file is empty)"
+        found = printable_names(columns) or "none (the file is empty)"
         raise UserError(
             f"{printable(str(csv_path))}: no column {' or '.join(missing)}; its columns are "
             f"{found}; name the right ones with dataset.filename_column / dataset.label_column"
